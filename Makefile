@@ -1,0 +1,41 @@
+# Two commands on a fresh machine: `make run` (the main job end to end) and `make test`.
+SHELL := /bin/bash
+PY ?= python3.11
+VENV := .venv
+STAMP := $(VENV)/.installed
+FIND_LINKS ?= $(shell pip config list 2>/dev/null | sed -n "s/.*find-links='\(.*\)'/\1/p" | head -1)
+export UV_PYTHON_DOWNLOADS := never
+export MLFLOW_DISABLE_TELEMETRY := true
+export DO_NOT_TRACK := true
+export RAY_USAGE_STATS_ENABLED := 0
+export PREFECT_SERVER_ANALYTICS_ENABLED := false
+export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS := 90
+export PREFECT_HOME := $(CURDIR)/.state/prefect
+export RAY_AUTH_MODE := disabled
+
+.PHONY: venv run test lint bench clean
+
+$(STAMP): pyproject.toml requirements/constraints.txt
+	test -x $(VENV)/bin/python || $(PY) -m venv $(VENV)
+	$(VENV)/bin/python -m pip install -q uv
+	$(VENV)/bin/uv pip install --python $(VENV)/bin/python $(if $(FIND_LINKS),--find-links $(FIND_LINKS)) \
+	    --compile-bytecode -c requirements/constraints.txt -e '.[dev]'
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+run: $(STAMP)
+	$(VENV)/bin/predrnn run
+
+test: $(STAMP)
+	$(VENV)/bin/python -m pytest -q
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check predrnn flows tests bench
+	$(VENV)/bin/mypy predrnn
+
+bench: $(STAMP)
+	$(VENV)/bin/predrnn bench
+
+clean:
+	rm -rf $(VENV) .state

@@ -1,0 +1,374 @@
+"""Typed configuration: one frozen dataclass per concern, composed into :class:`ExperimentConfig`.
+
+Presets are functions returning a complete config (``moving_mnist_v2()``); overrides are dotted
+``section.field=value`` strings whose values are parsed as JSON (falling back to a bare string)
+and type-checked against the field annotation, so ``model.num_hidden=[64,64]`` works and
+``model.num_hidden=64`` is refused with a message that names the key and the expected type.
+
+Only the standard library is used here so the model core stays importable with torch alone.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import types
+import typing
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+
+class ConfigError(ValueError):
+    """A configuration value, key or combination is invalid."""
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Architecture. ``arch``: ``predrnn_v2`` (decoupling adapter), ``predrnn`` (V1) or ``convlstm``."""
+
+    arch: Literal["predrnn_v2", "predrnn", "convlstm"] = "predrnn_v2"
+    num_hidden: list[int] = field(default_factory=lambda: [128, 128, 128, 128])
+    filter_size: int = 5
+    patch_size: int = 4
+    layer_norm: bool = False
+
+
+@dataclass(frozen=True)
+class SamplingConfig:
+    """Probability of feeding the true frame, as pure functions of the global iteration.
+
+    ``scheme``: ``rss`` (reverse scheduled sampling on the encoder + scheduled sampling on the
+    decoder, PredRNN-V2), ``ss`` (scheduled sampling on the decoder only, PredRNN V1), ``none``
+    (encoder always true frames, decoder always own predictions).
+    """
+
+    scheme: Literal["rss", "ss", "none"] = "rss"
+    rss_curve: Literal["exp", "linear", "sigmoid"] = "exp"
+    r_sampling_step_1: int = 25_000
+    r_sampling_step_2: int = 50_000
+    r_exp_alpha: float = 2_500.0
+    sampling_start_value: float = 1.0
+    sampling_changing_rate: float = 2e-5
+    sampling_stop_iter: int = 50_000
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    """Optimisation. ``decouple_beta`` multiplies the mean-reduced decoupling loss (authors' code)."""
+
+    lr: float = 1e-4
+    batch_size: int = 8
+    max_iterations: int = 80_000
+    decouple_beta: float = 0.1
+    reverse_input: bool = True
+    grad_clip: float = 0.0  # 0 disables clipping
+    seed: int = 0
+    eval_interval: int = 5_000
+    checkpoint_interval: int = 5_000
+    keep_best: int = 3
+    eval_clips: int = 0  # 0: the whole validation split
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Frames and sequence lengths. ``dataset`` is a version URI (``ROOT/NAME@VERSION``)."""
+
+    dataset: str = ""
+    img_height: int = 64
+    img_width: int = 64
+    img_channel: int = 1
+    input_length: int = 10
+    total_length: int = 20
+    loader_workers: int = 0
+
+
+@dataclass(frozen=True)
+class ComputeConfig:
+    """Where and how to run. ``amp``: ``auto`` means bf16 autocast on CUDA, fp32 on CPU."""
+
+    num_workers: int = 1
+    gpus_per_worker: float = 0.0
+    cpus_per_worker: float = 1.0
+    threads: int = 0  # torch intra-op threads per worker; 0 keeps torch's default
+    amp: Literal["auto", "bf16", "none"] = "auto"
+    channels_last: bool = True
+    compile: bool = False
+
+
+@dataclass(frozen=True)
+class TrackingConfig:
+    """MLflow. Empty ``tracking_uri`` means the embedded default (a local SQLite file)."""
+
+    tracking_uri: str = ""
+    experiment: str = "predrnn"
+    registered_model: str = "predrnn-v2"
+
+
+@dataclass(frozen=True)
+class ExperimentConfig:
+    name: str = "experiment"
+    model: ModelConfig = field(default_factory=ModelConfig)
+    sampling: SamplingConfig = field(default_factory=SamplingConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    compute: ComputeConfig = field(default_factory=ComputeConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+
+    def validate(self) -> ExperimentConfig:
+        """Check cross-field constraints; returns ``self`` so calls chain."""
+        _validate(self)
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ExperimentConfig:
+        return _from_dict(cls, data, prefix="")
+
+    @classmethod
+    def from_json(cls, text: str) -> ExperimentConfig:
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as err:
+            raise ConfigError(f"config is not valid JSON: {err}") from err
+        if not isinstance(data, dict):
+            raise ConfigError("config JSON must be an object")
+        return cls.from_dict(data)
+
+    def flat(self) -> dict[str, Any]:
+        """``{"model.num_hidden": [..], ...}``: every leaf with its dotted key (for tracking)."""
+        out: dict[str, Any] = {}
+        for section, values in self.to_dict().items():
+            if isinstance(values, dict):
+                for key, value in values.items():
+                    out[f"{section}.{key}"] = value
+            else:
+                out[section] = values
+        return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Presets: the authors' recipes (arXiv 2103.09504, section 5 and their scripts) and a CPU one.
+
+
+def moving_mnist_v2() -> ExperimentConfig:
+    """PredRNN-V2 on Moving MNIST: 4 x 128, patch 4, lr 1e-4, batch 8, 80k its, RSS 25k/50k/2500."""
+    return ExperimentConfig(name="moving_mnist_v2").validate()
+
+
+def moving_mnist_v1() -> ExperimentConfig:
+    """PredRNN (V1) on Moving MNIST: lr 3e-4, scheduled sampling 1.0 - 2e-5/it until 50k."""
+    return ExperimentConfig(
+        name="moving_mnist_v1",
+        model=ModelConfig(arch="predrnn"),
+        sampling=SamplingConfig(scheme="ss"),
+        optim=OptimConfig(lr=3e-4, decouple_beta=0.0, reverse_input=False),
+        tracking=TrackingConfig(registered_model="predrnn-v1"),
+    ).validate()
+
+
+def kth_v2() -> ExperimentConfig:
+    """PredRNN-V2 on KTH actions: 128x128 grey, 10 -> 10 in training, batch 4, beta 0.01, RSS 5k/50k/2000."""
+    return ExperimentConfig(
+        name="kth_v2",
+        sampling=SamplingConfig(r_sampling_step_1=5_000, r_sampling_step_2=50_000, r_exp_alpha=2_000.0),
+        optim=OptimConfig(batch_size=4, decouple_beta=0.01),
+        data=DataConfig(img_height=128, img_width=128),
+    ).validate()
+
+
+def quick() -> ExperimentConfig:
+    """A CPU preset: 64x64, patch 8, 2 x 32, schedules scaled to 600 iterations."""
+    return ExperimentConfig(
+        name="quick",
+        model=ModelConfig(num_hidden=[32, 32], filter_size=5, patch_size=8),
+        sampling=SamplingConfig(r_sampling_step_1=150, r_sampling_step_2=400, r_exp_alpha=40.0,
+                                sampling_stop_iter=400, sampling_changing_rate=1.0 / 400),
+        optim=OptimConfig(lr=1e-3, batch_size=8, max_iterations=600, decouple_beta=0.1,
+                          reverse_input=False, eval_interval=200, checkpoint_interval=100,
+                          eval_clips=64),
+    ).validate()
+
+
+PRESETS: dict[str, Callable[[], ExperimentConfig]] = {
+    "moving_mnist_v2": moving_mnist_v2,
+    "moving_mnist_v1": moving_mnist_v1,
+    "kth_v2": kth_v2,
+    "quick": quick,
+}
+
+
+def preset(name: str) -> ExperimentConfig:
+    try:
+        return PRESETS[name]()
+    except KeyError:
+        raise ConfigError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}") from None
+
+
+def load_config(preset_name: str | None = None, config_file: str | None = None,
+                overrides: Iterable[str] = ()) -> ExperimentConfig:
+    """A preset or a JSON file (not both), then overrides, then validation."""
+    if preset_name and config_file:
+        raise ConfigError("give a preset or a config file, not both")
+    if config_file:
+        with open(config_file, encoding="utf-8") as fh:
+            cfg = ExperimentConfig.from_json(fh.read())
+    else:
+        cfg = preset(preset_name or "quick")
+    return apply_overrides(cfg, overrides).validate()
+
+
+# ---------------------------------------------------------------------------------------------
+# Overrides and type checking.
+
+
+def apply_overrides(cfg: ExperimentConfig, overrides: Iterable[str]) -> ExperimentConfig:
+    """Apply ``section.field=value`` strings; each value is type-checked against its field."""
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r} must look like section.field=value")
+        key, raw = item.split("=", 1)
+        key = key.strip()
+        parts = key.split(".")
+        if len(parts) == 1 and parts[0] == "name":
+            cfg = dataclasses.replace(cfg, name=raw)
+            continue
+        if len(parts) != 2:
+            raise ConfigError(f"override key {key!r} must be section.field, e.g. model.num_hidden")
+        section_name, field_name = parts
+        sections = {f.name: f for f in dataclasses.fields(cfg) if dataclasses.is_dataclass(f.type)
+                    or f.name in _section_types()}
+        if section_name not in sections:
+            raise ConfigError(f"unknown config section {section_name!r} in {key!r}; "
+                              f"known sections: {sorted(_section_types())}")
+        section = getattr(cfg, section_name)
+        hints = typing.get_type_hints(type(section))
+        if field_name not in hints:
+            raise ConfigError(f"unknown config key {key!r}; {section_name} has: {sorted(hints)}")
+        try:
+            value: Any = json.loads(raw)
+        except json.JSONDecodeError:
+            value = raw
+        value = _check(value, hints[field_name], key)
+        cfg = dataclasses.replace(cfg, **{section_name: dataclasses.replace(section, **{field_name: value})})
+    return cfg
+
+
+def _section_types() -> dict[str, type]:
+    hints = typing.get_type_hints(ExperimentConfig)
+    return {k: v for k, v in hints.items() if dataclasses.is_dataclass(v)}
+
+
+def _type_name(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if origin is Literal:
+        return "one of " + ", ".join(repr(a) for a in typing.get_args(tp))
+    if origin in (list, tuple):
+        return f"list[{', '.join(_type_name(a) for a in typing.get_args(tp) if a is not Ellipsis)}]"
+    return getattr(tp, "__name__", str(tp))
+
+
+def _check(value: Any, tp: Any, key: str) -> Any:
+    """Return ``value`` coerced to ``tp`` (int -> float only) or raise a ConfigError naming ``key``."""
+    origin = typing.get_origin(tp)
+    bad = ConfigError(f"{key}: expected {_type_name(tp)}, got {value!r}")
+    if origin is Literal:
+        if value not in typing.get_args(tp):
+            raise bad
+        return value
+    if origin in (typing.Union, types.UnionType):
+        for arg in typing.get_args(tp):
+            try:
+                return _check(value, arg, key)
+            except ConfigError:
+                continue
+        raise bad
+    if origin is list:
+        (item_tp,) = typing.get_args(tp)
+        if not isinstance(value, list):
+            raise bad
+        return [_check(v, item_tp, f"{key}[{i}]") for i, v in enumerate(value)]
+    if tp is type(None):
+        if value is not None:
+            raise bad
+        return None
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise bad
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise bad
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise bad
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise bad
+        return value
+    raise ConfigError(f"{key}: unsupported type {tp!r}")
+
+
+def _from_dict(cls: type, data: dict[str, Any], prefix: str) -> Any:
+    hints = typing.get_type_hints(cls)
+    unknown = set(data) - set(hints)
+    if unknown:
+        raise ConfigError(f"unknown config key(s) {sorted(prefix + k for k in unknown)}")
+    kwargs = {}
+    for name, value in data.items():
+        tp = hints[name]
+        if dataclasses.is_dataclass(tp):
+            if not isinstance(value, dict):
+                raise ConfigError(f"{prefix}{name}: expected an object")
+            kwargs[name] = _from_dict(tp, value, f"{prefix}{name}.")  # type: ignore[arg-type]
+        else:
+            kwargs[name] = _check(value, tp, prefix + name)
+    return cls(**kwargs)
+
+
+def _validate(cfg: ExperimentConfig) -> None:
+    m, s, o, d, c = cfg.model, cfg.sampling, cfg.optim, cfg.data, cfg.compute
+    errors: list[str] = []
+    if not m.num_hidden or any(h <= 0 for h in m.num_hidden):
+        errors.append("model.num_hidden must be a non-empty list of positive widths")
+    elif m.arch != "convlstm" and len(set(m.num_hidden)) != 1:
+        errors.append("model.num_hidden: PredRNN layers share one width (the zigzag memory M passes "
+                      f"between layers), got {m.num_hidden}")
+    if m.filter_size < 1 or m.filter_size % 2 == 0:
+        errors.append(f"model.filter_size must be odd and positive, got {m.filter_size}")
+    if m.patch_size < 1:
+        errors.append("model.patch_size must be >= 1")
+    elif d.img_height % m.patch_size or d.img_width % m.patch_size:
+        errors.append(f"data.img_height/img_width ({d.img_height}x{d.img_width}) must be divisible by "
+                      f"model.patch_size ({m.patch_size})")
+    if d.img_channel < 1:
+        errors.append("data.img_channel must be >= 1")
+    if not 1 <= d.input_length < d.total_length:
+        errors.append(f"need 1 <= data.input_length < data.total_length, got {d.input_length}, "
+                      f"{d.total_length}")
+    if not 0 <= s.r_sampling_step_1 < s.r_sampling_step_2:
+        errors.append(f"need 0 <= sampling.r_sampling_step_1 < r_sampling_step_2, got "
+                      f"{s.r_sampling_step_1}, {s.r_sampling_step_2}")
+    if s.r_exp_alpha <= 0:
+        errors.append("sampling.r_exp_alpha must be > 0")
+    if not 0 <= s.sampling_start_value <= 1 or s.sampling_changing_rate < 0:
+        errors.append("sampling.sampling_start_value must be in [0, 1] and sampling_changing_rate >= 0")
+    if o.lr <= 0 or o.batch_size < 1 or o.max_iterations < 1:
+        errors.append("optim.lr, batch_size and max_iterations must be positive")
+    if o.decouple_beta < 0 or o.grad_clip < 0:
+        errors.append("optim.decouple_beta and grad_clip must be >= 0")
+    if o.decouple_beta > 0 and m.arch != "predrnn_v2":
+        errors.append(f"optim.decouple_beta > 0 needs model.arch=predrnn_v2 (got {m.arch})")
+    if o.eval_interval < 1 or o.checkpoint_interval < 1 or o.keep_best < 1:
+        errors.append("optim.eval_interval, checkpoint_interval and keep_best must be >= 1")
+    if c.num_workers < 1 or c.gpus_per_worker < 0 or c.cpus_per_worker <= 0:
+        errors.append("compute.num_workers >= 1, gpus_per_worker >= 0, cpus_per_worker > 0 required")
+    if errors:
+        raise ConfigError("; ".join(errors))
