@@ -1,0 +1,62 @@
+import math
+
+import numpy as np
+import pytest
+import torch
+from skimage.metrics import structural_similarity
+
+from predrnn.losses import decoupling_loss, prediction_loss, total_loss
+from predrnn.metrics import MetricAccumulator, frame_metrics, to_uint8
+
+
+def test_decoupling_loss_bounds_and_value():
+    adapter = torch.nn.Conv2d(3, 3, 1, bias=False)
+    torch.nn.init.eye_(adapter.weight.view(3, 3))
+    d = torch.rand(2, 3, 4, 4) + 0.1
+    assert decoupling_loss(adapter, [d], [d]).item() == pytest.approx(1.0)  # identical: |cos| = 1
+    assert decoupling_loss(adapter, [d], [-2 * d]).item() == pytest.approx(1.0)  # absolute value
+    a = torch.zeros(1, 3, 2, 2)
+    b = torch.zeros(1, 3, 2, 2)
+    a[..., 0, 0] = 1
+    b[..., 1, 1] = 1
+    assert decoupling_loss(adapter, [a], [b]).item() == pytest.approx(0.0)  # orthogonal
+    # mean over terms: one identical pair and one orthogonal pair average to 0.5
+    assert decoupling_loss(adapter, [a, a], [a, b]).item() == pytest.approx(0.5)
+
+
+def test_total_loss():
+    mse = prediction_loss(torch.ones(2, 3), torch.zeros(2, 3))
+    assert mse.item() == 1.0
+    assert total_loss(mse, torch.tensor(0.5), 0.1).item() == pytest.approx(1.05)
+    assert total_loss(mse, None, 0.1).item() == 1.0
+
+
+def test_metric_conventions():
+    rng = np.random.default_rng(0)
+    truth = rng.random((3, 2, 16, 16, 1))
+    pred = np.clip(truth + rng.normal(0, 0.1, truth.shape), -0.2, 1.2)
+    m = frame_metrics(pred, truth)
+    clipped = np.clip(pred, 0, 1)
+    # per-frame MSE: summed over the pixels of a frame (the paper's convention)
+    assert m["mse"][1, 0] == pytest.approx(((clipped[1, 0] - truth[1, 0]) ** 2).sum())
+    assert m["mae"][1, 0] == pytest.approx(np.abs(clipped[1, 0] - truth[1, 0]).sum())
+    assert m["mse_pixel"][1, 0] == pytest.approx(((clipped[1, 0] - truth[1, 0]) ** 2).mean())
+    p8, t8 = to_uint8(clipped[1, 0]), to_uint8(truth[1, 0])
+    mse8 = ((p8.astype(float) - t8) ** 2).mean()
+    assert m["psnr"][1, 0] == pytest.approx(10 * math.log10(255**2 / mse8))
+    assert m["ssim"][1, 0] == pytest.approx(structural_similarity(p8[..., 0], t8[..., 0], win_size=7, data_range=255))
+    assert to_uint8(np.array([0.5 / 255 + 1e-9, 254.6 / 255])).tolist() == [1, 255]  # rounding, not truncation
+
+
+def test_accumulator_means_per_lead_time():
+    acc = MetricAccumulator(2, with_ssim=False)
+    truth = np.zeros((4, 2, 4, 4, 1))
+    pred = np.zeros_like(truth)
+    pred[:, 1] = 0.5  # error only at lead time 2
+    acc.update(pred[:2], truth[:2])
+    acc.update(pred[2:], truth[2:])
+    out = acc.compute()
+    assert out["clips"] == 4
+    assert out["mse_per_frame"] == [0.0, pytest.approx(16 * 0.25)]
+    assert out["mse"] == pytest.approx(2.0)
+    assert out["psnr_per_frame"][0] == 100.0  # identical frames capped
