@@ -1,0 +1,141 @@
+"""Dataset access for training: validation against the config, per-rank shards, batch order.
+
+The batch order is a pure function of ``(seed, rank, iteration)``: each epoch of a rank's shard is
+a fresh permutation seeded by ``(seed, rank, epoch)``, and iteration ``it`` takes slot
+``(it - 1) % steps_per_epoch`` of epoch ``(it - 1) // steps_per_epoch``. A resumed run therefore
+sees exactly the clips it would have seen without the interruption.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any, Protocol
+
+import torch
+
+from predrnn.config import ExperimentConfig
+
+
+class DatasetError(ValueError):
+    """The dataset is missing, unreadable or does not fit the experiment config."""
+
+
+class ClipSource(Protocol):
+    """Anything that can open one split of clips for one rank: ``len(ds)`` and ``ds[i] -> (T, H, W, C)``."""
+
+    def open(self, split: str, *, length: int, rank: int = 0, world_size: int = 1) -> Any: ...
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    """What training records about its data: the resolved version URI and its shape."""
+
+    uri: str
+    name: str
+    version: str
+    shape: tuple[int, ...]
+    dtype: str
+    splits: dict[str, int]
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class ZarrSource:
+    """A versioned Zarr dataset (``ROOT/NAME@VERSION``, local or ``s3://``) read with ``ClipDataset``."""
+
+    uri: str
+
+    def open(self, split: str, *, length: int, rank: int = 0, world_size: int = 1) -> Any:
+        from predrnn.data import ClipDataset
+
+        return ClipDataset(self.uri, split=split, length=length, rank=rank, world_size=world_size)
+
+
+def validate_dataset(cfg: ExperimentConfig, uri: str, *, world_size: int = 1) -> DatasetInfo:
+    """Open the version behind ``uri`` and check it against the config, before any worker starts.
+
+    Raises:
+        DatasetError: the version does not exist or cannot be read, its frames differ from
+            ``cfg.data`` (height, width, channels), its clips are shorter than
+            ``data.total_length``, or the train/val splits are too small for ``world_size`` ranks.
+    """
+    if not uri:
+        raise DatasetError("no dataset given: pass --data ROOT/NAME@VERSION (or set data.dataset)")
+    try:
+        from predrnn.data import open_version
+
+        version = open_version(uri)
+    except ImportError as err:
+        raise DatasetError(f"the dataset package is not available: {err}") from err
+    except Exception as err:  # missing path, unknown version, unreadable metadata
+        raise DatasetError(f"cannot open dataset {uri!r}: {type(err).__name__}: {err}") from err
+    shape = tuple(int(s) for s in version.shape)
+    d = cfg.data
+    if len(shape) != 5:
+        raise DatasetError(f"dataset {version.uri} has shape {shape}; expected (clips, T, H, W, C)")
+    _, t, h, w, c = shape
+    want = (d.img_height, d.img_width, d.img_channel)
+    if (h, w, c) != want:
+        raise DatasetError(f"dataset {version.uri} has frames of {h}x{w}x{c} (H x W x C) but the config "
+                           f"expects {want[0]}x{want[1]}x{want[2]} (data.img_height/img_width/img_channel)")
+    if t < d.total_length:
+        raise DatasetError(f"dataset {version.uri} has clips of {t} frames; the config needs "
+                           f"data.total_length={d.total_length}")
+    splits = {}
+    for split in ("train", "val", "test"):
+        try:
+            splits[split] = len(version.split_indices(split))
+        except Exception:  # a dataset may lack a split; train and val are checked below
+            splits[split] = 0
+    if splits["train"] < world_size:
+        raise DatasetError(f"dataset {version.uri} has {splits['train']} training clips; "
+                           f"{world_size} workers need at least one each")
+    if splits["val"] < 1:
+        raise DatasetError(f"dataset {version.uri} has no validation clips")
+    return DatasetInfo(uri=str(version.uri), name=str(version.name), version=str(version.version),
+                       shape=shape, dtype=str(version.dtype), splits=splits)
+
+
+def steps_per_epoch(shard_size: int, batch: int) -> int:
+    """Full batches per pass over a shard (at least one; a shard smaller than a batch wraps around)."""
+    return max(1, shard_size // batch)
+
+
+def batch_indices(it: int, *, shard_size: int, batch: int, seed: int, rank: int) -> list[int]:
+    """The shard positions of global iteration ``it`` (counted from 1) on ``rank``."""
+    if shard_size < 1:
+        raise DatasetError(f"rank {rank} has an empty shard")
+    spe = steps_per_epoch(shard_size, batch)
+    epoch, slot = divmod(it - 1, spe)
+    gen = torch.Generator().manual_seed(_mix(seed, rank, epoch))
+    perm = torch.randperm(shard_size, generator=gen)
+    if shard_size < batch:
+        perm = perm.repeat((batch + shard_size - 1) // shard_size)
+    return perm[slot * batch:(slot + 1) * batch].tolist()
+
+
+def mask_generator(seed: int, rank: int, it: int) -> torch.Generator:
+    """The generator the sampling mask of iteration ``it`` on ``rank`` is drawn from."""
+    return torch.Generator().manual_seed(_mix(seed, rank, it, 7))
+
+
+def _mix(*values: int) -> int:
+    """A 63-bit seed from a few integers (deterministic, unlike ``hash``)."""
+    h = 1469598103934665603
+    for v in values:
+        h = ((h ^ (v & 0xFFFFFFFFFFFFFFFF)) * 1099511628211) & 0x7FFFFFFFFFFFFFFF
+    return h
+
+
+def load_batch(dataset: Any, indices: list[int]) -> torch.Tensor:
+    """Stack ``dataset[i]`` for ``indices`` into (B, T, H, W, C) float32."""
+    return torch.stack([torch.as_tensor(dataset[i]) for i in indices]).float()
+
+
+def iterate_batches(dataset: Any, batch: int, max_clips: int = 0):
+    """Every clip of ``dataset`` in order (``max_clips`` first ones if > 0), no clip dropped."""
+    n = len(dataset) if not max_clips else min(max_clips, len(dataset))
+    for start in range(0, n, batch):
+        yield load_batch(dataset, list(range(start, min(start + batch, n))))

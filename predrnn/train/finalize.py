@@ -1,0 +1,162 @@
+"""After training: test evaluation, pictures, the MLflow model and its registry version."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from predrnn.config import ExperimentConfig
+from predrnn.steps import eval_step, evaluate
+from predrnn.train.data import ClipSource, ZarrSource, iterate_batches, load_batch
+from predrnn.train.loop import evaluation_metrics
+from predrnn.train.state import MODEL_DIR
+
+
+def local_checkpoint(path: str, dest: str | Path) -> Path:
+    """A local copy of checkpoint ``path`` (returned as is when already local)."""
+    if "://" not in path and Path(path).is_dir():
+        return Path(path)
+    from ray.train import Checkpoint
+
+    return Path(Checkpoint(path).to_directory(str(dest)))
+
+
+def evaluate_split(model: nn.Module, cfg: ExperimentConfig, source: ClipSource, split: str = "test", *,
+                   batch: int = 16, max_clips: int = 0) -> dict[str, Any]:
+    """Model and persistence metrics per lead time on every clip of ``split``."""
+    ds = source.open(split, length=cfg.data.total_length, rank=0, world_size=1)
+    return evaluate(model, iterate_batches(ds, batch, max_clips), cfg.data.input_length, max_clips=max_clips)
+
+
+def lead_time_table(result: dict[str, Any], metrics: tuple[str, ...] = ("mse", "mae", "psnr", "ssim")) -> str:
+    """A printable per-lead-time table of model vs persistence."""
+    m, p = result["model"], result.get("persistence", {})
+    keys = [k for k in metrics if f"{k}_per_frame" in m]
+    head = "lead " + "".join(f"{k + ' model':>13}{k + ' persist':>15}" for k in keys)
+    lines = [head]
+    for i in range(len(m[f"{keys[0]}_per_frame"])):
+        row = f"{i + 1:>4} "
+        for k in keys:
+            pv = p.get(f"{k}_per_frame", [float("nan")] * (i + 1))[i]
+            row += f"{m[f'{k}_per_frame'][i]:>13.4f}{pv:>15.4f}"
+        lines.append(row)
+    lines.append("mean " + "".join(f"{m[k]:>13.4f}{p.get(k, float('nan')):>15.4f}" for k in keys))
+    return "\n".join(lines)
+
+
+def lead_time_plot(path: str | Path, result: dict[str, Any]) -> Path:
+    """MSE and SSIM per lead time, model vs persistence, as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    keys = [k for k in ("mse", "ssim") if f"{k}_per_frame" in result["model"]]
+    fig, axes = plt.subplots(1, len(keys), figsize=(5 * len(keys), 3.5))
+    axes = np.atleast_1d(axes)
+    for ax, key in zip(axes, keys, strict=True):
+        for who in ("model", "persistence"):
+            if who in result:
+                vals = result[who][f"{key}_per_frame"]
+                ax.plot(range(1, len(vals) + 1), vals, marker="o", label=who)
+        ax.set_xlabel("lead time (frames)")
+        ax.set_ylabel(key.upper() + (" per frame" if key == "mse" else ""))
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def pictures(out_dir: str | Path, model: nn.Module, cfg: ExperimentConfig, source: ClipSource,
+             split: str = "test", clips: int = 4) -> dict[str, Path]:
+    """A GIF and a PNG grid of truth vs forecast for the first ``clips`` clips of ``split``."""
+    from predrnn.viz import forecast_gif, forecast_grid_png
+
+    ds = source.open(split, length=cfg.data.total_length, rank=0, world_size=1)
+    frames = load_batch(ds, list(range(min(clips, len(ds)))))
+    n_in = cfg.data.input_length
+    pred = eval_step(model, frames, n_in).numpy()
+    ctx, truth = frames[:, :n_in].numpy(), frames[:, n_in:].numpy()
+    out = Path(out_dir)
+    return {"gif": forecast_gif(out / "forecast.gif", ctx, pred, truth),
+            "png": forecast_grid_png(out / "forecast_grid.png", ctx, pred, truth)}
+
+
+def finish(result: Any, *, out_dir: str | Path, split: str = "test", register: bool = True,
+           source: ClipSource | None = None) -> dict[str, Any]:
+    """Evaluate the best checkpoint on ``split``, write pictures, log everything, register the model.
+
+    Args:
+        result: a :class:`predrnn.train.driver.TrainResult`.
+        out_dir: where the GIF, PNG grid, plot and metrics JSON are written.
+        register: log the model to MLflow and register a new version with alias ``challenger``.
+
+    Returns:
+        A summary dict (paths, metrics, model URIs).
+    """
+    from predrnn.checkpoint import load_model_dir
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    source = source or ZarrSource(result.dataset["uri"])
+    tmp = tempfile.mkdtemp(prefix="predrnn-best-")
+    try:
+        ckpt = local_checkpoint(result.best_checkpoint, tmp)
+        model_dir = out / "model"
+        if model_dir.exists():
+            shutil.rmtree(model_dir)
+        shutil.copytree(ckpt / MODEL_DIR, model_dir)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    model, cfg = load_model_dir(model_dir)
+    torch.set_grad_enabled(False)
+    try:
+        metrics = evaluate_split(model, cfg, source, split)
+        pics = pictures(out, model, cfg, source, split)
+    finally:
+        torch.set_grad_enabled(True)
+    plot = lead_time_plot(out / "lead_time_metrics.png", metrics)
+    (out / f"{split}_metrics.json").write_text(json.dumps(metrics, indent=2))
+    (out / "config.json").write_text(cfg.to_json())
+    summary: dict[str, Any] = {
+        "dataset": result.dataset["uri"], "run_dir": result.run_dir,
+        "best_checkpoint": result.best_checkpoint,
+        "model_dir": str(model_dir), "gif": str(pics["gif"]), "png": str(pics["png"]), "plot": str(plot),
+        f"{split}_mse_per_frame": metrics["model"]["mse_per_frame"],
+        "persistence_mse_per_frame": metrics["persistence"]["mse_per_frame"],
+        f"{split}_mse": metrics["model"]["mse"], "persistence_mse": metrics["persistence"]["mse"],
+        f"{split}_ssim": metrics["model"].get("ssim"), "tracking_uri": result.tracking_uri,
+        "run_id": result.run_id, "table": lead_time_table(metrics),
+    }
+    if register and result.run_id and result.tracking_uri:
+        from predrnn.tracking import Tracker
+
+        tracker = Tracker(result.tracking_uri)
+        flat = evaluation_metrics(metrics, split)
+        tracker.log_metrics(result.run_id, flat, step=cfg.optim.max_iterations)
+        for path in (pics["png"], pics["gif"], plot, out / "config.json", out / f"{split}_metrics.json"):
+            tracker.log_artifact(result.run_id, path, "evaluation")
+        ds = source.open(split, length=cfg.data.total_length, rank=0, world_size=1)
+        example = load_batch(ds, [0, 1 % len(ds)])[:, : cfg.data.input_length].numpy()
+        tags = {"dataset": result.dataset["uri"], "dataset_version": result.dataset.get("version", ""),
+                f"{split}_mse": f"{flat[f'{split}_mse']:.4f}",
+                f"{split}_persistence_mse": f"{flat[f'{split}_persistence_mse']:.4f}",
+                f"{split}_ssim": f"{flat.get(f'{split}_ssim', float('nan')):.4f}",
+                "checkpoint": result.best_checkpoint}
+        reg = tracker.log_and_register(result.run_id, model_dir, cfg, example, version_tags=tags)
+        tracker.end_run(result.run_id)
+        summary.update(model_uri=reg["model_uri"], model_alias_uri=reg["alias"],
+                       logged_model_uri=reg["logged_model_uri"], registered_model=reg["name"],
+                       model_version=reg["version"])
+    return summary

@@ -1,0 +1,247 @@
+"""The per-worker training loop that Ray Train runs on every rank.
+
+Every rank builds the model, restores the latest readable checkpoint (falling back to older ones
+when the newest is corrupt), wraps the model in DDP (gloo on CPU, NCCL on GPU) and then runs
+``train_step`` on its own shard of the training split. Rank 0 alone evaluates, writes
+checkpoints and talks to MLflow; every rank calls ``ray.train.report`` at checkpoint iterations
+because reports are collective in Ray Train V2.
+
+Batch semantics: ``optim.batch_size`` is the global (effective) batch, split evenly over the
+workers, and the learning rate is used as given. Changing the number of workers therefore keeps
+the optimisation problem the same (up to the data order); it only changes the speed.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from predrnn.checkpoint import CheckpointError
+from predrnn.config import ExperimentConfig
+from predrnn.models import build_model
+from predrnn.sampling import sampling_mask
+from predrnn.steps import evaluate, train_step
+from predrnn.train.data import batch_indices, iterate_batches, load_batch, mask_generator
+from predrnn.train.state import (
+    TrainState,
+    checkpoint_name,
+    iteration_of,
+    load_checkpoint,
+    load_weights_into,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+)
+
+EVAL_METRICS = ("mse", "mae", "psnr", "ssim")
+
+
+def per_worker_batch(global_batch: int, world_size: int) -> int:
+    """The batch each rank trains on; the global batch must split evenly."""
+    if global_batch % world_size:
+        raise ValueError(f"optim.batch_size={global_batch} does not split evenly over {world_size} workers")
+    return global_batch // world_size
+
+
+def evaluation_metrics(result: dict[str, Any], prefix: str) -> dict[str, float]:
+    """Flatten ``evaluate()`` output into ``{prefix}_mse``, ``{prefix}_mse_f01``, ... and persistence."""
+    out: dict[str, float] = {}
+    for who, tag in (("model", prefix), ("persistence", f"{prefix}_persistence")):
+        block = result.get(who)
+        if not block:
+            continue
+        for key in EVAL_METRICS:
+            if key not in block:
+                continue
+            out[f"{tag}_{key}"] = float(block[key])
+            for k, v in enumerate(block[f"{key}_per_frame"], start=1):
+                out[f"{tag}_{key}_f{k:02d}"] = float(v)
+    return out
+
+
+def _fmt_eta(seconds: float) -> str:
+    if not math.isfinite(seconds):
+        return "?"
+    m, s = divmod(int(seconds), 60)
+    h, m = divmod(m, 60)
+    return f"{h}h{m:02d}m{s:02d}s" if h else f"{m}m{s:02d}s"
+
+
+def restore_latest(checkpoint: Any) -> TrainState | None:
+    """Load ``checkpoint`` (a ``ray.train.Checkpoint``) or, if it is unreadable, the newest older one.
+
+    Older candidates are the sibling ``iter_*`` directories in the same run storage. Each
+    unreadable one is reported on stderr with the file that failed.
+    """
+    import pyarrow.fs as pafs
+    from ray.train import Checkpoint
+
+    fs, path = checkpoint.filesystem, checkpoint.path
+    parent = str(Path(path).parent)
+    own = iteration_of(path)
+    candidates = [checkpoint]
+    try:
+        infos = fs.get_file_info(pafs.FileSelector(parent))
+        older = sorted(((iteration_of(i.path), i.path) for i in infos
+                        if i.type == pafs.FileType.Directory and iteration_of(i.path) is not None
+                        and (own is None or iteration_of(i.path) < own)), reverse=True)  # type: ignore[operator]
+        candidates += [Checkpoint(p, filesystem=fs) for _, p in older]
+    except OSError as err:
+        print(f"warning: cannot list older checkpoints in {parent}: {err}", file=sys.stderr, flush=True)
+    for cand in candidates:
+        try:
+            with cand.as_directory() as local:
+                state = load_checkpoint(local)
+            state.path = cand.path
+            return state
+        except CheckpointError as err:
+            print(f"warning: checkpoint {cand.path} is unusable ({err}); trying the previous one",
+                  file=sys.stderr, flush=True)
+    raise CheckpointError(f"no readable checkpoint in {parent} (tried {[c.path for c in candidates]})")
+
+
+def train_loop_per_worker(config: dict[str, Any]) -> None:
+    """Ray Train entry point. ``config`` holds the experiment config dict, the clip source, the
+    dataset info, and optionally the MLflow tracking URI and run id and the progress interval."""
+    import ray.train
+    import ray.train.torch as rtt
+
+    cfg = ExperimentConfig.from_dict(config["cfg"]).validate()
+    source = config["source"]
+    dataset_info: dict[str, Any] = config["dataset"]
+    log_every = int(config.get("log_every") or 10)
+    o, d, c = cfg.optim, cfg.data, cfg.compute
+
+    ctx = ray.train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    device = rtt.get_device()
+    if c.threads > 0:
+        torch.set_num_threads(c.threads)
+    elif device.type == "cpu":
+        torch.set_num_threads(max(1, int(c.cpus_per_worker)))
+    batch = per_worker_batch(o.batch_size, world)
+
+    torch.manual_seed(o.seed)
+    model = build_model(cfg)
+    state: TrainState | None = None
+    ckpt = ray.train.get_checkpoint()
+    if ckpt is not None:
+        state = restore_latest(ckpt)
+        load_weights_into(model, state)
+        if rank == 0:
+            print(f"resuming from {state.path} at iteration {state.iteration}", flush=True)
+    start = state.iteration if state else 0
+
+    on_gpu = device.type == "cuda"
+    if on_gpu and c.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    unused = getattr(model, "decouple", False) and o.decouple_beta == 0
+    ddp_kwargs = {"find_unused_parameters": True} if unused else None
+    model = rtt.prepare_model(model, parallel_strategy_kwargs=ddp_kwargs)
+    core = getattr(model, "module", model)
+    optimizer = torch.optim.Adam(model.parameters(), lr=o.lr)
+    if state is not None:
+        optimizer.load_state_dict(state.optimizer)
+        if len(state.rng) == world:
+            set_rng_state(state.rng[rank])
+    if c.compile:
+        model = torch.compile(model)  # type: ignore[assignment]
+
+    train_ds = source.open("train", length=d.total_length, rank=rank, world_size=world)
+    val_ds = source.open("val", length=d.total_length, rank=0, world_size=1) if rank == 0 else None
+    amp = c.amp if on_gpu else ("bf16" if c.amp == "bf16" else "none")
+
+    logger = None
+    if rank == 0 and config.get("mlflow_run_id"):
+        from predrnn.tracking import MetricLogger
+
+        logger = MetricLogger(config["tracking_uri"], config["mlflow_run_id"])
+        if state is not None:
+            logger.log({"resumed_from_iteration": float(state.iteration)}, step=state.iteration)
+
+    last_val: dict[str, float] = dict(state.metrics) if state else {}
+    window = {"loss": 0.0, "mse": 0.0, "decouple": 0.0, "n": 0}
+    t_start = t_window = time.perf_counter()
+    done_here = 0
+    if rank == 0:
+        print(f"training {cfg.name}: iterations {start + 1}..{o.max_iterations}, {world} worker(s) x batch "
+              f"{batch} (global {o.batch_size}), lr {o.lr}, device {device}", flush=True)
+
+    for it in range(start + 1, o.max_iterations + 1):
+        idx = batch_indices(it, shard_size=len(train_ds), batch=batch, seed=o.seed, rank=rank)
+        frames = load_batch(train_ds, idx).to(device, non_blocking=True)
+        gen = mask_generator(o.seed, rank, it)
+        mask, r_eta, eta = sampling_mask(it, cfg.sampling, batch=batch, input_length=d.input_length,
+                                         total_length=d.total_length, generator=gen)
+        res = train_step(model, optimizer, frames, mask.to(device), beta=o.decouple_beta,
+                         reverse_input=o.reverse_input, grad_clip=o.grad_clip, amp=amp)
+        window["loss"] += res.loss
+        window["mse"] += res.mse
+        window["decouple"] += res.decouple
+        window["n"] += 1
+        done_here += 1  # noqa: SIM113 - counts this session's iterations, not the loop index
+        last = it == o.max_iterations
+
+        if it % log_every == 0 or last:
+            stats = torch.tensor([window["loss"], window["mse"], window["decouple"]], dtype=torch.float64)
+            if world > 1:
+                torch.distributed.all_reduce(stats)
+                stats /= world
+            stats /= max(1, window["n"])
+            now = time.perf_counter()
+            clips_s = window["n"] * o.batch_size / max(now - t_window, 1e-9)
+            rate = done_here / max(now - t_start, 1e-9)
+            if rank == 0:
+                metrics = {"loss": float(stats[0]), "mse": float(stats[1]), "decouple": float(stats[2]),
+                           "r_eta": r_eta, "eta": eta, "lr": optimizer.param_groups[0]["lr"],
+                           "clips_per_s": clips_s}
+                print(f"it {it:>6}/{o.max_iterations}  loss {metrics['loss']:.5f}  mse {metrics['mse']:.5f}  "
+                      f"decouple {metrics['decouple']:.4f}  r_eta {r_eta:.3f}  eta {eta:.3f}  "
+                      f"{clips_s:.1f} clips/s  ETA {_fmt_eta((o.max_iterations - it) / rate)}", flush=True)
+                if logger:
+                    logger.log(metrics, step=it)
+            window = {"loss": 0.0, "mse": 0.0, "decouple": 0.0, "n": 0}
+            t_window = now
+
+        evaluated = False
+        if rank == 0 and (it % o.eval_interval == 0 or last):
+            result = evaluate(core, iterate_batches(val_ds, 2 * batch, o.eval_clips), d.input_length,
+                              device=device, amp=amp)
+            last_val = evaluation_metrics(result, "val")
+            evaluated = True
+            base = last_val.get("val_persistence_mse", float("nan"))
+            print(f"it {it:>6}  validation on {result['model']['clips']} clips: MSE/frame "
+                  f"{last_val['val_mse']:.2f} (persistence {base:.2f})"
+                  f"  SSIM {last_val.get('val_ssim', float('nan')):.3f}", flush=True)
+            if logger:
+                logger.log(last_val, step=it)
+
+        if it % o.checkpoint_interval == 0 or last:
+            rngs = [rng_state()]
+            if world > 1:
+                rngs = [None] * world  # type: ignore[list-item]
+                torch.distributed.all_gather_object(rngs, rng_state())
+            report = {"iteration": it, "r_eta": r_eta, "eta": eta,
+                      "val_mse": last_val.get("val_mse", float("nan")) if evaluated else float("nan")}
+            if rank == 0:
+                tmp = tempfile.mkdtemp(prefix="predrnn-ckpt-")
+                try:
+                    save_checkpoint(tmp, model=core, optimizer=optimizer, iteration=it, cfg=cfg,
+                                    dataset=dataset_info, rng=rngs, metrics=last_val if evaluated else {})
+                    ray.train.report(report, checkpoint=ray.train.Checkpoint.from_directory(tmp),
+                                     checkpoint_dir_name=checkpoint_name(it))
+                finally:
+                    shutil.rmtree(tmp, ignore_errors=True)
+            else:
+                ray.train.report(report)
+    if rank == 0:
+        print(f"training finished at iteration {o.max_iterations} in {time.perf_counter() - t_start:.0f} s "
+              f"(pid {os.getpid()})", flush=True)
