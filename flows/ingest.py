@@ -1,0 +1,132 @@
+"""Prefect flow ``ingest``: inspect -> validate -> write -> verify -> publish, then a report artifact.
+
+Each task calls one function of :mod:`predrnn.data.pipeline` and returns something small. Only the
+I/O steps retry, and never on a :class:`~predrnn.data.DataError` (bad input does not heal).
+
+    from flows.ingest import ingest_flow
+    uri = ingest_flow(kind="moving-digits", name="mnist", root="/data/datasets", num_clips=1000)
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from typing import Annotated, Any, Literal
+
+from prefect import flow, task
+from prefect.artifacts import create_image_artifact, create_markdown_artifact
+from pydantic import Field
+
+from predrnn.data import DataError
+from predrnn.data import pipeline
+from predrnn.data.report import version_report
+
+SourceKind = Literal["thuml-npz", "mnist-seq-npy", "video-folder", "frames-folder", "npy", "netcdf",
+                     "moving-digits", "storm-cells"]
+
+
+def _retry_unless_bad_input(task: Any, task_run: Any, state: Any) -> bool:
+    exc = getattr(state, "data", None)
+    if not isinstance(exc, BaseException):
+        try:
+            state.result()
+        except DataError:
+            return False
+        except BaseException:
+            return True
+        return False
+    return not isinstance(exc, DataError)
+
+
+_IO = {"retries": 2, "retry_delay_seconds": 2, "retry_condition_fn": _retry_unless_bad_input}
+
+
+@task(name="inspect", **_IO)
+def inspect_task(kind: str, source: str, options: dict[str, Any]) -> dict[str, Any]:
+    return pipeline.inspect_source(kind, source or None, **options)
+
+
+@task(name="find-existing", **_IO)
+def existing_task(root: str, name: str, fingerprint: str) -> str | None:
+    return pipeline.find_existing(root, name, fingerprint)
+
+
+@task(name="validate")
+def validate_task(kind: str, source: str, options: dict[str, Any]) -> dict[str, Any]:
+    return pipeline.validate_source(kind, source or None, **options)
+
+
+@task(name="write", **_IO)
+def write_task(kind: str, source: str, name: str, root: str, options: dict[str, Any]) -> dict[str, Any]:
+    return pipeline.write_version(kind, source or None, name, root, **options)
+
+
+@task(name="verify", **_IO)
+def verify_task(staged: dict[str, Any]) -> dict[str, Any]:
+    return pipeline.verify_version(staged)
+
+
+@task(name="publish", **_IO)
+def publish_task(staged: dict[str, Any]) -> str:
+    return pipeline.publish_version(staged)
+
+
+@task(name="report", **_IO)
+def report_task(uri: str, seconds: float, name: str) -> str:
+    rep = version_report(uri, seconds)
+    key = "ingest-" + re.sub(r"[^a-z0-9-]+", "-", name.lower()).strip("-")
+    create_markdown_artifact(markdown=rep["markdown"], key=key, description=f"ingest of {rep['uri']}")
+    create_image_artifact(image_url=f"data:image/png;base64,{rep['png_base64']}", key=key + "-samples",
+                          description=f"sample clips of {rep['uri']}")
+    return rep["uri"]
+
+
+@flow(name="ingest", log_prints=True)
+def ingest_flow(
+    kind: Annotated[SourceKind, Field(description="source kind")],
+    name: Annotated[str, Field(description="dataset name (letters, digits, '.', '_', '-')", min_length=1)],
+    root: Annotated[str, Field(description="destination root: a folder or s3://bucket/prefix", min_length=1)],
+    source: Annotated[str, Field(description="input file or folder (empty for generators)")] = "",
+    num_clips: Annotated[int | None, Field(description="generators: clips to make", ge=1)] = None,
+    frames: Annotated[int | None, Field(description="generators: frames per clip", ge=1)] = None,
+    height: Annotated[int | None, Field(description="generators: frame height", ge=1)] = None,
+    width: Annotated[int | None, Field(description="generators: frame width", ge=1)] = None,
+    seed: Annotated[int | None, Field(description="generators: random seed")] = None,
+    window: Annotated[int | None, Field(description="video/frames/netcdf: frames per clip", ge=1)] = None,
+    stride: Annotated[int | None, Field(description="video/frames/netcdf: frames between clip starts", ge=1)] = None,
+    resize: Annotated[str | None, Field(description="video/frames: N or HxW")] = None,
+    grayscale: Annotated[bool | None, Field(description="video/frames: greyscale (true) or RGB")] = None,
+    variable: Annotated[str | None, Field(description="netcdf/zarr grids: variable name")] = None,
+    val_fraction: Annotated[float | None, Field(description="seeded split: validation share", ge=0, lt=1)] = None,
+    test_fraction: Annotated[float | None, Field(description="seeded split: test share", ge=0, lt=1)] = None,
+    split_seed: Annotated[int | None, Field(description="seeded split: seed")] = None,
+    split: Annotated[Literal["auto", "seeded", "source", "kth"] | None,
+                     Field(description="auto: the source's own split if it has one, else seeded")] = None,
+    options: Annotated[dict[str, Any] | None, Field(description="other source options, e.g. max_frame_side")] = None,
+) -> str:
+    """Ingest a source into a new immutable, verified dataset version and return its URI."""
+    started = time.perf_counter()
+    given = {"num_clips": num_clips, "frames": frames, "height": height, "width": width, "seed": seed,
+             "window": window, "stride": stride, "resize": resize, "grayscale": grayscale, "variable": variable,
+             "val_fraction": val_fraction, "test_fraction": test_fraction, "split_seed": split_seed,
+             "split": split}
+    opts = {**{k: v for k, v in given.items() if v is not None}, **(options or {})}
+    info = inspect_task(kind, source, opts)
+    uri = existing_task(root, name, info["fingerprint"])
+    if uri is None:
+        validate_task(kind, source, opts)
+        staged = write_task(kind, source, name, root, opts)
+        verify_task(staged)
+        uri = publish_task(staged)
+    else:
+        print(f"{name}: same source and options as {uri}; nothing to do")
+    report_task(uri, time.perf_counter() - started, name)
+    print(f"committed {uri}")
+    return uri
+
+
+if __name__ == "__main__":  # pragma: no cover
+    import sys
+
+    print(ingest_flow(kind="moving-digits", name=sys.argv[1] if len(sys.argv) > 1 else "moving-digits",
+                      root=sys.argv[2] if len(sys.argv) > 2 else ".state/datasets", num_clips=200))

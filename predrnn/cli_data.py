@@ -1,0 +1,162 @@
+"""``predrnn ingest`` and ``predrnn data ls|show|export``: each one call into :mod:`predrnn.data`."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+
+def _fail(message: str) -> typer.Exit:
+    typer.echo(f"error: {message}", err=True)
+    return typer.Exit(2)
+
+
+def _parse_option(item: str) -> tuple[str, Any]:
+    if "=" not in item:
+        raise _fail(f"--option {item!r} must look like key=value")
+    key, raw = item.split("=", 1)
+    try:
+        value: Any = json.loads(raw)
+    except json.JSONDecodeError:
+        value = raw
+    return key.strip().replace("-", "_"), value
+
+
+def ingest_cmd(
+    kind: Annotated[str, typer.Option("--kind", help="thuml-npz, mnist-seq-npy, video-folder, frames-folder, "
+                                      "npy, netcdf, moving-digits or storm-cells")],
+    name: Annotated[str, typer.Option("--name", help="dataset name (letters, digits, '.', '_', '-')")],
+    root: Annotated[str, typer.Option("--root", help="destination root: a folder or s3://bucket/prefix")],
+    source: Annotated[str, typer.Option("--source", help="input file or folder (empty for generators)")] = "",
+    num_clips: Annotated[int | None, typer.Option("--num-clips", help="generators: clips to make")] = None,
+    frames: Annotated[int | None, typer.Option("--frames", help="generators: frames per clip")] = None,
+    height: Annotated[int | None, typer.Option("--height", help="generators: frame height")] = None,
+    width: Annotated[int | None, typer.Option("--width", help="generators: frame width")] = None,
+    seed: Annotated[int | None, typer.Option("--seed", help="generators: random seed")] = None,
+    window: Annotated[int | None, typer.Option("--window", help="video/frames/netcdf: frames per clip")] = None,
+    stride: Annotated[int | None, typer.Option("--stride", help="video/frames/netcdf: frames between clip starts")] = None,
+    resize: Annotated[str | None, typer.Option("--resize", help="video/frames: N or HxW")] = None,
+    grayscale: Annotated[bool | None, typer.Option("--grayscale/--rgb", help="video/frames: colour mode")] = None,
+    variable: Annotated[str | None, typer.Option("--variable", help="netcdf/zarr grids: variable name")] = None,
+    val_fraction: Annotated[float | None, typer.Option("--val-fraction", help="seeded split: validation share")] = None,
+    test_fraction: Annotated[float | None, typer.Option("--test-fraction", help="seeded split: test share")] = None,
+    split_seed: Annotated[int | None, typer.Option("--split-seed", help="seeded split: seed")] = None,
+    split: Annotated[str | None, typer.Option("--split", help="auto, seeded, source or kth")] = None,
+    option: Annotated[list[str] | None, typer.Option("--option", "-o", help="any other source option, key=value "
+                                                     "(value parsed as JSON), e.g. -o max_frame_side=512")] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no progress on stderr")] = False,
+) -> None:
+    """Ingest a source into a new immutable dataset version; the last line printed is its URI."""
+    from predrnn.data import DataError, ingest
+
+    given = {"num_clips": num_clips, "frames": frames, "height": height, "width": width, "seed": seed,
+             "window": window, "stride": stride, "resize": resize, "grayscale": grayscale, "variable": variable,
+             "val_fraction": val_fraction, "test_fraction": test_fraction, "split_seed": split_seed,
+             "split": split}
+    options = {k: v for k, v in given.items() if v is not None}
+    options.update(dict(_parse_option(o) for o in option or []))
+
+    def progress(n: int) -> None:
+        if not quiet:
+            typer.echo(f"  {n} clips written", err=True)
+
+    try:
+        uri = ingest(kind, source or None, name, root, progress=progress, **options)
+    except DataError as err:
+        raise _fail(str(err)) from None
+    typer.echo(uri)
+
+
+def ls_cmd(root: Annotated[str, typer.Argument(help="a root folder or s3://bucket/prefix")]) -> None:
+    """List datasets and their versions (newest last; * marks latest)."""
+    from predrnn.data import DataError, list_datasets
+
+    try:
+        rows = list_datasets(root)
+    except DataError as err:
+        raise _fail(str(err)) from None
+    if not rows:
+        typer.echo(f"no datasets under {root}")
+        return
+    for r in rows:
+        sizes = "/".join(str(r["splits"].get(s, 0)) for s in ("train", "val", "test"))
+        typer.echo(f"{'*' if r['latest'] else ' '} {r['uri']}  {r['created'][:19]}  "
+                   f"{'x'.join(str(s) for s in r['shape'])} {r['dtype']}  train/val/test {sizes}")
+
+
+def show_cmd(
+    uri: Annotated[str, typer.Argument(help="ROOT/NAME[@VERSION|@latest]")],
+    png: Annotated[Path | None, typer.Option("--png", help="sample strip to write (default NAME@VERSION.png)")] = None,
+    clips: Annotated[int, typer.Option("--clips", help="clips in the sample strip")] = 4,
+) -> None:
+    """Print a version's summary and write a PNG strip of sample clips."""
+    from predrnn.data import DataError, open_version
+    from predrnn.data.preview import strip_png
+
+    try:
+        v = open_version(uri)
+        a = v.attrs
+        lines = [
+            f"uri:        {v.uri}",
+            f"shape:      {v.shape} (clips, T, H, W, C)  dtype {v.dtype}",
+            f"created:    {a.get('created', '')}",
+            f"source:     {a['source']['kind']} {a['source'].get('location', '')} - {a['source'].get('description', '')}",
+            f"values:     {a.get('value_kind')} range {a.get('value_range')} {a.get('units', '')}",
+            "stats:      " + ", ".join(f"{k} {val:.4g}" for k, val in a.get("stats", {}).items()),
+            f"split:      {a['split'].get('method')} {a['split'].get('sizes')}",
+            f"content:    sha256 {a.get('content_hash', '')}",
+        ]
+        out = png or Path(f"{v.name}@{v.version}.png")
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_bytes(strip_png(v, clips=clips))
+    except DataError as err:
+        raise _fail(str(err)) from None
+    except OSError as err:
+        raise _fail(f"cannot write {png}: {err}") from None
+    typer.echo("\n".join(lines))
+    typer.echo(f"sample:     {out}")
+
+
+def export_cmd(
+    uri: Annotated[str, typer.Argument(help="ROOT/NAME[@VERSION|@latest]")],
+    out: Annotated[Path, typer.Option("--out", help="the .npy file to write")],
+    split: Annotated[str, typer.Option("--split", help="all, train, val or test")] = "all",
+) -> None:
+    """Write the clips of a split as one (clips, T, H, W, C) array in stored order (streamed, not in RAM)."""
+    import numpy as np
+
+    from predrnn.data import DataError, open_version
+
+    try:
+        v = open_version(uri)
+        idx = v.split_indices(split)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        arr = np.lib.format.open_memmap(out, mode="w+", dtype=v.dtype, shape=(idx.size, *v.shape[1:]))
+        step = 64
+        for i in range(0, idx.size, step):
+            arr[i:i + step] = v.read(idx[i:i + step])
+        arr.flush()
+        del arr
+    except DataError as err:
+        raise _fail(str(err)) from None
+    except OSError as err:
+        raise _fail(f"cannot write {out}: {err}") from None
+    typer.echo(f"wrote {out} ({idx.size}, {', '.join(str(s) for s in v.shape[1:])}) {v.dtype}")
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``ingest`` and the ``data`` sub-app to the main CLI."""
+    app.command("ingest")(ingest_cmd)
+    data = typer.Typer(help="Inspect and export dataset versions.", no_args_is_help=True)
+    data.command("ls")(ls_cmd)
+    data.command("show")(show_cmd)
+    data.command("export")(export_cmd)
+    app.add_typer(data, name="data")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(0)

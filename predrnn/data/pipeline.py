@@ -1,0 +1,371 @@
+"""Ingestion: inspect -> validate -> write (chunk by chunk, to a fresh prefix) -> verify -> publish.
+
+Each step is one function taking and returning small JSON-able values, so an orchestrator (the
+Prefect flow in ``flows/ingest.py``) can run them as tasks; :func:`ingest` runs them in sequence.
+Nothing becomes visible before :func:`publish_version` writes the manifest, and any failure in
+between removes what was written.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import logging
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from predrnn.data.errors import DataError
+from predrnn.data.sources import Source, make_source
+from predrnn.data.store import (
+    SCHEMA_VERSION,
+    SPLIT_CODES,
+    SPLITS,
+    Version,
+    check_name,
+    list_manifests,
+    manifest_key,
+    open_backend,
+)
+
+log = logging.getLogger("predrnn.data")
+
+_BATCH_BYTES = 8 << 20  # clips are buffered into writes of about this size
+Progress = Callable[[int], None]
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _fingerprint(src: Source, checksum: str) -> str:
+    payload = {"schema": SCHEMA_VERSION, "kind": src.kind, "checksum": checksum,
+               "options": src.options_fingerprint()}
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def inspect_source(kind: str, source: str | None, **options: Any) -> dict[str, Any]:
+    """Describe a source without decoding every clip: frame shape, length, dtype, checksum, clip count."""
+    src = make_source(kind, source, options)
+    info = src.inspect().to_dict()
+    info["fingerprint"] = _fingerprint(src, info["checksum"])
+    return info
+
+
+def validate_source(kind: str, source: str | None, **options: Any) -> dict[str, Any]:
+    """Structural checks (headers, ranks, dtypes, indices, sizes, archive CRCs); raises DataError."""
+    src = make_source(kind, source, options)
+    src.validate()
+    return {"kind": kind, "valid": True}
+
+
+def find_existing(root: str, name: str, fingerprint: str) -> str | None:
+    """The URI of a published version made from the same source and options, if any."""
+    backend = open_backend(root)
+    try:
+        manifests = list_manifests(backend, check_name(name))
+    except DataError:
+        raise
+    except Exception:  # an unreachable or missing destination is reported by the write step
+        return None
+    for m in reversed(manifests):
+        if m.get("attrs", {}).get("fingerprint") == fingerprint:
+            return backend.join(f"{name}@{m['version']}")
+    return None
+
+
+class _Stats:
+    """Running sum, sum of squares, min, max and NaN count in float64."""
+
+    def __init__(self) -> None:
+        self.n = 0
+        self.nan = 0
+        self.s = 0.0
+        self.ss = 0.0
+        self.lo = np.inf
+        self.hi = -np.inf
+
+    def update(self, x: np.ndarray) -> None:
+        if x.dtype == np.uint8:  # exact and fast through a histogram of the 256 values
+            hist = np.bincount(x.reshape(-1), minlength=256)
+            vals = np.flatnonzero(hist)
+            self.n += int(x.size)
+            self.s += float(hist @ np.arange(256, dtype=np.float64))
+            self.ss += float(hist @ np.arange(256, dtype=np.float64) ** 2)
+            self.lo = min(self.lo, float(vals[0]))
+            self.hi = max(self.hi, float(vals[-1]))
+            return
+        v = x.reshape(-1)
+        if x.dtype.kind == "f":
+            ok = np.isfinite(v)
+            n_ok = int(np.count_nonzero(ok))
+            self.nan += int(v.size - n_ok)
+            if n_ok != v.size:
+                v = v[ok]
+        if v.size:
+            self.n += int(v.size)
+            self.s += float(np.sum(v, dtype=np.float64))
+            self.ss += float(np.einsum("i,i->", v, v, dtype=np.float64))
+            self.lo = min(self.lo, float(v.min()))
+            self.hi = max(self.hi, float(v.max()))
+
+    def to_dict(self) -> dict[str, float]:
+        mean = self.s / self.n if self.n else 0.0
+        var = max(self.ss / self.n - mean * mean, 0.0) if self.n else 0.0
+        total = self.n + self.nan
+        return {"mean": mean, "std": float(np.sqrt(var)), "min": self.lo if self.n else 0.0,
+                "max": self.hi if self.n else 0.0, "count": self.n,
+                "nan_fraction": self.nan / total if total else 0.0}
+
+
+def _split_codes(labels: list[str | None], n: int, opts: dict[str, Any]) -> tuple[np.ndarray, dict[str, Any]]:
+    mode = opts["split"]
+    have = [lb is not None for lb in labels]
+    if mode in ("source", "kth") and not all(have):
+        missing = have.index(False)
+        raise DataError(f"split={mode} but clip {missing} has no split from the source")
+    if mode != "seeded" and labels and all(have):
+        codes = np.array([SPLIT_CODES[lb] for lb in labels], np.uint8)  # type: ignore[index]
+        info: dict[str, Any] = {"method": "source" if mode != "kth" else "kth"}
+    else:
+        rng = np.random.default_rng(int(opts["split_seed"]))
+        perm = rng.permutation(n)
+        n_test, n_val = round(n * float(opts["test_fraction"])), round(n * float(opts["val_fraction"]))
+        codes = np.zeros(n, np.uint8)
+        codes[perm[:n_test]] = SPLIT_CODES["test"]
+        codes[perm[n_test:n_test + n_val]] = SPLIT_CODES["val"]
+        info = {"method": "seeded", "seed": int(opts["split_seed"]),
+                "fractions": {"val": float(opts["val_fraction"]), "test": float(opts["test_fraction"])}}
+    info["sizes"] = {s: int((codes == SPLIT_CODES[s]).sum()) for s in SPLITS}
+    return codes, info
+
+
+def _codec(dtype: np.dtype) -> Any:
+    from zarr.codecs import BloscCodec, ZstdCodec
+
+    if dtype == np.uint8:
+        return ZstdCodec(level=3)
+    return BloscCodec(cname="zstd", clevel=5, shuffle="shuffle", typesize=dtype.itemsize)
+
+
+def write_version(kind: str, source: str | None, name: str, root: str, *, progress: Progress | None = None,
+                  **options: Any) -> dict[str, Any]:
+    """Stream the source into a fresh, unpublished Zarr group; returns the staged description.
+
+    The group lives under ``ROOT/NAME/data/<token>`` and is referenced by nothing until
+    :func:`publish_version`. On any error (or Ctrl-C) it is deleted before the error propagates.
+    """
+    import zarr
+
+    check_name(name)
+    src = make_source(kind, source, options)
+    info = src.inspect()
+    backend = open_backend(root)
+    backend.check_writable(name)
+    T, (H, W, C) = info.frames, info.frame_shape
+    dtype = np.dtype(info.dtype)
+    shape1 = (T, H, W, C)
+    token = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:8]
+    key = f"{name}/data/{token}"
+    clip_bytes = int(np.prod(shape1)) * dtype.itemsize
+    batch = max(1, min(256, _BATCH_BYTES // max(clip_bytes, 1)))
+    started = time.perf_counter()
+    try:
+        group = zarr.open_group(backend.zarr_store(key, read_only=False), mode="w")
+        cap = info.clips_hint or 256
+        arr = group.create_array("clips", shape=(cap, *shape1), chunks=(1, *shape1), dtype=dtype,
+                                 compressors=_codec(dtype), fill_value=np.nan if dtype.kind == "f" else 0,
+                                 dimension_names=("clip", "time", "y", "x", "channel"))
+        buf = np.empty((batch, *shape1), dtype)
+        data_hash = hashlib.sha256()
+        stats = _Stats()
+        labels: list[str | None] = []
+        n = 0
+        filled = 0
+
+        def flush() -> None:
+            nonlocal cap, filled
+            if not filled:
+                return
+            if n > cap:
+                cap = max(2 * cap, n)
+                arr.resize((cap, *shape1))
+            arr[n - filled:n] = buf[:filled]
+            filled = 0
+
+        for clip in src.clips():
+            x = clip.data
+            if x.shape != shape1:
+                problem = ("ragged clip lengths" if x.ndim == 4 and x.shape[0] != T else "frame shape differs")
+                raise DataError(f"{clip.where}: {problem}: shape {x.shape} but the dataset's clips are {shape1}")
+            if x.dtype != dtype:
+                raise DataError(f"{clip.where}: wrong dtype {x.dtype}, expected {dtype}")
+            x = np.ascontiguousarray(x)
+            data_hash.update(x.data)
+            stats.update(x)
+            labels.append(clip.split)
+            buf[filled] = x
+            filled += 1
+            n += 1
+            if filled == batch:
+                flush()
+                if progress is not None:
+                    progress(n)
+        flush()
+        if n == 0:
+            raise DataError(f"empty source: {kind} {info.location or ''} produced no clips".replace("  ", " "))
+        if n != cap:
+            arr.resize((n, *shape1))
+        codes, split_info = _split_codes(labels, n, src.opts)
+        group.create_array("split", data=codes, chunks=(max(n, 1),), compressors=_codec(np.dtype(np.uint8)))
+        header = {"schema": SCHEMA_VERSION, "shape": [n, *shape1], "dtype": dtype.str}
+        content = hashlib.sha256(json.dumps(header, sort_keys=True).encode())
+        content.update(data_hash.digest())
+        content.update(codes.tobytes())
+        content_hash = content.hexdigest()
+        version = content_hash[:16]
+        st = stats.to_dict()
+        image = info.value_kind == "image"
+        attrs = {
+            "schema_version": SCHEMA_VERSION,
+            "name": name,
+            "version": version,
+            "created": _now(),
+            "source": {"kind": kind, "location": info.location,
+                       "description": src.opts["description"] or info.description,
+                       "checksum": info.checksum, "options": src.options_fingerprint()},
+            "frame_shape": [H, W, C],
+            "clip_length": T,
+            "value_kind": info.value_kind,
+            "value_range": [0, 255] if image else [st["min"], st["max"]],
+            "units": info.units,
+            "stats": st,
+            "normalisation": ({"scale": 1 / 255.0, "mean": st["mean"] / 255.0, "std": st["std"] / 255.0}
+                              if image else {"mean": st["mean"], "std": st["std"] or 1.0, "nan_fill": 0.0}),
+            "split": split_info,
+            "content_hash": content_hash,
+            "data_hash": data_hash.hexdigest(),
+            "fingerprint": _fingerprint(src, info.checksum),
+            "chunks": [1, *shape1],
+            "write_seconds": round(time.perf_counter() - started, 3),
+        }
+        group.attrs.update(attrs)
+    except BaseException:
+        backend.delete_prefix(key)
+        raise
+    log.info("wrote %d clips of %s to %s in %.1f s", n, shape1, backend.join(key), attrs["write_seconds"])
+    return {"root": backend.root_uri, "name": name, "key": key, "version": version,
+            "shape": [n, *shape1], "dtype": dtype.str, "attrs": attrs}
+
+
+def verify_version(staged: dict[str, Any]) -> dict[str, Any]:
+    """Re-read the staged group: shape, dtype, split length and the data hash must match."""
+    import zarr
+
+    backend = open_backend(staged["root"])
+    where = backend.join(staged["key"])
+    try:
+        group = zarr.open_group(backend.zarr_store(staged["key"], read_only=True), mode="r")
+        arr, split = group["clips"], group["split"]
+        shape, dtype = tuple(staged["shape"]), np.dtype(staged["dtype"])
+        if tuple(arr.shape) != shape or arr.dtype != dtype or split.shape != (shape[0],):
+            raise DataError(f"verify {where}: stored shape {arr.shape} {arr.dtype} differs from written "
+                            f"{shape} {dtype}")
+        clip_bytes = int(np.prod(shape[1:])) * dtype.itemsize
+        step = max(1, min(256, _BATCH_BYTES // clip_bytes))
+        h = hashlib.sha256()
+        for i in range(0, shape[0], step):
+            h.update(np.ascontiguousarray(arr[i:i + step]).data)
+        if h.hexdigest() != staged["attrs"]["data_hash"]:
+            raise DataError(f"verify {where}: data read back differs from data written (hash mismatch)")
+    except BaseException:
+        backend.delete_prefix(staged["key"])
+        raise
+    return {"uri": where, "clips": shape[0], "verified": True}
+
+
+def publish_version(staged: dict[str, Any], preview_png: bytes | None = None) -> str:
+    """Make a verified staged version visible by writing its manifest (last); returns its URI.
+
+    If a version with the same content id already exists, the staged copy is deleted and the
+    existing URI returned: re-ingesting the same content is a no-op.
+    """
+    backend = open_backend(staged["root"])
+    name, version = staged["name"], staged["version"]
+    uri = backend.join(f"{name}@{version}")
+    try:
+        backend.get_bytes(manifest_key(name, version))
+        backend.delete_prefix(staged["key"])
+        return uri
+    except FileNotFoundError:
+        pass
+    manifest = {"schema_version": SCHEMA_VERSION, "name": name, "version": version, "path": staged["key"],
+                "shape": staged["shape"], "dtype": staged["dtype"], "created": staged["attrs"]["created"],
+                "attrs": staged["attrs"]}
+    try:
+        if preview_png is None:
+            from predrnn.data.preview import strip_png
+
+            preview_png = strip_png(Version(backend, manifest))
+        backend.put_bytes(f"{name}/previews/{version}.png", preview_png)
+        backend.put_bytes(manifest_key(name, version), json.dumps(manifest, indent=1).encode())
+    except BaseException:
+        backend.delete_prefix(staged["key"])
+        raise
+    return uri
+
+
+def discard_version(staged: dict[str, Any]) -> None:
+    """Delete a staged (unpublished) version's data."""
+    open_backend(staged["root"]).delete_prefix(staged["key"])
+
+
+def gc_orphans(root: str, name: str, older_than_s: float = 3600.0) -> list[str]:
+    """Delete data prefixes no manifest refers to (left by killed writers) older than ``older_than_s``."""
+    backend = open_backend(root)
+    used = {m["path"].rsplit("/", 1)[-1] for m in list_manifests(backend, check_name(name))}
+    now = dt.datetime.now(dt.UTC)
+    removed = []
+    for token in backend.list_dirs(f"{name}/data"):
+        if token in used:
+            continue
+        try:
+            made = dt.datetime.strptime(token.split("-")[0], "%Y%m%dT%H%M%S").replace(tzinfo=dt.UTC)
+        except ValueError:
+            continue
+        if (now - made).total_seconds() >= older_than_s:
+            backend.delete_prefix(f"{name}/data/{token}")
+            removed.append(token)
+    return removed
+
+
+def ingest(kind: str, source: str | None, name: str, root: str, *, progress: Progress | None = None,
+           **options: Any) -> str:
+    """Ingest ``source`` of ``kind`` as dataset ``name`` under ``root``; returns the committed version URI.
+
+    Same source and options as an existing version: returns that version without writing.
+
+    Args:
+        kind: one of thuml-npz, mnist-seq-npy, video-folder, frames-folder, npy, netcdf,
+            moving-digits, storm-cells.
+        source: a local file or folder (may be empty for the generators).
+        name: dataset name (letters, digits, ``.``, ``_``, ``-``).
+        root: a local folder or ``s3://bucket/prefix``.
+        progress: called with the number of clips written so far, after each batch.
+        **options: source options (``num_clips``, ``frames``, ``window``, ``stride``, ``resize``,
+            ``grayscale``, ``val_fraction``, ``test_fraction``, ``split_seed``, ...).
+    """
+    check_name(name)
+    src_info = inspect_source(kind, source, **options)
+    existing = find_existing(root, name, src_info["fingerprint"])
+    if existing:
+        log.info("%s: same source and options as %s; nothing to do", name, existing)
+        return existing
+    validate_source(kind, source, **options)
+    staged = write_version(kind, source, name, root, progress=progress, **options)
+    verify_version(staged)
+    return publish_version(staged)

@@ -1,0 +1,249 @@
+"""What every source shares: options, the clip record, checksums and value checks."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections import deque
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+
+from predrnn.data.errors import DataError
+
+COMMON_OPTIONS: dict[str, Any] = {
+    "val_fraction": 0.1,
+    "test_fraction": 0.1,
+    "split_seed": 0,
+    "split": "auto",  # auto (source's own split if it has one, else seeded), seeded, source, kth
+    "max_frame_side": 4096,  # largest accepted source frame height or width, before any resize
+    "description": "",
+    "float_dtype": "float32",  # stored dtype of physical data: float32 or float16
+}
+
+WINDOW_OPTIONS: dict[str, Any] = {"window": 20, "stride": None, "resize": None, "grayscale": True}
+
+_SPLIT_WORDS = {"train": "train", "training": "train", "val": "val", "valid": "val", "validation": "val",
+                "test": "test", "testing": "test"}
+
+
+@dataclass
+class Clip:
+    """One clip ready to store: (T, H, W, C) in the stored dtype, its split label (or None) and origin."""
+
+    data: np.ndarray
+    where: str
+    split: str | None = None
+
+
+@dataclass
+class SourceInfo:
+    """What ``inspect`` learns without reading every clip."""
+
+    kind: str
+    location: str
+    description: str
+    checksum: str
+    frame_shape: tuple[int, int, int]  # (H, W, C) as stored
+    frames: int  # T
+    dtype: str  # stored dtype
+    value_kind: str  # "image" (uint8, 0..255) or "physical" (float, NaN = no data)
+    units: str = ""
+    clips_hint: int | None = None  # exact when known up front, else None
+    has_source_split: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in self.__dict__.items()}
+
+
+class Source:
+    """A reader that streams clips; memory stays bounded by a few clips whatever the input size."""
+
+    kind: ClassVar[str] = ""
+    OPTIONS: ClassVar[dict[str, Any]] = {}
+    needs_source: ClassVar[bool] = True
+
+    def __init__(self, source: str | Path | None, options: dict[str, Any]):
+        accepted = {**COMMON_OPTIONS, **self.OPTIONS}
+        unknown = sorted(set(options) - set(accepted))
+        if unknown:
+            raise DataError(f"unknown option(s) {unknown} for kind {self.kind}; accepted: {sorted(accepted)}")
+        self.opts: dict[str, Any] = {**accepted, **{k: v for k, v in options.items() if v is not None}}
+        self.path: Path | None = None
+        if self.needs_source:
+            if source is None or str(source) == "":
+                raise DataError(f"kind {self.kind} needs --source (a file or folder)")
+            if "://" in str(source) and not str(source).startswith("file://"):
+                raise DataError(f"source {source}: kind {self.kind} reads local files only")
+            self.path = Path(str(source).removeprefix("file://")).expanduser().absolute()
+            if not self.path.exists():
+                raise DataError(f"source {self.path} does not exist")
+        self._check_common()
+
+    # -- to be provided by each source --------------------------------------------------------
+
+    def inspect(self) -> SourceInfo:
+        raise NotImplementedError
+
+    def validate(self) -> None:
+        """Structural checks that need no full decode (headers, indices, sizes); raise DataError."""
+        self.inspect()
+
+    def clips(self) -> Iterator[Clip]:
+        raise NotImplementedError
+
+    # -- helpers ------------------------------------------------------------------------------
+
+    def _check_common(self) -> None:
+        o = self.opts
+        for key in ("val_fraction", "test_fraction"):
+            if not isinstance(o[key], int | float) or not 0 <= o[key] < 1:
+                raise DataError(f"option {key} must be a number in [0, 1), got {o[key]!r}")
+        if o["val_fraction"] + o["test_fraction"] >= 1:
+            raise DataError("val_fraction + test_fraction must be < 1 (something must stay for training)")
+        if o["split"] not in ("auto", "seeded", "source", "kth"):
+            raise DataError(f"option split must be auto, seeded, source or kth, got {o['split']!r}")
+        if o["float_dtype"] not in ("float32", "float16"):
+            raise DataError(f"option float_dtype must be float32 or float16, got {o['float_dtype']!r}")
+        if int(o["max_frame_side"]) < 1:
+            raise DataError("option max_frame_side must be >= 1")
+
+    def check_frame_size(self, h: int, w: int, where: str) -> None:
+        limit = int(self.opts["max_frame_side"])
+        if h > limit or w > limit:
+            raise DataError(f"{where}: frame size {h}x{w} is larger than the configured limit "
+                            f"max_frame_side={limit}")
+
+    def options_fingerprint(self) -> dict[str, Any]:
+        return {k: _jsonable(v) for k, v in sorted(self.opts.items()) if k != "description"}
+
+
+def _jsonable(v: Any) -> Any:
+    if isinstance(v, Path):
+        return str(v)
+    if isinstance(v, tuple | list):
+        return [_jsonable(x) for x in v]
+    if isinstance(v, np.generic):
+        return v.item()
+    return v
+
+
+def file_sha256(path: Path, block: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(block):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def files_checksum(root: Path, files: list[Path]) -> str:
+    """sha256 over (relative path, file sha256) pairs: identical trees give identical checksums."""
+    h = hashlib.sha256()
+    for f in files:
+        rel = f.relative_to(root).as_posix() if f != root else f.name
+        h.update(rel.encode() + b"\0" + file_sha256(f).encode() + b"\n")
+    return h.hexdigest()
+
+
+def params_checksum(params: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(params, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def split_label_from_path(rel: Path) -> str | None:
+    """``train``/``val``/``test`` when the first folder or the file name says so, else None."""
+    parts = rel.parts
+    if len(parts) > 1 and parts[0].lower() in _SPLIT_WORDS:
+        return _SPLIT_WORDS[parts[0].lower()]
+    stem = rel.name.lower()
+    for word in re.split(r"[^a-z]+", stem):
+        if word in _SPLIT_WORDS:
+            return _SPLIT_WORDS[word]
+    return None
+
+
+def kth_label(rel: Path) -> str | None:
+    """KTH convention: persons 1-16 train, 17-25 test (from a ``personNN`` part of the path)."""
+    m = re.search(r"person(\d+)", rel.as_posix())
+    if not m:
+        return None
+    return "train" if int(m.group(1)) <= 16 else "test"
+
+
+def natural_key(p: Path) -> list[Any]:
+    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", p.as_posix())]
+
+
+def as_image_uint8(x: np.ndarray, where: str) -> np.ndarray:
+    """Image frames as uint8: uint8 as is, float in [0, 1] scaled by 255; NaN/inf or bad range refused."""
+    if x.dtype == np.uint8:
+        return x
+    if x.dtype.kind == "f":
+        finite = np.isfinite(x)
+        if not finite.all():
+            bad = np.argwhere(~finite)[0]
+            raise DataError(f"{where}: NaN/inf in image data (first at frame {int(bad[0])}, "
+                            f"pixel {tuple(int(b) for b in bad[1:])})")
+        lo, hi = float(x.min()), float(x.max())
+        if lo < 0 or hi > 1:
+            raise DataError(f"{where}: image values must lie in [0, 1] for float data, found {lo:g}..{hi:g}")
+        return np.rint(x * 255.0).astype(np.uint8)
+    raise DataError(f"{where}: wrong dtype {x.dtype} for image data (expected uint8 or float in [0, 1])")
+
+
+def as_physical(x: np.ndarray, where: str, dtype: str) -> np.ndarray:
+    """Physical values as float32/float16; NaN marks no data, inf is refused."""
+    if x.dtype.kind not in "fiu":
+        raise DataError(f"{where}: wrong dtype {x.dtype} (expected a numeric array)")
+    y = np.asarray(x, dtype=np.float32)
+    if np.isinf(y).any():
+        t = int(np.argwhere(np.isinf(y))[0][0])
+        raise DataError(f"{where}: inf in data (first at frame {t}); use NaN to mark missing values")
+    return y.astype(dtype, copy=False)
+
+
+def parse_resize(value: Any) -> tuple[int, int] | None:
+    """``None``, an int (square), ``"HxW"`` or a pair -> (H, W)."""
+    if value is None or value == "" or value == 0:
+        return None
+    if isinstance(value, int):
+        return (value, value)
+    if isinstance(value, str):
+        m = re.fullmatch(r"\s*(\d+)\s*(?:[xX,]\s*(\d+))?\s*", value)
+        if not m:
+            raise DataError(f"option resize must be N or HxW, got {value!r}")
+        h = int(m.group(1))
+        return (h, int(m.group(2)) if m.group(2) else h)
+    if isinstance(value, tuple | list) and len(value) == 2:
+        return (int(value[0]), int(value[1]))
+    raise DataError(f"option resize must be N or HxW, got {value!r}")
+
+
+class Windower:
+    """Cuts a stream of frames into windows of ``window`` frames starting every ``stride`` frames."""
+
+    def __init__(self, window: int, stride: int):
+        self.window, self.stride = window, stride
+        self.buf: deque[np.ndarray] = deque(maxlen=window)
+        self.seen = 0
+
+    def push(self, frame: np.ndarray) -> np.ndarray | None:
+        """Add the next frame; returns a (window, ...) array when a window ends at this frame."""
+        self.buf.append(frame)
+        self.seen += 1
+        first = self.seen - self.window  # index of the window's first frame
+        if len(self.buf) == self.window and first % self.stride == 0:
+            return np.stack(self.buf)
+        return None
+
+
+def window_options(src: Source) -> tuple[int, int, tuple[int, int] | None, bool]:
+    window = int(src.opts["window"])
+    stride = int(src.opts["stride"] or window)
+    if window < 1 or stride < 1:
+        raise DataError(f"window and stride must be >= 1, got window={window}, stride={stride}")
+    return window, stride, parse_resize(src.opts["resize"]), bool(src.opts["grayscale"])
