@@ -303,7 +303,9 @@ def forecast_model_class() -> type:
     """The pyfunc class; it subclasses MLflow's PythonModel, so it is built on first use only."""
     cls = globals().get("ForecastModel")
     if cls is None:
-        cls = _make_forecast_model()
+        with warnings.catch_warnings():  # MLflow warns about the untyped predict() at class creation
+            warnings.simplefilter("ignore", UserWarning)
+            cls = _make_forecast_model()
         globals()["ForecastModel"] = cls
     return cls
 

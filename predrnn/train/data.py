@@ -130,8 +130,10 @@ def _mix(*values: int) -> int:
 
 
 def load_batch(dataset: Any, indices: list[int]) -> torch.Tensor:
-    """Stack ``dataset[i]`` for ``indices`` into (B, T, H, W, C) float32."""
-    return torch.stack([torch.as_tensor(dataset[i]) for i in indices]).float()
+    """Stack ``dataset[i]`` for ``indices`` into (B, T, H, W, C) float32 (one batched read if supported)."""
+    many = getattr(dataset, "__getitems__", None)
+    items = many(list(indices)) if many is not None else [dataset[i] for i in indices]
+    return torch.stack([torch.as_tensor(x) for x in items]).float()
 
 
 def iterate_batches(dataset: Any, batch: int, max_clips: int = 0):

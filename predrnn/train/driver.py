@@ -50,6 +50,10 @@ class TrainResult:
         out["cfg"] = self.cfg.to_dict()
         return out
 
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainResult:
+        return cls(**{**data, "cfg": ExperimentConfig.from_dict(data["cfg"])})
+
 
 def configure(cfg: ExperimentConfig, *, data: str | None = None, workers: int | None = None,
               gpus_per_worker: float | None = None, cpus_per_worker: float | None = None,

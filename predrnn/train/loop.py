@@ -33,9 +33,9 @@ from predrnn.train.data import batch_indices, iterate_batches, load_batch, mask_
 from predrnn.train.state import (
     TrainState,
     checkpoint_name,
-    iteration_of,
     load_checkpoint,
     load_weights_into,
+    order_of,
     rng_state,
     save_checkpoint,
     set_rng_state,
@@ -86,13 +86,12 @@ def restore_latest(checkpoint: Any) -> TrainState | None:
 
     fs, path = checkpoint.filesystem, checkpoint.path
     parent = str(Path(path).parent)
-    own = iteration_of(path)
+    own = order_of(path)
     candidates = [checkpoint]
     try:
         infos = fs.get_file_info(pafs.FileSelector(parent))
-        older = sorted(((iteration_of(i.path), i.path) for i in infos
-                        if i.type == pafs.FileType.Directory and iteration_of(i.path) is not None
-                        and (own is None or iteration_of(i.path) < own)), reverse=True)  # type: ignore[operator]
+        named = [(order_of(i.path), i.path) for i in infos if i.type == pafs.FileType.Directory]
+        older = sorted(((o, p) for o, p in named if o is not None and (own is None or o < own)), reverse=True)
         candidates += [Checkpoint(p, filesystem=fs) for _, p in older]
     except OSError as err:
         print(f"warning: cannot list older checkpoints in {parent}: {err}", file=sys.stderr, flush=True)
@@ -108,11 +107,24 @@ def restore_latest(checkpoint: Any) -> TrainState | None:
     raise CheckpointError(f"no readable checkpoint in {parent} (tried {[c.path for c in candidates]})")
 
 
+def _quiet_train_reports() -> None:
+    """Ray Train logs every report at INFO under a logger named by its file path; keep warnings only."""
+    import logging
+
+    try:
+        from ray.train.v2._internal.execution import context as train_context
+
+        logging.getLogger(train_context.__file__).setLevel(logging.WARNING)
+    except ImportError:  # another Ray layout: the extra lines are harmless
+        pass
+
+
 def train_loop_per_worker(config: dict[str, Any]) -> None:
     """Ray Train entry point. ``config`` holds the experiment config dict, the clip source, the
     dataset info, and optionally the MLflow tracking URI and run id and the progress interval."""
     import ray.train
     import ray.train.torch as rtt
+    import ray.util
 
     cfg = ExperimentConfig.from_dict(config["cfg"]).validate()
     source = config["source"]
@@ -120,6 +132,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     log_every = int(config.get("log_every") or 10)
     o, d, c = cfg.optim, cfg.data, cfg.compute
 
+    _quiet_train_reports()
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     device = rtt.get_device()
@@ -139,6 +152,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         if rank == 0:
             print(f"resuming from {state.path} at iteration {state.iteration}", flush=True)
     start = state.iteration if state else 0
+    session = state.session + 1 if state else 0
 
     on_gpu = device.type == "cuda"
     if on_gpu and c.channels_last:
@@ -225,19 +239,23 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
                 logger.log(last_val, step=it)
 
         if it % o.checkpoint_interval == 0 or last:
-            rngs = [rng_state()]
+            mine = (rng_state(), ray.util.get_node_ip_address())
+            gathered = [mine]
             if world > 1:
-                rngs = [None] * world  # type: ignore[list-item]
-                torch.distributed.all_gather_object(rngs, rng_state())
+                gathered = [None] * world  # type: ignore[list-item]
+                torch.distributed.all_gather_object(gathered, mine)
+            rngs = [g[0] for g in gathered]  # type: ignore[index]
+            nodes = [g[1] for g in gathered]  # type: ignore[index]
             report = {"iteration": it, "r_eta": r_eta, "eta": eta,
                       "val_mse": last_val.get("val_mse", float("nan")) if evaluated else float("nan")}
             if rank == 0:
                 tmp = tempfile.mkdtemp(prefix="predrnn-ckpt-")
                 try:
                     save_checkpoint(tmp, model=core, optimizer=optimizer, iteration=it, cfg=cfg,
-                                    dataset=dataset_info, rng=rngs, metrics=last_val if evaluated else {})
+                                    dataset=dataset_info, rng=rngs, metrics=last_val if evaluated else {},
+                                    nodes=nodes, session=session)
                     ray.train.report(report, checkpoint=ray.train.Checkpoint.from_directory(tmp),
-                                     checkpoint_dir_name=checkpoint_name(it))
+                                     checkpoint_dir_name=checkpoint_name(it, session))
                 finally:
                     shutil.rmtree(tmp, ignore_errors=True)
             else:

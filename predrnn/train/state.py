@@ -32,17 +32,25 @@ from predrnn.config import ExperimentConfig
 STATE_FILE = "train_state.pt"
 META_FILE = "meta.json"
 MODEL_DIR = "model"
-_NAME = re.compile(r"^iter_(\d+)$")
+_NAME = re.compile(r"^iter_(\d+)(?:\.(\d+))?$")
 
 
-def checkpoint_name(it: int) -> str:
-    return f"iter_{it:07d}"
+def checkpoint_name(it: int, session: int = 0) -> str:
+    """``iter_0000100``; a resumed session adds ``.N`` so it never overwrites a directory of an earlier
+    session (after a fall-back to an older checkpoint the same iterations are trained again)."""
+    return f"iter_{it:07d}" + (f".{session}" if session else "")
+
+
+def order_of(name: str) -> tuple[int, int] | None:
+    """``(iteration, session)`` of a checkpoint directory name, or None for other names."""
+    m = _NAME.match(Path(name).name)
+    return (int(m.group(1)), int(m.group(2) or 0)) if m else None
 
 
 def iteration_of(name: str) -> int | None:
     """The iteration encoded in a checkpoint directory name, or None for other names."""
-    m = _NAME.match(Path(name).name)
-    return int(m.group(1)) if m else None
+    order = order_of(name)
+    return order[0] if order else None
 
 
 def rng_state() -> dict[str, Any]:
@@ -74,21 +82,30 @@ class TrainState:
     dataset: dict[str, Any]
     metrics: dict[str, float] = field(default_factory=dict)
     path: str = ""
+    session: int = 0
 
 
 def save_checkpoint(path: str | Path, *, model: nn.Module, optimizer: torch.optim.Optimizer, iteration: int,
                     cfg: ExperimentConfig, dataset: dict[str, Any], rng: list[dict[str, Any]],
-                    metrics: dict[str, float]) -> Path:
-    """Write a checkpoint directory (the model sub-directory is written atomically)."""
+                    metrics: dict[str, float], nodes: list[str] | None = None, session: int = 0) -> Path:
+    """Write a checkpoint directory (the model sub-directory is written atomically).
+
+    Args:
+        rng: the RNG states of every rank, indexed by rank.
+        metrics: the validation metrics of these weights (empty when not evaluated here).
+        nodes: the node address of every rank (recorded in ``meta.json``).
+        session: 0 for the first training session, +1 for each resume.
+    """
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
     save_model_dir(path / MODEL_DIR, model, cfg, extra={"iteration": iteration, "dataset": dataset})
     blob = {"iteration": iteration, "optimizer": optimizer.state_dict(), "rng": rng, "dataset": dataset,
-            "metrics": metrics, "config": cfg.to_json()}
+            "metrics": metrics, "config": cfg.to_json(), "session": session}
     tmp = path / (STATE_FILE + ".tmp")
     torch.save(blob, tmp)
     tmp.replace(path / STATE_FILE)
-    meta = {"iteration": iteration, "dataset": dataset, "metrics": metrics, "world_size": len(rng)}
+    meta = {"iteration": iteration, "session": session, "dataset": dataset, "metrics": metrics,
+            "world_size": len(rng), "nodes": nodes or []}
     (path / META_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True, default=str))
     return path
 
@@ -113,7 +130,8 @@ def load_checkpoint(path: str | Path, *, map_location: str | torch.device = "cpu
     model, cfg = load_model_dir(path / MODEL_DIR, map_location=map_location)
     return TrainState(iteration=int(blob["iteration"]), model=model, cfg=cfg, optimizer=blob["optimizer"],
                       rng=list(blob.get("rng") or []), dataset=dict(blob.get("dataset") or {}),
-                      metrics=dict(blob.get("metrics") or {}), path=str(path))
+                      metrics=dict(blob.get("metrics") or {}), path=str(path),
+                      session=int(blob.get("session") or 0))
 
 
 def load_weights_into(model: nn.Module, state: TrainState) -> None:

@@ -1,0 +1,158 @@
+"""``predrnn train``, ``predrnn evaluate`` and ``predrnn run`` (the main job), registered into the CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+
+def tool_env(state: Path | None = None) -> Path:
+    """Keep every tool's state under ``.state`` and switch telemetry off (before the tools import)."""
+    from predrnn.tracking import state_dir
+
+    root = (state or state_dir()).absolute()
+    os.environ.setdefault("PREDRNN_STATE_DIR", str(root))
+    defaults = {
+        "MLFLOW_DISABLE_TELEMETRY": "true",
+        "DO_NOT_TRACK": "true",
+        "RAY_USAGE_STATS_ENABLED": "0",
+        "RAY_AUTH_MODE": "disabled",
+        "PREFECT_HOME": str(root / "prefect"),
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "90",
+        "TQDM_DISABLE": "1",
+    }
+    for key, value in defaults.items():
+        os.environ.setdefault(key, value)
+    return root
+
+
+def _fail(message: str, code: int = 2) -> typer.Exit:
+    typer.echo(f"error: {message}", err=True)
+    return typer.Exit(code)
+
+
+def register(app: typer.Typer) -> None:
+    """Add the training commands to ``app``."""
+
+    @app.command("train")
+    def train_cmd(
+        data: Annotated[str | None, typer.Option("--data", help="dataset version URI ROOT/NAME@VERSION "
+                                                 "(or @latest); local path or s3://")] = None,
+        preset: Annotated[str | None, typer.Option("--preset", help="named preset, e.g. quick, "
+                                                   "moving_mnist_v2")] = None,
+        config: Annotated[Path | None, typer.Option("--config", help="JSON config file instead of a "
+                                                    "preset")] = None,
+        set_: Annotated[list[str] | None, typer.Option("--set", help="override section.field=value "
+                                                       "(repeatable)")] = None,
+        workers: Annotated[int | None, typer.Option("--workers", help="Ray Train workers (DDP ranks); "
+                                                    "optim.batch_size is the global batch")] = None,
+        gpus_per_worker: Annotated[float | None, typer.Option("--gpus-per-worker",
+                                                              help="GPUs per worker (0: CPU + gloo)")] = None,
+        resume: Annotated[str | None, typer.Option("--resume", help="run directory, checkpoint "
+                                                   "directory or MLflow run id to continue")] = None,
+        tracking_uri: Annotated[str | None, typer.Option("--tracking-uri", help="MLflow store (default: "
+                                                         "local SQLite under .state/mlflow)")] = None,
+        storage: Annotated[str | None, typer.Option("--storage", help="Ray run storage (path or s3://); "
+                                                    "default .state/ray/results")] = None,
+        ray_address: Annotated[str | None, typer.Option("--ray-address", help="existing Ray cluster "
+                                                        "HOST:PORT (default: start a local one)")] = None,
+        max_failures: Annotated[int, typer.Option("--max-failures", help="worker-group restarts "
+                                                  "allowed")] = 2,
+        out: Annotated[Path | None, typer.Option("--out", help="folder for the GIF, plots and test "
+                                                 "metrics (default: .state/runs/<run>)")] = None,
+        register_model: Annotated[bool, typer.Option("--register/--no-register", help="log and register "
+                                                     "the model in MLflow")] = True,
+    ) -> None:
+        """Train on Ray Train, evaluate the best checkpoint on the test split, register it in MLflow.
+
+        The last line printed is a JSON summary (model URI, test and persistence MSE per frame).
+        """
+        root = tool_env()
+        from predrnn.checkpoint import CheckpointError
+        from predrnn.config import ConfigError, load_config
+        from predrnn.tracking import TrackingError
+        from predrnn.train import DatasetError, TrainError, configure, finish, train
+
+        try:
+            cfg = load_config(None if config else preset, str(config) if config else None, set_ or [])
+            cfg = configure(cfg, data=data, workers=workers, gpus_per_worker=gpus_per_worker,
+                            tracking_uri=tracking_uri)
+            result = train(cfg, tracking_uri=tracking_uri, storage_path=storage, resume=resume,
+                           max_failures=max_failures, ray_address=ray_address)
+            summary = finish(result, out_dir=out or root / "runs" / Path(result.run_dir).name,
+                             register=register_model)
+        except (ConfigError, DatasetError, TrackingError, TrainError, CheckpointError) as err:
+            raise _fail(str(err)) from None
+        typer.echo(summary.pop("table"))
+        typer.echo(json.dumps(summary))
+
+    @app.command("evaluate")
+    def evaluate_cmd(
+        model: Annotated[str, typer.Option("--model", help="model directory, checkpoint directory, or "
+                                           "models:/NAME@ALIAS / models:/NAME/VERSION")],
+        data: Annotated[str, typer.Option("--data", help="dataset version URI ROOT/NAME@VERSION")],
+        split: Annotated[str, typer.Option("--split", help="train, val, test or all")] = "test",
+        max_clips: Annotated[int, typer.Option("--max-clips", help="evaluate the first N clips only "
+                                               "(0: all)")] = 0,
+        tracking_uri: Annotated[str | None, typer.Option("--tracking-uri", help="MLflow store for "
+                                                         "models:/ URIs and --log")] = None,
+        log: Annotated[bool, typer.Option("--log", help="record the metrics as a new MLflow run")] = False,
+    ) -> None:
+        """Per-lead-time metrics (MSE/MAE per frame, PSNR, SSIM) of a model and of persistence."""
+        tool_env()
+        from predrnn.checkpoint import CheckpointError
+        from predrnn.predict import load_forecaster
+        from predrnn.tracking import TrackingError
+        from predrnn.train import DatasetError, ZarrSource, evaluate_split, lead_time_table, validate_dataset
+
+        try:
+            ref = str(Path(model) / "model") if (Path(model) / "train_state.pt").is_file() else model
+            net, cfg = load_forecaster(ref, tracking_uri=tracking_uri)
+            info = validate_dataset(cfg, data)
+            metrics = evaluate_split(net, cfg, ZarrSource(info.uri), split, max_clips=max_clips)
+        except (DatasetError, TrackingError, CheckpointError, ValueError) as err:
+            raise _fail(str(err)) from None
+        typer.echo(lead_time_table(metrics))
+        out = {"model": model, "dataset": info.uri, "split": split, "clips": metrics["model"]["clips"],
+               f"{split}_mse_per_frame": metrics["model"]["mse_per_frame"],
+               "persistence_mse_per_frame": metrics["persistence"]["mse_per_frame"],
+               f"{split}_mse": metrics["model"]["mse"], "persistence_mse": metrics["persistence"]["mse"]}
+        if log:
+            from predrnn.tracking import Tracker
+            from predrnn.train.loop import evaluation_metrics
+
+            try:
+                tracker = Tracker(tracking_uri)
+                run = tracker.client.create_run(tracker.experiment_id(cfg.tracking.experiment),
+                                                run_name=f"evaluate-{split}",
+                                                tags={"model": model, "dataset.uri": info.uri})
+                tracker.log_dataset(run.info.run_id, info.to_dict(), context=split)
+                tracker.log_metrics(run.info.run_id, evaluation_metrics(metrics, split))
+                tracker.end_run(run.info.run_id)
+            except TrackingError as err:
+                raise _fail(str(err)) from None
+            out["run_id"] = run.info.run_id
+            out["tracking_uri"] = tracker.uri
+        typer.echo(json.dumps(out))
+
+    @app.command("run")
+    def run_cmd(
+        clips: Annotated[int, typer.Option("--clips", help="moving-digits clips to generate")] = 1200,
+        iterations: Annotated[int | None, typer.Option("--iterations", help="training iterations "
+                                                       "(default: the quick preset's)")] = None,
+        workers: Annotated[int, typer.Option("--workers", help="Ray Train workers")] = 2,
+        tracking_uri: Annotated[str | None, typer.Option("--tracking-uri", help="MLflow store (default: "
+                                                         "local SQLite under .state/mlflow)")] = None,
+    ) -> None:
+        """The main job: ingest moving digits (Prefect), train `quick` on Ray, evaluate, register, GIF."""
+        root = tool_env()
+        from flows.main import main_job  # the orchestration lives in flows/, imported only here
+
+        summary = main_job(state=str(root), clips=clips, iterations=iterations, workers=workers,
+                           tracking_uri=tracking_uri)
+        typer.echo(json.dumps(summary))

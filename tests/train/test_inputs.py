@@ -1,0 +1,161 @@
+"""Bad input fails before any worker starts: dataset, config, tracking store; and the pure helpers."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+import torch
+from train_helpers import free_port, tiny_config
+
+from predrnn.checkpoint import CheckpointError
+from predrnn.config import ConfigError
+from predrnn.sampling import probabilities
+from predrnn.tracking import TrackingError
+from predrnn.train import DatasetError, configure, train, validate_dataset
+from predrnn.train.data import batch_indices, mask_generator
+
+
+def _ray_started() -> bool:
+    import ray
+
+    return ray.is_initialized()
+
+
+def test_missing_dataset_fails_before_workers(tmp_path, tracking_uri):
+    cfg = tiny_config()
+    t0 = time.perf_counter()
+    with pytest.raises(DatasetError, match="cannot open dataset"):
+        train(cfg, data=str(tmp_path / "nothing@latest"), tracking_uri=tracking_uri,
+              storage_path=str(tmp_path / "runs"))
+    assert time.perf_counter() - t0 < 10
+    assert not _ray_started()
+
+
+def test_no_dataset_given(tmp_path):
+    with pytest.raises(DatasetError, match="no dataset given"):
+        train(tiny_config(), track=False, storage_path=str(tmp_path))
+
+
+def test_wrong_frame_size_names_both_shapes(tiny_dataset):
+    cfg = tiny_config("data.img_height=64", "data.img_width=64")
+    with pytest.raises(DatasetError, match=r"32x32x1 .* expects 64x64x1"):
+        validate_dataset(cfg, tiny_dataset)
+
+
+def test_clips_too_short(tiny_dataset):
+    cfg = tiny_config("data.total_length=12")
+    with pytest.raises(DatasetError, match="clips of 8 frames.*total_length=12"):
+        validate_dataset(cfg, tiny_dataset)
+
+
+def test_valid_dataset_info(tiny_dataset):
+    info = validate_dataset(tiny_config(), tiny_dataset, world_size=2)
+    assert info.shape == (48, 8, 32, 32, 1)
+    assert info.splits["train"] + info.splits["val"] + info.splits["test"] == 48
+    assert "@" in info.uri and info.version in info.uri
+
+
+def test_unknown_preset_and_override_key():
+    from predrnn.config import load_config
+
+    with pytest.raises(ConfigError, match="unknown preset"):
+        load_config("no_such_preset")
+    with pytest.raises(ConfigError, match="unknown config key 'optim.learning_rate'"):
+        load_config("quick", overrides=["optim.learning_rate=0.1"])
+
+
+def test_batch_must_split_over_workers():
+    with pytest.raises(ConfigError, match="does not split evenly over 3 workers"):
+        configure(tiny_config(), workers=3)
+
+
+def test_unreachable_tracking_server_fails_before_workers(tiny_dataset, tmp_path):
+    uri = f"http://127.0.0.1:{free_port()}"
+    with pytest.raises(TrackingError, match="unreachable"):
+        train(tiny_config(), data=tiny_dataset, tracking_uri=uri, storage_path=str(tmp_path / "runs"))
+    assert not _ray_started()
+
+
+def test_cli_reports_unknown_key_and_missing_data(tmp_path):
+    from typer.testing import CliRunner
+
+    from predrnn.cli import app
+
+    runner = CliRunner()
+    res = runner.invoke(app, ["train", "--data", str(tmp_path / "x@latest"), "--preset", "quick",
+                              "--set", "model.widht=3"])
+    assert res.exit_code == 2 and "unknown config key 'model.widht'" in res.output
+    res = runner.invoke(app, ["train", "--data", str(tmp_path / "x@latest"), "--preset", "nope"])
+    assert res.exit_code == 2 and "unknown preset" in res.output
+    res = runner.invoke(app, ["train", "--data", str(tmp_path / "x@latest"), "--preset", "quick",
+                              "--tracking-uri", f"sqlite:///{tmp_path}/m.db"])
+    assert res.exit_code == 2 and "cannot open dataset" in res.output
+
+
+def test_batch_order_is_a_pure_function_of_the_iteration():
+    a = [batch_indices(it, shard_size=10, batch=3, seed=1, rank=0) for it in range(1, 7)]
+    b = [batch_indices(it, shard_size=10, batch=3, seed=1, rank=0) for it in range(1, 7)]
+    assert a == b
+    epoch = sum(a[:3], [])  # 3 batches per epoch of 10 clips: no clip twice within an epoch
+    assert len(set(epoch)) == 9
+    assert batch_indices(1, shard_size=2, batch=4, seed=0, rank=0).__len__() == 4
+    m1 = torch.rand(3, generator=mask_generator(0, 1, 17))
+    m2 = torch.rand(3, generator=mask_generator(0, 1, 17))
+    assert torch.equal(m1, m2)
+    assert not torch.equal(m1, torch.rand(3, generator=mask_generator(0, 0, 17)))
+
+
+def test_schedule_values_follow_the_global_iteration():
+    cfg = tiny_config().sampling
+    assert probabilities(1, cfg) == (0.5, 0.5)
+    r, e = probabilities(7, cfg)
+    assert 0.5 < r < 1 and 0 < e < 0.5
+    assert probabilities(12, cfg) == (1.0, 0.0)
+
+
+def _two_checkpoints(root):
+    from predrnn.models import build_model
+    from predrnn.train.state import checkpoint_name, rng_state, save_checkpoint
+
+    cfg = tiny_config()
+    model = build_model(cfg)
+    opt = torch.optim.Adam(model.parameters())
+    paths = []
+    for it in (4, 8):
+        paths.append(save_checkpoint(root / checkpoint_name(it), model=model, optimizer=opt, iteration=it,
+                                     cfg=cfg, dataset={"uri": "x"}, rng=[rng_state()],
+                                     metrics={"val_mse": float(it)}))
+    return paths
+
+
+def test_checkpoint_roundtrip(tmp_path):
+    from predrnn.train.state import load_checkpoint
+
+    _, latest = _two_checkpoints(tmp_path)
+    state = load_checkpoint(latest)
+    assert state.iteration == 8 and state.metrics == {"val_mse": 8.0} and state.dataset == {"uri": "x"}
+
+
+def test_corrupt_checkpoint_names_the_file_and_falls_back(tmp_path, capsys):
+    from ray.train import Checkpoint
+
+    from predrnn.train.loop import restore_latest
+    from predrnn.train.state import STATE_FILE, load_checkpoint
+
+    _, latest = _two_checkpoints(tmp_path)
+    (latest / STATE_FILE).write_bytes(b"not a checkpoint")
+    with pytest.raises(CheckpointError, match=str(latest / STATE_FILE)):
+        load_checkpoint(latest)
+    state = restore_latest(Checkpoint(str(latest)))
+    assert state.iteration == 4
+    assert str(latest / STATE_FILE) in capsys.readouterr().err
+
+
+def test_corrupt_weights_are_named_too(tmp_path):
+    from predrnn.train.state import MODEL_DIR, load_checkpoint
+
+    _, latest = _two_checkpoints(tmp_path)
+    (latest / MODEL_DIR / "model.pt").write_bytes(b"\x00" * 10)
+    with pytest.raises(CheckpointError, match="model.pt"):
+        load_checkpoint(latest)

@@ -1,0 +1,26 @@
+"""Helpers shared by the training tests: tiny configs and free ports."""
+
+from __future__ import annotations
+
+import socket
+
+from predrnn.config import ExperimentConfig, load_config
+
+TINY = [
+    "data.img_height=32", "data.img_width=32", "data.input_length=4", "data.total_length=8",
+    "model.patch_size=4", "model.num_hidden=[8]", "model.filter_size=3",
+    "optim.batch_size=4", "optim.max_iterations=8", "optim.eval_interval=4", "optim.checkpoint_interval=4",
+    "optim.eval_clips=8", "optim.keep_best=2",
+    "sampling.r_sampling_step_1=2", "sampling.r_sampling_step_2=12", "sampling.r_exp_alpha=3",
+]
+
+
+def tiny_config(*extra: str) -> ExperimentConfig:
+    """The ``quick`` preset shrunk to 32x32 frames, 8 frames, one 8-channel layer."""
+    return load_config("quick", overrides=[*TINY, *extra])
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
