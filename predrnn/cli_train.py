@@ -28,6 +28,7 @@ def tool_env(state: Path | None = None) -> Path:
     }
     for key, value in defaults.items():
         os.environ.setdefault(key, value)
+    Path(os.environ["PREFECT_HOME"]).mkdir(parents=True, exist_ok=True)  # Prefect creates only the leaf
     return root
 
 

@@ -44,6 +44,7 @@ class TrainResult:
     run_id: str | None
     wall_s: float
     checkpoints: list[str] = field(default_factory=list)
+    last_report: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         out = dataclasses.asdict(self)
@@ -245,4 +246,5 @@ def train(cfg: ExperimentConfig, *, data: str | None = None, tracking_uri: str |
     return TrainResult(cfg=cfg, dataset=dataset_info.to_dict(), run_dir=run_dir, best_checkpoint=best.path,
                        latest_checkpoint=latest.path, best_metrics={"val_mse": best_score},
                        tracking_uri=uri, run_id=run_id, wall_s=time.perf_counter() - t0,
-                       checkpoints=sorted(ck.path for _, ck in scored))
+                       checkpoints=sorted(ck.path for _, ck in scored),
+                       last_report=dict(result.metrics or {}))

@@ -185,6 +185,9 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     window = {"loss": 0.0, "mse": 0.0, "decouple": 0.0, "n": 0}
     t_start = t_window = time.perf_counter()
     done_here = 0
+    warmup = start + 5  # steady-state timing starts after a few iterations (first all-reduce, caches)
+    t_steady: float | None = None
+    t_step_end = t_start
     if rank == 0:
         print(f"training {cfg.name}: iterations {start + 1}..{o.max_iterations}, {world} worker(s) x batch "
               f"{batch} (global {o.batch_size}), lr {o.lr}, device {device}", flush=True)
@@ -202,6 +205,9 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         window["decouple"] += res.decouple
         window["n"] += 1
         done_here += 1  # noqa: SIM113 - counts this session's iterations, not the loop index
+        t_step_end = time.perf_counter()
+        if it == warmup:
+            t_steady = t_step_end
         last = it == o.max_iterations
 
         if it % log_every == 0 or last:
@@ -246,7 +252,10 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
                 torch.distributed.all_gather_object(gathered, mine)
             rngs = [g[0] for g in gathered]  # type: ignore[index]
             nodes = [g[1] for g in gathered]  # type: ignore[index]
-            report = {"iteration": it, "r_eta": r_eta, "eta": eta,
+            steady = math.nan
+            if t_steady is not None and it > warmup:
+                steady = (t_step_end - t_steady) / (it - warmup)
+            report = {"iteration": it, "r_eta": r_eta, "eta": eta, "seconds_per_iteration": steady,
                       "val_mse": last_val.get("val_mse", float("nan")) if evaluated else float("nan")}
             if rank == 0:
                 tmp = tempfile.mkdtemp(prefix="predrnn-ckpt-")

@@ -1,0 +1,93 @@
+"""The train flow through Prefect, and training tracked on a real ``mlflow server`` over http."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+from train_helpers import TINY, free_port, tiny_config
+
+from predrnn.train import configure, finish, train
+
+pytestmark = [pytest.mark.slow, pytest.mark.ray, pytest.mark.mlflow]
+
+
+@pytest.fixture
+def mlflow_server(tmp_path: Path):
+    """A lean ``mlflow server`` on 127.0.0.1 (one worker, no job runner), stopped by process group."""
+    port = free_port()
+    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+    cmd = [str(Path(sys.executable).parent / "mlflow"), "server",
+           "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}",
+           "--artifacts-destination", str(tmp_path / "server-artifacts"),
+           "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
+    log = open(tmp_path / "server.log", "w")  # noqa: SIM115 - closed below
+    proc = subprocess.Popen(cmd, env=env, start_new_session=True, stdout=log, stderr=subprocess.STDOUT)
+    uri = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + 120
+        while True:
+            try:
+                with urllib.request.urlopen(uri + "/health", timeout=2) as resp:
+                    if resp.status == 200:
+                        break
+            except OSError:
+                pass
+            if proc.poll() is not None or time.time() > deadline:
+                tail = (tmp_path / "server.log").read_text()[-2000:]
+                raise RuntimeError(f"mlflow server did not start: {tail}")
+            time.sleep(0.5)
+        yield uri
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            try:
+                os.killpg(proc.pid, sig)
+            except ProcessLookupError:
+                break
+            try:
+                proc.wait(timeout=10)
+                break
+            except subprocess.TimeoutExpired:
+                continue
+        log.close()
+
+
+def test_remote_tracking_server(local_ray, mlflow_server, tiny_dataset, tmp_path):
+    import mlflow
+
+    cfg = configure(tiny_config(), workers=1)
+    result = train(cfg, data=tiny_dataset, tracking_uri=mlflow_server, storage_path=str(tmp_path / "runs"))
+    summary = finish(result, out_dir=tmp_path / "out")
+    assert summary["model_uri"] == "models:/predrnn-v2/1"
+    run = mlflow.MlflowClient(mlflow_server).get_run(result.run_id)
+    assert run.info.artifact_uri.startswith("mlflow-artifacts:")
+    assert "val_mse_f01" in run.data.metrics and "test_mse" in run.data.metrics
+    previous = os.environ.get("MLFLOW_TRACKING_URI")
+    mlflow.set_tracking_uri(mlflow_server)
+    try:
+        model = mlflow.pyfunc.load_model("models:/predrnn-v2@challenger")
+    finally:
+        mlflow.set_tracking_uri(previous)
+    assert model.predict(np.zeros((2, 4, 32, 32, 1), np.float32)).shape == (2, 4, 32, 32, 1)
+
+
+@pytest.mark.prefect
+def test_train_flow(local_ray, tiny_dataset, tracking_uri, tmp_path, monkeypatch):
+    from prefect.testing.utilities import prefect_test_harness
+
+    from flows.train import train_flow
+
+    monkeypatch.setenv("PREDRNN_STATE_DIR", str(tmp_path / "state"))
+    with prefect_test_harness(server_startup_timeout=90):
+        summary = train_flow(dataset=tiny_dataset, preset="quick", overrides=TINY, workers=2,
+                             tracking_uri=tracking_uri, storage_path=str(tmp_path / "runs"))
+    assert summary["model_uri"] == "models:/predrnn-v2/1"
+    assert Path(summary["gif"]).is_file() and str(tmp_path / "state") in summary["gif"]
+    assert summary["test_mse"] > 0 and len(summary["persistence_mse_per_frame"]) == 4

@@ -1,0 +1,190 @@
+"""Real Ray Train runs on tiny configs: DDP over two workers, MLflow record and registry, worker loss,
+corrupt-checkpoint fall-back on resume, and the CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from train_helpers import tiny_config
+
+from predrnn.sampling import probabilities
+from predrnn.train import configure, finish, train
+from predrnn.train.state import META_FILE, STATE_FILE, iteration_of
+
+pytestmark = [pytest.mark.slow, pytest.mark.ray, pytest.mark.mlflow]
+
+
+def _descendants(pid: int) -> list[int]:
+    """Every process below ``pid`` (read from /proc; the tests' own Ray processes only)."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as fh:
+                ppid = int(fh.read().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        children.setdefault(ppid, []).append(int(entry))
+    out, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            out.append(child)
+            todo.append(child)
+    return out
+
+
+def _train_workers() -> list[int]:
+    pids = []
+    for pid in _descendants(os.getpid()):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as fh:
+                if b"RayTrainWorker" in fh.read():
+                    pids.append(pid)
+        except OSError:
+            continue
+    return pids
+
+
+def test_two_workers_track_and_register(local_ray, tiny_dataset, tracking_uri, tmp_path):
+    import mlflow
+    from mlflow import MlflowClient
+
+    from predrnn.tracking import load_registered_model
+
+    cfg = configure(tiny_config(), workers=2)
+    result = train(cfg, data=tiny_dataset, tracking_uri=tracking_uri, storage_path=str(tmp_path / "runs"),
+                   log_every=1)
+    assert iteration_of(result.latest_checkpoint) == 8
+    meta = json.loads((Path(result.latest_checkpoint) / META_FILE).read_text())
+    assert meta["world_size"] == 2 and meta["dataset"]["uri"] == result.dataset["uri"]
+    assert np.isfinite(result.best_metrics["val_mse"])
+    summary = finish(result, out_dir=tmp_path / "out")
+    assert summary["model_uri"] == "models:/predrnn-v2/1"
+    assert Path(summary["gif"]).stat().st_size > 0 and Path(summary["plot"]).is_file()
+    assert len(summary["test_mse_per_frame"]) == len(summary["persistence_mse_per_frame"]) == 4
+
+    client = MlflowClient(tracking_uri)
+    run = client.get_run(result.run_id)
+    assert run.info.status == "FINISHED"
+    assert run.data.params["optim.batch_size"] == "4" and run.data.params["compute.num_workers"] == "2"
+    assert run.data.tags["dataset.version"] in result.dataset["uri"]
+    assert run.data.tags.get("predrnn.version")
+    for key in ("loss", "mse", "decouple", "r_eta", "eta", "lr", "clips_per_s", "val_mse", "val_mse_f01",
+                "val_ssim_f04", "val_persistence_mse_f04", "test_mse_f04", "test_persistence_mse"):
+        assert key in run.data.metrics, key
+    assert [d.dataset.name for d in run.inputs.dataset_inputs] == [f"tiny@{result.dataset['version']}"]
+    artifacts = {a.path for a in client.list_artifacts(result.run_id, "evaluation")}
+    assert {"evaluation/forecast.gif", "evaluation/forecast_grid.png", "evaluation/lead_time_metrics.png",
+            "evaluation/config.json"} <= artifacts
+    version = client.get_model_version_by_alias("predrnn-v2", "challenger")
+    assert version.version == "1" and version.tags["dataset"] == result.dataset["uri"]
+    assert float(version.tags["test_mse"]) == pytest.approx(summary["test_mse"], rel=1e-3)
+
+    previous = os.environ.get("MLFLOW_TRACKING_URI")
+    mlflow.set_tracking_uri(tracking_uri)
+    try:
+        pyfunc = mlflow.pyfunc.load_model("models:/predrnn-v2@challenger")
+    finally:
+        mlflow.set_tracking_uri(previous)
+    context = np.random.default_rng(0).random((3, 4, 32, 32, 1), dtype=np.float32)
+    assert pyfunc.predict(context).shape == (3, 4, 32, 32, 1)
+    assert pyfunc.predict(context, params={"horizon": 6}).shape == (3, 6, 32, 32, 1)
+    model, loaded_cfg = load_registered_model("models:/predrnn-v2/1", tracking_uri=tracking_uri)
+    assert loaded_cfg.data.img_height == 32 and sum(p.numel() for p in model.parameters()) > 0
+
+
+def test_worker_killed_mid_training_resumes_exactly(local_ray, tiny_dataset, tracking_uri, tmp_path):
+    from mlflow import MlflowClient
+
+    cfg = configure(tiny_config("optim.max_iterations=120", "optim.checkpoint_interval=10",
+                                "optim.eval_interval=60", "sampling.r_sampling_step_1=20",
+                                "sampling.r_sampling_step_2=100", "sampling.r_exp_alpha=20"), workers=2)
+    storage, name = tmp_path / "runs", "killed"
+    killed: dict[str, object] = {}
+
+    def killer() -> None:
+        deadline = time.time() + 240
+        while time.time() < deadline:
+            seen = [iteration_of(p.name) for p in (storage / name).glob("iter_*")]
+            if any(i is not None and i >= 20 for i in seen):
+                workers = _train_workers()
+                if workers:
+                    killed["seen"] = max(i for i in seen if i is not None)
+                    killed["pid"] = workers[-1]
+                    os.kill(workers[-1], signal.SIGKILL)
+                    return
+            time.sleep(0.05)
+
+    thread = threading.Thread(target=killer, daemon=True)
+    thread.start()
+    result = train(cfg, data=tiny_dataset, tracking_uri=tracking_uri, storage_path=str(storage),
+                   run_name=name, max_failures=2, log_every=1)
+    thread.join(timeout=5)
+    assert "pid" in killed, "no worker was killed"
+    assert iteration_of(result.latest_checkpoint) == 120
+
+    client = MlflowClient(tracking_uri)
+    resumed = client.get_metric_history(result.run_id, "resumed_from_iteration")
+    assert len(resumed) == 1
+    start = int(resumed[0].value)
+    seen = int(killed["seen"])  # type: ignore[call-overload]
+    assert start % 10 == 0 and seen - 10 <= start <= seen + 10, (start, seen)
+    # The schedule after the restart continues from the checkpoint's iteration, as a closed form.
+    for key, index in (("r_eta", 0), ("eta", 1)):
+        history = client.get_metric_history(result.run_id, key)
+        after = [m for m in history if m.step > start]
+        assert min(m.step for m in after) == start + 1
+        for m in history:
+            expected = probabilities(m.step, cfg.sampling)[index]
+            assert m.value == pytest.approx(expected, abs=1e-12), (key, m.step)
+    assert {m.step for m in client.get_metric_history(result.run_id, "loss")} == set(range(1, 121))
+
+
+def test_resume_falls_back_past_a_corrupt_checkpoint(local_ray, tiny_dataset, tracking_uri, tmp_path):
+    from mlflow import MlflowClient
+
+    cfg = configure(tiny_config(), workers=1)
+    first = train(cfg, data=tiny_dataset, tracking_uri=tracking_uri, storage_path=str(tmp_path / "runs"),
+                  run_name="r", log_every=1)
+    latest = Path(first.latest_checkpoint)
+    assert latest.name == "iter_0000008"
+    (latest / STATE_FILE).write_bytes(b"corrupted on purpose")
+    again = train(tiny_config("optim.lr=0.5"), resume=first.run_dir, tracking_uri=tracking_uri, log_every=1)
+    assert again.run_id == first.run_id and again.cfg.optim.lr == cfg.optim.lr  # the run's own config
+    assert Path(again.latest_checkpoint).name == "iter_0000008.1"
+    resumed = MlflowClient(tracking_uri).get_metric_history(first.run_id, "resumed_from_iteration")
+    assert [int(m.value) for m in resumed] == [4]
+
+
+def test_cli_train_and_evaluate(local_ray, tiny_dataset, tracking_uri, tmp_path, monkeypatch):
+    from train_helpers import TINY
+    from typer.testing import CliRunner
+
+    from predrnn.cli import app
+
+    monkeypatch.setenv("PREDRNN_STATE_DIR", str(tmp_path / "state"))
+    runner = CliRunner()
+    args = ["train", "--data", tiny_dataset, "--preset", "quick", "--workers", "1", "--tracking-uri",
+            tracking_uri, "--storage", str(tmp_path / "runs"), "--out", str(tmp_path / "out")]
+    for item in TINY:
+        args += ["--set", item]
+    res = runner.invoke(app, args)
+    assert res.exit_code == 0, res.output
+    summary = json.loads(res.output.strip().splitlines()[-1])
+    assert summary["model_uri"].startswith("models:/predrnn-v2/")
+    res = runner.invoke(app, ["evaluate", "--model", summary["model_uri"], "--data", tiny_dataset,
+                              "--tracking-uri", tracking_uri, "--log"])
+    assert res.exit_code == 0, res.output
+    out = json.loads(res.output.strip().splitlines()[-1])
+    assert out["test_mse"] == pytest.approx(summary["test_mse"], rel=1e-6) and out["run_id"]
+    res = runner.invoke(app, ["evaluate", "--model", str(tmp_path / "out" / "model"), "--data", tiny_dataset,
+                              "--split", "val"])
+    assert res.exit_code == 0 and "lead" in res.output, res.output
