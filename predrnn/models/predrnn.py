@@ -146,7 +146,7 @@ class PredRNN(nn.Module):
             Predictions of frames 1..T-1, shape (B, T-1, H, W, C); with ``return_deltas`` also the
             lists of dC and dM, each (T-1)*L tensors of shape (B, C, H/p, W/p).
         """
-        x = patch(frames, self.patch_size)  # (B, T, p*p*C_img, H/p, W/p)
+        x = patch(frames, self.patch_size).contiguous()  # (B, T, p*p*C_img, H/p, W/p)
         B, T, _, Hp, Wp = x.shape
         if mask.shape != (B, T - 2):
             raise ValueError(f"mask must have shape {(B, T - 2)} for {T} frames, got {tuple(mask.shape)}")
