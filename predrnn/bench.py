@@ -98,10 +98,11 @@ class AuthorsStyleV2(nn.Module):
         B, T, _, Hh, Ww = frames.shape
         h_t = [torch.zeros(B, self.C, Hh, Ww, device=frames.device) for _ in range(self.L)]
         c_t = [torch.zeros(B, self.C, Hh, Ww, device=frames.device) for _ in range(self.L)]
-        delta_c_list = [None] * self.L
-        delta_m_list = [None] * self.L
+        delta_c_list: list[Any] = [None] * self.L
+        delta_m_list: list[Any] = [None] * self.L
         memory = torch.zeros(B, self.C, Hh, Ww, device=frames.device)
-        next_frames, decouple_loss = [], []
+        next_frames: Any = []
+        decouple_loss: Any = []
         x_gen = None
         for t in range(T - 1):
             net = frames[:, t] if t == 0 else mask_true[:, t - 1] * frames[:, t] + (1 - mask_true[:, t - 1]) * x_gen
@@ -123,7 +124,8 @@ class AuthorsStyleV2(nn.Module):
         return next_frames, loss
 
 
-def _baseline_inputs(cfg: ExperimentConfig, frames: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def _baseline_inputs(cfg: ExperimentConfig, frames: torch.Tensor, mask: torch.Tensor
+                     ) -> tuple[torch.Tensor, torch.Tensor]:
     p = cfg.model.patch_size
     x = patch_channels_last(frames, p)  # (B, T, H/p, W/p, p*p*C)
     full_mask = mask[:, :, None, None, None].expand(-1, -1, *x.shape[2:]).contiguous()
@@ -239,9 +241,9 @@ def peak_forecast_memory(cfg: ExperimentConfig, kind: str, threads: int) -> dict
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def _build(cfg: ExperimentConfig, seed: int) -> tuple[nn.Module, AuthorsStyleV2, torch.Tensor, torch.Tensor]:
+def _build(cfg: ExperimentConfig, seed: int) -> tuple[Any, AuthorsStyleV2, torch.Tensor, torch.Tensor]:
     torch.manual_seed(seed)
-    ours = build_model(cfg)
+    ours: Any = build_model(cfg)
     p, c = cfg.model.patch_size, cfg.data.img_channel
     base = AuthorsStyleV2(cfg.model.num_hidden[0], len(cfg.model.num_hidden), cfg.model.filter_size, p * p * c,
                           cfg.optim.decouple_beta)

@@ -18,7 +18,7 @@ import re
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from torch import nn
@@ -135,7 +135,7 @@ def infer_official_config(state: dict[str, torch.Tensor], *, patch_size: int, ch
     if layer_norm:
         _, hp, wp = state["cell_list.0.conv_x.1.weight"].shape
         img_height, img_width = hp * patch_size, wp * patch_size
-    arch = "predrnn_v2" if "adapter.weight" in state else "predrnn"
+    arch: Literal["predrnn_v2", "predrnn"] = "predrnn_v2" if "adapter.weight" in state else "predrnn"
     base = ExperimentConfig(name="imported")
     cfg = dataclasses.replace(
         base,

@@ -45,13 +45,16 @@ def import_official_cmd(
 
 @app.command("predict")
 def predict_cmd(
-    model: Annotated[str, typer.Option("--model", help="model directory, or models:/NAME@ALIAS / models:/NAME/VERSION")],
-    input: Annotated[Path, typer.Option("--input", help="context clips .npy (clips, T_in, H, W, C), [0,1] float or uint8")],
+    model: Annotated[str, typer.Option(
+        "--model", help="model directory, or models:/NAME@ALIAS / models:/NAME/VERSION")],
+    input: Annotated[Path, typer.Option(
+        "--input", help="context clips .npy (clips, T_in, H, W, C), [0,1] float or uint8")],
     horizon: Annotated[int, typer.Option("--horizon", help="frames to forecast")],
     output: Annotated[Path, typer.Option("--output", help="forecast .npy (clips, N, H, W, C) float32 in [0,1]")],
     gif: Annotated[Path | None, typer.Option("--gif", help="write a context | truth | forecast GIF")] = None,
     truth: Annotated[Path | None, typer.Option("--truth", help="true future .npy to show in the GIF")] = None,
-    tracking_uri: Annotated[str | None, typer.Option("--tracking-uri", help="MLflow tracking URI for models:/ URIs")] = None,
+    tracking_uri: Annotated[str | None, typer.Option(
+        "--tracking-uri", help="MLflow tracking URI for models:/ URIs")] = None,
     batch_size: Annotated[int, typer.Option("--batch-size", help="clips per forward pass")] = 16,
 ) -> None:
     """Forecast N frames for every context clip."""
@@ -83,7 +86,8 @@ def predict_cmd(
 
 @app.command("bench")
 def bench_cmd(
-    preset: Annotated[str | None, typer.Option("--preset", help="start from a preset instead of the default bench config")] = None,
+    preset: Annotated[str | None, typer.Option(
+        "--preset", help="start from a preset instead of the default bench config")] = None,
     set_: Annotated[list[str] | None, typer.Option("--set", help="override, e.g. model.num_hidden=[64,64]")] = None,
     reps: Annotated[int, typer.Option("--reps", help="timed repetitions per measurement")] = 5,
     json_only: Annotated[bool, typer.Option("--json", help="print only the JSON line")] = False,

@@ -261,7 +261,7 @@ def apply_overrides(cfg: ExperimentConfig, overrides: Iterable[str]) -> Experime
 
 def _section_types() -> dict[str, type]:
     hints = typing.get_type_hints(ExperimentConfig)
-    return {k: v for k, v in hints.items() if dataclasses.is_dataclass(v)}
+    return {k: v for k, v in hints.items() if isinstance(v, type) and dataclasses.is_dataclass(v)}
 
 
 def _type_name(tp: Any) -> str:

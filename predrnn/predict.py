@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any, cast
+
 import numpy as np
 import torch
 from torch import nn
@@ -62,5 +64,5 @@ def forecast_array(model: nn.Module, cfg: ExperimentConfig, context: np.ndarray,
     with torch.inference_mode():
         for i in range(0, x.shape[0], batch_size):
             ctx = torch.from_numpy(np.ascontiguousarray(x[i:i + batch_size])).to(device)
-            out.append(model.forecast(ctx, horizon).clamp_(0, 1).float().cpu().numpy())
+            out.append(cast(Any, model).forecast(ctx, horizon).clamp_(0, 1).float().cpu().numpy())
     return np.concatenate(out, axis=0).astype(np.float32)

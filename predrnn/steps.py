@@ -26,7 +26,7 @@ class StepResult:
     decouple: float
 
 
-def _unwrap(model: nn.Module) -> nn.Module:
+def _unwrap(model: nn.Module) -> Any:
     """The module under DDP / torch.compile wrappers."""
     inner = getattr(model, "module", model)
     return getattr(inner, "_orig_mod", inner)

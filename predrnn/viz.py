@@ -52,7 +52,7 @@ def forecast_gif(path: str | Path, context: np.ndarray, forecast: np.ndarray, tr
             rows.append(np.concatenate([x for c in cells for x in (c, sep)][:-1], axis=1))
         grid = np.concatenate(rows, axis=0)
         img = Image.fromarray(grid)
-        frames.append(img.resize((img.width * scale, img.height * scale), Image.NEAREST))
+        frames.append(img.resize((img.width * scale, img.height * scale), Image.Resampling.NEAREST))
     path.parent.mkdir(parents=True, exist_ok=True)
     frames[0].save(path, save_all=True, append_images=frames[1:], duration=duration_ms, loop=0)
     return path
@@ -77,7 +77,7 @@ def forecast_grid_png(path: str | Path, context: np.ndarray, forecast: np.ndarra
         rows += [row(ctx[i]), row(tr[i]), row(fc[i]), np.full((3, width * W, 3), 90, np.uint8)]
     img = Image.fromarray(np.concatenate(rows, axis=0))
     if scale != 1:
-        img = img.resize((img.width * scale, img.height * scale), Image.NEAREST)
+        img = img.resize((img.width * scale, img.height * scale), Image.Resampling.NEAREST)
     path.parent.mkdir(parents=True, exist_ok=True)
     img.save(path)
     return path
