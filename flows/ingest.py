@@ -83,28 +83,49 @@ def report_task(uri: str, seconds: float, name: str) -> str:
 
 @flow(name="ingest", log_prints=True)
 def ingest_flow(
-    kind: Annotated[SourceKind, Field(description="source kind")],
-    name: Annotated[str, Field(description="dataset name (letters, digits, '.', '_', '-')", min_length=1)],
-    root: Annotated[str, Field(description="destination root: a folder or s3://bucket/prefix", min_length=1)],
-    source: Annotated[str, Field(description="input file or folder (empty for generators)")] = "",
-    num_clips: Annotated[int | None, Field(description="generators: clips to make", ge=1)] = None,
-    frames: Annotated[int | None, Field(description="generators: frames per clip", ge=1)] = None,
-    height: Annotated[int | None, Field(description="generators: frame height", ge=1)] = None,
-    width: Annotated[int | None, Field(description="generators: frame width", ge=1)] = None,
-    seed: Annotated[int | None, Field(description="generators: random seed")] = None,
-    window: Annotated[int | None, Field(description="video/frames/netcdf: frames per clip", ge=1)] = None,
-    stride: Annotated[int | None, Field(description="video/frames/netcdf: frames between clip starts", ge=1)] = None,
-    resize: Annotated[str | None, Field(description="video/frames: N or HxW")] = None,
-    grayscale: Annotated[bool | None, Field(description="video/frames: greyscale (true) or RGB")] = None,
-    variable: Annotated[str | None, Field(description="netcdf/zarr grids: variable name")] = None,
-    val_fraction: Annotated[float | None, Field(description="seeded split: validation share", ge=0, lt=1)] = None,
-    test_fraction: Annotated[float | None, Field(description="seeded split: test share", ge=0, lt=1)] = None,
-    split_seed: Annotated[int | None, Field(description="seeded split: seed")] = None,
-    split: Annotated[Literal["auto", "seeded", "source", "kth"] | None,
-                     Field(description="auto: the source's own split if it has one, else seeded")] = None,
-    options: Annotated[dict[str, Any] | None, Field(description="other source options, e.g. max_frame_side")] = None,
+    kind: SourceKind,
+    name: Annotated[str, Field(min_length=1, max_length=128)],
+    root: Annotated[str, Field(min_length=1)],
+    source: str = "",
+    num_clips: Annotated[int | None, Field(ge=1)] = None,
+    frames: Annotated[int | None, Field(ge=1)] = None,
+    height: Annotated[int | None, Field(ge=1)] = None,
+    width: Annotated[int | None, Field(ge=1)] = None,
+    seed: int | None = None,
+    window: Annotated[int | None, Field(ge=1)] = None,
+    stride: Annotated[int | None, Field(ge=1)] = None,
+    resize: str | None = None,
+    grayscale: bool | None = None,
+    variable: str | None = None,
+    val_fraction: Annotated[float | None, Field(ge=0, lt=1)] = None,
+    test_fraction: Annotated[float | None, Field(ge=0, lt=1)] = None,
+    split_seed: int | None = None,
+    split: Literal["auto", "seeded", "source", "kth"] | None = None,
+    options: dict[str, Any] | None = None,
 ) -> str:
-    """Ingest a source into a new immutable, verified dataset version and return its URI."""
+    """Ingest a source into a new immutable, verified dataset version and return its URI.
+
+    Args:
+        kind: source kind.
+        name: dataset name (letters, digits, '.', '_', '-').
+        root: destination root, a folder or s3://bucket/prefix.
+        source: input file or folder (empty for the generators).
+        num_clips: generators, clips to make.
+        frames: generators, frames per clip.
+        height: generators, frame height.
+        width: generators, frame width.
+        seed: generators, random seed.
+        window: video/frames/netcdf, frames per clip.
+        stride: video/frames/netcdf, frames between clip starts (default: window).
+        resize: video/frames, N or HxW.
+        grayscale: video/frames, greyscale (true) or RGB (false).
+        variable: netcdf/zarr grids, the variable to read.
+        val_fraction: seeded split, share of clips for validation.
+        test_fraction: seeded split, share of clips for test.
+        split_seed: seeded split, its seed.
+        split: auto (the source's own split if it has one, else seeded), seeded, source or kth.
+        options: any other source option, e.g. {"max_frame_side": 512}.
+    """
     started = time.perf_counter()
     given = {"num_clips": num_clips, "frames": frames, "height": height, "width": width, "seed": seed,
              "window": window, "stride": stride, "resize": resize, "grayscale": grayscale, "variable": variable,

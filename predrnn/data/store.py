@@ -172,6 +172,18 @@ def s3_settings() -> dict[str, Any]:
     return cfg
 
 
+_OBSTORE_PID: int | None = None
+
+
+def _obstore_usable() -> bool:
+    """obstore's async runtime does not survive ``fork``: a forked child (e.g. a DataLoader worker)
+    of a process that already used it must use another client."""
+    global _OBSTORE_PID
+    if _OBSTORE_PID is None:
+        _OBSTORE_PID = os.getpid()
+    return _OBSTORE_PID == os.getpid()
+
+
 class S3Backend(Backend):
     def __init__(self, uri: str):
         rest = uri[len("s3://"):]
@@ -192,6 +204,7 @@ class S3Backend(Backend):
     def _make(self, prefix: str) -> Any:
         from obstore.store import S3Store
 
+        _obstore_usable()  # records the process that starts obstore's runtime
         cfg = s3_settings()
         endpoint = cfg.get("endpoint", "")
         kwargs: dict[str, Any] = {"client_options": {"allow_http": endpoint.startswith("http://")}}
@@ -248,11 +261,26 @@ class S3Backend(Backend):
         for i in range(0, len(keys), 500):
             obstore.delete(self.store, keys[i:i + 500])
 
+    def check_writable(self, name: str) -> None:
+        import obstore
+
+        try:  # servers that create buckets on upload would hide a missing bucket from the probe write
+            obstore.list_with_delimiter(self.store, prefix=f"{name}/")
+        except Exception as err:
+            raise DataError(f"destination {self.root_uri} is not writable: {_short(err)}") from None
+        super().check_writable(name)
+
     def zarr_store(self, key: str, *, read_only: bool) -> Any:
-        from zarr.storage import ObjectStore
+        from zarr.storage import FsspecStore, ObjectStore
 
         prefix = f"{self.prefix}/{key}" if self.prefix else key
-        return ObjectStore(self._make(prefix), read_only=read_only)
+        if _obstore_usable():
+            return ObjectStore(self._make(prefix), read_only=read_only)
+        cfg = s3_settings()
+        options: dict[str, Any] = {"client_kwargs": {"region_name": cfg["region"]}, "skip_instance_cache": True}
+        if cfg.get("endpoint"):
+            options["endpoint_url"] = cfg["endpoint"]
+        return FsspecStore.from_url(f"s3://{self.bucket}/{prefix}", storage_options=options, read_only=read_only)
 
 
 def open_backend(root: str | Path) -> Backend:
