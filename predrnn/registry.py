@@ -1,0 +1,332 @@
+"""The promotion gate: move the ``champion`` alias of a registered model, atomically and with a record.
+
+MLflow has no multi-statement transactions, so a promotion is made of ordered steps whose single
+commit point is the alias move:
+
+1. read the registered model (current champion) and both versions' test metrics;
+2. compare them on the same metric (lower is better) with a relative margin;
+3. write the decision (previous champion, comparison, time) as tags on the candidate version;
+4. move the alias (the commit);
+5. read the alias back and check it; on any failure after step 3 the alias is put back where it
+   was and read back again, and a :class:`RegistryError` says what the final state is.
+
+A refused promotion changes no alias; its reason is recorded in tags on the candidate as well.
+:func:`rollback` moves ``champion`` back to the version recorded as the previous champion.
+
+MLflow is imported inside functions only, like every edge module of the package.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from predrnn.tracking import check_tracking, resolve_tracking_uri
+
+CHAMPION = "champion"
+DEFAULT_METRIC = "test_mse"
+DEFAULT_MARGIN = 0.01
+TAG_PREFIX = "promotion."
+PREVIOUS_TAG = TAG_PREFIX + "previous_champion"
+DECISION_TAG = TAG_PREFIX + "decision"
+COMPARISON_TAG = TAG_PREFIX + "comparison"
+TIME_TAG = TAG_PREFIX + "time"
+
+
+class RegistryError(RuntimeError):
+    """The registry could not be read or changed; the message states the alias's final state."""
+
+
+@dataclass
+class Decision:
+    """What a promotion or rollback decided and why.
+
+    Attributes:
+        model: registered model name.
+        candidate: the version asked to become champion.
+        previous: the champion before the call (None when there was none).
+        champion: the champion after the call.
+        promoted: whether the alias moved to ``candidate``.
+        forced: whether the gate was bypassed.
+        reason: one human sentence.
+        comparison: metric name, both values, margin, threshold and the relative improvement.
+    """
+
+    model: str
+    candidate: int
+    previous: int | None
+    champion: int | None
+    promoted: bool
+    forced: bool
+    reason: str
+    comparison: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def markdown(self) -> str:
+        """A short report for a Prefect artifact or a model-version description."""
+        c = self.comparison
+        verdict = "promoted" if self.promoted else "kept the champion"
+        lines = [f"## {self.model}: {verdict}", "", f"- candidate: version {self.candidate}",
+                 f"- champion before: {self.previous if self.previous is not None else 'none'}",
+                 f"- champion after: {self.champion if self.champion is not None else 'none'}",
+                 f"- forced: {self.forced}", f"- reason: {self.reason}"]
+        if c:
+            lines += ["", "| metric | candidate | champion | margin | must be <= |", "|---|---|---|---|---|",
+                      f"| {c.get('metric')} | {_fmt(c.get('candidate'))} | {_fmt(c.get('champion'))} | "
+                      f"{c.get('margin')} | {_fmt(c.get('threshold'))} |"]
+            if c.get("dataset"):
+                lines.append(f"\nevaluated on `{c['dataset']}`")
+        return "\n".join(lines)
+
+
+def _fmt(v: Any) -> str:
+    return f"{v:.6g}" if isinstance(v, float) else str(v)
+
+
+def _client(uri: str) -> Any:
+    from mlflow import MlflowClient
+
+    return MlflowClient(tracking_uri=uri, registry_uri=uri)
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+
+
+def compare(candidate: float | None, champion: float | None, *, margin: float = DEFAULT_MARGIN,
+            metric: str = DEFAULT_METRIC) -> dict[str, Any]:
+    """Does ``candidate`` beat ``champion`` (lower is better) by a relative ``margin``?
+
+    The candidate passes when ``candidate <= champion * (1 - margin)``. With no champion value the
+    candidate passes if its own value is finite.
+
+    Returns:
+        ``{"metric", "candidate", "champion", "margin", "threshold", "improvement", "better"}``.
+    """
+    if margin < 0 or margin >= 1:
+        raise ValueError(f"margin must lie in [0, 1), got {margin}")
+    ok_cand = candidate is not None and math.isfinite(candidate)
+    ok_champ = champion is not None and math.isfinite(champion)
+    threshold = champion * (1 - margin) if ok_champ else None  # type: ignore[operator]
+    improvement = (1 - candidate / champion) if ok_cand and ok_champ and champion else None  # type: ignore[operator]
+    if not ok_cand:
+        better = False
+    elif not ok_champ:
+        better = True
+    else:
+        better = bool(candidate <= threshold)  # type: ignore[operator]
+    return {"metric": metric, "candidate": candidate, "champion": champion, "margin": margin,
+            "threshold": threshold, "improvement": improvement, "better": better}
+
+
+def current_champion(model_name: str, *, tracking_uri: str | None = None, alias: str = CHAMPION) -> int | None:
+    """The version the alias points to, or None.
+
+    Raises:
+        RegistryError: the store is unreachable or the model is not registered.
+    """
+    uri = resolve_tracking_uri(tracking_uri)
+    return _aliases(_client(uri), model_name, uri).get(alias)
+
+
+def _aliases(client: Any, model_name: str, uri: str) -> dict[str, int]:
+    try:
+        model = client.get_registered_model(model_name)
+    except Exception as err:
+        raise RegistryError(f"cannot read registered model {model_name!r} from {uri}: "
+                            f"{type(err).__name__}: {_short(err)}") from err
+    return {k: int(v) for k, v in (model.aliases or {}).items()}
+
+
+def _short(err: BaseException) -> str:
+    text = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    return text[:300]
+
+
+def version_metric(model_name: str, version: int, metric: str = DEFAULT_METRIC, *,
+                   tracking_uri: str | None = None) -> tuple[float | None, str | None]:
+    """``(value, dataset)`` of a version's test metric tag (written at registration) and its dataset tag."""
+    uri = resolve_tracking_uri(tracking_uri)
+    return _metric_of(_client(uri), model_name, version, metric, uri)
+
+
+def _metric_of(client: Any, name: str, version: int, metric: str, uri: str) -> tuple[float | None, str | None]:
+    try:
+        mv = client.get_model_version(name, str(version))
+    except Exception as err:
+        raise RegistryError(f"cannot read version {version} of {name!r} from {uri}: "
+                            f"{type(err).__name__}: {_short(err)}") from err
+    tags = mv.tags or {}
+    raw = tags.get(metric)
+    try:
+        value = float(raw) if raw is not None else None
+    except ValueError:
+        value = None
+    return value, tags.get("dataset")
+
+
+def _set_alias_verified(client: Any, name: str, alias: str, version: int | None) -> None:
+    """Point ``alias`` at ``version`` (None deletes it) and read it back."""
+    if version is None:
+        client.delete_registered_model_alias(name, alias)
+    else:
+        client.set_registered_model_alias(name, alias, str(version))
+    now = {k: int(v) for k, v in (client.get_registered_model(name).aliases or {}).items()}.get(alias)
+    if now != version:
+        raise RegistryError(f"alias {alias!r} of {name!r} reads back as {now}, expected {version}")
+
+
+def _move_alias(client: Any, name: str, alias: str, target: int, previous: int | None, uri: str) -> None:
+    """Move the alias; on failure restore ``previous`` and raise an error stating the final state."""
+    try:
+        _set_alias_verified(client, name, alias, target)
+        return
+    except Exception as err:
+        cause = f"{type(err).__name__}: {_short(err)}"
+    try:
+        _set_alias_verified(client, name, alias, previous)
+        state = f"restored: {alias!r} points to {previous if previous is not None else 'no version'} as before"
+    except Exception as err2:
+        state = (f"could not restore or verify ({type(err2).__name__}: {_short(err2)}); the server keeps "
+                 f"whichever single alias write it committed last. Check with `predrnn champion {name}` "
+                 "once it is back")
+    raise RegistryError(f"moving {alias!r} of {name!r} to version {target} failed on {uri} ({cause}); {state}")
+
+
+def _record(client: Any, name: str, version: int, tags: dict[str, str], description: str | None = None) -> None:
+    for k, v in tags.items():
+        client.set_model_version_tag(name, str(version), k, v)
+    if description is not None:
+        client.update_model_version(name, str(version), description=description)
+
+
+def promote(model_name: str, version: int, *, force: bool = False, margin: float = DEFAULT_MARGIN,
+            metric: str = DEFAULT_METRIC, tracking_uri: str | None = None, candidate_value: float | None = None,
+            champion_value: float | None = None, dataset: str | None = None,
+            alias: str = CHAMPION) -> Decision:
+    """Make ``version`` the champion if it beats the current champion by ``margin`` (or ``force``).
+
+    Without explicit values the versions' ``metric`` tags (written at registration) are compared,
+    and only if both were evaluated on the same dataset. A flow that evaluated both models on the
+    same held-out test version passes ``candidate_value``, ``champion_value`` and ``dataset``.
+
+    Args:
+        model_name: registered model name.
+        version: the candidate version.
+        force: move the alias whatever the comparison says (the comparison is still recorded).
+        margin: relative improvement required, e.g. 0.01 for 1 % lower ``metric``.
+        metric: a lower-is-better metric, a tag name on the versions by default.
+        tracking_uri: MLflow store (default: ``$MLFLOW_TRACKING_URI`` or the local SQLite).
+        candidate_value, champion_value: measured values that replace the tags.
+        dataset: the dataset both values were measured on (recorded).
+        alias: the alias to move.
+
+    Returns:
+        The :class:`Decision`; ``promoted`` is False when the gate refused (nothing moved).
+
+    Raises:
+        RegistryError: unreachable store, unknown model or version, or a failed alias move (the
+            alias is restored and the message says where it points).
+    """
+    uri = resolve_tracking_uri(tracking_uri)
+    try:
+        check_tracking(uri)
+    except Exception as err:
+        raise RegistryError(f"promotion of {model_name} v{version} not started: {err}") from err
+    client = _client(uri)
+    version = int(version)
+    previous = _aliases(client, model_name, uri).get(alias)
+    cand_val, cand_ds = _metric_of(client, model_name, version, metric, uri)
+    if candidate_value is not None:
+        cand_val, cand_ds = candidate_value, dataset or cand_ds
+    champ_val, champ_ds = (None, None)
+    if previous is not None and previous != version:
+        champ_val, champ_ds = _metric_of(client, model_name, previous, metric, uri)
+        if champion_value is not None:
+            champ_val, champ_ds = champion_value, dataset or champ_ds
+    comparison = compare(cand_val, champ_val, margin=margin, metric=metric)
+    comparison["dataset"] = dataset or (cand_ds if cand_ds == champ_ds else None)
+    comparable = previous is None or previous == version or candidate_value is not None or cand_ds == champ_ds
+
+    if previous == version:
+        reason, ok = f"version {version} already is the {alias}", False
+    elif not comparable:
+        reason, ok = (f"not comparable: candidate evaluated on {cand_ds}, champion v{previous} on {champ_ds}; "
+                      "evaluate both on the same test version (the promote flow does) or use force"), False
+    elif comparison["better"]:
+        if previous is None:
+            reason = f"no {alias} yet; {metric} {_fmt(cand_val)}"
+        else:
+            reason = (f"{metric} {_fmt(cand_val)} <= {_fmt(comparison['threshold'])} (champion v{previous} "
+                      f"{_fmt(champ_val)} less {margin:.1%})")
+        ok = True
+    else:
+        reason = (f"{metric} {_fmt(cand_val)} is not below {_fmt(comparison['threshold'])} (champion v{previous} "
+                  f"{_fmt(champ_val)} less {margin:.1%})" if cand_val is not None and comparison['threshold']
+                  is not None else f"candidate has no finite {metric} value")
+        ok = False
+    move = previous != version and (ok or force)
+    if force and not ok and previous != version:
+        reason = f"forced; the gate would have refused: {reason}"
+
+    decision = Decision(model=model_name, candidate=version, previous=previous,
+                        champion=version if move else previous, promoted=move, forced=force and move,
+                        reason=reason, comparison=comparison)
+    tags = {DECISION_TAG: "promoted" if move else "refused", COMPARISON_TAG: json.dumps(comparison, default=str),
+            TIME_TAG: _now(), TAG_PREFIX + "reason": reason[:5000]}
+    if move:
+        tags[PREVIOUS_TAG] = "" if previous is None else str(previous)
+    try:
+        _record(client, model_name, version, tags, decision.markdown() if move else None)
+    except Exception as err:
+        raise RegistryError(f"cannot record the decision on {model_name} v{version} at {uri} "
+                            f"({type(err).__name__}: {_short(err)}); the {alias!r} alias was not touched "
+                            f"(still {previous})") from err
+    if move:
+        try:
+            _move_alias(client, model_name, alias, version, previous, uri)
+        except RegistryError:
+            with contextlib.suppress(Exception):  # the store is down; the error below already says so
+                client.set_model_version_tag(model_name, str(version), DECISION_TAG, "failed")
+            raise
+    return decision
+
+
+def rollback(model_name: str, *, tracking_uri: str | None = None, alias: str = CHAMPION) -> Decision:
+    """Point ``alias`` back at the version that was champion before the current one.
+
+    Raises:
+        RegistryError: no champion, no recorded previous champion, or a failed move (restored).
+    """
+    uri = resolve_tracking_uri(tracking_uri)
+    try:
+        check_tracking(uri)
+    except Exception as err:
+        raise RegistryError(f"rollback of {model_name} not started: {err}") from err
+    client = _client(uri)
+    current = _aliases(client, model_name, uri).get(alias)
+    if current is None:
+        raise RegistryError(f"{model_name} has no {alias!r} alias to roll back")
+    try:
+        tags = client.get_model_version(model_name, str(current)).tags or {}
+    except Exception as err:
+        raise RegistryError(f"cannot read {model_name} v{current}: {type(err).__name__}: {_short(err)}") from err
+    prev_raw = tags.get(PREVIOUS_TAG, "")
+    if not prev_raw:
+        raise RegistryError(f"{model_name} v{current} records no previous {alias}; nothing to roll back to")
+    previous = int(prev_raw)
+    reason = f"rolled back from v{current} to v{previous}"
+    _move_alias(client, model_name, alias, previous, current, uri)
+    try:
+        _record(client, model_name, current, {TAG_PREFIX + "rolled_back_at": _now(), DECISION_TAG: "rolled-back"})
+        _record(client, model_name, previous, {TAG_PREFIX + "restored_at": _now()})
+    except Exception:  # the alias already points at the previous champion; tags are informative only
+        pass
+    return Decision(model=model_name, candidate=previous, previous=current, champion=previous, promoted=True,
+                    forced=False, reason=reason)

@@ -1,0 +1,100 @@
+"""The promotion gate on a real MLflow registry (SQLite store): refuse, force, rollback, records."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from pathlib import Path
+
+import pytest
+
+from predrnn.registry import (
+    COMPARISON_TAG,
+    DECISION_TAG,
+    PREVIOUS_TAG,
+    RegistryError,
+    compare,
+    current_champion,
+    promote,
+    rollback,
+)
+
+pytestmark = [pytest.mark.mlflow]
+
+NAME = "gate-model"
+
+
+def add_version(uri: str, test_mse: float, dataset: str = "ds@v1") -> int:
+    """A registered version whose registration tags carry a test MSE (as the training step writes them)."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient(uri, uri)
+    with contextlib.suppress(Exception):  # already registered
+        client.create_registered_model(NAME)
+    mv = client.create_model_version(NAME, "file:///nonexistent/model",
+                                     tags={"test_mse": f"{test_mse:.4f}", "dataset": dataset})
+    return int(mv.version)
+
+
+@pytest.fixture
+def uri(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'mlflow.db'}"
+
+
+def test_compare_is_relative_and_lower_is_better():
+    assert compare(0.9, 1.0, margin=0.05)["better"]
+    assert not compare(0.96, 1.0, margin=0.05)["better"]
+    assert compare(5.0, None)["better"] and not compare(float("nan"), 1.0)["better"]
+    with pytest.raises(ValueError):
+        compare(1.0, 1.0, margin=1.5)
+
+
+def test_gate_refuses_worse_forces_and_rolls_back(uri):
+    from mlflow import MlflowClient
+
+    v1 = add_version(uri, 10.0)
+    first = promote(NAME, v1, tracking_uri=uri)
+    assert first.promoted and first.previous is None and current_champion(NAME, tracking_uri=uri) == v1
+
+    worse = add_version(uri, 10.5)
+    refused = promote(NAME, worse, tracking_uri=uri, margin=0.01)
+    assert not refused.promoted and refused.champion == v1 and "not below" in refused.reason
+    assert current_champion(NAME, tracking_uri=uri) == v1
+    client = MlflowClient(uri, uri)
+    assert client.get_model_version(NAME, str(worse)).tags[DECISION_TAG] == "refused"
+
+    slightly = add_version(uri, 9.95)  # better, but not by 1 %
+    assert not promote(NAME, slightly, tracking_uri=uri, margin=0.01).promoted
+    assert promote(NAME, slightly, tracking_uri=uri, margin=0.0).promoted
+    assert current_champion(NAME, tracking_uri=uri) == slightly
+
+    forced = promote(NAME, worse, tracking_uri=uri, force=True)
+    assert forced.promoted and forced.forced and forced.previous == slightly and "forced" in forced.reason
+    mv = client.get_model_version(NAME, str(worse))
+    assert mv.tags[PREVIOUS_TAG] == str(slightly) and mv.tags[DECISION_TAG] == "promoted"
+    comparison = json.loads(mv.tags[COMPARISON_TAG])
+    assert comparison["candidate"] == pytest.approx(10.5) and comparison["champion"] == pytest.approx(9.95)
+    assert "forced" in mv.description
+
+    back = rollback(NAME, tracking_uri=uri)
+    assert back.champion == slightly and current_champion(NAME, tracking_uri=uri) == slightly
+    assert rollback(NAME, tracking_uri=uri).champion == v1  # the chain goes on
+    with pytest.raises(RegistryError, match="no previous"):
+        rollback(NAME, tracking_uri=uri)
+
+
+def test_measured_values_replace_tags_and_datasets_must_match(uri):
+    v1 = add_version(uri, 10.0, dataset="ds@a")
+    promote(NAME, v1, tracking_uri=uri)
+    v2 = add_version(uri, 1.0, dataset="ds@b")
+    refused = promote(NAME, v2, tracking_uri=uri)
+    assert not refused.promoted and "not comparable" in refused.reason
+    ok = promote(NAME, v2, tracking_uri=uri, candidate_value=4.0, champion_value=5.0, dataset="ds@c")
+    assert ok.promoted and ok.comparison["dataset"] == "ds@c"
+
+
+def test_unknown_model_and_unreachable_server_are_clear(uri):
+    with pytest.raises(RegistryError, match="cannot read registered model"):
+        promote("nope", 1, tracking_uri=uri)
+    with pytest.raises(RegistryError, match="not started.*unreachable"):
+        promote(NAME, 1, tracking_uri="http://127.0.0.1:9")
