@@ -40,6 +40,13 @@ def main_flow(state: str, clips: int = QUICK_CLIPS, iterations: int | None = Non
     return {"dataset": str(dataset), **summary}
 
 
+def _stop_ephemeral_prefect() -> None:
+    """Stop Prefect's temporary API now (it would stop at exit, logging after our JSON line)."""
+    from prefect.server.api.server import SubprocessASGIServer
+
+    SubprocessASGIServer().stop()
+
+
 def main_job(state: str, clips: int = QUICK_CLIPS, iterations: int | None = None, workers: int = 2,
              tracking_uri: str | None = None) -> dict[str, Any]:
     """Run :func:`main_flow`, print where everything is, and return the summary for the JSON line."""
@@ -50,6 +57,7 @@ def main_job(state: str, clips: int = QUICK_CLIPS, iterations: int | None = None
           "workers, evaluate on the test split, register in MLflow", flush=True)
     summary = main_flow(state=state, clips=clips, iterations=iterations, workers=workers,
                         tracking_uri=tracking_uri)
+    _stop_ephemeral_prefect()
     wall = time.perf_counter() - t0
     model = summary["test_mse_per_frame"]
     print("\n" + summary.get("table", ""))

@@ -198,7 +198,8 @@ class Tracker:
 
             source = HTTPDatasetSource(uri)
         name = f"{dataset.get('name', 'dataset')}@{dataset.get('version', '')}"
-        meta = MetaDataset(source=source, name=name, digest=str(dataset.get("version", ""))[:36])
+        meta = MetaDataset(source=source, name=name,  # type: ignore[abstract]
+                           digest=str(dataset.get("version", ""))[:36])
         entity = meta._to_mlflow_entity()
         self.client.log_inputs(run_id, datasets=[DatasetInput(entity, tags=[InputTag("mlflow.data.context",
                                                                                       context)])])

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import math
 import os
 import tempfile
@@ -123,7 +124,7 @@ def _init_ray(address: str | None, num_cpus: int | None) -> bool:
         Path(temp).mkdir(parents=True, exist_ok=True)
         # The dashboard serves the state API that Ray Train's placement-group cleaner polls.
         ray.init(num_cpus=num_cpus, include_dashboard=True, dashboard_host="127.0.0.1", _temp_dir=temp,
-                 log_to_driver=True, configure_logging=True, logging_level="WARNING")
+                 log_to_driver=True, configure_logging=True, logging_level=logging.WARNING)
     return True
 
 
@@ -211,7 +212,7 @@ def train(cfg: ExperimentConfig, *, data: str | None = None, tracking_uri: str |
         torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
         scaling_config=ScalingConfig(num_workers=world, use_gpu=use_gpu, resources_per_worker=resources,
                                      placement_strategy=placement_strategy),
-        run_config=RunConfig(
+        run_config=RunConfig(  # type: ignore[call-arg]  # Train V2's RunConfig (typed as V1's)
             name=run_name, storage_path=storage_path,
             # Plain prints from the workers (progress lines) instead of Train's print-to-logger tee.
             worker_runtime_env={"env_vars": {"RAY_TRAIN_ENABLE_PRINT_PATCH": "0"}},

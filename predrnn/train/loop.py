@@ -75,7 +75,7 @@ def _fmt_eta(seconds: float) -> str:
     return f"{h}h{m:02d}m{s:02d}s" if h else f"{m}m{s:02d}s"
 
 
-def restore_latest(checkpoint: Any) -> TrainState | None:
+def restore_latest(checkpoint: Any) -> TrainState:
     """Load ``checkpoint`` (a ``ray.train.Checkpoint``) or, if it is unreadable, the newest older one.
 
     Older candidates are the sibling ``iter_*`` directories in the same run storage. Each
@@ -156,7 +156,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
 
     on_gpu = device.type == "cuda"
     if on_gpu and c.channels_last:
-        model = model.to(memory_format=torch.channels_last)
+        model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     unused = getattr(model, "decouple", False) and o.decouple_beta == 0
     ddp_kwargs = {"find_unused_parameters": True} if unused else None
     model = rtt.prepare_model(model, parallel_strategy_kwargs=ddp_kwargs)

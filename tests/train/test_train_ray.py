@@ -85,7 +85,7 @@ def test_two_workers_track_and_register(local_ray, tiny_dataset, tracking_uri, t
     assert {"evaluation/forecast.gif", "evaluation/forecast_grid.png", "evaluation/lead_time_metrics.png",
             "evaluation/config.json"} <= artifacts
     version = client.get_model_version_by_alias("predrnn-v2", "challenger")
-    assert version.version == "1" and version.tags["dataset"] == result.dataset["uri"]
+    assert str(version.version) == "1" and version.tags["dataset"] == result.dataset["uri"]
     assert float(version.tags["test_mse"]) == pytest.approx(summary["test_mse"], rel=1e-3)
 
     previous = os.environ.get("MLFLOW_TRACKING_URI")
@@ -114,7 +114,9 @@ def test_worker_killed_mid_training_resumes_exactly(local_ray, tiny_dataset, tra
         deadline = time.time() + 240
         while time.time() < deadline:
             seen = [iteration_of(p.name) for p in (storage / name).glob("iter_*")]
-            if any(i is not None and i >= 20 for i in seen):
+            # Reports are consumed in order through a queue of one, so once iteration 30 is on disk the
+            # checkpoint of iteration 20 (at least) is registered and a restart must resume from it.
+            if any(i is not None and i >= 30 for i in seen):
                 workers = _train_workers()
                 if workers:
                     killed["seen"] = max(i for i in seen if i is not None)
@@ -133,10 +135,11 @@ def test_worker_killed_mid_training_resumes_exactly(local_ray, tiny_dataset, tra
 
     client = MlflowClient(tracking_uri)
     resumed = client.get_metric_history(result.run_id, "resumed_from_iteration")
-    assert len(resumed) == 1
+    losses = sorted(m.step for m in client.get_metric_history(result.run_id, "loss"))
+    assert len(resumed) == 1, f"no resume recorded; loss steps {losses[:40]}"
     start = int(resumed[0].value)
     seen = int(killed["seen"])  # type: ignore[call-overload]
-    assert start % 10 == 0 and seen - 10 <= start <= seen + 10, (start, seen)
+    assert start % 10 == 0 and seen - 20 <= start <= seen + 10, (start, seen)
     # The schedule after the restart continues from the checkpoint's iteration, as a closed form.
     for key, index in (("r_eta", 0), ("eta", 1)):
         history = client.get_metric_history(result.run_id, key)
@@ -164,6 +167,14 @@ def test_resume_falls_back_past_a_corrupt_checkpoint(local_ray, tiny_dataset, tr
     assert [int(m.value) for m in resumed] == [4]
 
 
+def _last_json(output: str) -> dict:
+    """The last JSON line (worker log lines of the shared Ray instance may arrive after it)."""
+    for line in reversed(output.strip().splitlines()):
+        if line.startswith("{"):
+            return json.loads(line)
+    raise AssertionError(f"no JSON line in: {output[-2000:]}")
+
+
 def test_cli_train_and_evaluate(local_ray, tiny_dataset, tracking_uri, tmp_path, monkeypatch):
     from train_helpers import TINY
     from typer.testing import CliRunner
@@ -178,12 +189,12 @@ def test_cli_train_and_evaluate(local_ray, tiny_dataset, tracking_uri, tmp_path,
         args += ["--set", item]
     res = runner.invoke(app, args)
     assert res.exit_code == 0, res.output
-    summary = json.loads(res.output.strip().splitlines()[-1])
+    summary = _last_json(res.output)
     assert summary["model_uri"].startswith("models:/predrnn-v2/")
     res = runner.invoke(app, ["evaluate", "--model", summary["model_uri"], "--data", tiny_dataset,
                               "--tracking-uri", tracking_uri, "--log"])
     assert res.exit_code == 0, res.output
-    out = json.loads(res.output.strip().splitlines()[-1])
+    out = _last_json(res.output)
     assert out["test_mse"] == pytest.approx(summary["test_mse"], rel=1e-6) and out["run_id"]
     res = runner.invoke(app, ["evaluate", "--model", str(tmp_path / "out" / "model"), "--data", tiny_dataset,
                               "--split", "val"])

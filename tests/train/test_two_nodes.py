@@ -37,10 +37,11 @@ def two_nodes(short_tmp: str):
     env = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0",
            "AUTOSCALER_METRIC_PORT": str(free_port()), "DASHBOARD_METRIC_PORT": str(free_port())}
     common = ["--num-cpus=1", "--object-store-memory=200000000", f"--temp-dir={temp}",
-              "--disable-usage-stats", "--include-dashboard=false"]
+              "--disable-usage-stats"]
     groups: list[int] = []
     try:
-        head = ["--head", "--node-ip-address=127.0.0.2", f"--port={port}", '--resources={"head_node": 1}']
+        head = ["--head", "--node-ip-address=127.0.0.2", f"--port={port}", '--resources={"head_node": 1}',
+                "--include-dashboard=false"]
         node = [f"--address=127.0.0.2:{port}", "--node-ip-address=127.0.0.3",
                 '--resources={"worker_node": 1}']
         for args in (head, node):
