@@ -1,0 +1,515 @@
+"""The local stack: real services on 127.0.0.1, started and stopped by one call each.
+
+Services (each in its own process group, each waited on until healthy, one log file each):
+
+- ``s3``: SeaweedFS ``weed mini`` (S3 API, credentials enforced, data on disk), buckets created;
+- ``mlflow``: ``mlflow server`` with a SQLite backend store and artifacts proxied to ``s3://``;
+  lean settings (no job runner, one worker);
+- ``prefect``: ``prefect server start`` (SQLite), a ``process`` work pool and a worker polling it;
+- ``ray``: a Ray head node (``ray start --head``) the flows train on.
+
+All state lives under one folder (``.state/stack`` by default): data, logs, ``PREFECT_HOME`` and
+``stack.json`` with the process groups and URLs. Settings come from ``PREDRNN_STACK_*`` variables
+or a ``.env`` file. Stopping kills each service's process group (never ``ray stop``, which would
+kill every Ray process of the user).
+
+    predrnn stack up        # prints the URLs and the environment for clients
+    predrnn stack status
+    predrnn stack down
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+SERVICES = ("s3", "mlflow", "prefect", "ray", "worker")
+STATE_FILE = "stack.json"
+
+
+class StackError(RuntimeError):
+    """A service did not start, or the stack is in an unexpected state."""
+
+
+class StackSettings(BaseSettings):
+    """Where the stack lives and which ports it binds (``PREDRNN_STACK_<FIELD>`` or ``.env``)."""
+
+    model_config = SettingsConfigDict(env_prefix="PREDRNN_STACK_", env_file=".env", extra="ignore")
+
+    state_dir: Path = Path(".state/stack")
+    host: str = "127.0.0.1"
+    services: list[str] = Field(default_factory=lambda: list(SERVICES))
+    prefect_port: int = 4210
+    mlflow_port: int = 5050
+    s3_port: int = 8433
+    s3_grpc_port: int = 18433
+    weed_master_port: int = 9433
+    weed_master_grpc_port: int = 19433
+    weed_volume_port: int = 9440
+    weed_volume_grpc_port: int = 19440
+    weed_filer_port: int = 8988
+    weed_filer_grpc_port: int = 18988
+    weed_admin_port: int = 23746
+    weed_admin_grpc_port: int = 33746
+    weed_metrics_port: int = 9101
+    ray_port: int = 6390
+    ray_dashboard_port: int = 8266
+    ray_autoscaler_metrics_port: int = 44217
+    ray_dashboard_metrics_port: int = 44227
+    ray_cpus: int = 2
+    ray_object_store_bytes: int = 300_000_000
+    work_pool: str = "local-process"
+    worker_poll_seconds: int = 3
+    s3_access_key: str = "predrnn"
+    s3_secret_key: SecretStr = SecretStr("predrnn-local-secret")
+    s3_region: str = "us-east-1"
+    buckets: list[str] = Field(default_factory=lambda: ["mlflow", "datasets", "ray"])
+    startup_timeout_s: float = 180.0
+
+    def with_free_ports(self) -> StackSettings:
+        """A copy with every port replaced by a free one (tests, or a second stack on one machine)."""
+        names = [n for n in type(self).model_fields if n.endswith("_port")]
+        return self.model_copy(update=dict(zip(names, free_ports(len(names)), strict=True)))
+
+    @property
+    def root(self) -> Path:
+        return self.state_dir.absolute()
+
+    @property
+    def prefect_api_url(self) -> str:
+        return f"http://{self.host}:{self.prefect_port}/api"
+
+    @property
+    def mlflow_url(self) -> str:
+        return f"http://{self.host}:{self.mlflow_port}"
+
+    @property
+    def s3_endpoint(self) -> str:
+        return f"http://{self.host}:{self.s3_port}"
+
+    @property
+    def ray_address(self) -> str:
+        return f"{self.host}:{self.ray_port}"
+
+    @property
+    def ray_temp_dir(self) -> Path:
+        # Ray's unix socket paths must stay short, so its session folder cannot live under a deep state dir.
+        digest = hashlib.sha1(str(self.root).encode()).hexdigest()[:10]
+        return Path(tempfile.gettempdir()) / f"pr-{digest}"
+
+    def urls(self) -> dict[str, str]:
+        """Every URL a person or a client needs."""
+        return {"prefect_ui": f"http://{self.host}:{self.prefect_port}", "prefect_api": self.prefect_api_url,
+                "mlflow": self.mlflow_url, "s3": self.s3_endpoint, "ray": self.ray_address,
+                "ray_dashboard": f"http://{self.host}:{self.ray_dashboard_port}"}
+
+    def tool_env(self) -> dict[str, str]:
+        """Telemetry off and tool state inside the stack folder (every service and client)."""
+        return {"PREFECT_HOME": str(self.root / "prefect" / "home"), "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+                "PREFECT_SERVER_UI_API_URL": self.prefect_api_url, "MLFLOW_DISABLE_TELEMETRY": "true",
+                "DO_NOT_TRACK": "true", "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"}
+
+    def client_env(self) -> dict[str, str]:
+        """The environment a client (CLI, flow run, test) uses to talk to this stack."""
+        env = {**self.tool_env(), "PREFECT_API_URL": self.prefect_api_url, "MLFLOW_TRACKING_URI": self.mlflow_url,
+               "PREDRNN_STATE_DIR": str(self.root / "work"), "PREDRNN_DATASETS_ROOT": "s3://datasets"}
+        if "s3" in self.services:
+            env.update(AWS_ACCESS_KEY_ID=self.s3_access_key,
+                       AWS_SECRET_ACCESS_KEY=self.s3_secret_key.get_secret_value(), AWS_REGION=self.s3_region,
+                       PREDRNN_S3_ENDPOINT_URL=self.s3_endpoint,
+                       MLFLOW_S3_ENDPOINT_URL=self.s3_endpoint)
+        if "ray" in self.services:
+            env["PREDRNN_RAY_ADDRESS"] = self.ray_address
+        return env
+
+
+def free_ports(n: int) -> list[int]:
+    """``n`` distinct ports that are free on 127.0.0.1 right now."""
+    socks, ports = [], []
+    try:
+        for _ in range(n):
+            s = socket.socket()
+            s.bind(("127.0.0.1", 0))
+            socks.append(s)
+            ports.append(int(s.getsockname()[1]))
+    finally:
+        for s in socks:
+            s.close()
+    return ports
+
+
+def _bin(name: str) -> str:
+    """A console script of this environment (next to the interpreter), else from PATH."""
+    local = Path(sys.executable).parent / name
+    if local.exists():
+        return str(local)
+    found = shutil.which(name)
+    if not found:
+        raise StackError(f"{name!r} is not installed in this environment")
+    return found
+
+
+def _http_ok(url: str, timeout: float = 2.0) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as resp:  # noqa: S310 - our own loopback URLs
+            return bool(resp.status == 200)
+    except (urllib.error.URLError, OSError, ValueError):
+        return False
+
+
+def _wait(name: str, check: Callable[[], bool], proc: subprocess.Popen[bytes] | None, log: Path,
+          timeout: float) -> float:
+    """Poll ``check`` until it passes; fail with the log tail when the process exits or time runs out."""
+    t0 = time.monotonic()
+    while True:
+        if check():
+            return time.monotonic() - t0
+        if proc is not None and proc.poll() is not None:
+            raise StackError(f"{name} exited with {proc.returncode}; last log lines:\n{_tail(log)}")
+        if time.monotonic() - t0 > timeout:
+            raise StackError(f"{name} not healthy after {timeout:.0f} s; last log lines:\n{_tail(log)}")
+        time.sleep(0.5)
+
+
+def _tail(path: Path, n: int = 3000) -> str:
+    try:
+        return path.read_text(errors="replace")[-n:]
+    except OSError:
+        return "(no log)"
+
+
+class Stack:
+    """Start, stop and inspect the local stack described by ``settings``."""
+
+    def __init__(self, settings: StackSettings | None = None) -> None:
+        self.s = settings or StackSettings()
+        self.root = self.s.root
+        self.logs = self.root / "logs"
+
+    # -- state ---------------------------------------------------------------------------------------
+
+    @property
+    def state_file(self) -> Path:
+        return self.root / STATE_FILE
+
+    def read_state(self) -> dict[str, Any]:
+        try:
+            return dict(json.loads(self.state_file.read_text()))
+        except (OSError, ValueError):
+            return {}
+
+    def _write_state(self, state: dict[str, Any]) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        tmp = self.state_file.with_suffix(".tmp")
+        tmp.write_text(json.dumps(state, indent=2))
+        tmp.replace(self.state_file)
+
+    def _env(self, extra: dict[str, str] | None = None) -> dict[str, str]:
+        env = {**os.environ, **self.s.tool_env(), **(extra or {})}
+        Path(env["PREFECT_HOME"]).mkdir(parents=True, exist_ok=True)
+        return env
+
+    def _spawn(self, name: str, cmd: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
+        self.logs.mkdir(parents=True, exist_ok=True)
+        log = open(self.logs / f"{name}.log", "ab")  # noqa: SIM115 - the child keeps its own descriptor
+        try:
+            return subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                    start_new_session=True, cwd=str(self.root))
+        finally:
+            log.close()
+
+    # -- services ------------------------------------------------------------------------------------
+
+    def _s3_env(self) -> dict[str, str]:
+        return {"AWS_ACCESS_KEY_ID": self.s.s3_access_key,
+                "AWS_SECRET_ACCESS_KEY": self.s.s3_secret_key.get_secret_value(), "AWS_REGION": self.s.s3_region}
+
+    def _start_s3(self) -> subprocess.Popen[bytes]:
+        s = self.s
+        data = self.root / "s3"
+        data.mkdir(parents=True, exist_ok=True)
+        ports = {"master.port": s.weed_master_port, "master.port.grpc": s.weed_master_grpc_port,
+                 "volume.port": s.weed_volume_port, "volume.port.grpc": s.weed_volume_grpc_port,
+                 "filer.port": s.weed_filer_port, "filer.port.grpc": s.weed_filer_grpc_port, "s3.port": s.s3_port,
+                 "s3.port.grpc": s.s3_grpc_port, "admin.port": s.weed_admin_port,
+                 "admin.port.grpc": s.weed_admin_grpc_port, "metricsPort": s.weed_metrics_port}
+        cmd = [_bin("weed"), "mini", f"-dir={data}", f"-ip={s.host}", f"-ip.bind={s.host}", "-s3.port.iceberg=0",
+               "-webdav=false", "-admin.ui=false", "-master.telemetry=false",
+               *[f"-{k}={v}" for k, v in ports.items()]]
+        return self._spawn("s3", cmd, self._env(self._s3_env()))
+
+    def s3_client(self) -> Any:
+        import boto3
+        from botocore.config import Config
+
+        return boto3.client("s3", endpoint_url=self.s.s3_endpoint, region_name=self.s.s3_region,
+                            aws_access_key_id=self.s.s3_access_key,
+                            aws_secret_access_key=self.s.s3_secret_key.get_secret_value(),
+                            config=Config(retries={"max_attempts": 1}, connect_timeout=2, read_timeout=5))
+
+    def _buckets_ready(self) -> bool:
+        try:
+            client = self.s3_client()
+            have = {b["Name"] for b in client.list_buckets().get("Buckets", [])}
+            for bucket in self.s.buckets:
+                if bucket not in have:
+                    client.create_bucket(Bucket=bucket)
+            return True
+        except Exception:
+            return False
+
+    def _start_mlflow(self) -> subprocess.Popen[bytes]:
+        s = self.s
+        folder = self.root / "mlflow"
+        folder.mkdir(parents=True, exist_ok=True)
+        if "s3" in s.services:
+            artifacts = "s3://mlflow/artifacts"
+            extra = {**self._s3_env(), "MLFLOW_S3_ENDPOINT_URL": s.s3_endpoint}
+        else:
+            artifacts, extra = str(folder / "artifacts"), {}
+        env = self._env({"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", **extra})
+        cmd = [_bin("mlflow"), "server", "--backend-store-uri", f"sqlite:///{folder / 'mlflow.db'}",
+               "--artifacts-destination", artifacts, "--host", s.host, "--port", str(s.mlflow_port), "--workers", "1"]
+        return self._spawn("mlflow", cmd, env)
+
+    def _start_prefect(self) -> subprocess.Popen[bytes]:
+        s = self.s
+        env = self._env({"PREFECT_API_URL": s.prefect_api_url})
+        return self._spawn("prefect", [_bin("prefect"), "server", "start", "--host", s.host, "--port",
+                                       str(s.prefect_port)], env)
+
+    def _ray_env(self) -> dict[str, str]:
+        return self._env({"AUTOSCALER_METRIC_PORT": str(self.s.ray_autoscaler_metrics_port),
+                          "DASHBOARD_METRIC_PORT": str(self.s.ray_dashboard_metrics_port)})
+
+    def _start_ray(self) -> subprocess.Popen[bytes]:
+        s = self.s
+        temp = s.ray_temp_dir
+        temp.mkdir(parents=True, exist_ok=True)
+        cmd = [_bin("ray"), "start", "--head", f"--node-ip-address={s.host}", f"--port={s.ray_port}",
+               f"--num-cpus={s.ray_cpus}", f"--object-store-memory={s.ray_object_store_bytes}",
+               f"--temp-dir={temp}", "--include-dashboard=true", f"--dashboard-host={s.host}",
+               f"--dashboard-port={s.ray_dashboard_port}", "--disable-usage-stats"]
+        return self._spawn("ray", cmd, self._ray_env())
+
+    def _ray_ready(self, starter: subprocess.Popen[bytes]) -> bool:
+        # ``ray start`` returns once the head is up; its daemons stay in the starter's process group.
+        if starter.poll() is None:
+            return False
+        if starter.returncode != 0:
+            raise StackError(f"ray start exited with {starter.returncode}:\n{_tail(self.logs / 'ray.log')}")
+        return _http_ok(f"http://{self.s.host}:{self.s.ray_dashboard_port}/api/version")
+
+    def _prefect_cli(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+        env = self._env({"PREFECT_API_URL": self.s.prefect_api_url})
+        return subprocess.run([_bin("prefect"), "--no-prompt", *args], env=env, capture_output=True, text=True,
+                              timeout=timeout, cwd=str(self.root), check=False)
+
+    def _start_worker(self) -> subprocess.Popen[bytes]:
+        s = self.s
+        out = self._prefect_cli("work-pool", "create", s.work_pool, "--type", "process", "--overwrite")
+        if out.returncode != 0:
+            raise StackError(f"cannot create work pool {s.work_pool}: {out.stdout[-1500:]}{out.stderr[-1500:]}")
+        env = self._env({**self.s.client_env(), "PREFECT_WORKER_QUERY_SECONDS": str(s.worker_poll_seconds),
+                         "PREFECT_WORKER_PREFETCH_SECONDS": "5"})
+        Path(env["PREDRNN_STATE_DIR"]).mkdir(parents=True, exist_ok=True)
+        cmd = [_bin("prefect"), "worker", "start", "--pool", s.work_pool, "--type", "process",
+               "--name", f"predrnn-{s.prefect_port}", "--install-policy", "never"]
+        return self._spawn("worker", cmd, env)
+
+    def _worker_online(self) -> bool:
+        req = urllib.request.Request(f"{self.s.prefect_api_url}/work_pools/{self.s.work_pool}/workers/filter",
+                                     data=b"{}", headers={"Content-Type": "application/json"}, method="POST")
+        try:
+            with urllib.request.urlopen(req, timeout=3) as resp:  # noqa: S310 - loopback
+                workers = json.loads(resp.read())
+        except (urllib.error.URLError, OSError, ValueError):
+            return False
+        return any(w.get("status") == "ONLINE" for w in workers)
+
+    # -- public API ----------------------------------------------------------------------------------
+
+    def up(self, *, echo: Callable[[str], None] = print) -> dict[str, Any]:
+        """Start every configured service, wait until each is healthy, and record them.
+
+        Returns:
+            ``{"urls", "env", "services": {name: {"pgid", "ready_s", "log"}}, "startup_s"}``.
+
+        Raises:
+            StackError: a service failed (everything started so far is stopped again).
+        """
+        if self.running():
+            raise StackError(f"a stack is already running from {self.root} (predrnn stack down first)")
+        s = self.s
+        unknown = set(s.services) - set(SERVICES)
+        if unknown:
+            raise StackError(f"unknown services {sorted(unknown)}; choose from {SERVICES}")
+        self.root.mkdir(parents=True, exist_ok=True)
+        t0 = time.monotonic()
+        state: dict[str, Any] = {"settings": json.loads(s.model_dump_json(exclude={"s3_secret_key"})),
+                                 "urls": s.urls(), "services": {}}
+        procs: dict[str, subprocess.Popen[bytes]] = {}
+
+        def record(name: str, proc: subprocess.Popen[bytes]) -> None:
+            procs[name] = proc
+            state["services"][name] = {"pgid": proc.pid, "log": str(self.logs / f"{name}.log")}
+            self._write_state(state)
+
+        try:
+            starters = {"s3": self._start_s3, "mlflow": self._start_mlflow, "prefect": self._start_prefect,
+                        "ray": self._start_ray}
+            for name in ("s3", "prefect", "ray", "mlflow"):
+                if name in s.services:
+                    record(name, starters[name]())
+            checks: dict[str, Callable[[], bool]] = {
+                "s3": self._buckets_ready, "prefect": lambda: _http_ok(f"{s.prefect_api_url}/health"),
+                "mlflow": lambda: _http_ok(f"{s.mlflow_url}/health"),
+                "ray": lambda: self._ray_ready(procs["ray"])}
+            errors: list[BaseException] = []
+
+            def wait_one(name: str) -> None:
+                try:
+                    proc = None if name == "ray" else procs[name]
+                    secs = _wait(name, checks[name], proc, self.logs / f"{name}.log", s.startup_timeout_s)
+                    state["services"][name]["ready_s"] = round(time.monotonic() - t0, 1)
+                    echo(f"{name:8} healthy after {time.monotonic() - t0:5.1f} s ({secs:.1f} s waiting)")
+                except BaseException as err:  # reported below, after every wait ended
+                    errors.append(err)
+
+            threads = [threading.Thread(target=wait_one, args=(n,)) for n in procs]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+            if errors:
+                raise errors[0]
+            if "worker" in s.services:
+                if "prefect" not in s.services:
+                    raise StackError("the worker needs the prefect service")
+                record("worker", self._start_worker())
+                _wait("worker", self._worker_online, procs["worker"], self.logs / "worker.log", s.startup_timeout_s)
+                state["services"]["worker"]["ready_s"] = round(time.monotonic() - t0, 1)
+                echo(f"{'worker':8} online after {time.monotonic() - t0:5.1f} s (pool {s.work_pool})")
+        except BaseException:
+            self.down(echo=lambda _m: None)
+            raise
+        state["startup_s"] = round(time.monotonic() - t0, 1)
+        state["env"] = {k: v for k, v in s.client_env().items() if "SECRET" not in k}
+        self._write_state(state)
+        return state
+
+    def running(self) -> bool:
+        """Whether any recorded service process group is still alive."""
+        return any(_group_alive(int(v["pgid"])) for v in self.read_state().get("services", {}).values())
+
+    def down(self, *, echo: Callable[[str], None] = print, grace_s: float = 10.0) -> list[str]:
+        """Stop every recorded service by process group: TERM, then KILL after its grace period.
+
+        Ray's GCS and a Prefect worker ignore TERM for a long time, so they get at most 3 s.
+
+        Returns:
+            The names of the services that were stopped.
+        """
+        state = self.read_state()
+        services = state.get("services", {})
+        groups = {name: int(info["pgid"]) for name, info in services.items()}
+        order = [n for n in ("worker", "mlflow", "prefect", "ray", "s3") if n in groups]
+        t0 = time.monotonic()
+        for name in order:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(groups[name], signal.SIGTERM)
+        pending = set(order)
+        while pending:
+            now = time.monotonic() - t0
+            for name in sorted(pending):
+                if not _group_alive(groups[name]):
+                    pending.discard(name)
+                    echo(f"{name:8} stopped ({now:.1f} s)")
+                elif now > (3.0 if name in ("ray", "worker") else grace_s):
+                    with contextlib.suppress(ProcessLookupError, PermissionError):
+                        os.killpg(groups[name], signal.SIGKILL)
+            if now > grace_s + 10:
+                raise StackError(f"process groups still alive after KILL: {sorted(pending)}")
+            time.sleep(0.2)
+        if services:
+            state["services"] = {}
+            state["stopped_at"] = time.time()
+            self._write_state(state)
+        shutil.rmtree(self.s.ray_temp_dir, ignore_errors=True)
+        return order
+
+    def status(self) -> dict[str, Any]:
+        """Each recorded service's process group, health and URL."""
+        state = self.read_state()
+        s = self.s
+        health: dict[str, Callable[[], bool]] = {
+            "s3": self._buckets_ready, "prefect": lambda: _http_ok(f"{s.prefect_api_url}/health"),
+            "mlflow": lambda: _http_ok(f"{s.mlflow_url}/health"),
+            "ray": lambda: _http_ok(f"http://{s.host}:{s.ray_dashboard_port}/api/version"),
+            "worker": self._worker_online}
+        urls = {"s3": s.s3_endpoint, "prefect": f"http://{s.host}:{s.prefect_port}", "mlflow": s.mlflow_url,
+                "ray": f"{s.ray_address} (dashboard http://{s.host}:{s.ray_dashboard_port})",
+                "worker": f"pool {s.work_pool}"}
+        out = {}
+        for name, info in state.get("services", {}).items():
+            pgid = int(info["pgid"])
+            alive = _group_alive(pgid)
+            out[name] = {"pgid": pgid, "alive": alive, "healthy": alive and health[name](), "url": urls[name],
+                         "log": info.get("log"), "rss_mb": round(_group_rss_kb(pgid) / 1024, 1)}
+        return {"root": str(self.root), "services": out, "urls": s.urls(),
+                "env": {k: v for k, v in s.client_env().items() if "SECRET" not in k}}
+
+    def deploy(self, project_dir: str | Path, *extra: str) -> subprocess.CompletedProcess[str]:
+        """``prefect --no-prompt deploy --all`` in ``project_dir`` against this stack."""
+        env = self._env({**self.s.client_env(), "PREDRNN_WORK_POOL": self.s.work_pool})
+        return subprocess.run([_bin("prefect"), "--no-prompt", "deploy", "--all", *extra], env=env,
+                              capture_output=True, text=True, timeout=300, cwd=str(project_dir), check=False)
+
+
+def _group_members(pgid: int) -> list[int]:
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        # fields[0] is the state, fields[2] the process group; zombies hold no resources
+        if int(fields[2]) == pgid and fields[0] != "Z":
+            pids.append(int(entry.name))
+    return pids
+
+
+def _group_alive(pgid: int) -> bool:
+    return bool(_group_members(pgid))
+
+
+def _group_rss_kb(pgid: int) -> int:
+    total = 0
+    for pid in _group_members(pgid):
+        try:
+            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1])
+        except OSError:
+            continue
+    return total
