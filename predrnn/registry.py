@@ -125,14 +125,23 @@ def compare(candidate: float | None, champion: float | None, *, margin: float = 
             "threshold": threshold, "improvement": improvement, "better": better}
 
 
-def current_champion(model_name: str, *, tracking_uri: str | None = None, alias: str = CHAMPION) -> int | None:
+def current_champion(model_name: str, *, tracking_uri: str | None = None, alias: str = CHAMPION,
+                     missing_ok: bool = False) -> int | None:
     """The version the alias points to, or None.
 
+    Args:
+        missing_ok: return None (instead of raising) when the model is not registered yet.
+
     Raises:
-        RegistryError: the store is unreachable or the model is not registered.
+        RegistryError: the store is unreachable or (unless ``missing_ok``) the model is not registered.
     """
     uri = resolve_tracking_uri(tracking_uri)
-    return _aliases(_client(uri), model_name, uri).get(alias)
+    try:
+        return _aliases(_client(uri), model_name, uri).get(alias)
+    except RegistryError as err:
+        if missing_ok and getattr(err.__cause__, "error_code", "") == "RESOURCE_DOES_NOT_EXIST":
+            return None
+        raise
 
 
 def _aliases(client: Any, model_name: str, uri: str) -> dict[str, int]:

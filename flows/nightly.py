@@ -1,0 +1,154 @@
+"""Prefect flow ``nightly-retrain``: fresh data if the source changed, a new model, a fair comparison, the gate.
+
+1. **Data.** The source is inspected and its content fingerprint looked up among the published
+   versions: an unchanged source reuses its version, a changed one is ingested (``ingest`` sub-flow).
+2. **Train.** The ``train`` steps on Ray Train (on the stack's Ray head when ``ray_address`` is set),
+   from scratch, or warm-started from the champion where the training library offers it.
+3. **Evaluate.** The new model and the current champion on the *same* held-out test version.
+4. **Gate.** Promote only if the new model's test MSE is lower by ``margin``; otherwise keep the
+   champion and say why. Every decision is a Prefect artifact (``nightly-retrain``) and MLflow tags.
+
+Two nightly runs never overlap: the deployment has a concurrency limit of 1 (see ``prefect.yaml``).
+"""
+
+from __future__ import annotations
+
+import inspect
+import time
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_markdown_artifact
+from pydantic import Field
+
+from flows.evaluate import evaluate_task
+from flows.ingest import SourceKind, ingest_flow
+from flows.promote import champion_task, gate_task
+from flows.settings import PipelineSettings
+
+
+@task(name="check-source", retries=2, retry_delay_seconds=5)
+def check_source_task(kind: str, source: str, name: str, root: str, options: dict[str, Any]) -> dict[str, Any]:
+    """The source's content fingerprint and the published version made from it, if any."""
+    from predrnn.data import find_existing, inspect_source
+
+    info = inspect_source(kind, source or None, **options)
+    return {"fingerprint": info["fingerprint"], "existing": find_existing(root, name, info["fingerprint"]),
+            "clips": info.get("num_clips") or info.get("clips")}
+
+
+@task(name="train-new-model")
+def train_task(dataset: str, preset: str, overrides: list[str], workers: int, tracking_uri: str | None,
+               ray_address: str | None, warm_start_from: str | None) -> dict[str, Any]:
+    """Train on Ray Train, evaluate the best checkpoint, register it (alias ``challenger``)."""
+    from predrnn.config import load_config
+    from predrnn.tracking import state_dir
+    from predrnn.train import configure, finish, train
+
+    cfg = configure(load_config(preset, None, overrides), data=dataset, workers=workers, tracking_uri=tracking_uri)
+    kwargs: dict[str, Any] = {}
+    note = "from scratch"
+    if warm_start_from:
+        params = inspect.signature(train).parameters
+        if "init_weights" in params:
+            kwargs["init_weights"] = warm_start_from
+            note = f"warm-started from {warm_start_from}"
+        else:
+            note = f"from scratch (warm start from {warm_start_from} asked, but train() has no init_weights hook)"
+    result = train(cfg, data=dataset, tracking_uri=tracking_uri, ray_address=ray_address,
+                   run_name=f"nightly-{time.strftime('%Y%m%d-%H%M%S')}", **kwargs)
+    summary = finish(result, out_dir=state_dir() / "runs" / Path(result.run_dir).name)
+    keep = ("model_uri", "model_version", "registered_model", "run_id", "test_mse", "persistence_mse", "dataset")
+    return {**{k: summary.get(k) for k in keep}, "init": note, "train_s": round(result.wall_s, 1)}
+
+
+def _report(lines: list[str]) -> None:
+    create_markdown_artifact(key="nightly-retrain", markdown="\n".join(lines),
+                             description="nightly retraining: data, training, evaluation and promotion decision")
+
+
+@flow(name="nightly-retrain", log_prints=True)
+def nightly_retrain(
+    kind: SourceKind = "moving-digits",
+    source: str = "",
+    dataset_name: Annotated[str, Field(min_length=1, max_length=128)] = "nightly",
+    datasets_root: str | None = None,
+    source_options: dict[str, Any] | None = None,
+    preset: str = "quick",
+    overrides: list[str] | None = None,
+    workers: Annotated[int, Field(ge=1)] = 1,
+    init: Literal["scratch", "champion"] = "scratch",
+    test_dataset: str | None = None,
+    margin: Annotated[float | None, Field(ge=0, lt=1)] = None,
+    model_name: str | None = None,
+    tracking_uri: str | None = None,
+    ray_address: str | None = None,
+) -> dict[str, Any]:
+    """Retrain on the newest data and promote the new model only if it beats the champion.
+
+    Args:
+        kind: source kind (as for ``ingest``).
+        source: input file or folder (empty for the generators).
+        dataset_name: dataset name for new versions.
+        datasets_root: where versions live (default ``$PREDRNN_DATASETS_ROOT``).
+        source_options: ingest options, e.g. ``{"num_clips": 200, "seed": 0}``.
+        preset: training preset.
+        overrides: ``section.field=value`` config overrides.
+        workers: Ray Train workers.
+        init: ``scratch`` or ``champion`` (warm start from the current champion's weights).
+        test_dataset: held-out version both models are tested on (default: the training version's test split).
+        margin: relative test-MSE improvement needed to promote (default ``$PREDRNN_PROMOTION_MARGIN``).
+        model_name: registered model (default ``$PREDRNN_MODEL_NAME``); set as ``tracking.registered_model``.
+        tracking_uri: MLflow store (default ``$MLFLOW_TRACKING_URI``).
+        ray_address: Ray cluster to train on (default ``$PREDRNN_RAY_ADDRESS``; none: a local Ray).
+    """
+    log = get_run_logger()
+    settings = PipelineSettings()
+    root = datasets_root or settings.datasets_root
+    name = model_name or settings.model_name
+    uri = tracking_uri or settings.tracking_uri
+    address = ray_address or settings.ray_address
+    gate_margin = settings.margin if margin is None else margin
+    opts = dict(source_options or {})
+    report = ["# nightly-retrain", ""]
+
+    src = check_source_task(kind, source, dataset_name, root, opts)
+    if src["existing"]:
+        dataset = src["existing"]
+        report.append(f"- **data**: source unchanged (fingerprint `{src['fingerprint'][:12]}`); reused `{dataset}`")
+    else:
+        dataset = ingest_flow(kind=kind, source=source, name=dataset_name, root=root, options=opts)
+        report.append(f"- **data**: source changed (fingerprint `{src['fingerprint'][:12]}`); ingested `{dataset}`")
+    log.info("dataset %s", dataset)
+
+    champion = champion_task(name, uri)
+    warm = f"models:/{name}/{champion}" if init == "champion" and champion is not None else None
+    trained = train_task(dataset, preset, [*(overrides or []), f"tracking.registered_model={name}"], workers, uri,
+                         address, warm)
+    version = int(trained["model_version"])
+    report.append(f"- **training**: {name} v{version} ({trained['init']}, {trained['train_s']} s, "
+                  f"MLflow run `{trained['run_id']}`)")
+
+    test_uri = test_dataset or dataset
+    new = evaluate_task(f"models:/{name}/{version}", test_uri, "test", 0, uri)
+    rows = [f"| v{version} (new) | {new['mse']:.4f} | {new['persistence_mse']:.4f} | {new['clips']} |"]
+    champ_val = None
+    if champion is not None:
+        old = evaluate_task(f"models:/{name}/{champion}", test_uri, "test", 0, uri)
+        champ_val = old["mse"]
+        rows.append(f"| v{champion} (champion) | {old['mse']:.4f} | {old['persistence_mse']:.4f} | {old['clips']} |")
+    report += ["", f"evaluated on the test split of `{new['dataset']}`:", "",
+               "| model | test MSE/frame | persistence | clips |", "|---|---|---|---|", *rows, ""]
+
+    decision = gate_task(name, version, force=False, margin=gate_margin, tracking_uri=uri,
+                         candidate_value=new["mse"], champion_value=champ_val, dataset=new["dataset"])
+    verdict = (f"promoted v{version} to champion" if decision["promoted"]
+               else f"kept champion v{decision['champion']}")
+    report += [f"**decision**: {verdict}. {decision['reason']}.", "", decision["markdown"]]
+    _report(report)
+    log.info("%s: %s", verdict, decision["reason"])
+    return {"dataset": dataset, "reused_dataset": bool(src["existing"]), "model_version": version,
+            "champion_before": champion, "champion": decision["champion"], "promoted": decision["promoted"],
+            "reason": decision["reason"], "new_test_mse": new["mse"], "champion_test_mse": champ_val,
+            "init": trained["init"], "test_dataset": new["dataset"]}

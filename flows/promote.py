@@ -1,0 +1,87 @@
+"""Prefect flow ``promote``: the promotion gate, optionally after evaluating both models on one test set.
+
+With ``dataset`` given, the candidate and the current champion are evaluated on the same split of
+that version and those numbers are compared; otherwise the test metrics recorded on each version
+at registration are compared (only if they came from the same dataset). Either way the decision
+is recorded in MLflow tags and in a Prefect artifact.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_markdown_artifact
+from pydantic import Field
+
+from flows.evaluate import evaluate_task
+from flows.settings import PipelineSettings
+
+
+@task(name="current-champion", retries=2, retry_delay_seconds=5)
+def champion_task(model_name: str, tracking_uri: str | None) -> int | None:
+    """The champion version, or None (also when the model is not registered yet)."""
+    from predrnn.registry import current_champion
+
+    return current_champion(model_name, tracking_uri=tracking_uri, missing_ok=True)
+
+
+@task(name="promotion-gate")
+def gate_task(model_name: str, version: int, *, force: bool, margin: float, tracking_uri: str | None,
+              candidate_value: float | None = None, champion_value: float | None = None,
+              dataset: str | None = None) -> dict[str, Any]:
+    """Compare and, if the gate passes (or ``force``), move ``champion`` atomically."""
+    from predrnn.registry import promote
+
+    decision = promote(model_name, version, force=force, margin=margin, tracking_uri=tracking_uri,
+                       candidate_value=candidate_value, champion_value=champion_value, dataset=dataset)
+    return {**decision.to_dict(), "markdown": decision.markdown()}
+
+
+def publish_decision(decision: dict[str, Any], extra: str = "") -> None:
+    """The decision as a Prefect artifact (key ``promotion``)."""
+    create_markdown_artifact(key="promotion", markdown=decision["markdown"] + ("\n\n" + extra if extra else ""),
+                             description=f"{decision['model']} v{decision['candidate']}: "
+                                         f"{'promoted' if decision['promoted'] else 'kept the champion'}")
+
+
+@flow(name="promote", log_prints=True)
+def promote_flow(
+    version: Annotated[int, Field(ge=1, description="the candidate model version")],
+    model_name: str | None = None,
+    force: bool = False,
+    margin: Annotated[float | None, Field(ge=0, lt=1)] = None,
+    dataset: str | None = None,
+    tracking_uri: str | None = None,
+) -> dict[str, Any]:
+    """Promote ``version`` of ``model_name`` to ``champion`` if it beats the champion by ``margin``.
+
+    Args:
+        version: the candidate version.
+        model_name: registered model (default ``$PREDRNN_MODEL_NAME`` or ``predrnn-v2``).
+        force: move the alias whatever the comparison says (recorded as forced).
+        margin: relative improvement in test MSE required (default ``$PREDRNN_PROMOTION_MARGIN`` or 0.01).
+        dataset: evaluate both models on this version's test split first (recommended).
+        tracking_uri: MLflow store (default ``$MLFLOW_TRACKING_URI``).
+    """
+    settings = PipelineSettings()
+    name = model_name or settings.model_name
+    uri = tracking_uri or settings.tracking_uri
+    gate_margin = settings.margin if margin is None else margin
+    cand_val = champ_val = None
+    table = ""
+    if dataset:
+        champion = champion_task(name, uri)
+        cand = evaluate_task(f"models:/{name}/{version}", dataset, "test", 0, uri)
+        cand_val, dataset = cand["mse"], cand["dataset"]
+        table = f"candidate v{version}:\n```\n{cand['table']}\n```"
+        if champion is not None and champion != version:
+            champ = evaluate_task(f"models:/{name}/{champion}", dataset, "test", 0, uri)
+            champ_val = champ["mse"]
+            table += f"\n\nchampion v{champion}:\n```\n{champ['table']}\n```"
+    decision = gate_task(name, version, force=force, margin=gate_margin, tracking_uri=uri,
+                         candidate_value=cand_val, champion_value=champ_val, dataset=dataset)
+    get_run_logger().info("%s v%s: %s (%s)", name, version, "promoted" if decision["promoted"] else "refused",
+                          decision["reason"])
+    publish_decision(decision, table)
+    return {k: v for k, v in decision.items() if k != "markdown"}
