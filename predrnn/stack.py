@@ -77,6 +77,7 @@ class StackSettings(BaseSettings):
     ray_cpus: int = 2
     ray_object_store_bytes: int = 300_000_000
     work_pool: str = "local-process"
+    timezone: str = "UTC"
     worker_poll_seconds: int = 3
     s3_access_key: str = "predrnn"
     s3_secret_key: SecretStr = SecretStr("predrnn-local-secret")
@@ -478,8 +479,11 @@ class Stack:
                 "env": {k: v for k, v in s.client_env().items() if "SECRET" not in k}}
 
     def deploy(self, project_dir: str | Path, *extra: str) -> subprocess.CompletedProcess[str]:
-        """``prefect --no-prompt deploy --all`` in ``project_dir`` against this stack."""
-        env = self._env({**self.s.client_env(), "PREDRNN_WORK_POOL": self.s.work_pool})
+        """``prefect --no-prompt deploy --all`` in ``project_dir`` against this stack.
+
+        The nightly schedule's time zone is ``settings.timezone`` (``PREDRNN_STACK_TIMEZONE``).
+        """
+        env = self._env({**self.s.client_env(), "PREDRNN_TIMEZONE": self.s.timezone})
         return subprocess.run([_bin("prefect"), "--no-prompt", "deploy", "--all", *extra], env=env,
                               capture_output=True, text=True, timeout=300, cwd=str(project_dir), check=False)
 
