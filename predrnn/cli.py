@@ -107,7 +107,7 @@ def bench_cmd(
 def _register_optional() -> None:
     import importlib
 
-    for module in ("predrnn.cli_data", "predrnn.cli_train", "predrnn.cli_ops"):
+    for module in ("predrnn.cli_data", "predrnn.cli_train", "predrnn.cli_ops", "predrnn.cli_tune"):
         try:
             mod = importlib.import_module(module)
         except ModuleNotFoundError as err:
