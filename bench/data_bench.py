@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 import tempfile
@@ -154,7 +153,8 @@ def main(argv: list[str] | None = None) -> None:
               f"{a['peak_main_mb']:.0f} MiB (load {a['load_s']:.1f} s)")
     if len(rows) > 1:
         (s0, _, _, z0, a0), (s1, _, _, z1, a1) = rows[0], rows[-1]
-        print(f"\npeak memory {s0}x -> {s1}x: Zarr loader main {z0['peak_main_mb']:.0f} -> {z1['peak_main_mb']:.0f} MiB, "
+        print(f"\npeak memory {s0}x -> {s1}x: Zarr loader main {z0['peak_main_mb']:.0f} -> "
+              f"{z1['peak_main_mb']:.0f} MiB, "
               f"worker {z0['peak_worker_mb']:.0f} -> {z1['peak_worker_mb']:.0f} MiB; NumPy "
               f"{a0['peak_main_mb']:.0f} -> {a1['peak_main_mb']:.0f} MiB")
     worst = min(r[3]["clips_per_s"] for r in rows)

@@ -17,8 +17,7 @@ from prefect import flow, task
 from prefect.artifacts import create_image_artifact, create_markdown_artifact
 from pydantic import Field
 
-from predrnn.data import DataError
-from predrnn.data import pipeline
+from predrnn.data import DataError, pipeline
 from predrnn.data.report import version_report
 
 SourceKind = Literal["thuml-npz", "mnist-seq-npy", "video-folder", "frames-folder", "npy", "netcdf",

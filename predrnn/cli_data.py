@@ -38,7 +38,7 @@ def ingest_cmd(
     width: Annotated[int | None, typer.Option("--width", help="generators: frame width")] = None,
     seed: Annotated[int | None, typer.Option("--seed", help="generators: random seed")] = None,
     window: Annotated[int | None, typer.Option("--window", help="video/frames/netcdf: frames per clip")] = None,
-    stride: Annotated[int | None, typer.Option("--stride", help="video/frames/netcdf: frames between clip starts")] = None,
+    stride: Annotated[int | None, typer.Option("--stride", help="video/frames/netcdf: frames between starts")] = None,
     resize: Annotated[str | None, typer.Option("--resize", help="video/frames: N or HxW")] = None,
     grayscale: Annotated[bool | None, typer.Option("--grayscale/--rgb", help="video/frames: colour mode")] = None,
     variable: Annotated[str | None, typer.Option("--variable", help="netcdf/zarr grids: variable name")] = None,
@@ -104,7 +104,8 @@ def show_cmd(
             f"uri:        {v.uri}",
             f"shape:      {v.shape} (clips, T, H, W, C)  dtype {v.dtype}",
             f"created:    {a.get('created', '')}",
-            f"source:     {a['source']['kind']} {a['source'].get('location', '')} - {a['source'].get('description', '')}",
+            f"source:     {a['source']['kind']} {a['source'].get('location', '')} - "
+            f"{a['source'].get('description', '')}",
             f"values:     {a.get('value_kind')} range {a.get('value_range')} {a.get('units', '')}",
             "stats:      " + ", ".join(f"{k} {val:.4g}" for k, val in a.get("stats", {}).items()),
             f"split:      {a['split'].get('method')} {a['split'].get('sizes')}",

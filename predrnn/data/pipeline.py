@@ -253,7 +253,7 @@ def write_version(kind: str, source: str | None, name: str, root: str, *, progre
             "chunks": [1, *shape1],
             "write_seconds": round(time.perf_counter() - started, 3),
         }
-        group.attrs.update(attrs)
+        group.attrs.update(attrs)  # type: ignore[arg-type]
     except BaseException:
         backend.delete_prefix(key)
         raise
@@ -270,7 +270,8 @@ def verify_version(staged: dict[str, Any]) -> dict[str, Any]:
     where = backend.join(staged["key"])
     try:
         group = zarr.open_group(backend.zarr_store(staged["key"], read_only=True), mode="r")
-        arr, split = group["clips"], group["split"]
+        arr: Any = group["clips"]
+        split: Any = group["split"]
         shape, dtype = tuple(staged["shape"]), np.dtype(staged["dtype"])
         if tuple(arr.shape) != shape or arr.dtype != dtype or split.shape != (shape[0],):
             raise DataError(f"verify {where}: stored shape {arr.shape} {arr.dtype} differs from written "

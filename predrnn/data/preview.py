@@ -46,7 +46,7 @@ def strip(version: Any, *, clips: int = 4, frames: int = 10) -> np.ndarray:
 def png_bytes(img: np.ndarray, *, max_width: int = 1600) -> bytes:
     pil = Image.fromarray(img)
     if pil.width > max_width:
-        pil = pil.resize((max_width, max(1, pil.height * max_width // pil.width)), Image.BILINEAR)
+        pil = pil.resize((max_width, max(1, pil.height * max_width // pil.width)), Image.Resampling.BILINEAR)
     buf = io.BytesIO()
     pil.save(buf, format="PNG", optimize=True)
     return buf.getvalue()

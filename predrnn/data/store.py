@@ -16,6 +16,7 @@ S3 settings come from the standard AWS environment variables or profile; the end
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -181,7 +182,7 @@ def _obstore_usable() -> bool:
     global _OBSTORE_PID
     if _OBSTORE_PID is None:
         _OBSTORE_PID = os.getpid()
-    return _OBSTORE_PID == os.getpid()
+    return os.getpid() == _OBSTORE_PID
 
 
 class S3Backend(Backend):
@@ -218,7 +219,7 @@ class S3Backend(Backend):
                     kwargs["credential_provider"] = Boto3CredentialProvider(session)
             except Exception:  # no usable profile: obstore falls back to its own discovery
                 pass
-        return S3Store(self.bucket, prefix=prefix or None, config=cfg, **kwargs)
+        return S3Store(self.bucket, prefix=prefix or None, config=cfg, **kwargs)  # type: ignore[arg-type]
 
     def put_bytes(self, key: str, data: bytes) -> None:
         import obstore
@@ -253,10 +254,8 @@ class S3Backend(Backend):
 
         keys = self.list_keys(prefix)
         if not keys:
-            try:
+            with contextlib.suppress(Exception):  # a single object, or nothing there
                 obstore.delete(self.store, prefix)
-            except Exception:  # nothing there
-                pass
             return
         for i in range(0, len(keys), 500):
             obstore.delete(self.store, keys[i:i + 500])

@@ -49,8 +49,9 @@ def test_ingest_flow_publishes_and_reports(prefect_harness, root: Path, tmp_path
 
 
 def test_flow_parameters_render_as_a_form():
-    from flows.ingest import ingest_flow
     from prefect.utilities.callables import parameter_schema
+
+    from flows.ingest import ingest_flow
 
     schema = parameter_schema(ingest_flow.fn).model_dump()
     props = schema["properties"]

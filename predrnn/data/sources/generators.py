@@ -66,7 +66,7 @@ def bundled_digit_glyphs() -> np.ndarray:
     small = _sklearn_digits_8x8() / 16.0  # (N, 8, 8) in [0, 1]
     out = np.zeros((small.shape[0], 28, 28), np.uint8)
     for i, img in enumerate(small):
-        big = np.asarray(Image.fromarray(img).resize((20, 20), Image.BICUBIC))
+        big = np.asarray(Image.fromarray(img).resize((20, 20), Image.Resampling.BICUBIC))
         out[i, 4:24, 4:24] = np.rint(np.clip(big, 0, 1) * 255)
     return out
 

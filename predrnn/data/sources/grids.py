@@ -63,9 +63,9 @@ class GridSource(Source):
             arrays = [(node.basename or self.path.stem, node)] if isinstance(node, zarr.Array) else list(node.arrays())
             out = []
             for name, arr in arrays:
-                dims = getattr(arr.metadata, "dimension_names", None) or arr.attrs.get("_ARRAY_DIMENSIONS")
-                dims = tuple(dims) if dims else tuple(f"dim_{i}" for i in range(arr.ndim))
-                out.append(_Var(name, dims, tuple(arr.shape), arr, str(arr.attrs.get("units", "")),
+                found: Any = getattr(arr.metadata, "dimension_names", None) or arr.attrs.get("_ARRAY_DIMENSIONS")
+                names = tuple(str(d) for d in found) if found else tuple(f"dim_{i}" for i in range(arr.ndim))
+                out.append(_Var(name, names, tuple(arr.shape), arr, str(arr.attrs.get("units", "")),
                                 arr.attrs.get("_FillValue")))
             return out
         import netCDF4
@@ -110,6 +110,7 @@ class GridSource(Source):
                                 f"({'candidates' if cands else 'no 3-D/4-D variable with a time dimension; have'}: "
                                 f"{names})")
             var, axis = cands[0]
+        assert axis is not None
         if len(var.shape) not in (3, 4):
             raise DataError(f"{self.path}: variable {var.name!r} has wrong rank {len(var.shape)} (dims {var.dims}); "
                             "expected (time, y, x) or (time, y, x, channel)")

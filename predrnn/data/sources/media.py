@@ -54,7 +54,7 @@ def _one_line(err: BaseException) -> str:
 def _pil_frame(img: Image.Image, size: tuple[int, int] | None, gray: bool) -> np.ndarray:
     img = img.convert("L" if gray else "RGB")
     if size is not None and img.size != (size[1], size[0]):
-        img = img.resize((size[1], size[0]), Image.BILINEAR, reducing_gap=3.0)
+        img = img.resize((size[1], size[0]), Image.Resampling.BILINEAR, reducing_gap=3.0)
     a = np.asarray(img, dtype=np.uint8)
     return a[..., None] if gray else a
 
