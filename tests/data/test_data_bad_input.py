@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import moving_blobs, write_thuml_npz, write_video
+from data_helpers import moving_blobs, write_thuml_npz, write_video
 
 from predrnn.data import DataError, ingest, list_datasets
 
