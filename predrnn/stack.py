@@ -298,7 +298,9 @@ class Stack:
                                        str(s.prefect_port)], env)
 
     def _ray_env(self) -> dict[str, str]:
-        return self._env({"AUTOSCALER_METRIC_PORT": str(self.s.ray_autoscaler_metrics_port),
+        # Train workers run in the head's processes: they need the S3 and MLflow settings of a client.
+        client = {k: v for k, v in self.s.client_env().items() if k != "PREDRNN_RAY_ADDRESS"}
+        return self._env({**client, "AUTOSCALER_METRIC_PORT": str(self.s.ray_autoscaler_metrics_port),
                           "DASHBOARD_METRIC_PORT": str(self.s.ray_dashboard_metrics_port)})
 
     def _start_ray(self) -> subprocess.Popen[bytes]:
