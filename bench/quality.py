@@ -43,7 +43,8 @@ VARIANTS = ("persistence", "convlstm", "predrnn_v1", "v2_decouple", "v2_rss", "v
 def variant_config(base: ExperimentConfig, variant: str, iterations: int) -> ExperimentConfig:
     """The equal-budget config of one ablation variant (schedules scaled to ``iterations``)."""
     s1, s2 = int(0.25 * iterations), int(0.65 * iterations)
-    rss = SamplingConfig(scheme="rss", r_sampling_step_1=s1, r_sampling_step_2=s2, r_exp_alpha=max(iterations / 15, 1.0))
+    rss = SamplingConfig(scheme="rss", r_sampling_step_1=s1, r_sampling_step_2=s2,
+                         r_exp_alpha=max(iterations / 15, 1.0))
     ss = SamplingConfig(scheme="ss", sampling_start_value=1.0, sampling_changing_rate=1.0 / (0.65 * iterations),
                         sampling_stop_iter=s2)
     arch, sampling, beta = {
@@ -117,15 +118,17 @@ def train_and_evaluate(cfg: ExperimentConfig, variant: str, train_ds: Any, test_
 
 
 def _table(rows: list[dict[str, Any]], horizon: int) -> str:
-    head = "| model | MSE/frame | MAE/frame | SSIM | PSNR | MSE by lead time (1..N) | seeds |\n|---|---|---|---|---|---|---|"
-    lines = [head]
+    lines = ["| model | MSE/frame | MAE/frame | SSIM | PSNR | MSE by lead time (1..N) | seeds |",
+             "|---|---|---|---|---|---|---|"]
+
+    def ms(r: dict[str, Any], key: str) -> str:
+        vals = r[key]
+        return f"{statistics.mean(vals):.2f}" + (f" ± {statistics.stdev(vals):.2f}" if len(vals) > 1 else "")
+
     for r in rows:
-        def ms(key: str) -> str:
-            vals = r[key]
-            return f"{statistics.mean(vals):.2f}" + (f" ± {statistics.stdev(vals):.2f}" if len(vals) > 1 else "")
         per = " ".join(f"{x:.1f}" for x in r["mse_per_frame"])
-        lines.append(f"| {r['variant']} | {ms('mse')} | {ms('mae')} | {ms('ssim')} | {ms('psnr')} | {per} | "
-                     f"{len(r['mse'])} |")
+        cells = [r["variant"], *(ms(r, k) for k in ("mse", "mae", "ssim", "psnr")), per, str(len(r["mse"]))]
+        lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -193,7 +196,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 _log_mlflow(args.tracking_uri, kind, uri, cfg, variant, per_seed)
         plot = out / f"{kind}_mse_by_lead_time.png"
         _plot(plot, rows, f"{kind}: {args.iterations} iterations")
-        md.append(f"## {kind}\n\nDataset `{uri}`.\n\n{_table(rows, base.data.total_length - base.data.input_length)}\n\n"
+        table = _table(rows, base.data.total_length - base.data.input_length)
+        md.append(f"## {kind}\n\nDataset `{uri}`.\n\n{table}\n\n"
                   f"![MSE by lead time]({plot.name})\n")
         report["datasets"][kind] = {"uri": uri, "rows": rows, "plot": str(plot)}
     (out / "README.md").write_text("\n".join(md))
