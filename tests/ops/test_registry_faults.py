@@ -1,0 +1,62 @@
+"""MLflow server down at promotion time: the alias is never half-moved and the error says where it points."""
+
+from __future__ import annotations
+
+import os
+import signal
+
+import pytest
+
+from predrnn.registry import RegistryError, current_champion, promote
+
+pytestmark = [pytest.mark.slow, pytest.mark.mlflow]
+
+
+def _versions(uri: str, *mses: float) -> list[int]:
+    from mlflow import MlflowClient
+
+    client = MlflowClient(uri, uri)
+    client.create_registered_model("m")
+    return [int(client.create_model_version("m", "s3://placeholder/model", tags={"test_mse": str(v),
+                                                                              "dataset": "d@1"}).version)
+            for v in mses]
+
+
+def test_server_dies_during_the_alias_move(mlflow_only, monkeypatch):
+    from mlflow import MlflowClient
+
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "5")
+    uri = mlflow_only.s.mlflow_url
+    v1, v2 = _versions(uri, 10.0, 5.0)
+    assert promote("m", v1, tracking_uri=uri).promoted
+
+    original = MlflowClient.set_registered_model_alias
+    pgid = mlflow_only.read_state()["services"]["mlflow"]["pgid"]
+
+    def dies_first(self, name, alias, version):  # the server goes away between the tags and the move
+        if version == str(v2):
+            os.killpg(pgid, signal.SIGKILL)
+        return original(self, name, alias, version)
+
+    monkeypatch.setattr(MlflowClient, "set_registered_model_alias", dies_first)
+    with pytest.raises(RegistryError, match=r"moving 'champion' of 'm' to version 2 failed.*could not restore"):
+        promote("m", v2, tracking_uri=uri)
+    monkeypatch.setattr(MlflowClient, "set_registered_model_alias", original)
+
+    mlflow_only.down(echo=lambda _m: None)
+    mlflow_only.up(echo=lambda _m: None)  # same database
+    assert current_champion("m", tracking_uri=uri) == v1
+    tags = MlflowClient(uri, uri).get_model_version("m", str(v2)).tags
+    assert tags["promotion.decision"] == "promoted"  # the intent was recorded before the commit point
+
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    assert promote("m", v2, tracking_uri=uri).promoted  # once the server is back the move goes through
+    assert current_champion("m", tracking_uri=uri) == v2
+
+
+def test_server_down_before_promotion(mlflow_only):
+    uri = mlflow_only.s.mlflow_url
+    mlflow_only.down(echo=lambda _m: None)
+    with pytest.raises(RegistryError, match="not started.*unreachable"):
+        promote("m", 1, tracking_uri=uri)
