@@ -244,8 +244,14 @@ def train(cfg: ExperimentConfig, *, data: str | None = None, tracking_uri: str |
     if latest is None:
         raise TrainError(f"training run {run_dir} produced no checkpoint")
     best_score, best = min(finite, key=lambda x: x[0]) if finite else (math.nan, latest)
-    return TrainResult(cfg=cfg, dataset=dataset_info.to_dict(), run_dir=run_dir, best_checkpoint=best.path,
-                       latest_checkpoint=latest.path, best_metrics={"val_mse": best_score},
+    scheme = storage_path.split("://", 1)[0] + "://" if "://" in storage_path else ""
+
+    def where(ck: Any) -> str:
+        # Ray gives filesystem paths; keep the scheme so remote checkpoints stay addressable.
+        return ck.path if not scheme or ck.path.startswith(scheme) else scheme + ck.path
+
+    return TrainResult(cfg=cfg, dataset=dataset_info.to_dict(), run_dir=run_dir, best_checkpoint=where(best),
+                       latest_checkpoint=where(latest), best_metrics={"val_mse": best_score},
                        tracking_uri=uri, run_id=run_id, wall_s=time.perf_counter() - t0,
-                       checkpoints=sorted(ck.path for _, ck in scored),
+                       checkpoints=sorted(where(ck) for _, ck in scored),
                        last_report=dict(result.metrics or {}))

@@ -100,6 +100,17 @@ def test_two_workers_track_and_register(local_ray, tiny_dataset, tracking_uri, t
     model, loaded_cfg = load_registered_model("models:/predrnn-v2/1", tracking_uri=tracking_uri)
     assert loaded_cfg.data.img_height == 32 and sum(p.numel() for p in model.parameters()) > 0
 
+    from typer.testing import CliRunner
+
+    from predrnn.cli import app
+
+    np.save(tmp_path / "ctx.npy", context)
+    res = CliRunner().invoke(app, ["predict", "--model", "models:/predrnn-v2@challenger", "--input",
+                                   str(tmp_path / "ctx.npy"), "--horizon", "5", "--output",
+                                   str(tmp_path / "pred.npy"), "--tracking-uri", tracking_uri])
+    assert res.exit_code == 0, res.output
+    assert np.load(tmp_path / "pred.npy").shape == (3, 5, 32, 32, 1)
+
 
 def test_worker_killed_mid_training_resumes_exactly(local_ray, tiny_dataset, tracking_uri, tmp_path):
     from mlflow import MlflowClient
