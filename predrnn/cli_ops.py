@@ -99,8 +99,10 @@ def register(app: typer.Typer) -> None:
         _tool_env()
         from predrnn.tracking import resolve_tracking_uri
 
-        env = {**os.environ, "MLFLOW_TRACKING_URI": resolve_tracking_uri(tracking_uri)}
-        exe = str(Path(sys.executable).parent / "mlflow")
+        bindir = str(Path(sys.executable).parent)  # the scoring server runs uvicorn from this environment
+        env = {**os.environ, "MLFLOW_TRACKING_URI": resolve_tracking_uri(tracking_uri),
+               "PATH": bindir + os.pathsep + os.environ.get("PATH", "")}
+        exe = str(Path(bindir) / "mlflow")
         os.execve(exe, [exe, "models", "serve", "-m", model, "--env-manager", "local", "-h", host, "-p", str(port)],
                   env)
 
