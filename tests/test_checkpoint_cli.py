@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from reference import random_official_state, ref_forward
 from typer.testing import CliRunner
 
 from predrnn.checkpoint import (
@@ -20,7 +21,6 @@ from predrnn.checkpoint import (
 from predrnn.cli import app
 from predrnn.config import preset
 from predrnn.models import build_model
-from reference import random_official_state, ref_forward
 
 runner = CliRunner()
 P, H, W = 2, 8, 12

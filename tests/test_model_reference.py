@@ -5,11 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from reference import random_official_state, ref_decouple, ref_forward
 
 from predrnn.checkpoint import load_state_checked
 from predrnn.losses import decoupling_loss
 from predrnn.models import PredRNN
-from reference import ref_decouple, ref_forward, random_official_state
 
 P, K, C_IMG, H, W, T = 2, 3, 2, 8, 12, 7  # non-square frames, two image channels
 

@@ -2,9 +2,9 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from reference import ref_patch
 
 from predrnn.patching import patch, patch_channels_last, unpatch, unpatch_channels_last
-from reference import ref_patch
 
 
 @pytest.mark.parametrize(("h", "w", "c", "p"), [(8, 8, 1, 4), (6, 10, 3, 2), (4, 4, 2, 1)])
