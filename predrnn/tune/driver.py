@@ -547,6 +547,8 @@ def _log_parent(context: dict[str, Any], result: TuneResult, files: dict[str, st
                "trials_stopped_early": float(sum(bool(r.get("stopped_early")) for r in records))}
     if result.best is not None:
         metrics["best_val_mse"] = float(result.best["best_val_mse"])
+        tracker.set_tags(run_id, {"tune.best_trial_id": result.best["trial_id"]})
+    if result.best is not None and not result.interrupted:  # params are immutable: log the final best once
         existing = tracker.client.get_run(run_id).data.params
         params = [Param(f"best.{k}", str(v)) for k, v in sorted(result.best["params"].items())
                   if f"best.{k}" not in existing]
@@ -556,7 +558,6 @@ def _log_parent(context: dict[str, Any], result: TuneResult, files: dict[str, st
         except Exception as err:  # a resumed search may find a different best: params are immutable
             print(f"warning: best params not logged on the parent run ({err}); see the best_config artifact",
                   file=sys.stderr, flush=True)
-        tracker.set_tags(run_id, {"tune.best_trial_id": result.best["trial_id"]})
     tracker.log_metrics(run_id, metrics, step=len(records))
     for path in files.values():
         tracker.log_artifact(run_id, path)

@@ -113,6 +113,7 @@ def test_mlflow_parent_and_nested_trial_runs(search):
     assert parent.data.metrics["trials_finished"] == TRIALS
     assert parent.data.metrics["best_val_mse"] == pytest.approx(summary["best"]["best_val_mse"])
     assert parent.data.params["tune.trials"] == str(TRIALS)
+    assert float(parent.data.params["best.lr"]) == pytest.approx(summary["best"]["params"]["lr"])
     assert {a.path for a in client.list_artifacts(parent.info.run_id)} >= {"best_config.json", "trials.json",
                                                                            "tune_summary.md"}
     children = client.search_runs([parent.info.experiment_id],
