@@ -41,9 +41,17 @@ def main_flow(state: str, clips: int = QUICK_CLIPS, iterations: int | None = Non
 
 
 def _stop_ephemeral_prefect() -> None:
-    """Stop Prefect's temporary API now (it would stop at exit, logging after our JSON line)."""
+    """Stop Prefect's temporary API now (it would stop at exit, logging after our JSON line).
+
+    The queued run logs and events are sent first; otherwise their workers would retry against the
+    stopped server at exit.
+    """
+    from prefect.events.worker import EventsWorker
+    from prefect.logging.handlers import APILogWorker
     from prefect.server.api.server import SubprocessASGIServer
 
+    APILogWorker.drain_all()
+    EventsWorker.drain_all()
     SubprocessASGIServer().stop()
 
 
