@@ -14,6 +14,7 @@ are restored. Ray and MLflow are imported inside functions only.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
@@ -145,15 +146,21 @@ def check_resources(cfg: ExperimentConfig, concurrency: int) -> dict[str, float]
 # Ray
 
 
-def _ensure_ray(address: str | None, num_cpus: int | None) -> bool:
-    """Connect to (or start) Ray; True when this call started or connected it (and must shut it down).
+def export_cluster_address() -> None:
+    """Ray worker setup hook: put the cluster's GCS address in ``RAY_ADDRESS`` of every worker process.
 
     Ray Train's placement-group cleaner (which frees a trial's CPUs when Tune stops the trial) finds
-    its cluster with Ray's address auto-detection, which fails when several Ray instances run on one
-    machine. So the cluster's address is made explicit to every worker: through ``RAY_ADDRESS`` in
-    the job's environment when connecting, through ``RAY_TMPDIR/ray/ray_current_cluster`` (the file
-    ``ray start`` writes; the raylet's workers inherit ``RAY_TMPDIR``) when starting a local one.
+    its cluster by address auto-detection, which fails when several Ray instances run on one
+    machine; the stopped trial's CPUs would then stay reserved and the next trial would time out.
     """
+    import ray
+
+    with contextlib.suppress(Exception):  # not connected yet: auto-detection stays as it was
+        os.environ.setdefault("RAY_ADDRESS", ray.get_runtime_context().gcs_address)
+
+
+def _ensure_ray(address: str | None, num_cpus: int | None) -> bool:
+    """Connect to (or start) Ray; True when this call started or connected it (and must shut it down)."""
     import logging
 
     import ray
@@ -162,21 +169,16 @@ def _ensure_ray(address: str | None, num_cpus: int | None) -> bool:
         return False
     for key, value in {"RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled"}.items():
         os.environ.setdefault(key, value)
+    runtime_env = {"worker_process_setup_hook": export_cluster_address}
     if address:
-        env = {"RAY_ADDRESS": address} if address != "auto" else {}
-        ray.init(address=address, log_to_driver=True, logging_level=logging.WARNING,
-                 runtime_env={"env_vars": env} if env else None)
+        ray.init(address=address, log_to_driver=True, logging_level=logging.WARNING, runtime_env=runtime_env)
         return True
     temp = os.environ.get("PREDRNN_RAY_TEMP_DIR") or str(state_dir() / "ray" / "tmp")
     if len(temp) > 60:  # Ray's socket paths have a length limit
         temp = tempfile.mkdtemp(prefix="predrnn-ray-")
     Path(temp).mkdir(parents=True, exist_ok=True)
-    os.environ["RAY_TMPDIR"] = temp
     ray.init(num_cpus=num_cpus, include_dashboard=True, dashboard_host="127.0.0.1", _temp_dir=temp,
-             log_to_driver=True, configure_logging=True, logging_level=logging.WARNING)
-    marker = Path(temp, "ray", "ray_current_cluster")
-    marker.parent.mkdir(parents=True, exist_ok=True)
-    marker.write_text(ray.get_runtime_context().gcs_address)
+             log_to_driver=True, configure_logging=True, logging_level=logging.WARNING, runtime_env=runtime_env)
     return True
 
 

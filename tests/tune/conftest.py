@@ -54,7 +54,7 @@ def local_ray(short_tmp: str):
 
     temp = os.path.join(short_tmp, f"r{free_port()}")
     os.makedirs(temp)
-    saved = {k: os.environ.get(k) for k in ("PREDRNN_RAY_TEMP_DIR", "RAY_TMPDIR")}
+    saved = {"PREDRNN_RAY_TEMP_DIR": os.environ.get("PREDRNN_RAY_TEMP_DIR")}
     os.environ["PREDRNN_RAY_TEMP_DIR"] = temp
     try:
         _ensure_ray(None, 2)
