@@ -216,7 +216,7 @@ def run_trial(config: dict[str, Any], context: dict[str, Any]) -> None:
         scaling_config=ScalingConfig(num_workers=c.num_workers, use_gpu=use_gpu, resources_per_worker=resources),
         run_config=RunConfig(  # type: ignore[call-arg]  # Train V2's RunConfig (typed as V1's)
             name=f"trial-{trial_id}", storage_path=context["train_storage"],
-            callbacks=[TuneReportCallback()],
+            callbacks=[TuneReportCallback()],  # type: ignore[list-item]  # a Train V2 UserCallback
             worker_runtime_env={"env_vars": {"RAY_TRAIN_ENABLE_PRINT_PATCH": "0"}},
             logging_config=LoggingConfig(log_level="WARNING"),
             failure_config=FailureConfig(max_failures=context["max_failures"]),
