@@ -68,6 +68,8 @@ def register(app: typer.Typer) -> None:
                                                  "metrics (default: .state/runs/<run>)")] = None,
         register_model: Annotated[bool, typer.Option("--register/--no-register", help="log and register "
                                                      "the model in MLflow")] = True,
+        init_weights: Annotated[str | None, typer.Option("--init-weights", help="warm start from a model "
+                                                         "directory or models:/NAME@ALIAS")] = None,
     ) -> None:
         """Train on Ray Train, evaluate the best checkpoint on the test split, register it in MLflow.
 
@@ -84,7 +86,7 @@ def register(app: typer.Typer) -> None:
             cfg = configure(cfg, data=data, workers=workers, gpus_per_worker=gpus_per_worker,
                             tracking_uri=tracking_uri)
             result = train(cfg, tracking_uri=tracking_uri, storage_path=storage, resume=resume,
-                           max_failures=max_failures, ray_address=ray_address)
+                           max_failures=max_failures, ray_address=ray_address, init_weights=init_weights)
             summary = finish(result, out_dir=out or root / "runs" / Path(result.run_dir).name,
                              register=register_model)
         except (ConfigError, DatasetError, TrackingError, TrainError, CheckpointError) as err:

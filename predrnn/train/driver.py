@@ -128,12 +128,32 @@ def _init_ray(address: str | None, num_cpus: int | None) -> bool:
     return True
 
 
+def _initial_weights(cfg: ExperimentConfig, ref: str, tracking_uri: str | None) -> dict[str, Any]:
+    """The state dict of ``ref`` (model directory or registry URI), checked against ``cfg``'s model."""
+    from predrnn.checkpoint import CheckpointError, load_state_checked
+    from predrnn.models import build_model
+    from predrnn.predict import load_forecaster
+
+    try:
+        source_model, _ = load_forecaster(ref, tracking_uri=tracking_uri)
+    except Exception as err:
+        raise TrainError(f"cannot load the warm-start weights {ref}: {err}") from err
+    core = getattr(source_model, "module", source_model)
+    state = {k: v.detach().cpu().clone() for k, v in core.state_dict().items()}
+    try:
+        load_state_checked(build_model(cfg), state, source=ref)
+    except CheckpointError as err:
+        raise TrainError(f"warm-start weights do not fit the config: {err}") from err
+    return state
+
+
 def train(cfg: ExperimentConfig, *, data: str | None = None, tracking_uri: str | None = None,
           track: bool = True, storage_path: str | None = None, run_name: str | None = None,
           resume: str | None = None, max_failures: int = 2, log_every: int | None = None,
           ray_address: str | None = None, num_cpus: int | None = None,
           placement_strategy: str = "PACK", resources_per_worker: dict[str, float] | None = None,
-          source: ClipSource | None = None, dataset_info: DatasetInfo | None = None) -> TrainResult:
+          source: ClipSource | None = None, dataset_info: DatasetInfo | None = None,
+          init_weights: str | None = None) -> TrainResult:
     """Train ``cfg`` on Ray Train and return where the checkpoints are.
 
     Args:
@@ -152,6 +172,8 @@ def train(cfg: ExperimentConfig, *, data: str | None = None, tracking_uri: str |
         placement_strategy: ``PACK``, ``SPREAD``, ``STRICT_SPREAD`` (one worker per node) ...
         resources_per_worker: extra Ray resources per worker (defaults from ``cfg.compute``).
         source, dataset_info: an alternative clip source (tests); default reads the Zarr version.
+        init_weights: warm start: a model directory or ``models:/NAME@ALIAS`` whose weights
+            initialise a fresh run (ignored when resuming; must fit the config exactly).
 
     Raises:
         ConfigError, DatasetError, TrackingError: before any worker starts.
@@ -181,6 +203,7 @@ def train(cfg: ExperimentConfig, *, data: str | None = None, tracking_uri: str |
         raise TrainError("a custom source needs its dataset_info")
     assert dataset_info is not None
     tracker = Tracker(uri) if track else None  # checks reachability before anything starts
+    init_state = _initial_weights(cfg, init_weights, uri) if init_weights and not resume else None
 
     storage_path = storage_path or str(state_dir() / "ray" / "results")
     run_name = run_name or f"{cfg.name}-{time.strftime('%Y%m%d-%H%M%S')}"
@@ -190,7 +213,8 @@ def train(cfg: ExperimentConfig, *, data: str | None = None, tracking_uri: str |
     if tracker is not None and run_id is None:
         run_id = tracker.start_run(cfg, dataset=dataset_info.to_dict(), run_name=run_name,
                                    tags={"ray.storage_path": storage_path, "ray.run_name": run_name,
-                                         "workers": str(world)})
+                                         "workers": str(world),
+                                         **({"init_weights": str(init_weights)} if init_state else {})})
     if "://" not in storage_path:
         info = {"cfg": cfg.to_dict(), "mlflow_run_id": run_id, "tracking_uri": uri,
                 "dataset": dataset_info.to_dict()}
@@ -205,7 +229,7 @@ def train(cfg: ExperimentConfig, *, data: str | None = None, tracking_uri: str |
                  **(resources_per_worker or {})}
     started = _init_ray(ray_address, num_cpus)
     loop_config = {"cfg": cfg.to_dict(), "source": source, "dataset": dataset_info.to_dict(),
-                   "tracking_uri": uri, "mlflow_run_id": run_id,
+                   "tracking_uri": uri, "mlflow_run_id": run_id, "init_state": init_state,
                    "log_every": log_every or max(1, min(50, cfg.optim.max_iterations // 30))}
     trainer = TorchTrainer(
         train_loop_per_worker, train_loop_config=loop_config,

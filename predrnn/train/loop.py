@@ -24,7 +24,7 @@ from typing import Any
 
 import torch
 
-from predrnn.checkpoint import CheckpointError
+from predrnn.checkpoint import CheckpointError, load_state_checked
 from predrnn.config import ExperimentConfig
 from predrnn.models import build_model
 from predrnn.sampling import sampling_mask
@@ -151,6 +151,10 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         load_weights_into(model, state)
         if rank == 0:
             print(f"resuming from {state.path} at iteration {state.iteration}", flush=True)
+    elif config.get("init_state") is not None:
+        load_state_checked(model, config["init_state"], source="warm-start weights")
+        if rank == 0:
+            print("warm start: initialised from the given model's weights", flush=True)
     start = state.iteration if state else 0
     session = state.session + 1 if state else 0
 

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from conftest import TINY, make_stack
+from ops_helpers import TINY, make_stack
 
 from predrnn.stack import _group_alive, free_ports
 

@@ -210,3 +210,32 @@ def test_cli_train_and_evaluate(local_ray, tiny_dataset, tracking_uri, tmp_path,
     res = runner.invoke(app, ["evaluate", "--model", str(tmp_path / "out" / "model"), "--data", tiny_dataset,
                               "--split", "val"])
     assert res.exit_code == 0 and "lead" in res.output, res.output
+
+
+def test_warm_start_initialises_a_fresh_run_from_a_model(local_ray, tiny_dataset, tmp_path):
+    import torch
+
+    from predrnn.checkpoint import load_model_dir, save_model_dir
+    from predrnn.models import build_model
+    from predrnn.train import TrainError
+    from predrnn.train.state import MODEL_DIR
+
+    # A near-zero learning rate: the trained weights must stay those of the warm-start model.
+    cfg = configure(tiny_config("optim.max_iterations=2", "optim.lr=1e-9", "optim.checkpoint_interval=2",
+                                "optim.eval_interval=2"), workers=1)
+    torch.manual_seed(123)  # differs from the run's own seed, so a fresh init would not match
+    source = build_model(cfg)
+    save_model_dir(tmp_path / "init", source, cfg)
+    result = train(cfg, data=tiny_dataset, track=False, storage_path=str(tmp_path / "runs"),
+                   init_weights=str(tmp_path / "init"))
+    trained, _ = load_model_dir(Path(result.latest_checkpoint) / MODEL_DIR)
+    torch.manual_seed(cfg.optim.seed)
+    fresh = build_model(cfg)
+    for (key, a), b, c in zip(source.state_dict().items(), trained.state_dict().values(),
+                              fresh.state_dict().values(), strict=True):
+        assert torch.allclose(a, b, atol=1e-6), key
+        assert not torch.allclose(a, c), key
+    # Weights of another architecture are refused before any worker starts.
+    with pytest.raises(TrainError, match="warm-start weights do not fit the config"):
+        train(configure(tiny_config("model.num_hidden=[4]"), workers=1), data=tiny_dataset, track=False,
+              storage_path=str(tmp_path / "runs2"), init_weights=str(tmp_path / "init"))

@@ -12,11 +12,7 @@ import pytest
 
 # 32x32 frames, 6 frames per clip, one 8-channel layer: a trial's training takes a second or two, so
 # a trial's cost is Ray Train's worker start-up.
-TINY = [
-    "data.img_height=32", "data.img_width=32", "data.input_length=3", "data.total_length=6",
-    "model.patch_size=4", "model.num_hidden=[8]", "model.filter_size=3",
-    "optim.batch_size=2", "optim.eval_clips=4", "optim.keep_best=2",
-]
+from tune_helpers import TINY  # noqa: E402,F401  (fixtures use it)
 
 
 def free_port() -> int:

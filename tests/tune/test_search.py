@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import TINY
+from tune_helpers import TINY
 
 from predrnn.config import load_config
 from predrnn.tune import TuneError, TuneSettings, tune

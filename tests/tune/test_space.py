@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import optuna
 import pytest
-from conftest import TINY
+from tune_helpers import TINY
 
 from predrnn.config import ConfigError, load_config
 from predrnn.sampling import probabilities
