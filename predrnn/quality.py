@@ -1,0 +1,248 @@
+"""Forecast quality at a reduced, equal budget: the paper's ablation on moving digits and storm cells.
+
+Models, all with the same iterations, batch, width, depth and patch size:
+persistence, ConvLSTM, PredRNN (V1, scheduled sampling), PredRNN-V2 with decoupling only, with
+reverse scheduled sampling only, and with both. Data: a fixed, seeded moving-digits dataset and the
+storm-cell dataset, ingested through the normal ingestion path into Zarr. Metrics per lead time on the
+test split with the authors' conventions (per-frame MSE / MAE, SSIM, PSNR); a markdown table, a plot
+of MSE against lead time, and an MLflow run per (dataset, model, seed).
+
+    .venv/bin/python bench/quality.py --iterations 600 --seeds 0 1 --out docs/quality
+
+The same steps run as the Prefect flow ``quality-benchmark`` (``flows/quality.py``).
+
+Storm cells are physical (mm/h): frames are scaled to [0, 1] by the dataset's stored maximum for the
+model and the per-frame metrics; ``mse_pixel`` is reported back in (mm/h)^2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+from predrnn.config import ExperimentConfig, SamplingConfig, apply_overrides, preset
+from predrnn.models import build_model
+from predrnn.models.predrnn import Persistence
+from predrnn.sampling import sampling_mask
+from predrnn.steps import evaluate, train_step
+
+VARIANTS = ("persistence", "convlstm", "predrnn_v1", "v2_decouple", "v2_rss", "v2_both")
+
+
+def variant_config(base: ExperimentConfig, variant: str, iterations: int) -> ExperimentConfig:
+    """The equal-budget config of one ablation variant (schedules scaled to ``iterations``)."""
+    s1, s2 = int(0.25 * iterations), int(0.65 * iterations)
+    rss = SamplingConfig(scheme="rss", r_sampling_step_1=s1, r_sampling_step_2=s2,
+                         r_exp_alpha=max(iterations / 15, 1.0))
+    ss = SamplingConfig(scheme="ss", sampling_start_value=1.0, sampling_changing_rate=1.0 / (0.65 * iterations),
+                        sampling_stop_iter=s2)
+    arch, sampling, beta = {
+        "convlstm": ("convlstm", ss, 0.0),
+        "predrnn_v1": ("predrnn", ss, 0.0),
+        "v2_decouple": ("predrnn_v2", ss, 0.1),
+        "v2_rss": ("predrnn_v2", rss, 0.0),
+        "v2_both": ("predrnn_v2", rss, 0.1),
+        "persistence": ("predrnn", ss, 0.0),
+    }[variant]
+    return dataclasses.replace(
+        base, name=variant, model=dataclasses.replace(base.model, arch=arch), sampling=sampling,
+        optim=dataclasses.replace(base.optim, decouple_beta=beta, max_iterations=iterations, reverse_input=False),
+    ).validate()
+
+
+class _Scaled(torch.utils.data.Dataset):
+    def __init__(self, ds: Any, scale: float) -> None:
+        self.ds, self.scale = ds, scale
+
+    def __len__(self) -> int:
+        return len(self.ds)
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        return torch.nan_to_num(self.ds[i] / self.scale).clamp_(0, 1)
+
+
+def _datasets(uri: str) -> tuple[Any, Any, float]:
+    from predrnn.data import ClipDataset, open_version
+
+    v = open_version(uri)
+    image = v.dtype == np.uint8
+    scale = 1.0 if image else float(v.attrs.get("value_range", [0, 1])[1]) or 1.0
+    train: Any = ClipDataset(uri, "train", normalise=False)
+    test: Any = ClipDataset(uri, "test", normalise=False)
+    if not image:
+        train, test = _Scaled(train, scale), _Scaled(test, scale)
+    return train, test, scale
+
+
+def train_and_evaluate(cfg: ExperimentConfig, variant: str, train_ds: Any, test_ds: Any, seed: int,
+                       log_every: int = 100) -> dict[str, Any]:
+    """Single-process training with the library steps, then test metrics (model and persistence)."""
+    torch.manual_seed(seed)
+    d, o = cfg.data, cfg.optim
+    test_loader = DataLoader(test_ds, batch_size=16, shuffle=False)
+    t0 = time.perf_counter()
+    if variant == "persistence":
+        res = evaluate(Persistence(), test_loader, d.input_length, with_persistence=False)
+        return {"metrics": res["model"], "train_s": 0.0}
+    model = build_model(cfg)
+    opt = torch.optim.Adam(model.parameters(), lr=o.lr)
+    g = torch.Generator().manual_seed(seed)
+    loader = DataLoader(train_ds, batch_size=o.batch_size, shuffle=True, drop_last=True, generator=g)
+    it = 0
+    while it < o.max_iterations:
+        for batch in loader:
+            it += 1
+            mask, _, _ = sampling_mask(it, cfg.sampling, batch=batch.shape[0], input_length=d.input_length,
+                                       total_length=d.total_length, generator=g)
+            step = train_step(model, opt, batch[:, : d.total_length], mask, beta=o.decouple_beta)
+            if it % log_every == 0 or it == 1:
+                el = time.perf_counter() - t0
+                print(f"    {variant} seed {seed} it {it}/{o.max_iterations} loss {step.loss:.5f} "
+                      f"({el / it:.2f} s/it, ETA {el / it * (o.max_iterations - it):.0f} s)", flush=True)
+            if it >= o.max_iterations:
+                break
+    train_s = time.perf_counter() - t0
+    res = evaluate(model, test_loader, d.input_length, with_persistence=False)
+    return {"metrics": res["model"], "train_s": train_s}
+
+
+def _table(rows: list[dict[str, Any]], horizon: int) -> str:
+    lines = ["| model | MSE/frame | MAE/frame | SSIM | PSNR | MSE by lead time (1..N) | seeds |",
+             "|---|---|---|---|---|---|---|"]
+
+    def ms(r: dict[str, Any], key: str) -> str:
+        vals = r[key]
+        return f"{statistics.mean(vals):.2f}" + (f" ± {statistics.stdev(vals):.2f}" if len(vals) > 1 else "")
+
+    for r in rows:
+        per = " ".join(f"{x:.1f}" for x in r["mse_per_frame"])
+        cells = [r["variant"], *(ms(r, k) for k in ("mse", "mae", "ssim", "psnr")), per, str(len(r["mse"]))]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _plot(path: Path, rows: list[dict[str, Any]], title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for r in rows:
+        ax.plot(range(1, len(r["mse_per_frame"]) + 1), r["mse_per_frame"], marker="o", label=r["variant"])
+    ax.set_xlabel("lead time (frames)")
+    ax.set_ylabel("MSE per frame")
+    ax.set_title(title)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def prepare_dataset(kind: str, root: str, clips: int, base: ExperimentConfig) -> str:
+    """Ingest the fixed, seeded generated dataset ``kind``; returns its version URI (idempotent)."""
+    from predrnn.data import ingest
+
+    return ingest(kind, "", kind.replace("-", "_"), root, num_clips=clips, frames=base.data.total_length,
+                  height=base.data.img_height, width=base.data.img_width, seed=1234)
+
+
+def run_variant(kind: str, uri: str, variant: str, iterations: int, seeds: list[int], base: ExperimentConfig,
+                tracking_uri: str = "") -> dict[str, Any]:
+    """Train and test one ablation variant over ``seeds``; returns its table row."""
+    train_ds, test_ds, scale = _datasets(uri)
+    cfg = variant_config(base, variant, iterations)
+    per_seed = [train_and_evaluate(cfg, variant, train_ds, test_ds, s) for s in seeds]
+    ms = [r["metrics"] for r in per_seed]
+    row: dict[str, Any] = {"variant": variant,
+                           **{k: [m[k] for m in ms] for k in ("mse", "mae", "ssim", "psnr", "mse_pixel")},
+                           "mse_per_frame": np.mean([m["mse_per_frame"] for m in ms], axis=0).tolist(),
+                           "train_s": [r["train_s"] for r in per_seed]}
+    if scale != 1.0:
+        row["mse_pixel_physical"] = [x * scale**2 for x in row["mse_pixel"]]
+    print(f"  {kind} {variant}: MSE/frame {statistics.mean(row['mse']):.2f}", flush=True)
+    if tracking_uri:
+        _log_mlflow(tracking_uri, kind, uri, cfg, variant, seeds, per_seed)
+    return row
+
+
+def write_report(out: str | Path, results: dict[str, dict[str, Any]], *, iterations: int, seeds: list[int],
+                 command: str, horizon: int) -> str:
+    """Write README.md (tables, plots) and results.json under ``out``; returns the markdown."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    machine = f"{platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}"
+    md = [f"# Forecast quality at an equal budget\n\nCommand: `{command}`  \nMachine: {machine}  \n"
+          f"Budget: {iterations} iterations per model, seeds {seeds}\n"]
+    for kind, res in results.items():
+        plot = out / f"{kind}_mse_by_lead_time.png"
+        _plot(plot, res["rows"], f"{kind}: {iterations} iterations")
+        res["plot"] = str(plot)
+        md.append(f"## {kind}\n\nDataset `{res['uri']}`.\n\n{_table(res['rows'], horizon)}\n\n"
+                  f"![MSE by lead time]({plot.name})\n")
+    text = "\n".join(md)
+    (out / "README.md").write_text(text)
+    (out / "results.json").write_text(json.dumps({"machine": machine, "iterations": iterations, "seeds": seeds,
+                                                  "datasets": results}, indent=2))
+    return text
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--iterations", type=int, default=600)
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0])
+    ap.add_argument("--clips", type=int, default=1000, help="clips per dataset (80/10/10 split)")
+    ap.add_argument("--datasets", nargs="+", default=["moving-digits", "storm-cells"])
+    ap.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS)
+    ap.add_argument("--set", dest="overrides", action="append", default=[], help="override of the base config")
+    ap.add_argument("--root", default=".state/quality/datasets")
+    ap.add_argument("--out", default="docs/quality")
+    ap.add_argument("--tracking-uri", default="", help="MLflow store; empty: no MLflow logging")
+    ap.add_argument("--threads", type=int, default=0)
+    args = ap.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    base = apply_overrides(preset("quick"), args.overrides)
+    results: dict[str, dict[str, Any]] = {}
+    for kind in args.datasets:
+        uri = prepare_dataset(kind, args.root, args.clips, base)
+        print(f"{kind}: {uri}", flush=True)
+        rows = [run_variant(kind, uri, v, args.iterations, args.seeds, base, args.tracking_uri)
+                for v in args.variants]
+        results[kind] = {"uri": uri, "rows": rows}
+    command = ".venv/bin/python bench/quality.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    write_report(args.out, results, iterations=args.iterations, seeds=args.seeds, command=command,
+                 horizon=base.data.total_length - base.data.input_length)
+    print(json.dumps({"out": args.out, "datasets": list(results)}))
+    return results
+
+
+def _log_mlflow(tracking_uri: str, kind: str, uri: str, cfg: ExperimentConfig, variant: str, seeds: list[int],
+                per_seed: list[dict[str, Any]]) -> None:
+    import mlflow
+
+    mlflow.set_tracking_uri(tracking_uri)
+    mlflow.set_experiment("quality-benchmark")
+    for seed, r in zip(seeds, per_seed, strict=True):
+        with mlflow.start_run(run_name=f"{kind}-{variant}-seed{seed}"):
+            mlflow.log_params({k: str(v) for k, v in cfg.flat().items()})
+            mlflow.set_tags({"dataset": uri, "variant": variant, "seed": str(seed)})
+            m = r["metrics"]
+            mlflow.log_metrics({k: m[k] for k in ("mse", "mae", "ssim", "psnr", "mse_pixel")})
+            for i, v in enumerate(m["mse_per_frame"], start=1):
+                mlflow.log_metric("mse_by_lead", v, step=i)
+
+
+if __name__ == "__main__":
+    main()
