@@ -42,19 +42,21 @@ VARIANTS = ("persistence", "convlstm", "predrnn_v1", "v2_decouple", "v2_rss", "v
 
 def variant_config(base: ExperimentConfig, variant: str, iterations: int) -> ExperimentConfig:
     """The equal-budget config of one ablation variant (schedules scaled to ``iterations``)."""
-    s1, s2 = int(0.25 * iterations), int(0.65 * iterations)
+    s1 = int(0.25 * iterations)
+    s2 = max(s1 + 1, int(0.65 * iterations))
     rss = SamplingConfig(scheme="rss", r_sampling_step_1=s1, r_sampling_step_2=s2,
                          r_exp_alpha=max(iterations / 15, 1.0))
     ss = SamplingConfig(scheme="ss", sampling_start_value=1.0, sampling_changing_rate=1.0 / (0.65 * iterations),
                         sampling_stop_iter=s2)
-    arch, sampling, beta = {
+    choices: dict[str, tuple[Any, SamplingConfig, float]] = {
         "convlstm": ("convlstm", ss, 0.0),
         "predrnn_v1": ("predrnn", ss, 0.0),
         "v2_decouple": ("predrnn_v2", ss, 0.1),
         "v2_rss": ("predrnn_v2", rss, 0.0),
         "v2_both": ("predrnn_v2", rss, 0.1),
         "persistence": ("predrnn", ss, 0.0),
-    }[variant]
+    }
+    arch, sampling, beta = choices[variant]
     return dataclasses.replace(
         base, name=variant, model=dataclasses.replace(base.model, arch=arch), sampling=sampling,
         optim=dataclasses.replace(base.optim, decouple_beta=beta, max_iterations=iterations, reverse_input=False),
