@@ -13,6 +13,8 @@ from typing import Any
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 
+from flows.train import check_tracking_task, validate_dataset_task
+
 
 @task(name="load-config")
 def load_config_task(preset: str, overrides: list[str], dataset: str, workers: int | None,
@@ -36,26 +38,6 @@ def check_space_task(cfg: dict[str, Any], space: list[str], settings: dict[str, 
     s = SearchSpace().with_overrides(space)
     s.check(c, budget)
     return s.to_dict()
-
-
-@task(name="validate-dataset")
-def validate_dataset_task(cfg: dict[str, Any], dataset: str) -> dict[str, Any]:
-    """The dataset version checked against the config before any trial starts."""
-    from predrnn.config import ExperimentConfig
-    from predrnn.train import validate_dataset
-
-    c = ExperimentConfig.from_dict(cfg)
-    return validate_dataset(c, dataset, world_size=c.compute.num_workers).to_dict()
-
-
-@task(name="check-tracking", retries=2, retry_delay_seconds=5)
-def check_tracking_task(tracking_uri: str | None) -> str:
-    """The resolved MLflow URI, after checking that the store answers."""
-    from predrnn.tracking import check_tracking, resolve_tracking_uri
-
-    uri = resolve_tracking_uri(tracking_uri)
-    check_tracking(uri)
-    return uri
 
 
 @task(name="search")
