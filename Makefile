@@ -25,7 +25,7 @@ $(STAMP): pyproject.toml requirements/constraints.txt
 venv: $(STAMP)
 
 run: $(STAMP)
-	$(VENV)/bin/predrnn run
+	$(VENV)/bin/python -m flows.run
 
 test: $(STAMP)
 	$(VENV)/bin/python -m pytest -q

@@ -1,4 +1,4 @@
-"""``predrnn train``, ``predrnn evaluate`` and ``predrnn run`` (the main job), registered into the CLI."""
+"""``predrnn train`` and ``predrnn evaluate``, registered into the CLI (the main job is ``python -m flows.run``)."""
 
 from __future__ import annotations
 
@@ -142,20 +142,3 @@ def register(app: typer.Typer) -> None:
             out["run_id"] = run.info.run_id
             out["tracking_uri"] = tracker.uri
         typer.echo(json.dumps(out))
-
-    @app.command("run")
-    def run_cmd(
-        clips: Annotated[int, typer.Option("--clips", help="moving-digits clips to generate")] = 1200,
-        iterations: Annotated[int | None, typer.Option("--iterations", help="training iterations "
-                                                       "(default: the quick preset's)")] = None,
-        workers: Annotated[int, typer.Option("--workers", help="Ray Train workers")] = 2,
-        tracking_uri: Annotated[str | None, typer.Option("--tracking-uri", help="MLflow store (default: "
-                                                         "local SQLite under .state/mlflow)")] = None,
-    ) -> None:
-        """The main job: ingest moving digits (Prefect), train `quick` on Ray, evaluate, register, GIF."""
-        root = tool_env()
-        from flows.main import main_job  # the orchestration lives in flows/, imported only here
-
-        summary = main_job(state=str(root), clips=clips, iterations=iterations, workers=workers,
-                           tracking_uri=tracking_uri)
-        typer.echo(json.dumps(summary))
