@@ -95,6 +95,16 @@ def _client(uri: str) -> Any:
     return MlflowClient(tracking_uri=uri, registry_uri=uri)
 
 
+def _connect(tracking_uri: str | None, action: str) -> tuple[str, Any]:
+    """The resolved store URI and a client, after checking the store answers (else ``action`` not started)."""
+    uri = resolve_tracking_uri(tracking_uri)
+    try:
+        check_tracking(uri)
+    except Exception as err:
+        raise RegistryError(f"{action} not started: {err}") from err
+    return uri, _client(uri)
+
+
 def _now() -> str:
     return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
 
@@ -243,12 +253,7 @@ def promote(model_name: str, version: int, *, force: bool = False, margin: float
         RegistryError: unreachable store, unknown model or version, or a failed alias move (the
             alias is restored and the message says where it points).
     """
-    uri = resolve_tracking_uri(tracking_uri)
-    try:
-        check_tracking(uri)
-    except Exception as err:
-        raise RegistryError(f"promotion of {model_name} v{version} not started: {err}") from err
-    client = _client(uri)
+    uri, client = _connect(tracking_uri, f"promotion of {model_name} v{version}")
     version = int(version)
     previous = _aliases(client, model_name, uri).get(alias)
     cand_val, cand_ds = _metric_of(client, model_name, version, metric, uri)
@@ -313,12 +318,7 @@ def rollback(model_name: str, *, tracking_uri: str | None = None, alias: str = C
     Raises:
         RegistryError: no champion, no recorded previous champion, or a failed move (restored).
     """
-    uri = resolve_tracking_uri(tracking_uri)
-    try:
-        check_tracking(uri)
-    except Exception as err:
-        raise RegistryError(f"rollback of {model_name} not started: {err}") from err
-    client = _client(uri)
+    uri, client = _connect(tracking_uri, f"rollback of {model_name}")
     current = _aliases(client, model_name, uri).get(alias)
     if current is None:
         raise RegistryError(f"{model_name} has no {alias!r} alias to roll back")
