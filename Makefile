@@ -13,7 +13,9 @@ export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS := 90
 export PREFECT_HOME := $(CURDIR)/.state/prefect
 export RAY_AUTH_MODE := disabled
 
-.PHONY: venv run test lint bench clean
+CHROMIUM ?= /usr/bin/chromium
+
+.PHONY: venv browser run test lint bench clean
 
 $(STAMP): pyproject.toml requirements/constraints.txt
 	test -x $(VENV)/bin/python || $(PY) -m venv $(VENV)
@@ -27,8 +29,15 @@ venv: $(STAMP)
 run: $(STAMP)
 	$(VENV)/bin/python -m flows.run
 
-test: $(STAMP)
-	$(VENV)/bin/python -m pytest -q
+# The UI tests drive Debian's Chromium with Playwright (no browser download); installed when missing.
+browser:
+	@test -x $(CHROMIUM) || { if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "installing Debian's chromium for the browser tests"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	  else echo "the browser tests need Debian's chromium at $(CHROMIUM): sudo apt-get install chromium" >&2; fi; }
+
+test: $(STAMP) browser
+	PREDRNN_CHROMIUM=$(CHROMIUM) $(VENV)/bin/python -m pytest -q
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check predrnn flows tests bench

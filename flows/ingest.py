@@ -13,7 +13,7 @@ import re
 import time
 from typing import Annotated, Any, Literal
 
-from prefect import flow, task
+from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_image_artifact, create_markdown_artifact
 from pydantic import Field
 
@@ -68,6 +68,19 @@ def verify_task(staged: dict[str, Any]) -> dict[str, Any]:
 @task(name="publish", **_IO)
 def publish_task(staged: dict[str, Any]) -> str:
     return pipeline.publish_version(staged)
+
+
+@task(name="discard")
+def discard_task(staged: dict[str, Any]) -> bool:
+    """Best effort: with the store still failing the prefix stays, unreferenced, for ``gc_orphans``."""
+    try:
+        pipeline.discard_version(staged)
+        return True
+    except Exception as err:
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0][:300]
+        get_run_logger().warning("could not remove staged data %s/%s (%s); gc_orphans removes it later",
+                                 staged["root"], staged["key"], first)
+        return False
 
 
 @task(name="report", **_IO)
@@ -136,8 +149,12 @@ def ingest_flow(
     if uri is None:
         validate_task(kind, source, opts)
         staged = write_task(kind, source, name, root, opts)
-        verify_task(staged)
-        uri = publish_task(staged)
+        try:
+            verify_task(staged)
+            uri = publish_task(staged)
+        except BaseException:
+            discard_task(staged)  # retries are spent: nothing of this attempt stays behind
+            raise
     else:
         print(f"{name}: same source and options as {uri}; nothing to do")
     report_task(uri, time.perf_counter() - started, name)

@@ -135,6 +135,20 @@ def register(app: typer.Typer) -> None:
         stopped = Stack().down(echo=typer.echo)
         typer.echo("nothing was running" if not stopped else f"stopped {', '.join(stopped)}")
 
+    @stack.command("restart")
+    def stack_restart(
+        service: Annotated[str, typer.Argument(help="s3, mlflow or prefect")],
+        down_s: Annotated[float, typer.Option("--down-s", help="seconds to stay down (an outage drill)")] = 0.0,
+        kill: Annotated[bool, typer.Option("--kill", help="SIGKILL instead of a clean stop")] = False,
+    ) -> None:
+        """Restart one service on the same ports and state; waits until it is healthy again."""
+        from predrnn.stack import Stack, StackError
+
+        try:
+            Stack().restart(service, down_s=down_s, kill=kill, echo=typer.echo)
+        except StackError as err:
+            raise _fail(str(err)) from None
+
     @stack.command("status")
     def stack_status(as_json: Annotated[bool, typer.Option("--json", help="machine-readable")] = False) -> None:
         """Each service's health, memory and URL."""

@@ -435,29 +435,48 @@ class Stack:
         services = state.get("services", {})
         groups = {name: int(info["pgid"]) for name, info in services.items()}
         order = [n for n in ("worker", "mlflow", "prefect", "ray", "s3") if n in groups]
-        t0 = time.monotonic()
-        for name in order:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(groups[name], signal.SIGTERM)
-        pending = set(order)
-        while pending:
-            now = time.monotonic() - t0
-            for name in sorted(pending):
-                if not _group_alive(groups[name]):
-                    pending.discard(name)
-                    echo(f"{name:8} stopped ({now:.1f} s)")
-                elif now > (3.0 if name in ("ray", "worker") else grace_s):
-                    with contextlib.suppress(ProcessLookupError, PermissionError):
-                        os.killpg(groups[name], signal.SIGKILL)
-            if now > grace_s + 10:
-                raise StackError(f"process groups still alive after KILL: {sorted(pending)}")
-            time.sleep(0.2)
+        _stop_groups({n: groups[n] for n in order}, echo, grace_s)
         if services:
             state["services"] = {}
             state["stopped_at"] = time.time()
             self._write_state(state)
         shutil.rmtree(self.s.ray_temp_dir, ignore_errors=True)
         return order
+
+    def restart(self, name: str, *, down_s: float = 0.0, kill: bool = False,
+                echo: Callable[[str], None] = print) -> float:
+        """Stop one running service and start it again on the same ports and state, waiting until healthy.
+
+        Args:
+            name: ``s3``, ``mlflow`` or ``prefect`` (their state is on disk, so nothing is lost).
+            down_s: seconds to stay down between stop and start (an outage, for fault drills).
+            kill: SIGKILL at once instead of TERM first (a crash rather than a shutdown).
+
+        Returns:
+            Seconds from the stop until the service was healthy again.
+        """
+        starters: dict[str, Callable[[], subprocess.Popen[bytes]]] = {
+            "s3": self._start_s3, "mlflow": self._start_mlflow, "prefect": self._start_prefect}
+        if name not in starters:
+            raise StackError(f"cannot restart {name!r}; restartable services: {sorted(starters)}")
+        state = self.read_state()
+        info = state.get("services", {}).get(name)
+        if not info:
+            raise StackError(f"{name} is not part of the running stack in {self.root}")
+        t0 = time.monotonic()
+        _stop_groups({name: int(info["pgid"])}, echo, 0.0 if kill else 10.0)
+        time.sleep(max(0.0, down_s))
+        proc = starters[name]()
+        info["pgid"] = proc.pid
+        self._write_state(state)
+        s = self.s
+        checks: dict[str, Callable[[], bool]] = {
+            "s3": self._buckets_ready, "prefect": lambda: _http_ok(f"{s.prefect_api_url}/health"),
+            "mlflow": lambda: _http_ok(f"{s.mlflow_url}/health")}
+        _wait(name, checks[name], proc, self.logs / f"{name}.log", s.startup_timeout_s)
+        took = time.monotonic() - t0
+        echo(f"{name:8} restarted, healthy {took:.1f} s after the stop")
+        return took
 
     def status(self) -> dict[str, Any]:
         """Each recorded service's process group, health and URL."""
@@ -488,6 +507,27 @@ class Stack:
         env = self._env({**self.s.client_env(), "PREDRNN_TIMEZONE": self.s.timezone})
         return subprocess.run([_bin("prefect"), "--no-prompt", "deploy", "--all", *extra], env=env,
                               capture_output=True, text=True, timeout=300, cwd=str(project_dir), check=False)
+
+
+def _stop_groups(groups: dict[str, int], echo: Callable[[str], None], grace_s: float) -> None:
+    """TERM each process group, KILL those still alive after ``grace_s`` (3 s at most for Ray and the worker)."""
+    t0 = time.monotonic()
+    for pgid in groups.values():
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pgid, signal.SIGTERM if grace_s > 0 else signal.SIGKILL)
+    pending = set(groups)
+    while pending:
+        now = time.monotonic() - t0
+        for name in sorted(pending):
+            if not _group_alive(groups[name]):
+                pending.discard(name)
+                echo(f"{name:8} stopped ({now:.1f} s)")
+            elif now > min(grace_s, 3.0 if name in ("ray", "worker") else grace_s):
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(groups[name], signal.SIGKILL)
+        if now > grace_s + 10:
+            raise StackError(f"process groups still alive after KILL: {sorted(pending)}")
+        time.sleep(0.2)
 
 
 def _group_members(pgid: int) -> list[int]:

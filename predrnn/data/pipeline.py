@@ -255,15 +255,29 @@ def write_version(kind: str, source: str | None, name: str, root: str, *, progre
         }
         group.attrs.update(attrs)  # type: ignore[arg-type]
     except BaseException:
-        backend.delete_prefix(key)
+        _discard_staged(backend, key)
         raise
     log.info("wrote %d clips of %s to %s in %.1f s", n, shape1, backend.join(key), attrs["write_seconds"])
     return {"root": backend.root_uri, "name": name, "key": key, "version": version,
             "shape": [n, *shape1], "dtype": dtype.str, "attrs": attrs}
 
 
+def _discard_staged(backend: Any, key: str) -> None:
+    """Remove a staged group after a failed write; when the store itself is failing (an S3 outage), the
+    original error matters more: the unreferenced prefix is left for :func:`gc_orphans`."""
+    try:
+        backend.delete_prefix(key)
+    except Exception as err:
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0][:300]
+        log.warning("could not remove the staged data %s (%s); gc_orphans removes it later", backend.join(key), first)
+
+
 def verify_version(staged: dict[str, Any]) -> dict[str, Any]:
-    """Re-read the staged group: shape, dtype, split length and the data hash must match."""
+    """Re-read the staged group: shape, dtype, split length and the data hash must match.
+
+    A mismatch (:class:`DataError`) deletes the staged data. Any other error (the store failing) keeps
+    it, so that the check can be retried; a caller that gives up discards it (:func:`discard_version`).
+    """
     import zarr
 
     backend = open_backend(staged["root"])
@@ -283,8 +297,8 @@ def verify_version(staged: dict[str, Any]) -> dict[str, Any]:
             h.update(np.ascontiguousarray(arr[i:i + step]).data)
         if h.hexdigest() != staged["attrs"]["data_hash"]:
             raise DataError(f"verify {where}: data read back differs from data written (hash mismatch)")
-    except BaseException:
-        backend.delete_prefix(staged["key"])
+    except DataError:
+        _discard_staged(backend, staged["key"])  # the stored data is wrong: it can never be published
         raise
     return {"uri": where, "clips": shape[0], "verified": True}
 
@@ -293,17 +307,21 @@ def publish_version(staged: dict[str, Any], preview_png: bytes | None = None) ->
     """Make a verified staged version visible by writing its manifest (last); returns its URI.
 
     If a version with the same content id already exists, the staged copy is deleted and the
-    existing URI returned: re-ingesting the same content is a no-op.
+    existing URI returned: re-ingesting the same content is a no-op. A retry after a lost reply finds
+    its own manifest and keeps the data it points to. On a store error the staged data is kept for
+    a retry, as in :func:`verify_version`.
     """
     backend = open_backend(staged["root"])
     name, version = staged["name"], staged["version"]
     uri = backend.join(f"{name}@{version}")
     try:
-        backend.get_bytes(manifest_key(name, version))
-        backend.delete_prefix(staged["key"])
-        return uri
+        existing = json.loads(backend.get_bytes(manifest_key(name, version)))
     except FileNotFoundError:
-        pass
+        existing = None
+    if existing is not None:
+        if existing.get("path") != staged["key"]:  # another writer's copy; a retried publish finds its own
+            _discard_staged(backend, staged["key"])
+        return uri
     manifest = {"schema_version": SCHEMA_VERSION, "name": name, "version": version, "path": staged["key"],
                 "shape": staged["shape"], "dtype": staged["dtype"], "created": staged["attrs"]["created"],
                 "attrs": staged["attrs"]}
@@ -314,8 +332,8 @@ def publish_version(staged: dict[str, Any], preview_png: bytes | None = None) ->
             preview_png = strip_png(Version(backend, manifest))
         backend.put_bytes(f"{name}/previews/{version}.png", preview_png)
         backend.put_bytes(manifest_key(name, version), json.dumps(manifest, indent=1).encode())
-    except BaseException:
-        backend.delete_prefix(staged["key"])
+    except DataError:
+        _discard_staged(backend, staged["key"])
         raise
     return uri
 
@@ -368,5 +386,9 @@ def ingest(kind: str, source: str | None, name: str, root: str, *, progress: Pro
         return existing
     validate_source(kind, source, **options)
     staged = write_version(kind, source, name, root, progress=progress, **options)
-    verify_version(staged)
-    return publish_version(staged)
+    try:
+        verify_version(staged)
+        return publish_version(staged)
+    except BaseException:
+        _discard_staged(open_backend(staged["root"]), staged["key"])
+        raise

@@ -1,6 +1,8 @@
-"""End to end on the local stack: up -> deploy -> nightly-retrain twice through the Prefect API (one is
-rejected by the concurrency limit) -> a version registered and promoted -> forecast from @champion by
-the CLI and over HTTP (equal) -> down, nothing left running."""
+"""End to end on the local stack: up -> deploy -> the Prefect UI lists nightly-retrain with its schedule ->
+nightly-retrain started from the UI's Custom run form, and a second one through the Prefect API while it
+runs (rejected by the concurrency limit) -> a version registered and promoted, the MLflow UI shows the
+champion alias on it -> forecast from @champion by the CLI and over HTTP (equal) -> down, nothing left
+running. Browser screenshots are saved under ``.state/test-artifacts/browser``."""
 
 from __future__ import annotations
 
@@ -11,12 +13,20 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
+from browser_helpers import (
+    browser_page,
+    mlflow_model_alias,
+    prefect_custom_run,
+    prefect_deployment_listed,
+    prefect_run_page,
+)
 from ops_helpers import TINY, make_stack
 
 from predrnn.stack import _group_alive, free_ports
@@ -28,10 +38,19 @@ FINAL = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
 
 
 def _api(base: str, path: str, body: Any = None, method: str = "POST") -> Any:
-    req = urllib.request.Request(base + path, data=None if body is None else json.dumps(body).encode(),
-                                 headers={"Content-Type": "application/json"}, method=method)
-    with urllib.request.urlopen(req, timeout=15) as resp:  # noqa: S310 - loopback
-        return json.loads(resp.read() or b"null")
+    """One Prefect API call; 503 and 429 (SQLite busy, rate limits: "retry later") are retried as Prefect's
+    own client does."""
+    for attempt in range(8):
+        req = urllib.request.Request(base + path, data=None if body is None else json.dumps(body).encode(),
+                                     headers={"Content-Type": "application/json"}, method=method)
+        try:
+            with urllib.request.urlopen(req, timeout=15) as resp:  # noqa: S310 - loopback
+                return json.loads(resp.read() or b"null")
+        except urllib.error.HTTPError as err:
+            if err.code not in (429, 503) or attempt == 7:
+                raise
+            time.sleep(0.5 * 2**attempt)
+    raise AssertionError("unreachable")
 
 
 def _listening(port: int) -> bool:
@@ -68,9 +87,19 @@ def test_stack_nightly_promote_predict_serve(tmp_path, monkeypatch):
 
         params = {"source_options": {"num_clips": 48, "frames": 8, "height": 32, "width": 32, "seed": 0},
                   "overrides": TINY, "workers": 1, "margin": 0.01}
+        ui = api.removesuffix("/api")
         t0 = time.monotonic()
-        runs = [_api(api, f"/deployments/{nightly['id']}/create_flow_run", {"parameters": params})
-                for _ in range(2)]
+        with browser_page() as page:
+            prefect_deployment_listed(page, ui, "nightly-retrain", "At 02:00 AM every day")
+            run_name = prefect_custom_run(page, ui, "nightly-retrain", params)
+        timings["ui"] = time.monotonic() - t0
+        ui_run = _api(api, "/flow_runs/filter", {"flow_runs": {"name": {"any_": [run_name]}}})
+        assert len(ui_run) == 1 and ui_run[0]["parameters"]["overrides"] == TINY, ui_run
+        t0 = time.monotonic()
+        while _api(api, f"/flow_runs/{ui_run[0]['id']}", method="GET")["state"]["type"] not in {"RUNNING", *FINAL}:
+            assert time.monotonic() - t0 < 180, "the worker did not start the run triggered from the UI"
+            time.sleep(1)
+        runs = [ui_run[0], _api(api, f"/deployments/{nightly['id']}/create_flow_run", {"parameters": params})]
         states: dict[str, dict[str, Any]] = {}
         while time.monotonic() - t0 < 400:
             states = {r["id"]: _api(api, f"/flow_runs/{r['id']}", method="GET") for r in runs}
@@ -100,6 +129,11 @@ def test_stack_nightly_promote_predict_serve(tmp_path, monkeypatch):
         assert run.info.artifact_uri.startswith("mlflow-artifacts:")
         keys = [o["Key"] for o in stack.s3_client().list_objects_v2(Bucket="mlflow").get("Contents", [])]
         assert any(k.endswith("MLmodel") for k in keys)  # the model's files are on S3
+        assert done["id"] == ui_run[0]["id"]  # the UI's run ran; the API's was rejected while it did
+
+        with browser_page() as page:
+            prefect_run_page(page, ui, done["id"], "Completed")
+            mlflow_model_alias(page, uri, "predrnn-v2", "1", "champion")
 
         # forecast from @champion with the CLI (artifacts come through the server from S3)
         for k, v in s.client_env().items():

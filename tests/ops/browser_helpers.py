@@ -1,0 +1,115 @@
+"""Headless Chromium (Debian's package) driven by Playwright against the local stack's web UIs.
+
+No browser is downloaded: Playwright launches ``/usr/bin/chromium`` (``PREDRNN_CHROMIUM`` overrides it),
+which ``make test`` and ``.ci/run`` install with apt when it is missing. Screenshots go to
+``$PREDRNN_TEST_ARTIFACTS/browser`` (default ``.state/test-artifacts/browser``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import urllib.parse
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[2]
+
+# Closed network: no background connections, no component updates, a throwaway profile.
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                 "--disable-dev-shm-usage"]
+
+
+def chromium_path() -> str:
+    path = os.environ.get("PREDRNN_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
+    if not Path(path).exists():
+        raise RuntimeError(f"Chromium not found at {path}: the browser tests need Debian's chromium package "
+                           "(`apt-get install chromium`; `make test` installs it)")
+    return path
+
+
+def artifacts_dir() -> Path:
+    root = Path(os.environ.get("PREDRNN_TEST_ARTIFACTS") or REPO / ".state" / "test-artifacts")
+    out = root / "browser"
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+@contextmanager
+def browser_page() -> Iterator[Any]:
+    """A fresh page (1400 x 900) in a headless Chromium that is closed afterwards."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium_path(), args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 900})
+            page.set_default_timeout(45_000)
+            yield page
+        finally:
+            browser.close()
+
+
+def shot(page: Any, name: str) -> Path:
+    path = artifacts_dir() / f"{name}.png"
+    page.screenshot(path=str(path))
+    print(f"screenshot: {path}")
+    return path
+
+
+def prefect_deployment_listed(page: Any, ui: str, name: str, schedule_text: str) -> None:
+    """The deployments page lists ``name`` with its schedule; then its own page shows the schedule."""
+    page.goto(f"{ui}/deployments")
+    row = page.get_by_role("row").filter(has_text=name)
+    row.first.wait_for()
+    assert schedule_text in row.first.inner_text(), row.first.inner_text()
+    shot(page, "prefect-deployments")
+    page.get_by_role("link", name=name, exact=True).first.click()
+    page.get_by_text(schedule_text).first.wait_for()
+    shot(page, f"prefect-deployment-{name}")
+
+
+def prefect_custom_run(page: Any, ui: str, name: str, parameters: dict[str, Any]) -> str:
+    """From the deployment page: Run -> Custom run, the parameters filled in, Submit. Returns the run's name.
+
+    The custom-run form takes its initial values from its ``parameters`` query string (JSON, encoded
+    twice, as the UI itself writes it); the form is then submitted with its own button.
+    """
+    page.get_by_role("button", name="Run", exact=True).click()
+    page.get_by_text("Custom run", exact=True).click()
+    page.wait_for_url("**/run?**")
+    encoded = urllib.parse.quote(urllib.parse.quote(json.dumps(parameters, separators=(",", ":"))))
+    page.goto(page.url.split("?")[0] + "?parameters=" + encoded)
+    run_name = page.get_by_role("textbox").first.input_value()
+    assert run_name, "the custom-run form has no run name"
+    shot(page, f"prefect-custom-run-{name}")
+    page.get_by_role("button", name="Submit", exact=True).click()
+    page.get_by_text("scheduled to start").first.wait_for()  # the UI's confirmation toast
+    assert run_name in page.inner_text("body")
+    shot(page, f"prefect-custom-run-{name}-submitted")
+    return run_name
+
+
+def prefect_run_page(page: Any, ui: str, run_id: str, state: str) -> None:
+    page.goto(f"{ui}/runs/flow-run/{run_id}")
+    page.get_by_text(state, exact=True).first.wait_for()
+    shot(page, "prefect-flow-run")
+
+
+def mlflow_model_alias(page: Any, url: str, model: str, version: str, alias: str) -> None:
+    """The registered model's page shows ``@ alias`` on the row of ``version``."""
+    page.goto(f"{url}/#/models")
+    page.get_by_role("link", name=model, exact=True).first.wait_for()
+    page.keyboard.press("Escape")  # the registry's "new UI" announcement dialog, when shown
+    shot(page, "mlflow-registered-models")
+    page.goto(f"{url}/#/models/{model}")
+    row = page.get_by_role("row").filter(has=page.get_by_role("link", name=f"Version {version}", exact=True))
+    row.first.wait_for()
+    text = row.first.inner_text()
+    assert alias in text, f"alias {alias!r} not on version {version}'s row: {text!r}"
+    page.keyboard.press("Escape")
+    shot(page, "mlflow-model-champion")
