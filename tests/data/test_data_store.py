@@ -146,3 +146,25 @@ def test_killed_writer_leaves_no_visible_version(root: Path, sig: int):
         assert len(gc_orphans(str(root), "mm", older_than_s=0)) == 1
         assert len(_data_dirs(root, "mm")) == 1
         np.testing.assert_array_equal(open_version(earlier).read(np.arange(8)), expected)
+
+
+def test_retried_verify_and_publish_keep_their_data(root: Path):
+    """A verify or publish retried after a lost reply (the flow's task retries) must not delete the data that
+    the first attempt already published or checked."""
+    from predrnn.data import publish_version, verify_version, write_version
+
+    staged = write_version("moving-digits", None, "retry", str(root), num_clips=6, frames=4, height=32, width=32,
+                           seed=2)
+    assert verify_version(staged)["verified"] and verify_version(staged)["verified"]
+    uri = publish_version(staged)
+    before = np.asarray(open_version(uri).array[:])
+    assert publish_version(staged) == uri  # the retry finds its own manifest
+    np.testing.assert_array_equal(np.asarray(open_version(uri).array[:]), before)
+    assert gc_orphans(str(root), "retry", older_than_s=0) == []
+
+    # a second writer of the same content: its copy is dropped, the published one stays
+    again = write_version("moving-digits", None, "retry", str(root), num_clips=6, frames=4, height=32, width=32,
+                          seed=2)
+    assert again["key"] != staged["key"] and publish_version(again) == uri
+    assert not (root / again["key"]).exists()
+    np.testing.assert_array_equal(np.asarray(open_version(uri).array[:]), before)
