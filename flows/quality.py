@@ -25,27 +25,28 @@ def ingest_task(kind: str, root: str, clips: int, overrides: list[str]) -> str:
 
 @task(name="train-and-test-variant")
 def variant_task(kind: str, uri: str, variant: str, iterations: int, seeds: list[int], overrides: list[str],
-                 tracking_uri: str) -> dict[str, Any]:
+                 tracking_uri: str, beta: float) -> dict[str, Any]:
     from predrnn.config import apply_overrides, preset
     from predrnn.quality import run_variant
 
     return run_variant(kind, uri, variant, iterations, seeds, apply_overrides(preset("quick"), overrides),
-                       tracking_uri)
+                       tracking_uri, beta)
 
 
 @task(name="write-quality-report")
 def report_task(out: str, results: dict[str, dict[str, Any]], iterations: int, seeds: list[int],
-                command: str, horizon: int) -> str:
+                command: str, horizon: int, beta: float) -> str:
     from predrnn.quality import write_report
 
-    return write_report(out, results, iterations=iterations, seeds=seeds, command=command, horizon=horizon)
+    return write_report(out, results, iterations=iterations, seeds=seeds, command=command, horizon=horizon,
+                        beta=beta)
 
 
 @flow(name="quality-benchmark")
 def quality_benchmark(iterations: int = 400, seeds: list[int] | None = None, clips: int = 600,
                       datasets: list[str] | None = None, variants: list[str] | None = None,
                       overrides: list[str] | None = None, root: str = ".state/quality/datasets",
-                      out: str = "docs/quality", tracking_uri: str = "") -> dict[str, Any]:
+                      out: str = "docs/quality", tracking_uri: str = "", beta: float = 0.1) -> dict[str, Any]:
     """Train every ablation variant at one budget on each dataset and report per-lead-time test metrics.
 
     Args:
@@ -58,6 +59,7 @@ def quality_benchmark(iterations: int = 400, seeds: list[int] | None = None, cli
         root: dataset root (folder or s3://bucket/prefix).
         out: folder for README.md, results.json and the plots.
         tracking_uri: MLflow store for one run per (dataset, variant, seed); empty: none.
+        beta: decoupling loss weight of the V2 variants that use it (the authors' 0.1).
     """
     from predrnn.config import apply_overrides, preset
 
@@ -67,11 +69,12 @@ def quality_benchmark(iterations: int = 400, seeds: list[int] | None = None, cli
     results: dict[str, dict[str, Any]] = {}
     for kind in datasets or DEFAULT_DATASETS:
         uri = ingest_task(kind, root, clips, overrides)
-        rows = [variant_task(kind, uri, v, iterations, seeds, overrides, tracking_uri)
+        rows = [variant_task(kind, uri, v, iterations, seeds, overrides, tracking_uri, beta)
                 for v in variants or DEFAULT_VARIANTS]
         results[kind] = {"uri": uri, "rows": rows}
     command = (f"quality_benchmark(iterations={iterations}, seeds={seeds}, clips={clips}, "
-               f"datasets={list(results)}) (Prefect flow quality-benchmark)")
-    text = report_task(out, results, iterations, seeds, command, base.data.total_length - base.data.input_length)
+               f"datasets={list(results)}, beta={beta}) (Prefect flow quality-benchmark)")
+    text = report_task(out, results, iterations, seeds, command, base.data.total_length - base.data.input_length,
+                       beta)
     create_markdown_artifact(key="quality-benchmark", markdown=text, description="equal-budget ablation")
     return {"out": out, "results": results}

@@ -40,8 +40,11 @@ from predrnn.steps import evaluate, train_step
 VARIANTS = ("persistence", "convlstm", "predrnn_v1", "v2_decouple", "v2_rss", "v2_both")
 
 
-def variant_config(base: ExperimentConfig, variant: str, iterations: int) -> ExperimentConfig:
-    """The equal-budget config of one ablation variant (schedules scaled to ``iterations``)."""
+def variant_config(base: ExperimentConfig, variant: str, iterations: int, beta: float = 0.1) -> ExperimentConfig:
+    """The equal-budget config of one ablation variant (schedules scaled to ``iterations``).
+
+    ``beta`` weighs the decoupling loss in the variants that use it (the authors' 0.1 by default).
+    """
     s1 = int(0.25 * iterations)
     s2 = max(s1 + 1, int(0.65 * iterations))
     rss = SamplingConfig(scheme="rss", r_sampling_step_1=s1, r_sampling_step_2=s2,
@@ -51,9 +54,9 @@ def variant_config(base: ExperimentConfig, variant: str, iterations: int) -> Exp
     choices: dict[str, tuple[Any, SamplingConfig, float]] = {
         "convlstm": ("convlstm", ss, 0.0),
         "predrnn_v1": ("predrnn", ss, 0.0),
-        "v2_decouple": ("predrnn_v2", ss, 0.1),
+        "v2_decouple": ("predrnn_v2", ss, beta),
         "v2_rss": ("predrnn_v2", rss, 0.0),
-        "v2_both": ("predrnn_v2", rss, 0.1),
+        "v2_both": ("predrnn_v2", rss, beta),
         "persistence": ("predrnn", ss, 0.0),
     }
     arch, sampling, beta = choices[variant]
@@ -88,8 +91,11 @@ def _datasets(uri: str) -> tuple[Any, Any, float]:
 
 
 def train_and_evaluate(cfg: ExperimentConfig, variant: str, train_ds: Any, test_ds: Any, seed: int,
-                       log_every: int = 100) -> dict[str, Any]:
-    """Single-process training with the library steps, then test metrics (model and persistence)."""
+                       log_every: int = 100, eval_at: tuple[int, ...] = ()) -> dict[str, Any]:
+    """Single-process training with the library steps, then test metrics (model and persistence).
+
+    ``eval_at``: iterations at which the test MSE per lead time is also recorded (``result["curve"]``).
+    """
     torch.manual_seed(seed)
     d, o = cfg.data, cfg.optim
     test_loader = DataLoader(test_ds, batch_size=16, shuffle=False)
@@ -102,6 +108,7 @@ def train_and_evaluate(cfg: ExperimentConfig, variant: str, train_ds: Any, test_
     g = torch.Generator().manual_seed(seed)
     loader = DataLoader(train_ds, batch_size=o.batch_size, shuffle=True, drop_last=True, generator=g)
     it = 0
+    curve: list[dict[str, Any]] = []
     while it < o.max_iterations:
         for batch in loader:
             it += 1
@@ -112,11 +119,15 @@ def train_and_evaluate(cfg: ExperimentConfig, variant: str, train_ds: Any, test_
                 el = time.perf_counter() - t0
                 print(f"    {variant} seed {seed} it {it}/{o.max_iterations} loss {step.loss:.5f} "
                       f"({el / it:.2f} s/it, ETA {el / it * (o.max_iterations - it):.0f} s)", flush=True)
+            if it in eval_at:
+                m = evaluate(model, test_loader, d.input_length, with_persistence=False, with_ssim=False)["model"]
+                curve.append({"iteration": it, "mse": m["mse"], "mse_per_frame": m["mse_per_frame"]})
+                model.train()
             if it >= o.max_iterations:
                 break
     train_s = time.perf_counter() - t0
     res = evaluate(model, test_loader, d.input_length, with_persistence=False)
-    return {"metrics": res["model"], "train_s": train_s}
+    return {"metrics": res["model"], "train_s": train_s, "curve": curve}
 
 
 def _table(rows: list[dict[str, Any]], horizon: int) -> str:
@@ -161,10 +172,10 @@ def prepare_dataset(kind: str, root: str, clips: int, base: ExperimentConfig) ->
 
 
 def run_variant(kind: str, uri: str, variant: str, iterations: int, seeds: list[int], base: ExperimentConfig,
-                tracking_uri: str = "") -> dict[str, Any]:
+                tracking_uri: str = "", beta: float = 0.1) -> dict[str, Any]:
     """Train and test one ablation variant over ``seeds``; returns its table row."""
     train_ds, test_ds, scale = _datasets(uri)
-    cfg = variant_config(base, variant, iterations)
+    cfg = variant_config(base, variant, iterations, beta)
     per_seed = [train_and_evaluate(cfg, variant, train_ds, test_ds, s) for s in seeds]
     ms = [r["metrics"] for r in per_seed]
     row: dict[str, Any] = {"variant": variant,
@@ -180,13 +191,14 @@ def run_variant(kind: str, uri: str, variant: str, iterations: int, seeds: list[
 
 
 def write_report(out: str | Path, results: dict[str, dict[str, Any]], *, iterations: int, seeds: list[int],
-                 command: str, horizon: int) -> str:
+                 command: str, horizon: int, beta: float = 0.1) -> str:
     """Write README.md (tables, plots) and results.json under ``out``; returns the markdown."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     machine = f"{platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}"
     md = [f"# Forecast quality at an equal budget\n\nCommand: `{command}`  \nMachine: {machine}  \n"
-          f"Budget: {iterations} iterations per model, seeds {seeds}\n"]
+          f"Budget: {iterations} iterations per model, seeds {seeds}, decoupling beta {beta}  \n"
+          f"Table cells: mean ± standard deviation over the seeds\n"]
     for kind, res in results.items():
         plot = out / f"{kind}_mse_by_lead_time.png"
         _plot(plot, res["rows"], f"{kind}: {iterations} iterations")
@@ -207,6 +219,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--clips", type=int, default=1000, help="clips per dataset (80/10/10 split)")
     ap.add_argument("--datasets", nargs="+", default=["moving-digits", "storm-cells"])
     ap.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS)
+    ap.add_argument("--beta", type=float, default=0.1, help="decoupling loss weight of the V2 variants that use it")
     ap.add_argument("--set", dest="overrides", action="append", default=[], help="override of the base config")
     ap.add_argument("--root", default=".state/quality/datasets")
     ap.add_argument("--out", default="docs/quality")
@@ -220,14 +233,52 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     for kind in args.datasets:
         uri = prepare_dataset(kind, args.root, args.clips, base)
         print(f"{kind}: {uri}", flush=True)
-        rows = [run_variant(kind, uri, v, args.iterations, args.seeds, base, args.tracking_uri)
+        rows = [run_variant(kind, uri, v, args.iterations, args.seeds, base, args.tracking_uri, args.beta)
                 for v in args.variants]
         results[kind] = {"uri": uri, "rows": rows}
     command = ".venv/bin/python bench/quality.py " + " ".join(argv if argv is not None else sys.argv[1:])
     write_report(args.out, results, iterations=args.iterations, seeds=args.seeds, command=command,
-                 horizon=base.data.total_length - base.data.input_length)
+                 horizon=base.data.total_length - base.data.input_length, beta=args.beta)
     print(json.dumps({"out": args.out, "datasets": list(results)}))
     return results
+
+
+def curve_main(argv: list[str] | None = None) -> dict[str, Any]:
+    """Test MSE per lead time of one variant as training goes on (against persistence): does a longer
+    budget change a conclusion drawn at the benchmark's budget?"""
+    ap = argparse.ArgumentParser(description=curve_main.__doc__)
+    ap.add_argument("--dataset", default="storm-cells", choices=["moving-digits", "storm-cells"])
+    ap.add_argument("--variant", default="predrnn_v1", choices=[v for v in VARIANTS if v != "persistence"])
+    ap.add_argument("--iterations", type=int, default=1600, help="the budget the schedules are scaled to")
+    ap.add_argument("--eval-at", type=lambda t: tuple(int(x) for x in t.split(",")), default=(200, 400, 800, 1200),
+                    help="comma-separated iterations to test at (the last iteration is always tested)")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--beta", type=float, default=0.1)
+    ap.add_argument("--clips", type=int, default=600)
+    ap.add_argument("--root", default=".state/quality/datasets")
+    ap.add_argument("--threads", type=int, default=0)
+    ap.add_argument("--out", default="", help="JSON file for the curve")
+    args = ap.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    base = preset("quick")
+    uri = prepare_dataset(args.dataset, args.root, args.clips, base)
+    train_ds, test_ds, _ = _datasets(uri)
+    cfg = variant_config(base, args.variant, args.iterations, args.beta)
+    pers = evaluate(Persistence(), DataLoader(test_ds, batch_size=16), base.data.input_length,
+                    with_persistence=False, with_ssim=False)["model"]
+    res = train_and_evaluate(cfg, args.variant, train_ds, test_ds, args.seed, eval_at=args.eval_at)
+    curve = [*res["curve"], {"iteration": args.iterations, "mse": res["metrics"]["mse"],
+                             "mse_per_frame": res["metrics"]["mse_per_frame"]}]
+    out = {"dataset": uri, "variant": args.variant, "iterations": args.iterations, "seed": args.seed,
+           "beta": args.beta, "persistence": pers["mse_per_frame"], "curve": curve}
+    print("persistence  " + " ".join(f"{x:6.2f}" for x in pers["mse_per_frame"]))
+    for c in curve:
+        print(f"it {c['iteration']:>6}  " + " ".join(f"{x:6.2f}" for x in c["mse_per_frame"]))
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps(out, indent=1))
+    return out
 
 
 def _log_mlflow(tracking_uri: str, kind: str, uri: str, cfg: ExperimentConfig, variant: str, seeds: list[int],

@@ -31,3 +31,28 @@ def test_quality_flow_reports_each_variant(tmp_path):
     assert (tmp_path / "report" / "moving-digits_mse_by_lead_time.png").stat().st_size > 0
     saved = json.loads((tmp_path / "report" / "results.json").read_text())
     assert saved["iterations"] == 3 and saved["datasets"]["moving-digits"]["uri"].startswith(str(tmp_path))
+
+
+def test_variant_config_scales_schedules_and_beta():
+    from predrnn.config import preset
+    from predrnn.quality import variant_config
+
+    both = variant_config(preset("quick"), "v2_both", 1000, beta=0.005)
+    assert (both.sampling.r_sampling_step_1, both.sampling.r_sampling_step_2) == (250, 650)
+    assert both.optim.decouple_beta == 0.005 and both.model.arch == "predrnn_v2"
+    assert variant_config(preset("quick"), "v2_rss", 1000, beta=0.005).optim.decouple_beta == 0.0
+    v1 = variant_config(preset("quick"), "predrnn_v1", 1000)
+    assert v1.sampling.scheme == "ss" and v1.sampling.sampling_stop_iter == 650 and v1.optim.decouple_beta == 0.0
+
+
+def test_learning_curve_is_recorded_at_the_asked_iterations(tmp_path):
+    import torch
+
+    from predrnn.config import apply_overrides, preset
+    from predrnn.quality import train_and_evaluate, variant_config
+
+    cfg = variant_config(apply_overrides(preset("quick"), TINY), "predrnn_v1", 4)
+    clips = torch.rand(12, 8, 32, 32, 1)
+    res = train_and_evaluate(cfg, "predrnn_v1", clips[:8], clips[8:], seed=0, eval_at=(2, 4))
+    assert [c["iteration"] for c in res["curve"]] == [2, 4]
+    assert res["curve"][-1]["mse_per_frame"] == pytest.approx(res["metrics"]["mse_per_frame"], rel=1e-5)
