@@ -350,6 +350,12 @@ class Stack:
 
     # -- public API ----------------------------------------------------------------------------------
 
+    def _health_checks(self) -> dict[str, Callable[[], bool]]:
+        """Readiness of the services whose health is an HTTP or S3 call (Ray and the worker differ)."""
+        s = self.s
+        return {"s3": self._buckets_ready, "prefect": lambda: _http_ok(f"{s.prefect_api_url}/health"),
+                "mlflow": lambda: _http_ok(f"{s.mlflow_url}/health")}
+
     def up(self, *, echo: Callable[[str], None] = print) -> dict[str, Any]:
         """Start every configured service, wait until each is healthy, and record them.
 
@@ -382,10 +388,7 @@ class Stack:
             for name in ("s3", "prefect", "ray", "mlflow"):
                 if name in s.services:
                     record(name, starters[name]())
-            checks: dict[str, Callable[[], bool]] = {
-                "s3": self._buckets_ready, "prefect": lambda: _http_ok(f"{s.prefect_api_url}/health"),
-                "mlflow": lambda: _http_ok(f"{s.mlflow_url}/health"),
-                "ray": lambda: self._ray_ready(procs["ray"])}
+            checks = {**self._health_checks(), "ray": lambda: self._ray_ready(procs["ray"])}
             errors: list[BaseException] = []
 
             def wait_one(name: str) -> None:
@@ -469,11 +472,7 @@ class Stack:
         proc = starters[name]()
         info["pgid"] = proc.pid
         self._write_state(state)
-        s = self.s
-        checks: dict[str, Callable[[], bool]] = {
-            "s3": self._buckets_ready, "prefect": lambda: _http_ok(f"{s.prefect_api_url}/health"),
-            "mlflow": lambda: _http_ok(f"{s.mlflow_url}/health")}
-        _wait(name, checks[name], proc, self.logs / f"{name}.log", s.startup_timeout_s)
+        _wait(name, self._health_checks()[name], proc, self.logs / f"{name}.log", self.s.startup_timeout_s)
         took = time.monotonic() - t0
         echo(f"{name:8} restarted, healthy {took:.1f} s after the stop")
         return took
@@ -483,8 +482,7 @@ class Stack:
         state = self.read_state()
         s = self.s
         health: dict[str, Callable[[], bool]] = {
-            "s3": self._buckets_ready, "prefect": lambda: _http_ok(f"{s.prefect_api_url}/health"),
-            "mlflow": lambda: _http_ok(f"{s.mlflow_url}/health"),
+            **self._health_checks(),
             "ray": lambda: _http_ok(f"http://{s.host}:{s.ray_dashboard_port}/api/version"),
             "worker": self._worker_online}
         urls = {"s3": s.s3_endpoint, "prefect": f"http://{s.host}:{s.prefect_port}", "mlflow": s.mlflow_url,
