@@ -1,8 +1,9 @@
 """The main job (README command 1): moving digits -> Zarr -> PredRNN-V2 on Ray Train -> MLflow registry.
 
-Prefect runs in ephemeral mode (a temporary local API started on demand; no server to start by
-hand). The job is a parent flow with two sub-flows, ``ingest`` and ``train``, so every step shows
-up in Prefect's run history and in MLflow.
+Without a stack, Prefect's API is a temporary local server owned by the job process
+(:mod:`flows.api_server`; no server to start by hand, none left behind). The job is a parent flow
+with two sub-flows, ``ingest`` and ``train``, so every step shows up in Prefect's run history and in
+MLflow.
 """
 
 from __future__ import annotations
@@ -40,21 +41,6 @@ def main_flow(state: str, clips: int = QUICK_CLIPS, iterations: int | None = Non
     return {"dataset": str(dataset), **summary}
 
 
-def _stop_ephemeral_prefect() -> None:
-    """Stop Prefect's temporary API now (it would stop at exit, logging after our JSON line).
-
-    The queued run logs and events are sent first; otherwise their workers would retry against the
-    stopped server at exit.
-    """
-    from prefect.events.worker import EventsWorker
-    from prefect.logging.handlers import APILogWorker
-    from prefect.server.api.server import SubprocessASGIServer
-
-    APILogWorker.drain_all()
-    EventsWorker.drain_all()
-    SubprocessASGIServer().stop()
-
-
 def main_job(state: str, clips: int = QUICK_CLIPS, iterations: int | None = None, workers: int = 2,
              tracking_uri: str | None = None) -> dict[str, Any]:
     """Run :func:`main_flow`, print where everything is, and return the summary for the JSON line."""
@@ -65,7 +51,6 @@ def main_job(state: str, clips: int = QUICK_CLIPS, iterations: int | None = None
           "workers, evaluate on the test split, register in MLflow", flush=True)
     summary = main_flow(state=state, clips=clips, iterations=iterations, workers=workers,
                         tracking_uri=tracking_uri)
-    _stop_ephemeral_prefect()
     wall = time.perf_counter() - t0
     model = summary["test_mse_per_frame"]
     print("\n" + summary.get("table", ""))

@@ -128,6 +128,20 @@ def _init_ray(address: str | None, num_cpus: int | None) -> bool:
     return True
 
 
+def _disarm_native_abort() -> None:
+    """Cancel the abort that Ray's native failure handler arms when the driver gets SIGTERM.
+
+    On SIGTERM that handler sets a 3 s alarm whose expiry aborts the process (SIGABRT), however far the
+    clean-up has got. Stopping training (closing the MLflow run, marking the flow run crashed, stopping
+    Ray) takes longer than that on a busy machine, so the stop path cancels the alarm and finishes.
+    """
+    import signal
+    import threading
+
+    if threading.current_thread() is threading.main_thread() and hasattr(signal, "alarm"):
+        signal.alarm(0)
+
+
 def _initial_weights(cfg: ExperimentConfig, ref: str, tracking_uri: str | None) -> dict[str, Any]:
     """The state dict of ``ref`` (model directory or registry URI), checked against ``cfg``'s model."""
     from predrnn.checkpoint import CheckpointError, load_state_checked
@@ -253,6 +267,11 @@ def train(cfg: ExperimentConfig, *, data: str | None = None, tracking_uri: str |
         if tracker is not None and run_id:
             tracker.end_run(run_id, "FAILED")
         raise TrainError(f"training run {run_dir} failed: {err}") from err
+    except BaseException:  # SIGTERM (SystemExit) or Ctrl-C: the run was stopped, not failed
+        _disarm_native_abort()
+        if tracker is not None and run_id:
+            tracker.end_run(run_id, "KILLED")
+        raise
     finally:
         if started:
             import ray
