@@ -128,7 +128,7 @@ def _init_ray(address: str | None, num_cpus: int | None) -> bool:
     return True
 
 
-def _disarm_native_abort() -> None:
+def disarm_native_abort() -> None:
     """Cancel the abort that Ray's native failure handler arms when the driver gets SIGTERM.
 
     On SIGTERM that handler sets a 3 s alarm whose expiry aborts the process (SIGABRT), however far the
@@ -268,7 +268,7 @@ def train(cfg: ExperimentConfig, *, data: str | None = None, tracking_uri: str |
             tracker.end_run(run_id, "FAILED")
         raise TrainError(f"training run {run_dir} failed: {err}") from err
     except BaseException:  # SIGTERM (SystemExit) or Ctrl-C: the run was stopped, not failed
-        _disarm_native_abort()
+        disarm_native_abort()
         if tracker is not None and run_id:
             tracker.end_run(run_id, "KILLED")
         raise

@@ -485,6 +485,12 @@ def _run(tuner: Any, context: dict[str, Any], started: bool, t0: float) -> TuneR
     except Exception as err:
         _close_parent(context, "FAILED")
         raise TuneError(f"search {context['experiment_dir']} failed: {err}") from err
+    except BaseException:  # SIGTERM or Ctrl-C: stopped, resumable with --resume
+        from predrnn.train.driver import disarm_native_abort
+
+        disarm_native_abort()
+        _close_parent(context, "KILLED")
+        raise
     finally:
         if started:
             import ray
