@@ -38,6 +38,7 @@ from predrnn.sampling import sampling_mask
 from predrnn.steps import evaluate, train_step
 
 VARIANTS = ("persistence", "convlstm", "predrnn_v1", "v2_decouple", "v2_rss", "v2_both")
+DECOUPLING_VARIANTS = ("v2_decouple", "v2_both")
 
 
 def variant_config(base: ExperimentConfig, variant: str, iterations: int, beta: float = 0.1) -> ExperimentConfig:
@@ -258,7 +259,13 @@ def curve_main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--root", default=".state/quality/datasets")
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--out", default="", help="JSON file for the curve")
+    ap.add_argument("--summarize", nargs="+", metavar="JSON", default=None,
+                    help="print a Markdown table of recorded curves instead of training")
     args = ap.parse_args(argv)
+    if args.summarize:
+        table = summarize_curves([json.loads(Path(p).read_text()) for p in args.summarize])
+        print(table)
+        return {"table": table}
     if args.threads:
         torch.set_num_threads(args.threads)
     base = preset("quick")
@@ -279,6 +286,45 @@ def curve_main(argv: list[str] | None = None) -> dict[str, Any]:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(json.dumps(out, indent=1))
     return out
+
+
+def summarize_curves(curves: list[dict[str, Any]]) -> str:
+    """A Markdown table of learning curves (``curve_main`` outputs) against persistence.
+
+    One row per (variant, beta, seed, tested iteration): MSE at lead times 1-3, the mean over all lead
+    times, and at how many lead times the model is below persistence. Then one row per (variant, beta) at
+    the final iteration, averaged over seeds, with the lead times where the seeds' mean is not below
+    persistence.
+    """
+    rows = ["| model | beta | seed | iteration | lead 1 | lead 2 | lead 3 | mean | leads beaten |",
+            "|---|---|---|---|---|---|---|---|---|"]
+    finals: dict[tuple[str, str], list[list[float]]] = {}
+    persistence: dict[tuple[str, str], list[float]] = {}
+    def beta_of(c: dict[str, Any]) -> str:  # the weight only where the variant has the decoupling loss
+        return f"{c['beta']:g}" if c["variant"] in DECOUPLING_VARIANTS else "-"
+
+    for c in sorted(curves, key=lambda c: (VARIANTS.index(c["variant"]), beta_of(c), c["seed"])):
+        pers = c["persistence"]
+        for point in c["curve"]:
+            m = point["mse_per_frame"]
+            beaten = sum(x < p for x, p in zip(m, pers, strict=True))
+            rows.append(f"| {c['variant']} | {beta_of(c)} | {c['seed']} | {point['iteration']} | {m[0]:.2f} | "
+                        f"{m[1]:.2f} | {m[2]:.2f} | {sum(m) / len(m):.2f} | {beaten}/{len(m)} |")
+        key = (c["variant"], beta_of(c))
+        finals.setdefault(key, []).append(c["curve"][-1]["mse_per_frame"])
+        persistence[key] = pers
+    pers0 = next(iter(persistence.values()))
+    rows += ["", "At the final iteration, mean over seeds:", "",
+             "| model | beta | seeds | lead 1 | lead 2 | lead 3 | mean | lead times not beaten |",
+             "|---|---|---|---|---|---|---|---|",
+             f"| persistence | | | {pers0[0]:.2f} | {pers0[1]:.2f} | {pers0[2]:.2f} | "
+             f"{sum(pers0) / len(pers0):.2f} | |"]
+    for (variant, beta), runs in finals.items():
+        mean = [sum(col) / len(col) for col in zip(*runs, strict=True)]
+        lost = [str(i) for i, (x, p) in enumerate(zip(mean, persistence[(variant, beta)], strict=True), 1) if x >= p]
+        rows.append(f"| {variant} | {beta} | {len(runs)} | {mean[0]:.2f} | {mean[1]:.2f} | {mean[2]:.2f} | "
+                    f"{sum(mean) / len(mean):.2f} | {', '.join(lost) or 'none'} |")
+    return "\n".join(rows)
 
 
 def _log_mlflow(tracking_uri: str, kind: str, uri: str, cfg: ExperimentConfig, variant: str, seeds: list[int],

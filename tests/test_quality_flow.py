@@ -56,3 +56,28 @@ def test_learning_curve_is_recorded_at_the_asked_iterations(tmp_path):
     res = train_and_evaluate(cfg, "predrnn_v1", clips[:8], clips[8:], seed=0, eval_at=(2, 4))
     assert [c["iteration"] for c in res["curve"]] == [2, 4]
     assert res["curve"][-1]["mse_per_frame"] == pytest.approx(res["metrics"]["mse_per_frame"], rel=1e-5)
+
+
+def test_curve_summary_counts_lead_times_against_persistence():
+    from predrnn.quality import summarize_curves
+
+    pers = [1.0, 2.0, 3.0]
+
+    def curve(variant, seed, beta, final):
+        return {"variant": variant, "seed": seed, "beta": beta, "persistence": pers,
+                "curve": [{"iteration": 10, "mse_per_frame": [9.0, 9.0, 9.0]},
+                          {"iteration": 20, "mse_per_frame": final}]}
+
+    table = summarize_curves([
+        curve("v2_both", 0, 0.005, [0.5, 2.5, 1.0]),   # loses lead 2
+        curve("v2_both", 1, 0.005, [0.7, 1.0, 1.0]),   # beats all; seed mean of lead 2 = 1.75 < 2
+        curve("convlstm", 0, 0.1, [1.0, 1.0, 1.0]),    # ties lead 1: a tie is not a win
+    ])
+    lines = table.splitlines()
+    assert "| v2_both | 0.005 | 0 | 20 | 0.50 | 2.50 | 1.00 | 1.33 | 2/3 |" in lines
+    assert "| v2_both | 0.005 | 0 | 10 | 9.00 | 9.00 | 9.00 | 9.00 | 0/3 |" in lines
+    assert "| convlstm | - | 0 | 20 | 1.00 | 1.00 | 1.00 | 1.00 | 2/3 |" in lines  # beta shown only where used
+    assert "| v2_both | 0.005 | 2 | 0.60 | 1.75 | 1.00 | 1.12 | none |" in lines
+    assert "| convlstm | - | 1 | 1.00 | 1.00 | 1.00 | 1.00 | 1 |" in lines
+    assert lines.index("| convlstm | - | 0 | 10 | 9.00 | 9.00 | 9.00 | 9.00 | 0/3 |") < lines.index(
+        "| v2_both | 0.005 | 0 | 10 | 9.00 | 9.00 | 9.00 | 9.00 | 0/3 |")  # benchmark order
