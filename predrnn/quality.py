@@ -293,37 +293,38 @@ def summarize_curves(curves: list[dict[str, Any]]) -> str:
 
     One row per (variant, beta, seed, tested iteration): MSE at lead times 1-3, the mean over all lead
     times, and at how many lead times the model is below persistence. Then one row per (variant, beta) at
-    the final iteration, averaged over seeds, with the lead times where the seeds' mean is not below
+    the final iteration of each budget, averaged over seeds, with the lead times where the seeds' mean is not below
     persistence.
     """
     rows = ["| model | beta | seed | iteration | lead 1 | lead 2 | lead 3 | mean | leads beaten |",
             "|---|---|---|---|---|---|---|---|---|"]
-    finals: dict[tuple[str, str], list[list[float]]] = {}
-    persistence: dict[tuple[str, str], list[float]] = {}
+    finals: dict[tuple[str, str, int], list[list[float]]] = {}
+    persistence: dict[tuple[str, str, int], list[float]] = {}
     def beta_of(c: dict[str, Any]) -> str:  # the weight only where the variant has the decoupling loss
         return f"{c['beta']:g}" if c["variant"] in DECOUPLING_VARIANTS else "-"
 
-    for c in sorted(curves, key=lambda c: (VARIANTS.index(c["variant"]), beta_of(c), c["seed"])):
+    for c in sorted(curves, key=lambda c: (VARIANTS.index(c["variant"]), beta_of(c), c["iterations"], c["seed"])):
         pers = c["persistence"]
         for point in c["curve"]:
             m = point["mse_per_frame"]
             beaten = sum(x < p for x, p in zip(m, pers, strict=True))
             rows.append(f"| {c['variant']} | {beta_of(c)} | {c['seed']} | {point['iteration']} | {m[0]:.2f} | "
                         f"{m[1]:.2f} | {m[2]:.2f} | {sum(m) / len(m):.2f} | {beaten}/{len(m)} |")
-        key = (c["variant"], beta_of(c))
+        key = (c["variant"], beta_of(c), c["iterations"])
         finals.setdefault(key, []).append(c["curve"][-1]["mse_per_frame"])
         persistence[key] = pers
     pers0 = next(iter(persistence.values()))
     rows += ["", "At the final iteration, mean over seeds:", "",
-             "| model | beta | seeds | lead 1 | lead 2 | lead 3 | mean | lead times not beaten |",
-             "|---|---|---|---|---|---|---|---|",
-             f"| persistence | | | {pers0[0]:.2f} | {pers0[1]:.2f} | {pers0[2]:.2f} | "
+             "| model | beta | budget | seeds | lead 1 | lead 2 | lead 3 | mean | lead times not beaten |",
+             "|---|---|---|---|---|---|---|---|---|",
+             f"| persistence | | | | {pers0[0]:.2f} | {pers0[1]:.2f} | {pers0[2]:.2f} | "
              f"{sum(pers0) / len(pers0):.2f} | |"]
-    for (variant, beta), runs in finals.items():
+    for key, runs in finals.items():
+        variant, beta, budget = key
         mean = [sum(col) / len(col) for col in zip(*runs, strict=True)]
-        lost = [str(i) for i, (x, p) in enumerate(zip(mean, persistence[(variant, beta)], strict=True), 1) if x >= p]
-        rows.append(f"| {variant} | {beta} | {len(runs)} | {mean[0]:.2f} | {mean[1]:.2f} | {mean[2]:.2f} | "
-                    f"{sum(mean) / len(mean):.2f} | {', '.join(lost) or 'none'} |")
+        lost = [str(i) for i, (x, p) in enumerate(zip(mean, persistence[key], strict=True), 1) if x >= p]
+        rows.append(f"| {variant} | {beta} | {budget} | {len(runs)} | {mean[0]:.2f} | {mean[1]:.2f} | "
+                    f"{mean[2]:.2f} | {sum(mean) / len(mean):.2f} | {', '.join(lost) or 'none'} |")
     return "\n".join(rows)
 
 

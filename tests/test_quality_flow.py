@@ -64,7 +64,7 @@ def test_curve_summary_counts_lead_times_against_persistence():
     pers = [1.0, 2.0, 3.0]
 
     def curve(variant, seed, beta, final):
-        return {"variant": variant, "seed": seed, "beta": beta, "persistence": pers,
+        return {"variant": variant, "seed": seed, "beta": beta, "iterations": 20, "persistence": pers,
                 "curve": [{"iteration": 10, "mse_per_frame": [9.0, 9.0, 9.0]},
                           {"iteration": 20, "mse_per_frame": final}]}
 
@@ -72,12 +72,14 @@ def test_curve_summary_counts_lead_times_against_persistence():
         curve("v2_both", 0, 0.005, [0.5, 2.5, 1.0]),   # loses lead 2
         curve("v2_both", 1, 0.005, [0.7, 1.0, 1.0]),   # beats all; seed mean of lead 2 = 1.75 < 2
         curve("convlstm", 0, 0.1, [1.0, 1.0, 1.0]),    # ties lead 1: a tie is not a win
+        {**curve("convlstm", 1, 0.1, [0.5, 0.5, 0.5]), "iterations": 40},  # another budget: its own row
     ])
     lines = table.splitlines()
     assert "| v2_both | 0.005 | 0 | 20 | 0.50 | 2.50 | 1.00 | 1.33 | 2/3 |" in lines
     assert "| v2_both | 0.005 | 0 | 10 | 9.00 | 9.00 | 9.00 | 9.00 | 0/3 |" in lines
     assert "| convlstm | - | 0 | 20 | 1.00 | 1.00 | 1.00 | 1.00 | 2/3 |" in lines  # beta shown only where used
-    assert "| v2_both | 0.005 | 2 | 0.60 | 1.75 | 1.00 | 1.12 | none |" in lines
-    assert "| convlstm | - | 1 | 1.00 | 1.00 | 1.00 | 1.00 | 1 |" in lines
+    assert "| v2_both | 0.005 | 20 | 2 | 0.60 | 1.75 | 1.00 | 1.12 | none |" in lines
+    assert "| convlstm | - | 20 | 1 | 1.00 | 1.00 | 1.00 | 1.00 | 1 |" in lines
+    assert "| convlstm | - | 40 | 1 | 0.50 | 0.50 | 0.50 | 0.50 | none |" in lines
     assert lines.index("| convlstm | - | 0 | 10 | 9.00 | 9.00 | 9.00 | 9.00 | 0/3 |") < lines.index(
         "| v2_both | 0.005 | 0 | 10 | 9.00 | 9.00 | 9.00 | 9.00 | 0/3 |")  # benchmark order
