@@ -96,7 +96,7 @@ def job_api_server(timeout_s: float | None = None) -> Iterator[str]:
     env = {**os.environ, "PREFECT_UI_ENABLED": "0", "PREFECT__SERVER_EPHEMERAL": "1", "PREFECT__SERVER_FINAL": "1"}
     with tempfile.TemporaryFile() as log:
         proc = None
-        for _attempt in range(3):  # another process may take the port between the probe and the bind
+        for _attempt in range(3):  # a server that exits may have lost its port between probe and bind
             port = _free_port()
             url = f"http://127.0.0.1:{port}/api"
             proc = subprocess.Popen(
@@ -109,8 +109,11 @@ def job_api_server(timeout_s: float | None = None) -> Iterator[str]:
                 time.sleep(0.2)
             if proc.poll() is None and _healthy(url):
                 break
+            timed_out = proc.poll() is None
             _stop(proc)
-        else:
+            if timed_out:  # a hung server is not retried
+                break
+        if proc is None or proc.returncode is not None:
             log.seek(0)
             tail = log.read()[-4000:].decode(errors="replace")
             raise APIServerError(f"the Prefect API server did not become healthy within {timeout_s:.0f} s "

@@ -6,16 +6,13 @@ is :func:`flows.main.main_job`, against a Prefect API server that lives and dies
 printed is one JSON object.
 
 A job stopped by SIGTERM or Ctrl-C unwinds like an error: the Prefect flow runs are marked crashed, the
-MLflow run killed, Ray and the API server stopped. It then exits at once with 143 (SIGTERM) or 130
-(Ctrl-C), without the interpreter's final teardown: after a Ray driver was interrupted, that teardown
-can abort in native threads once everything that matters has been closed.
+MLflow run killed, Ray and the API server stopped. It then exits with 143 (SIGTERM) or 130 (Ctrl-C).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import signal
 import sys
 
@@ -60,8 +57,7 @@ def main(argv: list[str] | None = None) -> dict:
         code = _stopped_code(stop)
         print(f"main job stopped ({stop!r}, exit {code}); its flow runs are marked crashed", file=sys.stderr,
               flush=True)
-        sys.stdout.flush()
-        os._exit(code)
+        raise SystemExit(code) from None
     print(json.dumps(summary), flush=True)
     return summary
 

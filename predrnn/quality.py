@@ -292,14 +292,15 @@ def summarize_curves(curves: list[dict[str, Any]]) -> str:
     """A Markdown table of learning curves (``curve_main`` outputs) against persistence.
 
     One row per (variant, beta, seed, tested iteration): MSE at lead times 1-3, the mean over all lead
-    times, and at how many lead times the model is below persistence. Then one row per (variant, beta) at
-    the final iteration of each budget, averaged over seeds, with the lead times where the seeds' mean is not below
+    times, and at how many lead times the model is below persistence. Then one row per (variant, beta,
+    budget) at the final iteration, averaged over seeds, with the lead times where that mean is not below
     persistence.
     """
     rows = ["| model | beta | seed | iteration | lead 1 | lead 2 | lead 3 | mean | leads beaten |",
             "|---|---|---|---|---|---|---|---|---|"]
     finals: dict[tuple[str, str, int], list[list[float]]] = {}
     persistence: dict[tuple[str, str, int], list[float]] = {}
+
     def beta_of(c: dict[str, Any]) -> str:  # the weight only where the variant has the decoupling loss
         return f"{c['beta']:g}" if c["variant"] in DECOUPLING_VARIANTS else "-"
 
