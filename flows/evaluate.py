@@ -17,22 +17,40 @@ from flows.settings import PipelineSettings
 
 @task(name="evaluate-model", retries=2, retry_delay_seconds=5)
 def evaluate_task(model: str, dataset: str, split: str = "test", max_clips: int = 0,
-                  tracking_uri: str | None = None) -> dict[str, Any]:
+                  tracking_uri: str | None = None, thresholds: list[float] | None = None) -> dict[str, Any]:
     """Load ``model`` (directory or ``models:/`` URI) and evaluate it on ``split`` of ``dataset``.
 
+    Scores are in the data's units; fields are scored at ``thresholds`` (default: the dataset's).
+
     Returns:
-        ``{"model", "dataset", "split", "clips", "mse", "persistence_mse", "mse_per_frame", "ssim", "table"}``.
+        ``{"model", "dataset", "split", "clips", "units", "mse", "persistence_mse", "mse_per_frame", "ssim",
+        "scores": {"model": card, "persistence": card}, "summary": {"mse": .., "csi_m": .., ...},
+        "persistence_summary": {...}, "table", "scorecard"}`` (a card as printed by ``predrnn score``).
     """
     from predrnn.predict import load_forecaster
+    from predrnn.scorecard import markdown, summary_values
     from predrnn.train import ZarrSource, evaluate_split, lead_time_table, validate_dataset
+    from predrnn.train.finalize import scorecards
 
     net, cfg = load_forecaster(model, tracking_uri=tracking_uri)
-    info = validate_dataset(cfg, dataset)
-    metrics = evaluate_split(net, cfg, ZarrSource(info.uri), split, max_clips=max_clips)
+    info = validate_dataset(cfg, dataset, for_model=True)
+    metrics = evaluate_split(net, cfg, ZarrSource(info.uri), split, max_clips=max_clips, thresholds=thresholds)
     m, p = metrics["model"], metrics["persistence"]
-    return {"model": model, "dataset": info.uri, "split": split, "clips": m["clips"], "mse": float(m["mse"]),
-            "persistence_mse": float(p["mse"]), "mse_per_frame": [float(v) for v in m["mse_per_frame"]],
-            "ssim": float(m.get("ssim", float("nan"))), "table": lead_time_table(metrics)}
+    cards = scorecards(metrics)
+    units = cfg.values.units if cfg.values.kind == "field" else ""
+    return {"model": model, "dataset": info.uri, "split": split, "clips": m["clips"], "units": units,
+            "mse": float(m["mse"]), "persistence_mse": float(p["mse"]),
+            "mse_per_frame": m["mse_per_frame"], "ssim": m.get("ssim"),
+            "scores": cards, "summary": summary_values(cards["model"]),
+            "persistence_summary": summary_values(cards["persistence"]),
+            "table": lead_time_table(metrics), "scorecard": markdown(cards, units=units)}
+
+
+def evaluation_markdown(title: str, result: dict[str, Any]) -> str:
+    """The per-lead-time table and the scorecard of one evaluation, for a Prefect artifact."""
+    units = f", values in {result['units']}" if result.get("units") else ""
+    return (f"## {title} (`{result['dataset']}`, {result['split']}, {result['clips']} clips{units})\n\n"
+            f"```\n{result['table']}\n```\n\n{result['scorecard']}")
 
 
 @flow(name="evaluate", log_prints=True)
@@ -43,8 +61,10 @@ def evaluate_flow(
     split: Literal["train", "val", "test"] = "test",
     max_clips: Annotated[int, Field(ge=0)] = 0,
     tracking_uri: str | None = None,
+    thresholds: Annotated[list[float] | None, Field(description="verification thresholds in the data's "
+                                                    "units (default: the dataset's)")] = None,
 ) -> dict[str, Any]:
-    """Evaluate ``model`` on ``split`` of ``dataset`` and publish the per-lead-time table as an artifact.
+    """Evaluate ``model`` on ``split`` of ``dataset`` and publish the per-lead-time scorecard as an artifact.
 
     Args:
         model: the model to evaluate.
@@ -52,12 +72,12 @@ def evaluate_flow(
         split: which split.
         max_clips: evaluate the first N clips only (0: all).
         tracking_uri: MLflow store for ``models:/`` URIs (default: ``$MLFLOW_TRACKING_URI``).
+        thresholds: CSI/FSS thresholds in the data's units (default: recorded by the dataset).
     """
     uri = tracking_uri or PipelineSettings().tracking_uri
-    result = evaluate_task(model, dataset, split, max_clips, uri)
-    get_run_logger().info("%s on %s/%s: MSE/frame %.3f (persistence %.3f)", model, result["dataset"], split,
+    result = evaluate_task(model, dataset, split, max_clips, uri, thresholds)
+    get_run_logger().info("%s on %s/%s: MSE/frame %.4g (persistence %.4g)", model, result["dataset"], split,
                           result["mse"], result["persistence_mse"])
     create_markdown_artifact(key="evaluation", description=f"{model} on {result['dataset']}",
-                             markdown=f"## {model} on `{result['dataset']}` ({split}, {result['clips']} clips)\n\n"
-                                      f"```\n{result['table']}\n```")
-    return {k: v for k, v in result.items() if k != "table"}
+                             markdown=evaluation_markdown(model, result))
+    return {k: v for k, v in result.items() if k not in ("table", "scorecard")}

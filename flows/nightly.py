@@ -5,8 +5,10 @@
 2. **Train.** The ``train`` steps on Ray Train (on the stack's Ray head when ``ray_address`` is set),
    from scratch, or warm-started from the champion where the training library offers it.
 3. **Evaluate.** The new model and the current champion on the *same* held-out test version.
-4. **Gate.** Promote only if the new model's test MSE is lower by ``margin``; otherwise keep the
-   champion and say why. Every decision is a Prefect artifact (``nightly-retrain``) and MLflow tags.
+4. **Gate.** Promote only if the new model beats the champion by ``margin`` on ``metric`` (test MSE
+   per frame by default; any scorecard score such as ``csi_m`` or ``fss_2_n9``, its direction known);
+   otherwise keep the champion and say why. The report carries both models' scorecards. Every decision
+   is a Prefect artifact (``nightly-retrain``) and MLflow tags.
 
 Two nightly runs never overlap: the deployment has a concurrency limit of 1 (see ``prefect.yaml``).
 """
@@ -24,8 +26,14 @@ from pydantic import Field
 
 from flows.evaluate import evaluate_task
 from flows.ingest import SourceKind, ingest_flow
-from flows.promote import champion_task, gate_task
+from flows.promote import champion_task, gate_task, gate_value
 from flows.settings import PipelineSettings
+from predrnn.registry import metric_tag
+from predrnn.scorecard import lower_is_better, markdown
+
+
+def _fmt(v: float | None) -> str:
+    return "n/a" if v is None else f"{v:.4f}"
 
 
 @task(name="check-source", retries=2, retry_delay_seconds=5)
@@ -84,6 +92,8 @@ def nightly_retrain(
     model_name: str | None = None,
     tracking_uri: str | None = None,
     ray_address: str | None = None,
+    metric: Annotated[str, Field(min_length=2, description="score the gate compares: mse, csi_m, csi_<thr>, "
+                                 "fss_<thr>_n<N>, ...")] = "mse",
 ) -> dict[str, Any]:
     """Retrain on the newest data and promote the new model only if it beats the champion.
 
@@ -102,6 +112,7 @@ def nightly_retrain(
         model_name: registered model (default ``$PREDRNN_MODEL_NAME``); set as ``tracking.registered_model``.
         tracking_uri: MLflow store (default ``$MLFLOW_TRACKING_URI``).
         ray_address: Ray cluster to train on (default ``$PREDRNN_RAY_ADDRESS``; none: a local Ray).
+        metric: the score the gate compares (mean over lead times; see :mod:`predrnn.scorecard`).
     """
     log = get_run_logger()
     settings = PipelineSettings()
@@ -112,6 +123,7 @@ def nightly_retrain(
     gate_margin = settings.margin if margin is None else margin
     opts = dict(source_options or {})
     report = ["# nightly-retrain", ""]
+    lower_is_better(metric)  # an unknown score fails here, before any data or training work
 
     src = check_source_task(kind, source, dataset_name, root, opts)
     if src["existing"]:
@@ -132,17 +144,26 @@ def nightly_retrain(
 
     test_uri = test_dataset or dataset
     new = evaluate_task(f"models:/{name}/{version}", test_uri, "test", 0, uri)
-    rows = [f"| v{version} (new) | {new['mse']:.4f} | {new['persistence_mse']:.4f} | {new['clips']} |"]
+    new_val = gate_value(new, metric)
+    rows = [f"| v{version} (new) | {new['mse']:.4f} | {new['persistence_mse']:.4f} | {_fmt(new_val)} | "
+            f"{new['clips']} |"]
     champ_val = None
+    cards = {f"v{version} (new)": new["scores"]["model"]}
     if champion is not None:
         old = evaluate_task(f"models:/{name}/{champion}", test_uri, "test", 0, uri)
-        champ_val = old["mse"]
-        rows.append(f"| v{champion} (champion) | {old['mse']:.4f} | {old['persistence_mse']:.4f} | {old['clips']} |")
-    report += ["", f"evaluated on the test split of `{new['dataset']}`:", "",
-               "| model | test MSE/frame | persistence | clips |", "|---|---|---|---|", *rows, ""]
+        champ_val = gate_value(old, metric)
+        cards[f"v{champion} (champion)"] = old["scores"]["model"]
+        rows.append(f"| v{champion} (champion) | {old['mse']:.4f} | {old['persistence_mse']:.4f} | "
+                    f"{_fmt(champ_val)} | {old['clips']} |")
+    cards["persistence"] = new["scores"]["persistence"]
+    units = f" ({new['units']})" if new.get("units") else ""
+    report += ["", f"evaluated on the test split of `{new['dataset']}`{units}:", "",
+               f"| model | test MSE/frame | persistence | {metric} | clips |", "|---|---|---|---|---|", *rows, "",
+               "### scorecard", "", markdown(cards, units=new.get("units", "")), ""]
 
     decision = gate_task(name, version, force=False, margin=gate_margin, tracking_uri=uri,
-                         candidate_value=new["mse"], champion_value=champ_val, dataset=new["dataset"])
+                         candidate_value=new_val, champion_value=champ_val, dataset=new["dataset"],
+                         metric=metric_tag(metric))
     verdict = (f"promoted v{version} to champion" if decision["promoted"]
                else f"kept champion v{decision['champion']}")
     report += [f"**decision**: {verdict}. {decision['reason']}.", "", decision["markdown"]]
@@ -150,5 +171,6 @@ def nightly_retrain(
     log.info("%s: %s", verdict, decision["reason"])
     return {"dataset": dataset, "reused_dataset": bool(src["existing"]), "model_version": version,
             "champion_before": champion, "champion": decision["champion"], "promoted": decision["promoted"],
-            "reason": decision["reason"], "new_test_mse": new["mse"], "champion_test_mse": champ_val,
+            "reason": decision["reason"], "new_test_mse": new["mse"], "metric": metric, "new_value": new_val,
+            "champion_value": champ_val,
             "init": trained["init"], "test_dataset": new["dataset"]}

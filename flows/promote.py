@@ -29,13 +29,28 @@ def champion_task(model_name: str, tracking_uri: str | None) -> int | None:
 @task(name="promotion-gate")
 def gate_task(model_name: str, version: int, *, force: bool, margin: float, tracking_uri: str | None,
               candidate_value: float | None = None, champion_value: float | None = None,
-              dataset: str | None = None) -> dict[str, Any]:
-    """Compare and, if the gate passes (or ``force``), move ``champion`` atomically."""
+              dataset: str | None = None, metric: str = "test_mse") -> dict[str, Any]:
+    """Compare on ``metric`` (a version tag, its direction from its name) and, if the gate passes (or
+    ``force``), move ``champion`` atomically."""
     from predrnn.registry import promote
 
     decision = promote(model_name, version, force=force, margin=margin, tracking_uri=tracking_uri,
-                       candidate_value=candidate_value, champion_value=champion_value, dataset=dataset)
+                       candidate_value=candidate_value, champion_value=champion_value, dataset=dataset,
+                       metric=metric)
     return {**decision.to_dict(), "markdown": decision.markdown()}
+
+
+def gate_value(evaluation: dict[str, Any], metric: str) -> float | None:
+    """The model's value of ``metric`` (mean over lead times) in an ``evaluate_task`` result.
+
+    Raises:
+        ValueError: the evaluation has no such score (e.g. CSI at a threshold that was not scored).
+    """
+    name = metric.removeprefix("test_")
+    summary = evaluation["summary"]
+    if name not in summary:
+        raise ValueError(f"the evaluation has no score {name!r}; it has {sorted(summary)}")
+    return float(summary[name])
 
 
 def publish_decision(decision: dict[str, Any], extra: str = "") -> None:
@@ -53,8 +68,10 @@ def promote_flow(
     margin: Annotated[float | None, Field(ge=0, lt=1)] = None,
     dataset: str | None = None,
     tracking_uri: str | None = None,
+    metric: Annotated[str, Field(min_length=2, description="score the gate compares: mse, csi_m, "
+                                 "csi_<thr>, fss_<thr>_n<N>, ...")] = "mse",
 ) -> dict[str, Any]:
-    """Promote ``version`` of ``model_name`` to ``champion`` if it beats the champion by ``margin``.
+    """Promote ``version`` of ``model_name`` to ``champion`` if it beats the champion by ``margin`` on ``metric``.
 
     Args:
         version: the candidate version.
@@ -63,7 +80,12 @@ def promote_flow(
         margin: relative improvement in test MSE required (default ``$PREDRNN_PROMOTION_MARGIN`` or 0.01).
         dataset: evaluate both models on this version's test split first (recommended).
         tracking_uri: MLflow store (default ``$MLFLOW_TRACKING_URI``).
+        metric: the score compared (mean over lead times), its direction known (:mod:`predrnn.scorecard`).
     """
+    from predrnn.registry import metric_tag
+    from predrnn.scorecard import lower_is_better
+
+    lower_is_better(metric)  # an unknown score fails before any evaluation
     settings = PipelineSettings()
     name = model_name or settings.model_name
     uri = tracking_uri or settings.tracking_uri
@@ -73,14 +95,15 @@ def promote_flow(
     if dataset:
         champion = champion_task(name, uri)
         cand = evaluate_task(f"models:/{name}/{version}", dataset, "test", 0, uri)
-        cand_val, dataset = cand["mse"], cand["dataset"]
-        table = f"candidate v{version}:\n```\n{cand['table']}\n```"
+        cand_val, dataset = gate_value(cand, metric), cand["dataset"]
+        table = f"candidate v{version}:\n```\n{cand['table']}\n```\n\n{cand['scorecard']}"
         if champion is not None and champion != version:
             champ = evaluate_task(f"models:/{name}/{champion}", dataset, "test", 0, uri)
-            champ_val = champ["mse"]
-            table += f"\n\nchampion v{champion}:\n```\n{champ['table']}\n```"
+            champ_val = gate_value(champ, metric)
+            table += f"\n\nchampion v{champion}:\n```\n{champ['table']}\n```\n\n{champ['scorecard']}"
     decision = gate_task(name, version, force=force, margin=gate_margin, tracking_uri=uri,
-                         candidate_value=cand_val, champion_value=champ_val, dataset=dataset)
+                         candidate_value=cand_val, champion_value=champ_val, dataset=dataset,
+                         metric=metric_tag(metric))
     get_run_logger().info("%s v%s: %s (%s)", name, version, "promoted" if decision["promoted"] else "refused",
                           decision["reason"])
     publish_decision(decision, table)

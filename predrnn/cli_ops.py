@@ -34,19 +34,24 @@ def register(app: typer.Typer) -> None:
         model: Annotated[str, typer.Argument(help="registered model name")],
         version: Annotated[int, typer.Argument(help="the candidate version")],
         force: Annotated[bool, typer.Option("--force", help="promote even if the gate refuses (recorded)")] = False,
-        margin: Annotated[float, typer.Option("--margin", help="relative test-MSE improvement required")] = 0.01,
+        margin: Annotated[float, typer.Option("--margin", help="relative improvement required")] = 0.01,
+        metric: Annotated[str, typer.Option("--metric", help="score compared (mean over lead times): mse, mae, "
+                                            "rmse, csi_m, csi_<thr>, pod_<thr>, far_<thr>, hss_<thr>, "
+                                            "fss_<thr>_n<N>, csi_pool<K>_<thr>; direction known")] = "mse",
         tracking_uri: TrackingOpt = None,
     ) -> None:
-        """Move alias `champion` to VERSION if its test MSE beats the champion's by the margin.
+        """Move alias `champion` to VERSION if it beats the champion by the margin on --metric (test MSE).
 
-        Compares the test metrics recorded on both versions (they must share a dataset; the `promote`
-        flow re-evaluates both on one test version). Exit code 1 when the gate refuses.
+        Compares the test scores recorded on both versions at registration (they must share a dataset;
+        the `promote` flow re-evaluates both on one test version). Lower is better for mse/mae/rmse/far,
+        higher for csi/pod/hss/fss. Exit code 1 when the gate refuses.
         """
         _tool_env()
-        from predrnn.registry import RegistryError, promote
+        from predrnn.registry import RegistryError, metric_tag, promote
 
         try:
-            decision = promote(model, version, force=force, margin=margin, tracking_uri=tracking_uri)
+            decision = promote(model, version, force=force, margin=margin, tracking_uri=tracking_uri,
+                               metric=metric_tag(metric))
         except (RegistryError, ValueError) as err:
             raise _fail(str(err)) from None
         typer.echo(decision.markdown())
@@ -93,8 +98,9 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Serve the model over HTTP (MLflow scoring server, this environment; POST /invocations).
 
-        Request: {"inputs": context clips (B, T_in, H, W, C) in [0, 1]}, optional {"params": {"horizon": N}};
-        response: {"predictions": (B, N, H, W, C)}.
+        Request: {"inputs": context clips (B, T_in, H, W, C) in the data's units (image models: [0, 1];
+        field models: e.g. mm/h, NaN = no data)}, optional {"params": {"horizon": N}};
+        response: {"predictions": (B, N, H, W, C)} in the same units.
         """
         _tool_env()
         from predrnn.tracking import resolve_tracking_uri

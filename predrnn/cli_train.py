@@ -102,31 +102,53 @@ def register(app: typer.Typer) -> None:
         split: Annotated[str, typer.Option("--split", help="train, val, test or all")] = "test",
         max_clips: Annotated[int, typer.Option("--max-clips", help="evaluate the first N clips only "
                                                "(0: all)")] = 0,
+        thresholds: Annotated[str | None, typer.Option(
+            "--thresholds", help="verification thresholds in the data's units, e.g. 0.5,2,5 (default: the "
+            "dataset's, recorded at ingest; images: none)")] = None,
+        pool: Annotated[str, typer.Option("--pool", help="pooled-CSI block sizes in pixels")] = "4,16",
+        fss_scales: Annotated[str, typer.Option("--fss-scales", help="FSS window sizes in pixels (odd)")] = "1,3,9,27",
         tracking_uri: Annotated[str | None, typer.Option("--tracking-uri", help="MLflow store for "
                                                          "models:/ URIs and --log")] = None,
         log: Annotated[bool, typer.Option("--log", help="record the metrics as a new MLflow run")] = False,
     ) -> None:
-        """Per-lead-time metrics (MSE/MAE per frame, PSNR, SSIM) of a model and of persistence."""
+        """Per-lead-time scores of a model and of persistence, in the data's units.
+
+        MSE/MAE per frame, RMSE (and PSNR/SSIM for images); at thresholds CSI/POD/FAR/bias/HSS,
+        pooled CSI, FSS and CSI-M. The last line is one JSON object whose "model" and
+        "persistence" hold the per-lead-time scorecards (the keys of `predrnn score`).
+        """
         tool_env()
         from predrnn.checkpoint import CheckpointError
+        from predrnn.cli import parse_list, score_labels
         from predrnn.predict import load_forecaster
         from predrnn.tracking import TrackingError
         from predrnn.train import DatasetError, ZarrSource, evaluate_split, lead_time_table, validate_dataset
+        from predrnn.train.finalize import scorecards
 
+        thr = parse_list(thresholds, float, "--thresholds")
+        pools = parse_list(pool, int, "--pool") or []
+        scales = parse_list(fss_scales, int, "--fss-scales") or []
+        if any(k < 1 for k in pools) or any(n < 1 or n % 2 == 0 for n in scales):
+            raise _fail(f"--pool sizes must be >= 1 and --fss-scales odd and >= 1; got {pool!r}, {fss_scales!r}")
         try:
             ref = str(Path(model) / "model") if (Path(model) / "train_state.pt").is_file() else model
             net, cfg = load_forecaster(ref, tracking_uri=tracking_uri)
-            info = validate_dataset(cfg, data)
-            metrics = evaluate_split(net, cfg, ZarrSource(info.uri), split, max_clips=max_clips)
+            info = validate_dataset(cfg, data, for_model=True)
+            metrics = evaluate_split(net, cfg, ZarrSource(info.uri), split, max_clips=max_clips,
+                                     thresholds=thr, pools=pools, fss_scales=scales, labels=score_labels(thresholds))
         except (DatasetError, TrackingError, CheckpointError, ValueError) as err:
             raise _fail(str(err)) from None
         typer.echo(lead_time_table(metrics))
-        out = {"model": model, "dataset": info.uri, "split": split, "clips": metrics["model"]["clips"],
+        cards = scorecards(metrics)
+        out = {"model_ref": model, "dataset": info.uri, "split": split, "clips": metrics["model"]["clips"],
+               "units": cfg.values.units if cfg.values.kind == "field" else "",
                f"{split}_mse_per_frame": metrics["model"]["mse_per_frame"],
                "persistence_mse_per_frame": metrics["persistence"]["mse_per_frame"],
-               f"{split}_mse": metrics["model"]["mse"], "persistence_mse": metrics["persistence"]["mse"]}
+               f"{split}_mse": metrics["model"]["mse"], "persistence_mse": metrics["persistence"]["mse"],
+               "model": cards["model"], "persistence": cards["persistence"]}
         if log:
             from predrnn.tracking import Tracker
+            from predrnn.train.finalize import log_scorecard, write_scorecard
             from predrnn.train.loop import evaluation_metrics
 
             try:
@@ -136,6 +158,12 @@ def register(app: typer.Typer) -> None:
                                                 tags={"model": model, "dataset.uri": info.uri})
                 tracker.log_dataset(run.info.run_id, info.to_dict(), context=split)
                 tracker.log_metrics(run.info.run_id, evaluation_metrics(metrics, split))
+                log_scorecard(tracker, run.info.run_id, cards, split)
+                import tempfile
+
+                with tempfile.TemporaryDirectory() as tmp:
+                    for path in write_scorecard(tmp, cards, units=out["units"]):
+                        tracker.log_artifact(run.info.run_id, path, "evaluation")
                 tracker.end_run(run.info.run_id)
             except TrackingError as err:
                 raise _fail(str(err)) from None

@@ -84,6 +84,28 @@ class DataConfig:
 
 
 @dataclass(frozen=True)
+class ValuesConfig:
+    """What the data's values are, and how the model sees them (resolved from the dataset at the door).
+
+    ``kind``: ``image`` (intensities; the data's units are floats in [0, 1], uint8 / 255) or
+    ``field`` (a physical quantity in ``units``, NaN = no data). A field is standardised for the
+    model, ``(x - mean) / std``, with ``mean``/``std`` from the **training split only**; missing
+    values enter the model as the training mean (0 after standardisation). Forecasts leave the model
+    in the data's units, clipped to ``[valid_min, valid_max]`` (either may be None: unbounded); an
+    image forecast is clipped to [0, 1]. ``thresholds`` are the default verification thresholds in
+    the data's units (e.g. mm/h 0.5, 2, 5, 10, 30 as HKO-7).
+    """
+
+    kind: Literal["image", "field"] = "image"
+    units: str = ""
+    mean: float = 0.0
+    std: float = 1.0
+    valid_min: float | None = None
+    valid_max: float | None = None
+    thresholds: list[float] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
 class ComputeConfig:
     """Where and how to run. ``amp``: ``auto`` means bf16 autocast on CUDA, fp32 on CPU."""
 
@@ -112,6 +134,7 @@ class ExperimentConfig:
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     data: DataConfig = field(default_factory=DataConfig)
+    values: ValuesConfig = field(default_factory=ValuesConfig)
     compute: ComputeConfig = field(default_factory=ComputeConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
 
@@ -368,6 +391,11 @@ def _validate(cfg: ExperimentConfig) -> None:
         errors.append(f"optim.decouple_beta > 0 needs model.arch=predrnn_v2 (got {m.arch})")
     if o.eval_interval < 1 or o.checkpoint_interval < 1 or o.keep_best < 1:
         errors.append("optim.eval_interval, checkpoint_interval and keep_best must be >= 1")
+    v = cfg.values
+    if not (v.std > 0 and v.std < float("inf")) or v.mean != v.mean:
+        errors.append(f"values.std must be positive and finite and values.mean a number, got {v.mean}, {v.std}")
+    if v.valid_min is not None and v.valid_max is not None and not v.valid_min < v.valid_max:
+        errors.append(f"need values.valid_min < values.valid_max, got {v.valid_min}, {v.valid_max}")
     if c.num_workers < 1 or c.gpus_per_worker < 0 or c.cpus_per_worker <= 0:
         errors.append("compute.num_workers >= 1, gpus_per_worker >= 0, cpus_per_worker > 0 required")
     if errors:

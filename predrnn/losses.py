@@ -15,9 +15,16 @@ import torch.nn.functional as F
 from torch import nn
 
 
-def prediction_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Mean squared error over every element of all predicted frames."""
-    return F.mse_loss(pred, target)
+def prediction_loss(pred: torch.Tensor, target: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
+    """Mean squared error over every element of all predicted frames (B, T-1, H, W, C).
+
+    With ``valid`` (bool, same shape) the mean runs over the valid elements only: pixels with no
+    data (NaN in a physical field) give no gradient. All valid is the plain mean.
+    """
+    if valid is None:
+        return F.mse_loss(pred, target)
+    err = torch.where(valid, pred - target, pred.new_zeros(()))
+    return err.square().sum() / valid.sum().clamp_min(1)
 
 
 def decoupling_loss(adapter: nn.Module, deltas_c: list[torch.Tensor], deltas_m: list[torch.Tensor]

@@ -1,23 +1,38 @@
-"""Forecast metrics per lead time, with the authors' conventions.
+"""Forecast metrics per lead time, in the data's units, with the authors' conventions.
 
-* ``mse`` / ``mae``: "per frame": the error summed over the pixels (and channels) of one frame,
-  averaged over clips; the paper's Moving MNIST numbers (PredRNN-V2: 48.4) use this one.
-* ``mse_pixel``: the mean over pixels (physical units for geophysical data).
-* ``psnr``: on 8-bit frames, values rounded (not truncated) to 0..255, per frame then averaged.
-* ``ssim``: scikit-image's SSIM on 8-bit frames, window 7, data range 255, per frame, averaged.
+Forecast and truth are (B, N, H, W, C) in the data's units (images: [0, 1]; physical fields: their
+units, NaN = no data). Every metric runs over the pixels that have data only:
 
-Predictions are clipped to [0, 1] first. Accumulate batch by batch with :class:`MetricAccumulator`.
+* ``mse`` / ``mae``: "per frame": the error summed over the valid pixels (and channels) of one
+  frame, averaged over clips; the paper's Moving MNIST numbers (PredRNN-V2: 48.4) use this one.
+* ``rmse``: per pixel, ``sqrt(sum of squared errors / number of valid pixels)`` over all clips of a
+  lead time; ``mse_pixel`` is its square.
+* images only: ``psnr`` on 8-bit frames, values rounded (not truncated) to 0..255, per frame then
+  averaged; ``ssim``: scikit-image's SSIM on 8-bit frames, window 7, data range 255, per frame,
+  averaged. Image forecasts are clipped to [0, 1] (their valid range) first. Fields get neither:
+  both need a data range, and a physical field has none that clipping could honestly give.
+* with thresholds: the verification scores of :mod:`predrnn.verification` (CSI, POD, FAR, bias,
+  HSS, pooled CSI, FSS, CSI-M).
+
+A perfect forecast scores exactly 0 (the errors are taken in float64 on the values as given).
+Accumulate batch by batch with :class:`MetricAccumulator`; :func:`scorecard` gives the per-lead-time
+record that ``predrnn score`` prints.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 import torch
 
-METRICS = ("mse", "mae", "mse_pixel", "psnr", "ssim")
+from predrnn.config import ValuesConfig
+from predrnn.values import IMAGE
+
+METRICS = ("mse", "mae", "mse_pixel", "rmse", "psnr", "ssim")
+SCORE_KEYS = ("csi", "pod", "far", "bias", "hss", "csi_pool", "fss", "csi_m")
 
 
 def to_uint8(frames: np.ndarray) -> np.ndarray:
@@ -40,59 +55,148 @@ def ssim_frames(pred_u8: np.ndarray, true_u8: np.ndarray) -> np.ndarray:
     return out
 
 
-def frame_metrics(pred: np.ndarray, truth: np.ndarray, *, with_ssim: bool = True) -> dict[str, np.ndarray]:
-    """Per-clip, per-lead-time metrics. pred, truth: (B, N, H, W, C) in [0, 1]; each value (B, N)."""
+def frame_metrics(pred: np.ndarray, truth: np.ndarray, *, with_ssim: bool = True, image: bool = True,
+                  valid: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """Per-clip, per-lead-time metrics; each value (B, N).
+
+    Args:
+        pred, truth: (B, N, H, W, C) in the data's units.
+        image: image conventions (forecast clipped to [0, 1]; PSNR and SSIM on 8-bit frames).
+        valid: bool, same shape: the pixels that count; default where ``truth`` is finite.
+
+    Returns:
+        ``mse``, ``mae`` (sums over valid pixels), ``sq_sum`` and ``count`` (for the pooled per-pixel
+        error), ``mse_pixel`` (per clip), and for images ``psnr`` and (``with_ssim``) ``ssim``.
+
+    Raises:
+        ValueError: the shapes differ.
+    """
     if pred.shape != truth.shape:
         raise ValueError(f"prediction {pred.shape} and truth {truth.shape} differ in shape")
-    pred = np.clip(pred.astype(np.float64), 0.0, 1.0)
-    truth = truth.astype(np.float64)
-    B, N = pred.shape[:2]
-    err = pred - truth
+    p = np.asarray(pred, dtype=np.float64)
+    t = np.asarray(truth, dtype=np.float64)
+    if image:
+        p = np.clip(p, 0.0, 1.0)
+    B, N = p.shape[:2]
+    ok = np.isfinite(t) if valid is None else np.broadcast_to(np.asarray(valid, bool), t.shape) & np.isfinite(t)
+    err = np.where(ok, p - t, 0.0)
+    if not image:
+        err = np.nan_to_num(err, nan=0.0)  # a forecast with no value where the truth has one: not scored
+    sq = (err**2).reshape(B, N, -1)
+    count = ok.reshape(B, N, -1).sum(axis=2).astype(np.float64)
     out = {
-        "mse": (err**2).reshape(B, N, -1).sum(axis=2),
+        "mse": sq.sum(axis=2),
         "mae": np.abs(err).reshape(B, N, -1).sum(axis=2),
-        "mse_pixel": (err**2).reshape(B, N, -1).mean(axis=2),
+        "sq_sum": sq.sum(axis=2),
+        "count": count,
+        "mse_pixel": sq.sum(axis=2) / np.maximum(count, 1.0),
     }
-    p8, t8 = to_uint8(pred), to_uint8(truth)
-    mse8 = ((p8.astype(np.float64) - t8.astype(np.float64)) ** 2).reshape(B, N, -1).mean(axis=2)
-    with np.errstate(divide="ignore"):
-        out["psnr"] = np.where(mse8 > 0, 20 * math.log10(255.0) - 10 * np.log10(np.maximum(mse8, 1e-300)),
-                               np.inf)
-    if with_ssim:
-        out["ssim"] = ssim_frames(p8.reshape(B * N, *p8.shape[2:]), t8.reshape(B * N, *t8.shape[2:])).reshape(B, N)
+    if image:
+        p8, t8 = to_uint8(p), to_uint8(t)
+        mse8 = ((p8.astype(np.float64) - t8.astype(np.float64)) ** 2).reshape(B, N, -1).mean(axis=2)
+        with np.errstate(divide="ignore"):
+            out["psnr"] = np.where(mse8 > 0, 20 * math.log10(255.0) - 10 * np.log10(np.maximum(mse8, 1e-300)),
+                                   np.inf)
+        if with_ssim:
+            out["ssim"] = ssim_frames(p8.reshape(B * N, *p8.shape[2:]),
+                                      t8.reshape(B * N, *t8.shape[2:])).reshape(B, N)
     return out
 
 
+def _numpy(x: torch.Tensor | np.ndarray) -> np.ndarray:
+    if isinstance(x, torch.Tensor):
+        return x.detach().float().cpu().numpy()
+    return np.asarray(x)
+
+
 class MetricAccumulator:
-    """Sums per-lead-time metrics over batches; ``compute()`` gives means per lead time and overall.
+    """Accumulates per-lead-time metrics over batches; ``compute()`` gives the values per lead time.
 
     PSNR of identical frames is infinite; such frames are capped at 100 dB so means stay finite.
+
+    Args:
+        horizon: lead times per clip.
+        with_ssim: compute SSIM (images only; it is the slow one).
+        values: what the data's values are (image or field; see :mod:`predrnn.values`).
+        thresholds: verification thresholds in the data's units; empty: no verification scores.
+        pools, fss_scales: pooled-CSI block sizes and FSS window sizes (with thresholds).
+        labels: the thresholds' keys as the user wrote them (default :func:`threshold_label`).
     """
 
-    def __init__(self, horizon: int, *, with_ssim: bool = True) -> None:
+    def __init__(self, horizon: int, *, with_ssim: bool = True, values: ValuesConfig = IMAGE,
+                 thresholds: Sequence[float] = (), pools: Sequence[int] = (), fss_scales: Sequence[int] = (),
+                 labels: Sequence[str] | None = None) -> None:
         self.horizon = horizon
-        self.with_ssim = with_ssim
+        self.image = values.kind != "field"
+        self.with_ssim = with_ssim and self.image
         self.count = 0
-        self.sums = {k: np.zeros(horizon) for k in METRICS if with_ssim or k != "ssim"}
+        keys = ["mse", "mae", "sq_sum", "count"] + (["psnr"] if self.image else []) + \
+            (["ssim"] if self.with_ssim else [])
+        self.sums = {k: np.zeros(horizon) for k in keys}
+        self.scores: Any = None
+        if len(thresholds):
+            from predrnn.verification import ScoreAccumulator
 
-    def update(self, pred: torch.Tensor | np.ndarray, truth: torch.Tensor | np.ndarray) -> None:
-        p = pred.detach().float().cpu().numpy() if isinstance(pred, torch.Tensor) else np.asarray(pred)
-        t = truth.detach().float().cpu().numpy() if isinstance(truth, torch.Tensor) else np.asarray(truth)
-        if p.shape[1] != self.horizon:
-            raise ValueError(f"expected {self.horizon} lead times, got {p.shape[1]}")
-        values = frame_metrics(p, t, with_ssim=self.with_ssim)
-        values["psnr"] = np.minimum(values["psnr"], 100.0)
+            self.scores = ScoreAccumulator(horizon, list(thresholds), pools=list(pools),
+                                           fss_scales=list(fss_scales), labels=labels)
+
+    def update(self, pred: torch.Tensor | np.ndarray, truth: torch.Tensor | np.ndarray,
+               valid: np.ndarray | None = None) -> None:
+        """Add a batch: ``pred``, ``truth`` (B, N, H, W, C) in the data's units; ``valid`` optional mask."""
+        p, t = _numpy(pred), _numpy(truth)
+        if p.ndim != 5 or p.shape[1] != self.horizon:
+            raise ValueError(f"expected forecasts (B, {self.horizon}, H, W, C), got {p.shape}")
+        values = frame_metrics(p, t, with_ssim=self.with_ssim, image=self.image, valid=valid)
+        if "psnr" in values:
+            values["psnr"] = np.minimum(values["psnr"], 100.0)
         for k in self.sums:
             self.sums[k] += values[k].sum(axis=0)
         self.count += p.shape[0]
+        if self.scores is not None:
+            self.scores.update(np.clip(p, 0.0, 1.0) if self.image else p, t, valid)
 
     def compute(self) -> dict[str, Any]:
-        """``{"mse": mean, "mse_per_frame": [..], ...}`` over all clips seen."""
+        """``{"clips", "mse": mean, "mse_per_frame": [..], ..., "csi": {...}, ...}`` over all clips seen.
+
+        Per metric: ``<k>_per_frame`` (one value per lead time) and ``<k>`` (their mean). RMSE and
+        ``mse_pixel`` are pooled over all valid pixels of a lead time (null where none was valid).
+        """
         if self.count == 0:
             raise ValueError("no clips were evaluated")
         out: dict[str, Any] = {"clips": self.count}
-        for k, s in self.sums.items():
-            per = s / self.count
-            out[f"{k}_per_frame"] = per.tolist()
-            out[k] = float(per.mean())
+        per: dict[str, np.ndarray] = {k: self.sums[k] / self.count for k in ("mse", "mae", "psnr", "ssim")
+                                      if k in self.sums}
+        n = self.sums["count"]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            per["mse_pixel"] = np.where(n > 0, self.sums["sq_sum"] / np.maximum(n, 1.0), np.nan)
+        per["rmse"] = np.sqrt(per["mse_pixel"])
+        for k in METRICS:
+            if k in per:
+                out[f"{k}_per_frame"] = [_finite_or_none(v) for v in per[k]]
+                finite = per[k][np.isfinite(per[k])]
+                out[k] = float(finite.mean()) if finite.size else None
+        out["valid_pixels_per_frame"] = [int(v) for v in n]
+        if self.scores is not None:
+            out.update(self.scores.compute())
         return out
+
+
+def scorecard(block: dict[str, Any]) -> dict[str, Any]:
+    """The per-lead-time record of one forecaster (``predrnn score``'s JSON) from ``compute()``'s output.
+
+    ``{"lead_times": N, "mse": [N], "mae": [N], "rmse": [N], "csi": {"<thr>": [N]}, "pod", "far",
+    "bias", "hss", "csi_pool": {"<k>": {"<thr>": [N]}}, "fss": {"<thr>": {"<n>": [N]}}, "csi_m": [N]}``
+    (plus ``psnr``/``ssim`` for images); verification keys only when thresholds were given.
+    """
+    out: dict[str, Any] = {"lead_times": len(block["mse_per_frame"])}
+    for k in ("mse", "mae", "rmse", "psnr", "ssim"):
+        if f"{k}_per_frame" in block:
+            out[k] = block[f"{k}_per_frame"]
+    for k in SCORE_KEYS:
+        if k in block:
+            out[k] = block[k]
+    return out
+
+
+def _finite_or_none(v: float) -> float | None:
+    return float(v) if math.isfinite(v) else None

@@ -27,13 +27,21 @@ def load_forecaster(ref: str, *, tracking_uri: str | None = None) -> tuple[nn.Mo
 
 
 def as_unit_float(clips: np.ndarray) -> np.ndarray:
-    """uint8 -> float32 / 255; floats are returned as float32 (must already be in [0, 1])."""
+    """uint8 -> float32 / 255; floats are returned as float32 (images: already in [0, 1])."""
     if clips.dtype == np.uint8:
         return clips.astype(np.float32) / 255.0
     return clips.astype(np.float32, copy=False)
 
 
-def check_context(context: np.ndarray, cfg: ExperimentConfig) -> None:
+def check_context(context: np.ndarray, cfg: ExperimentConfig) -> np.ndarray:
+    """The context as float32 in the data's units, after checking its shape and values.
+
+    Raises:
+        PredictError: not (clips, T_in, H, W, C) with the model's frame size, empty, or values the
+            model cannot take (see :func:`predrnn.values.context_in_units`).
+    """
+    from predrnn.values import ValuesError, context_in_units
+
     d = cfg.data
     expect = f"(clips, T_in, {d.img_height}, {d.img_width}, {d.img_channel})"
     if context.ndim != 5:
@@ -42,27 +50,38 @@ def check_context(context: np.ndarray, cfg: ExperimentConfig) -> None:
         raise PredictError(f"context frames are {context.shape[2:]}; the model expects {expect}")
     if context.shape[0] < 1 or context.shape[1] < 1:
         raise PredictError(f"context must hold at least one clip of at least one frame, got {context.shape}")
-    if context.dtype != np.uint8 and not np.issubdtype(context.dtype, np.floating):
-        raise PredictError(f"context dtype must be uint8 or float in [0,1], got {context.dtype}")
-    if np.issubdtype(context.dtype, np.floating):
-        if not np.isfinite(context).all():
-            raise PredictError("context holds NaN or inf values")
-        lo, hi = float(context.min()), float(context.max())
-        if lo < 0.0 or hi > 1.0:
-            raise PredictError(f"float context must lie in [0, 1], got values in [{lo:.3g}, {hi:.3g}]")
+    try:
+        return context_in_units(context, cfg.values)
+    except ValuesError as err:
+        raise PredictError(str(err)) from None
 
 
 def forecast_array(model: nn.Module, cfg: ExperimentConfig, context: np.ndarray, horizon: int, *,
                    batch_size: int = 16, device: str | torch.device = "cpu") -> np.ndarray:
-    """(clips, T_in, H, W, C) -> (clips, horizon, H, W, C) float32 in [0, 1]."""
+    """Forecast ``horizon`` frames after every context clip, in the data's units.
+
+    Args:
+        context: (clips, T_in, H, W, C). Image models: uint8 0..255 or floats in [0, 1]. Field
+            models: floats in the data's units (``cfg.values.units``), NaN = no data (fed as the
+            training mean).
+
+    Returns:
+        (clips, horizon, H, W, C) float32 in the data's units: images in [0, 1], fields clipped to
+        the valid range only.
+
+    Raises:
+        PredictError: a bad horizon, shape or values (one line naming what was expected).
+    """
+    from predrnn.values import from_model, to_model
+
     if horizon < 1:
         raise PredictError(f"horizon must be >= 1, got {horizon}")
-    check_context(context, cfg)
-    x = as_unit_float(context)
+    x = check_context(context, cfg)
     model = model.to(device).eval()
     out = []
     with torch.inference_mode():
         for i in range(0, x.shape[0], batch_size):
             ctx = torch.from_numpy(np.ascontiguousarray(x[i:i + batch_size])).to(device)
-            out.append(cast(Any, model).forecast(ctx, horizon).clamp_(0, 1).float().cpu().numpy())
+            pred = cast(Any, model).forecast(to_model(ctx, cfg.values), horizon)
+            out.append(from_model(pred, cfg.values).cpu().numpy())
     return np.concatenate(out, axis=0).astype(np.float32)

@@ -4,15 +4,16 @@ Models, all with the same iterations, batch, width, depth and patch size:
 persistence, ConvLSTM, PredRNN (V1, scheduled sampling), PredRNN-V2 with decoupling only, with
 reverse scheduled sampling only, and with both. Data: a fixed, seeded moving-digits dataset and the
 storm-cell dataset, ingested through the normal ingestion path into Zarr. Metrics per lead time on the
-test split with the authors' conventions (per-frame MSE / MAE, SSIM, PSNR); a markdown table, a plot
-of MSE against lead time, and an MLflow run per (dataset, model, seed).
+test split in the data's units with the authors' conventions (per-frame MSE / MAE; SSIM, PSNR for
+images; RMSE and the nowcasting scorecard, CSI at three thresholds and FSS at two scales, for fields);
+a markdown table, a plot of MSE against lead time, and an MLflow run per (dataset, model, seed).
 
     .venv/bin/python bench/quality.py --iterations 600 --seeds 0 1 --out docs/quality
 
 The same steps run as the Prefect flow ``quality-benchmark`` (``flows/quality.py``).
 
-Storm cells are physical (mm/h): frames are scaled to [0, 1] by the dataset's stored maximum for the
-model and the per-frame metrics; ``mse_pixel`` is reported back in (mm/h)^2.
+Storm cells are a physical field (rain rate, mm/h): they take the pipeline's own path (the model
+trains on values standardised by the training split's statistics; every metric is in mm/h).
 """
 
 from __future__ import annotations
@@ -31,11 +32,12 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from predrnn.config import ExperimentConfig, SamplingConfig, apply_overrides, preset
+from predrnn.config import ExperimentConfig, SamplingConfig, ValuesConfig, apply_overrides, preset
 from predrnn.models import build_model
 from predrnn.models.predrnn import Persistence
 from predrnn.sampling import sampling_mask
 from predrnn.steps import evaluate, train_step
+from predrnn.values import with_values
 
 VARIANTS = ("persistence", "convlstm", "predrnn_v1", "v2_decouple", "v2_rss", "v2_both")
 DECOUPLING_VARIANTS = ("v2_decouple", "v2_both")
@@ -67,28 +69,17 @@ def variant_config(base: ExperimentConfig, variant: str, iterations: int, beta: 
     ).validate()
 
 
-class _Scaled(torch.utils.data.Dataset):
-    def __init__(self, ds: Any, scale: float) -> None:
-        self.ds, self.scale = ds, scale
+def _datasets(uri: str) -> tuple[Any, Any, ValuesConfig]:
+    """Train and test splits in the data's units, and what the values are (from the dataset)."""
+    from predrnn.data import ClipDataset
 
-    def __len__(self) -> int:
-        return len(self.ds)
-
-    def __getitem__(self, i: int) -> torch.Tensor:
-        return torch.nan_to_num(self.ds[i] / self.scale).clamp_(0, 1)
+    train: Any = ClipDataset(uri, "train")
+    return train, ClipDataset(uri, "test"), train.values
 
 
-def _datasets(uri: str) -> tuple[Any, Any, float]:
-    from predrnn.data import ClipDataset, open_version
-
-    v = open_version(uri)
-    image = v.dtype == np.uint8
-    scale = 1.0 if image else float(v.attrs.get("value_range", [0, 1])[1]) or 1.0
-    train: Any = ClipDataset(uri, "train", normalise=False)
-    test: Any = ClipDataset(uri, "test", normalise=False)
-    if not image:
-        train, test = _Scaled(train, scale), _Scaled(test, scale)
-    return train, test, scale
+# The scorecard the report shows for fields: CSI at three thresholds, FSS at two scales (at the middle one).
+REPORT_CSI = (2.0, 5.0, 10.0)
+REPORT_FSS = (1, 9)
 
 
 def train_and_evaluate(cfg: ExperimentConfig, variant: str, train_ds: Any, test_ds: Any, seed: int,
@@ -98,12 +89,14 @@ def train_and_evaluate(cfg: ExperimentConfig, variant: str, train_ds: Any, test_
     ``eval_at``: iterations at which the test MSE per lead time is also recorded (``result["curve"]``).
     """
     torch.manual_seed(seed)
-    d, o = cfg.data, cfg.optim
+    d, o, v = cfg.data, cfg.optim, cfg.values
     test_loader = DataLoader(test_ds, batch_size=16, shuffle=False)
+    scores: dict[str, Any] = ({"thresholds": list(v.thresholds), "pools": [4, 16], "fss_scales": list(REPORT_FSS)}
+                              if v.kind == "field" else {})
     t0 = time.perf_counter()
-    if variant == "persistence":
-        res = evaluate(Persistence(), test_loader, d.input_length, with_persistence=False)
-        return {"metrics": res["model"], "train_s": 0.0}
+    if variant == "persistence":  # the evaluation's own persistence forecast, exact in the data's units
+        res = evaluate(Persistence(), test_loader, d.input_length, values=v, **scores)
+        return {"metrics": res["persistence"], "train_s": 0.0}
     model = build_model(cfg)
     opt = torch.optim.Adam(model.parameters(), lr=o.lr)
     g = torch.Generator().manual_seed(seed)
@@ -115,25 +108,29 @@ def train_and_evaluate(cfg: ExperimentConfig, variant: str, train_ds: Any, test_
             it += 1
             mask, _, _ = sampling_mask(it, cfg.sampling, batch=batch.shape[0], input_length=d.input_length,
                                        total_length=d.total_length, generator=g)
-            step = train_step(model, opt, batch[:, : d.total_length], mask, beta=o.decouple_beta)
+            step = train_step(model, opt, batch[:, : d.total_length], mask, beta=o.decouple_beta, values=v)
             if it % log_every == 0 or it == 1:
                 el = time.perf_counter() - t0
                 print(f"    {variant} seed {seed} it {it}/{o.max_iterations} loss {step.loss:.5f} "
                       f"({el / it:.2f} s/it, ETA {el / it * (o.max_iterations - it):.0f} s)", flush=True)
             if it in eval_at:
-                m = evaluate(model, test_loader, d.input_length, with_persistence=False, with_ssim=False)["model"]
+                m = evaluate(model, test_loader, d.input_length, with_persistence=False, with_ssim=False,
+                             values=v)["model"]
                 curve.append({"iteration": it, "mse": m["mse"], "mse_per_frame": m["mse_per_frame"]})
                 model.train()
             if it >= o.max_iterations:
                 break
     train_s = time.perf_counter() - t0
-    res = evaluate(model, test_loader, d.input_length, with_persistence=False)
+    res = evaluate(model, test_loader, d.input_length, with_persistence=False, values=v, **scores)
     return {"metrics": res["model"], "train_s": train_s, "curve": curve}
 
 
 def _table(rows: list[dict[str, Any]], horizon: int) -> str:
-    lines = ["| model | MSE/frame | MAE/frame | SSIM | PSNR | MSE by lead time (1..N) | seeds |",
-             "|---|---|---|---|---|---|---|"]
+    field = not rows[0].get("ssim") or rows[0]["ssim"][0] is None
+    extra = ("rmse",) if field else ("ssim", "psnr")
+    names = {"rmse": "RMSE", "ssim": "SSIM", "psnr": "PSNR"}
+    lines = ["| model | MSE/frame | MAE/frame | " + " | ".join(names[k] for k in extra) +
+             " | MSE by lead time (1..N) | seeds |", "|---|---|---|" + "---|" * len(extra) + "---|---|"]
 
     def ms(r: dict[str, Any], key: str) -> str:
         vals = r[key]
@@ -141,9 +138,45 @@ def _table(rows: list[dict[str, Any]], horizon: int) -> str:
 
     for r in rows:
         per = " ".join(f"{x:.1f}" for x in r["mse_per_frame"])
-        cells = [r["variant"], *(ms(r, k) for k in ("mse", "mae", "ssim", "psnr")), per, str(len(r["mse"]))]
+        cells = [r["variant"], *(ms(r, k) for k in ("mse", "mae", *extra)), per, str(len(r["mse"]))]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def _scorecard_tables(rows: list[dict[str, Any]]) -> str:
+    """CSI at :data:`REPORT_CSI` and FSS at :data:`REPORT_FSS` per lead time, rows = models (seed means)."""
+    if "csi" not in rows[0]:
+        return ""
+    labels = {float(k): k for k in rows[0]["csi"]}
+    csi = [labels[t] for t in REPORT_CSI if t in labels]
+    mid = csi[len(csi) // 2] if csi else None
+    out = []
+    n = len(rows[0]["mse_per_frame"])
+    head = "| model | " + " | ".join(str(i) for i in range(1, n + 1)) + " |\n|---|" + "---|" * n
+
+    def cells(vals: list[Any]) -> str:
+        return " | ".join("n/a" if v is None else f"{v:.2f}" for v in vals)
+
+    for t in csi:
+        out += [f"**CSI at >= {t} mm/h** by lead time (frames)", "", head,
+                *(f"| {r['variant']} | {cells(r['csi'][t])} |" for r in rows), ""]
+    for scale in REPORT_FSS:
+        if mid is None or str(scale) not in rows[0]["fss"].get(mid, {}):
+            continue
+        out += [f"**FSS at >= {mid} mm/h, {scale} x {scale} pixels** by lead time", "", head,
+                *(f"| {r['variant']} | {cells(r['fss'][mid][str(scale)])} |" for r in rows), ""]
+    return "\n".join(out)
+
+
+def _seed_mean(blocks: list[Any]) -> Any:
+    """Element-wise mean over seeds of nested score dicts/lists (a null stays null)."""
+    first = blocks[0]
+    if isinstance(first, dict):
+        return {k: _seed_mean([b[k] for b in blocks]) for k in first}
+    if isinstance(first, list):
+        return [_seed_mean([b[i] for b in blocks]) for i in range(len(first))]
+    vals = [b for b in blocks if b is not None]
+    return sum(vals) / len(vals) if len(vals) == len(blocks) else None
 
 
 def _plot(path: Path, rows: list[dict[str, Any]], title: str) -> None:
@@ -175,16 +208,18 @@ def prepare_dataset(kind: str, root: str, clips: int, base: ExperimentConfig) ->
 def run_variant(kind: str, uri: str, variant: str, iterations: int, seeds: list[int], base: ExperimentConfig,
                 tracking_uri: str = "", beta: float = 0.1) -> dict[str, Any]:
     """Train and test one ablation variant over ``seeds``; returns its table row."""
-    train_ds, test_ds, scale = _datasets(uri)
-    cfg = variant_config(base, variant, iterations, beta)
+    train_ds, test_ds, values = _datasets(uri)
+    cfg = with_values(variant_config(base, variant, iterations, beta), values)
     per_seed = [train_and_evaluate(cfg, variant, train_ds, test_ds, s) for s in seeds]
     ms = [r["metrics"] for r in per_seed]
     row: dict[str, Any] = {"variant": variant,
-                           **{k: [m[k] for m in ms] for k in ("mse", "mae", "ssim", "psnr", "mse_pixel")},
+                           **{k: [m.get(k) for m in ms] for k in ("mse", "mae", "rmse", "ssim", "psnr", "mse_pixel")},
                            "mse_per_frame": np.mean([m["mse_per_frame"] for m in ms], axis=0).tolist(),
-                           "train_s": [r["train_s"] for r in per_seed]}
-    if scale != 1.0:
-        row["mse_pixel_physical"] = [x * scale**2 for x in row["mse_pixel"]]
+                           "train_s": [r["train_s"] for r in per_seed],
+                           "units": values.units if values.kind == "field" else ""}
+    for key in ("csi", "fss", "csi_m"):
+        if key in ms[0]:
+            row[key] = _seed_mean([m[key] for m in ms])
     print(f"  {kind} {variant}: MSE/frame {statistics.mean(row['mse']):.2f}", flush=True)
     if tracking_uri:
         _log_mlflow(tracking_uri, kind, uri, cfg, variant, seeds, per_seed)
@@ -204,8 +239,13 @@ def write_report(out: str | Path, results: dict[str, dict[str, Any]], *, iterati
         plot = out / f"{kind}_mse_by_lead_time.png"
         _plot(plot, res["rows"], f"{kind}: {iterations} iterations")
         res["plot"] = str(plot)
-        md.append(f"## {kind}\n\nDataset `{res['uri']}`.\n\n{_table(res['rows'], horizon)}\n\n"
+        units = res["rows"][0].get("units")
+        note = f" Values in {units}; MSE/MAE per frame in ({units})², {units}." if units else ""
+        md.append(f"## {kind}\n\nDataset `{res['uri']}`.{note}\n\n{_table(res['rows'], horizon)}\n\n"
                   f"![MSE by lead time]({plot.name})\n")
+        cards = _scorecard_tables(res["rows"])
+        if cards:
+            md.append(f"### Scorecard (mean over seeds)\n\n{cards}")
     text = "\n".join(md)
     (out / "README.md").write_text(text)
     (out / "results.json").write_text(json.dumps({"machine": machine, "iterations": iterations, "seeds": seeds,
@@ -270,10 +310,10 @@ def curve_main(argv: list[str] | None = None) -> dict[str, Any]:
         torch.set_num_threads(args.threads)
     base = preset("quick")
     uri = prepare_dataset(args.dataset, args.root, args.clips, base)
-    train_ds, test_ds, _ = _datasets(uri)
-    cfg = variant_config(base, args.variant, args.iterations, args.beta)
+    train_ds, test_ds, values = _datasets(uri)
+    cfg = with_values(variant_config(base, args.variant, args.iterations, args.beta), values)
     pers = evaluate(Persistence(), DataLoader(test_ds, batch_size=16), base.data.input_length,
-                    with_persistence=False, with_ssim=False)["model"]
+                    with_ssim=False, values=values)["persistence"]
     res = train_and_evaluate(cfg, args.variant, train_ds, test_ds, args.seed, eval_at=args.eval_at)
     curve = [*res["curve"], {"iteration": args.iterations, "mse": res["metrics"]["mse"],
                              "mse_per_frame": res["metrics"]["mse_per_frame"]}]
@@ -340,7 +380,8 @@ def _log_mlflow(tracking_uri: str, kind: str, uri: str, cfg: ExperimentConfig, v
             mlflow.log_params({k: str(v) for k, v in cfg.flat().items()})
             mlflow.set_tags({"dataset": uri, "variant": variant, "seed": str(seed)})
             m = r["metrics"]
-            mlflow.log_metrics({k: m[k] for k in ("mse", "mae", "ssim", "psnr", "mse_pixel")})
+            mlflow.log_metrics({k: m[k] for k in ("mse", "mae", "rmse", "ssim", "psnr", "mse_pixel")
+                                if m.get(k) is not None})
             for i, v in enumerate(m["mse_per_frame"], start=1):
                 mlflow.log_metric("mse_by_lead", v, step=i)
 

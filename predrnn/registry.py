@@ -77,7 +77,8 @@ class Decision:
                  f"- champion after: {self.champion if self.champion is not None else 'none'}",
                  f"- forced: {self.forced}", f"- reason: {self.reason}"]
         if c:
-            lines += ["", "| metric | candidate | champion | margin | must be <= |", "|---|---|---|---|---|",
+            bound = "must be <=" if c.get("lower_is_better", True) else "must be >="
+            lines += ["", f"| metric | candidate | champion | margin | {bound} |", "|---|---|---|---|---|",
                       f"| {c.get('metric')} | {_fmt(c.get('candidate'))} | {_fmt(c.get('champion'))} | "
                       f"{c.get('margin')} | {_fmt(c.get('threshold'))} |"]
             if c.get("dataset"):
@@ -110,29 +111,43 @@ def _now() -> str:
 
 
 def compare(candidate: float | None, champion: float | None, *, margin: float = DEFAULT_MARGIN,
-            metric: str = DEFAULT_METRIC) -> dict[str, Any]:
-    """Does ``candidate`` beat ``champion`` (lower is better) by a relative ``margin``?
+            metric: str = DEFAULT_METRIC, lower_is_better: bool = True) -> dict[str, Any]:
+    """Does ``candidate`` beat ``champion`` by a relative ``margin`` in the metric's direction?
 
-    The candidate passes when ``candidate <= champion * (1 - margin)``. With no champion value the
-    candidate passes if its own value is finite.
+    Lower is better (MSE): the candidate passes when ``candidate <= champion - margin * |champion|``.
+    Higher is better (CSI, FSS, HSS): when ``candidate >= champion + margin * |champion|``. With no
+    champion value the candidate passes if its own value is finite.
 
     Returns:
-        ``{"metric", "candidate", "champion", "margin", "threshold", "improvement", "better"}``.
+        ``{"metric", "candidate", "champion", "margin", "threshold", "improvement", "better",
+        "lower_is_better"}``; ``improvement`` is relative, positive when the candidate is better.
     """
     if margin < 0 or margin >= 1:
         raise ValueError(f"margin must lie in [0, 1), got {margin}")
     ok_cand = candidate is not None and math.isfinite(candidate)
     ok_champ = champion is not None and math.isfinite(champion)
-    threshold = champion * (1 - margin) if ok_champ else None  # type: ignore[operator]
-    improvement = (1 - candidate / champion) if ok_cand and ok_champ and champion else None  # type: ignore[operator]
+    sign = -1.0 if lower_is_better else 1.0
+    threshold = improvement = None
+    if ok_champ:
+        assert champion is not None
+        threshold = champion + sign * margin * abs(champion)
+        if ok_cand and champion:
+            assert candidate is not None
+            improvement = sign * (candidate - champion) / abs(champion)
     if not ok_cand:
         better = False
     elif not ok_champ:
         better = True
     else:
-        better = bool(candidate <= threshold)  # type: ignore[operator]
+        better = bool(candidate <= threshold) if lower_is_better else bool(candidate >= threshold)  # type: ignore[operator]
     return {"metric": metric, "candidate": candidate, "champion": champion, "margin": margin,
-            "threshold": threshold, "improvement": improvement, "better": better}
+            "threshold": threshold, "improvement": improvement, "better": better,
+            "lower_is_better": lower_is_better}
+
+
+def metric_tag(score: str) -> str:
+    """The version tag a score is recorded under at registration: ``mse`` -> ``test_mse``."""
+    return score if score.startswith("test_") else f"test_{score}"
 
 
 def current_champion(model_name: str, *, tracking_uri: str | None = None, alias: str = CHAMPION,
@@ -228,7 +243,7 @@ def _record(client: Any, name: str, version: int, tags: dict[str, str], descript
 def promote(model_name: str, version: int, *, force: bool = False, margin: float = DEFAULT_MARGIN,
             metric: str = DEFAULT_METRIC, tracking_uri: str | None = None, candidate_value: float | None = None,
             champion_value: float | None = None, dataset: str | None = None,
-            alias: str = CHAMPION) -> Decision:
+            alias: str = CHAMPION, lower_is_better: bool | None = None) -> Decision:
     """Make ``version`` the champion if it beats the current champion by ``margin`` (or ``force``).
 
     Without explicit values the versions' ``metric`` tags (written at registration) are compared,
@@ -240,7 +255,9 @@ def promote(model_name: str, version: int, *, force: bool = False, margin: float
         version: the candidate version.
         force: move the alias whatever the comparison says (the comparison is still recorded).
         margin: relative improvement required, e.g. 0.01 for 1 % lower ``metric``.
-        metric: a lower-is-better metric, a tag name on the versions by default.
+        metric: a score's version tag (``test_mse``, ``test_csi_m``, ``test_csi_2``, ``test_fss_2_n9`` ...:
+            :func:`metric_tag` of a :func:`predrnn.scorecard.summary_values` name); recorded at registration.
+        lower_is_better: the metric's direction; default from its name (:func:`predrnn.scorecard.lower_is_better`).
         tracking_uri: MLflow store (default: ``$MLFLOW_TRACKING_URI`` or the local SQLite).
         candidate_value, champion_value: measured values that replace the tags.
         dataset: the dataset both values were measured on (recorded).
@@ -253,6 +270,12 @@ def promote(model_name: str, version: int, *, force: bool = False, margin: float
         RegistryError: unreachable store, unknown model or version, or a failed alias move (the
             alias is restored and the message says where it points).
     """
+    from predrnn.scorecard import lower_is_better as direction
+
+    try:
+        lower = direction(metric) if lower_is_better is None else lower_is_better
+    except KeyError as err:
+        raise ValueError(str(err).strip("'\"")) from None
     uri, client = _connect(tracking_uri, f"promotion of {model_name} v{version}")
     version = int(version)
     previous = _aliases(client, model_name, uri).get(alias)
@@ -264,7 +287,7 @@ def promote(model_name: str, version: int, *, force: bool = False, margin: float
         champ_val, champ_ds = _metric_of(client, model_name, previous, metric, uri)
         if champion_value is not None:
             champ_val, champ_ds = champion_value, dataset or champ_ds
-    comparison = compare(cand_val, champ_val, margin=margin, metric=metric)
+    comparison = compare(cand_val, champ_val, margin=margin, metric=metric, lower_is_better=lower)
     comparison["dataset"] = dataset or (cand_ds if cand_ds == champ_ds else None)
     comparable = previous is None or previous == version or candidate_value is not None or cand_ds == champ_ds
 
@@ -277,12 +300,13 @@ def promote(model_name: str, version: int, *, force: bool = False, margin: float
         if previous is None:
             reason = f"no {alias} yet; {metric} {_fmt(cand_val)}"
         else:
-            reason = (f"{metric} {_fmt(cand_val)} <= {_fmt(comparison['threshold'])} (champion v{previous} "
-                      f"{_fmt(champ_val)} less {margin:.1%})")
+            reason = (f"{metric} {_fmt(cand_val)} {'<=' if lower else '>='} {_fmt(comparison['threshold'])} "
+                      f"(champion v{previous} {_fmt(champ_val)} {'less' if lower else 'plus'} {margin:.1%})")
         ok = True
     else:
-        reason = (f"{metric} {_fmt(cand_val)} is not below {_fmt(comparison['threshold'])} (champion v{previous} "
-                  f"{_fmt(champ_val)} less {margin:.1%})" if cand_val is not None and comparison['threshold']
+        reason = (f"{metric} {_fmt(cand_val)} is not {'below' if lower else 'above'} "
+                  f"{_fmt(comparison['threshold'])} (champion v{previous} {_fmt(champ_val)} "
+                  f"{'less' if lower else 'plus'} {margin:.1%})" if cand_val is not None and comparison['threshold']
                   is not None else f"candidate has no finite {metric} value")
         ok = False
     move = previous != version and (ok or force)

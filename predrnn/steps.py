@@ -1,22 +1,27 @@
 """Plain single-process steps: ``train_step``, ``eval_step`` and ``evaluate``.
 
 The distributed loop (Ray Train) and the CLI call these; they know nothing about processes,
-trackers or files. Frames are (B, T, H, W, C) floats in [0, 1] on the model's device.
+trackers or files. Frames are (B, T, H, W, C) floats **in the data's units** on the model's device
+(images: [0, 1]; physical fields: their units, NaN = no data); the crossing to the model's
+normalised values and back is :mod:`predrnn.values`, so the loss is taken on normalised values and
+every forecast and metric comes out in the data's units.
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import nn
 
+from predrnn.config import ValuesConfig
 from predrnn.losses import decoupling_loss, prediction_loss, total_loss
 from predrnn.metrics import MetricAccumulator
 from predrnn.models.predrnn import Persistence
+from predrnn.values import IMAGE, fill_missing, from_model, to_model, valid_mask
 
 
 @dataclass
@@ -42,7 +47,7 @@ def autocast_context(device: torch.device, amp: str) -> contextlib.AbstractConte
 
 
 def _one_step(model: nn.Module, optimizer: torch.optim.Optimizer, frames: torch.Tensor, mask: torch.Tensor,
-              beta: float, grad_clip: float, amp: str) -> StepResult:
+              beta: float, grad_clip: float, amp: str, valid: torch.Tensor | None) -> StepResult:
     core = _unwrap(model)
     optimizer.zero_grad(set_to_none=True)
     with autocast_context(frames.device, amp):
@@ -51,7 +56,7 @@ def _one_step(model: nn.Module, optimizer: torch.optim.Optimizer, frames: torch.
             decouple = decoupling_loss(core.adapter, d_c, d_m)
         else:
             pred, decouple = model(frames, mask), None
-        mse = prediction_loss(pred.float(), frames[:, 1:].float())
+        mse = prediction_loss(pred.float(), frames[:, 1:].float(), valid)
         loss = total_loss(mse, decouple.float() if decouple is not None else None, beta)
     loss.backward()
     if grad_clip > 0:
@@ -63,52 +68,86 @@ def _one_step(model: nn.Module, optimizer: torch.optim.Optimizer, frames: torch.
 
 def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, frames: torch.Tensor, mask: torch.Tensor,
                *, beta: float = 0.0, reverse_input: bool = False, grad_clip: float = 0.0,
-               amp: str = "none") -> StepResult:
+               amp: str = "none", values: ValuesConfig = IMAGE) -> StepResult:
     """One optimisation step (two with ``reverse_input``) on a batch of clips.
 
+    The loss is the MSE on the model's normalised values (:func:`predrnn.values.to_model`), over the
+    pixels that have data: missing values (NaN) are fed as the training mean and give no gradient.
+
     Args:
-        frames: (B, T, H, W, C) in [0, 1].
+        frames: (B, T, H, W, C) in the data's units (images: [0, 1]).
         mask: (B, T-2) sampling mask for this iteration (see :mod:`predrnn.sampling`).
         beta: weight of the decoupling loss (V2 only).
         reverse_input: the authors' second Adam step on the time-reversed clip, same mask;
             the returned values are then the mean of both steps, as their trainer prints.
         grad_clip: max global gradient norm; 0 disables clipping.
         amp: ``none``, ``bf16`` or ``auto`` (bf16 on CUDA only).
+        values: what the frames' values are (:class:`predrnn.config.ValuesConfig`; default images).
     """
     model.train()
-    first = _one_step(model, optimizer, frames, mask, beta, grad_clip, amp)
+    valid = valid_mask(frames, values)
+    x = to_model(frames, values)
+    first = _one_step(model, optimizer, x, mask, beta, grad_clip, amp, None if valid is None else valid[:, 1:])
     if not reverse_input:
         return first
-    second = _one_step(model, optimizer, torch.flip(frames, dims=[1]), mask, beta, grad_clip, amp)
+    flipped = None if valid is None else torch.flip(valid, dims=[1])[:, 1:]
+    second = _one_step(model, optimizer, torch.flip(x, dims=[1]), mask, beta, grad_clip, amp, flipped)
     return StepResult((first.loss + second.loss) / 2, (first.mse + second.mse) / 2,
                       (first.decouple + second.decouple) / 2)
 
 
 @torch.no_grad()
-def eval_step(model: nn.Module, frames: torch.Tensor, input_length: int, *, amp: str = "none") -> torch.Tensor:
+def eval_step(model: nn.Module, frames: torch.Tensor, input_length: int, *, amp: str = "none",
+              values: ValuesConfig = IMAGE) -> torch.Tensor:
     """Forecast frames[input_length:] from frames[:input_length] with the test-time masks.
 
-    Returns (B, T - input_length, H, W, C) clipped to [0, 1], in float32.
+    Args:
+        frames: (B, T, H, W, C) in the data's units; only the first ``input_length`` are read.
+        values: what the values are; the model sees :func:`predrnn.values.to_model` of the context.
+
+    Returns:
+        (B, T - input_length, H, W, C) float32 in the data's units, clipped to the valid range
+        (images: [0, 1]; fields: ``[valid_min, valid_max]`` where declared).
     """
     model.eval()
     horizon = frames.shape[1] - input_length
     with autocast_context(frames.device, amp):
-        pred = _unwrap(model).forecast(frames[:, :input_length], horizon)
-    return pred.float().clamp_(0.0, 1.0)
+        pred = _unwrap(model).forecast(to_model(frames[:, :input_length], values), horizon)
+    return from_model(pred, values)
+
+
+def persistence_forecast(context: torch.Tensor, horizon: int, values: ValuesConfig = IMAGE) -> torch.Tensor:
+    """The last context frame repeated ``horizon`` times, in the data's units (B, horizon, H, W, C).
+
+    A pixel with no data in the last frame takes the training mean (what the model is fed there).
+    """
+    return Persistence().forecast(fill_missing(context, values), horizon).float()
 
 
 def evaluate(model: nn.Module, batches: Iterable[torch.Tensor], input_length: int, *,
              device: torch.device | str = "cpu", amp: str = "none", with_ssim: bool = True,
-             with_persistence: bool = True, max_clips: int = 0) -> dict[str, Any]:
+             with_persistence: bool = True, max_clips: int = 0, values: ValuesConfig = IMAGE,
+             thresholds: Sequence[float] = (), pools: Sequence[int] = (),
+             fss_scales: Sequence[int] = (), labels: Sequence[str] | None = None) -> dict[str, Any]:
     """Metrics per lead time over all batches, for the model and (by default) persistence.
 
-    Returns ``{"model": {...}, "persistence": {...}}`` with the keys of
-    :meth:`predrnn.metrics.MetricAccumulator.compute`.
+    Args:
+        batches: clips (B, T, H, W, C) in the data's units.
+        values: what the values are: metrics are in the data's units over the pixels that have data.
+        thresholds, pools, fss_scales: verification scores (:mod:`predrnn.verification`) at these
+            thresholds in the data's units; none when ``thresholds`` is empty. ``labels``: their keys
+            as the user wrote them.
+
+    Returns:
+        ``{"model": {...}, "persistence": {...}}`` with the keys of
+        :meth:`predrnn.metrics.MetricAccumulator.compute`.
+
+    Raises:
+        ValueError: no batch at all.
     """
     device = torch.device(device)
     acc: MetricAccumulator | None = None
     base: MetricAccumulator | None = None
-    persistence = Persistence()
     seen = 0
     for batch in batches:
         frames = batch.to(device, non_blocking=True).float()
@@ -118,12 +157,12 @@ def evaluate(model: nn.Module, batches: Iterable[torch.Tensor], input_length: in
             frames = frames[: max_clips - seen]
         horizon = frames.shape[1] - input_length
         if acc is None:
-            acc = MetricAccumulator(horizon, with_ssim=with_ssim)
-            base = MetricAccumulator(horizon, with_ssim=with_ssim)
+            acc, base = (MetricAccumulator(horizon, with_ssim=with_ssim, values=values, thresholds=thresholds,
+                                           pools=pools, fss_scales=fss_scales, labels=labels) for _ in range(2))
         truth = frames[:, input_length:]
-        acc.update(eval_step(model, frames, input_length, amp=amp), truth)
+        acc.update(eval_step(model, frames, input_length, amp=amp, values=values), truth)
         if with_persistence and base is not None:
-            base.update(persistence.forecast(frames[:, :input_length], horizon), truth)
+            base.update(persistence_forecast(frames[:, :input_length], horizon, values), truth)
         seen += frames.shape[0]
     if acc is None:
         raise ValueError("evaluate() got no batches")

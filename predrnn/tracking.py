@@ -275,8 +275,11 @@ def _make_forecast_model() -> type:
     class ForecastModel(base):  # type: ignore[misc, valid-type]
         """Pyfunc wrapper: ``predict(context (B, T_in, H, W, C) float32, params={"horizon": N})``.
 
-        Returns the forecast (B, N, H, W, C) float32 in [0, 1]. The weights and config are the
-        model directory artifact ``model_dir``; ``self.model`` and ``self.cfg`` expose them.
+        The context is in the data's units (an image model: floats in [0, 1] or uint8; a field
+        model: e.g. mm/h, NaN = no data); returns the forecast (B, N, H, W, C) float32 in the same
+        units (images in [0, 1]). The weights and config (with the values' transform: units, valid
+        range, training-split normalisation) are the model directory artifact ``model_dir``;
+        ``self.model`` and ``self.cfg`` expose them.
         """
 
         def load_context(self, context: Any) -> None:
@@ -292,7 +295,7 @@ def _make_forecast_model() -> type:
             horizon = int((params or {}).get("horizon") or cfg.data.total_length - cfg.data.input_length)
             if isinstance(model_input, dict):  # a named-tensor request
                 model_input = next(iter(model_input.values()))
-            x = np.asarray(model_input, dtype=np.float32)
+            x = np.asarray(model_input)  # uint8 stays uint8 (0..255) for image models
             return forecast_array(self.model, cfg, x, horizon)
 
     ForecastModel.__module__ = __name__

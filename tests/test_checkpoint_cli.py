@@ -83,7 +83,7 @@ def test_predict_on_imported_model_equals_reference(official_file, tmp_path):
 @pytest.mark.parametrize(("array", "horizon", "message"), [
     (np.zeros((2, 3, 8, 8, 1), np.float32), 2, "model expects (clips, T_in, 8, 12, 1)"),
     (np.zeros((3, 8, 12, 1), np.float32), 2, "context must have shape (clips, T_in, 8, 12, 1)"),
-    (np.zeros((2, 3, 8, 12, 1), np.int32), 2, "dtype must be uint8 or float"),
+    (np.zeros((2, 3, 8, 12, 1), np.int32), 2, "takes uint8 (0..255) or floats in [0, 1], got dtype int32"),
     (np.full((2, 3, 8, 12, 1), 2.0, np.float32), 2, "must lie in [0, 1]"),
     (np.zeros((2, 3, 8, 12, 1), np.float32), 0, "horizon must be >= 1"),
 ])

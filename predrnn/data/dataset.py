@@ -10,13 +10,15 @@ from torch.utils.data import Dataset
 
 from predrnn.data.errors import DataError
 from predrnn.data.store import Version, open_version
+from predrnn.values import from_dataset_attrs
 
 
 class ClipDataset(Dataset):
-    """Clips of one split of a dataset version as float32 tensors (T or ``length``, H, W, C).
+    """Clips of one split of a dataset version as float32 tensors (T or ``length``, H, W, C) in the data's units.
 
-    uint8 data is scaled to [0, 1]; float data is standardised by the stored mean/std when
-    ``normalise`` (NaN, i.e. no data, becomes 0 after standardisation) and returned raw otherwise.
+    uint8 (image) data is scaled to [0, 1]; float (physical) data is returned as stored, in its
+    units, NaN = no data. The model-side transform (standardisation by the training split's
+    statistics) is :mod:`predrnn.values`, driven by :attr:`values` (what this version records).
 
     Args:
         uri: ``ROOT/NAME@VERSION`` (or ``@latest``).
@@ -28,12 +30,10 @@ class ClipDataset(Dataset):
         rank: this worker's rank when sharding across ``world_size`` distributed workers; shards are
             disjoint, cover the split and differ in size by at most one clip.
         world_size: number of shards.
-        normalise: standardise float data by the stored statistics.
     """
 
     def __init__(self, uri: str | Version, split: str = "train", *, length: int | None = None,
-                 random_crop: bool = False, seed: int = 0, rank: int = 0, world_size: int = 1,
-                 normalise: bool = True):
+                 random_crop: bool = False, seed: int = 0, rank: int = 0, world_size: int = 1):
         self.version = uri if isinstance(uri, Version) else open_version(uri)
         if world_size < 1 or not 0 <= rank < world_size:
             raise DataError(f"need 0 <= rank < world_size, got rank={rank}, world_size={world_size}")
@@ -43,12 +43,10 @@ class ClipDataset(Dataset):
         self.length = t if length is None else int(length)
         if not 1 <= self.length <= t:
             raise DataError(f"length must be in 1..{t} (the stored clip length), got {length}")
-        self.random_crop, self.seed, self.rank, self.normalise = random_crop, seed, rank, normalise
+        self.random_crop, self.seed, self.rank = random_crop, seed, rank
         self.epoch = 0
         self.image = self.version.dtype == np.uint8
-        norm = self.version.attrs.get("normalisation", {})
-        self.mean = float(norm.get("mean", 0.0))
-        self.std = float(norm.get("std", 1.0)) or 1.0
+        self.values = from_dataset_attrs(self.version.attrs)
 
     def set_epoch(self, epoch: int) -> None:
         """Change the random crops from one epoch to the next."""
@@ -68,10 +66,7 @@ class ClipDataset(Dataset):
         x = x[s:s + self.length]
         if self.image:
             return torch.from_numpy(np.ascontiguousarray(x)).float().div_(255.0)
-        y = torch.from_numpy(np.asarray(x, dtype=np.float32).copy())
-        if self.normalise:
-            y = y.sub_(self.mean).div_(self.std).nan_to_num_(nan=0.0)
-        return y
+        return torch.from_numpy(np.asarray(x, dtype=np.float32).copy())
 
     def _clip_ids(self, items: Any) -> np.ndarray:
         pos = np.asarray(items, dtype=np.int64).reshape(-1)

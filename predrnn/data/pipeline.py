@@ -60,6 +60,10 @@ def validate_source(kind: str, source: str | None, **options: Any) -> dict[str, 
     """Structural checks (headers, ranks, dtypes, indices, sizes, archive CRCs); raises DataError."""
     src = make_source(kind, source, options)
     src.validate()
+    if src.inspect().value_kind == "image" and (src.opts.get("valid_min") is not None
+                                                or src.opts.get("valid_max") is not None):
+        raise DataError("options valid_min/valid_max apply to physical fields (float data); image data is "
+                        "0..255 (uint8) or [0, 1]")
     return {"kind": kind, "valid": True}
 
 
@@ -112,6 +116,15 @@ class _Stats:
             self.ss += float(np.einsum("i,i->", v, v, dtype=np.float64))
             self.lo = min(self.lo, float(v.min()))
             self.hi = max(self.hi, float(v.max()))
+
+    def add(self, other: _Stats) -> None:
+        """Merge another clip's statistics into these."""
+        self.n += other.n
+        self.nan += other.nan
+        self.s += other.s
+        self.ss += other.ss
+        self.lo = min(self.lo, other.lo)
+        self.hi = max(self.hi, other.hi)
 
     def to_dict(self) -> dict[str, float]:
         mean = self.s / self.n if self.n else 0.0
@@ -182,7 +195,7 @@ def write_version(kind: str, source: str | None, name: str, root: str, *, progre
                                  dimension_names=("clip", "time", "y", "x", "channel"))
         buf = np.empty((batch, *shape1), dtype)
         data_hash = hashlib.sha256()
-        stats = _Stats()
+        clip_stats: list[_Stats] = []  # per clip, so that normalisation can use the training split only
         labels: list[str | None] = []
         n = 0
         filled = 0
@@ -206,7 +219,9 @@ def write_version(kind: str, source: str | None, name: str, root: str, *, progre
                 raise DataError(f"{clip.where}: wrong dtype {x.dtype}, expected {dtype}")
             x = np.ascontiguousarray(x)
             data_hash.update(x.data)
-            stats.update(x)
+            one = _Stats()
+            one.update(x)
+            clip_stats.append(one)
             labels.append(clip.split)
             buf[filled] = x
             filled += 1
@@ -222,14 +237,22 @@ def write_version(kind: str, source: str | None, name: str, root: str, *, progre
             arr.resize((n, *shape1))
         codes, split_info = _split_codes(labels, n, src.opts)
         group.create_array("split", data=codes, chunks=(max(n, 1),), compressors=_codec(np.dtype(np.uint8)))
+        stats, train_stats = _Stats(), _Stats()
+        for code, one in zip(codes, clip_stats, strict=True):
+            stats.add(one)
+            if code == SPLIT_CODES["train"]:
+                train_stats.add(one)
+        st, tr = stats.to_dict(), train_stats.to_dict()
+        image = info.value_kind == "image"
+        values = _values_record(src.opts, info.units, image, st, tr)
         header = {"schema": SCHEMA_VERSION, "shape": [n, *shape1], "dtype": dtype.str}
+        if values["kind"] == "field" or values["thresholds"]:
+            header["values"] = values  # what the values mean is part of the content
         content = hashlib.sha256(json.dumps(header, sort_keys=True).encode())
         content.update(data_hash.digest())
         content.update(codes.tobytes())
         content_hash = content.hexdigest()
         version = content_hash[:16]
-        st = stats.to_dict()
-        image = info.value_kind == "image"
         attrs = {
             "schema_version": SCHEMA_VERSION,
             "name": name,
@@ -244,8 +267,11 @@ def write_version(kind: str, source: str | None, name: str, root: str, *, progre
             "value_range": [0, 255] if image else [st["min"], st["max"]],
             "units": info.units,
             "stats": st,
-            "normalisation": ({"scale": 1 / 255.0, "mean": st["mean"] / 255.0, "std": st["std"] / 255.0}
-                              if image else {"mean": st["mean"], "std": st["std"] or 1.0, "nan_fill": 0.0}),
+            "train_stats": tr,
+            "normalisation": ({"scale": 1 / 255.0, "mean": tr["mean"] / 255.0, "std": tr["std"] / 255.0,
+                               "split": "train"} if image else
+                              {"mean": values["mean"], "std": values["std"], "nan_fill": 0.0, "split": "train"}),
+            "values": values,
             "split": split_info,
             "content_hash": content_hash,
             "data_hash": data_hash.hexdigest(),
@@ -260,6 +286,40 @@ def write_version(kind: str, source: str | None, name: str, root: str, *, progre
     log.info("wrote %d clips of %s to %s in %.1f s", n, shape1, backend.join(key), attrs["write_seconds"])
     return {"root": backend.root_uri, "name": name, "key": key, "version": version,
             "shape": [n, *shape1], "dtype": dtype.str, "attrs": attrs}
+
+
+def _values_record(opts: dict[str, Any], units: str, image: bool, st: dict[str, float],
+                   tr: dict[str, float]) -> dict[str, Any]:
+    """The ``values`` attribute (:class:`predrnn.config.ValuesConfig` as a dict) of a new version.
+
+    Fields: units, the declared valid range, mean/std of the **training split only** (so no test
+    statistic leaks into the model's inputs), default verification thresholds. Images: [0, 1].
+
+    Raises:
+        DataError: a valid range declared for image data, or data outside the declared range.
+    """
+    lo, hi = opts.get("valid_min"), opts.get("valid_max")
+    thresholds = opts.get("thresholds")
+    if image:
+        if lo is not None or hi is not None:
+            raise DataError("options valid_min/valid_max apply to physical fields (float data); image data is "
+                            "0..255 (uint8) or [0, 1]")
+        return {"kind": "image", "units": "", "mean": 0.0, "std": 1.0, "valid_min": None, "valid_max": None,
+                "thresholds": list(thresholds or []), "statistics_split": "train"}
+    if st["count"] and lo is not None and st["min"] < lo:
+        raise DataError(f"data below the declared valid_min={lo:g}: the smallest value is {st['min']:.6g} "
+                        f"{units}; fix the data or the option")
+    if st["count"] and hi is not None and st["max"] > hi:
+        raise DataError(f"data above the declared valid_max={hi:g}: the largest value is {st['max']:.6g} "
+                        f"{units}; fix the data or the option")
+    if thresholds is None:
+        from predrnn.verification import default_thresholds
+
+        thresholds = default_thresholds(units)
+    std = tr["std"] if tr["count"] and tr["std"] > 0 else 1.0
+    return {"kind": "field", "units": units, "mean": tr["mean"] if tr["count"] else 0.0, "std": std,
+            "valid_min": None if lo is None else float(lo), "valid_max": None if hi is None else float(hi),
+            "thresholds": [float(t) for t in thresholds], "statistics_split": "train"}
 
 
 def _discard_staged(backend: Any, key: str) -> None:

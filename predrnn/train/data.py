@@ -8,7 +8,7 @@ sees exactly the clips it would have seen without the interruption.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
 
 import torch
@@ -28,7 +28,8 @@ class ClipSource(Protocol):
 
 @dataclass(frozen=True)
 class DatasetInfo:
-    """What training records about its data: the resolved version URI and its shape."""
+    """What training records about its data: the resolved version URI, its shape and what its values are
+    (``values``: a :class:`predrnn.config.ValuesConfig` as a dict, normalisation from the training split)."""
 
     uri: str
     name: str
@@ -36,6 +37,7 @@ class DatasetInfo:
     shape: tuple[int, ...]
     dtype: str
     splits: dict[str, int]
+    values: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -53,13 +55,20 @@ class ZarrSource:
         return ClipDataset(self.uri, split=split, length=length, rank=rank, world_size=world_size)
 
 
-def validate_dataset(cfg: ExperimentConfig, uri: str, *, world_size: int = 1) -> DatasetInfo:
+def validate_dataset(cfg: ExperimentConfig, uri: str, *, world_size: int = 1, for_model: bool = False,
+                     need_val: bool = True) -> DatasetInfo:
     """Open the version behind ``uri`` and check it against the config, before any worker starts.
+
+    Args:
+        for_model: ``cfg`` is a trained model's: its values (image or field, units) must be the
+            dataset's, since its normalisation was learnt on them (evaluation, scoring).
+        need_val: require a validation split (training does; evaluation does not).
 
     Raises:
         DatasetError: the version does not exist or cannot be read, its frames differ from
             ``cfg.data`` (height, width, channels), its clips are shorter than
-            ``data.total_length``, or the train/val splits are too small for ``world_size`` ranks.
+            ``data.total_length``, the train/val splits are too small for ``world_size`` ranks, or
+            (``for_model``) its values differ from the model's.
     """
     if not uri:
         raise DatasetError("no dataset given: pass --data ROOT/NAME@VERSION (or set data.dataset)")
@@ -89,13 +98,23 @@ def validate_dataset(cfg: ExperimentConfig, uri: str, *, world_size: int = 1) ->
             splits[split] = len(version.split_indices(split))
         except Exception:  # a dataset may lack a split; train and val are checked below
             splits[split] = 0
-    if splits["train"] < world_size:
+    from predrnn.values import from_dataset_attrs
+
+    values = from_dataset_attrs(version.attrs)
+    if for_model:
+        mine = cfg.values
+        if (mine.kind, mine.units) != (values.kind, values.units):
+            def what(v: Any) -> str:
+                return "image data" if v.kind == "image" else f"a field in {v.units or 'unnamed units'!r}"
+            raise DatasetError(f"dataset {version.uri} holds {what(values)} but the model was trained on "
+                               f"{what(mine)}")
+    elif splits["train"] < world_size:
         raise DatasetError(f"dataset {version.uri} has {splits['train']} training clips; "
                            f"{world_size} workers need at least one each")
-    if splits["val"] < 1:
+    if need_val and not for_model and splits["val"] < 1:
         raise DatasetError(f"dataset {version.uri} has no validation clips")
     return DatasetInfo(uri=str(version.uri), name=str(version.name), version=str(version.version),
-                       shape=shape, dtype=str(version.dtype), splits=splits)
+                       shape=shape, dtype=str(version.dtype), splits=splits, values=asdict(values))
 
 
 def steps_per_epoch(shard_size: int, batch: int) -> int:

@@ -216,6 +216,10 @@ def train(cfg: ExperimentConfig, *, data: str | None = None, tracking_uri: str |
     elif dataset_info is None:
         raise TrainError("a custom source needs its dataset_info")
     assert dataset_info is not None
+    if dataset_info.values:  # what the values are comes from the dataset, never from the preset
+        from predrnn.values import with_values
+
+        cfg = with_values(cfg, dataset_info.values)
     tracker = Tracker(uri) if track else None  # checks reachability before anything starts
     init_state = _initial_weights(cfg, init_weights, uri) if init_weights and not resume else None
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -28,27 +29,59 @@ def local_checkpoint(path: str, dest: str | Path) -> Path:
     return Path(Checkpoint(path).to_directory(str(dest)))
 
 
+def score_options(cfg: ExperimentConfig, thresholds: Sequence[float] | None = None,
+                  pools: Sequence[int] | None = None, fss_scales: Sequence[int] | None = None) -> dict[str, Any]:
+    """The verification options of an evaluation: the given ones, else the model's data defaults.
+
+    Fields are scored at ``cfg.values.thresholds`` (recorded by the dataset at ingest), images only
+    on request; pools and FSS scales default to :data:`predrnn.verification.DEFAULT_POOLS` and
+    :data:`predrnn.verification.DEFAULT_FSS_SCALES`.
+    """
+    from predrnn.verification import DEFAULT_FSS_SCALES, DEFAULT_POOLS
+
+    thr = list(cfg.values.thresholds) if thresholds is None else list(thresholds)
+    return {"thresholds": thr, "pools": list(DEFAULT_POOLS if pools is None else pools),
+            "fss_scales": list(DEFAULT_FSS_SCALES if fss_scales is None else fss_scales)}
+
+
 def evaluate_split(model: nn.Module, cfg: ExperimentConfig, source: ClipSource, split: str = "test", *,
-                   batch: int = 16, max_clips: int = 0) -> dict[str, Any]:
-    """Model and persistence metrics per lead time on every clip of ``split``."""
+                   batch: int = 16, max_clips: int = 0, thresholds: Sequence[float] | None = None,
+                   pools: Sequence[int] | None = None, fss_scales: Sequence[int] | None = None,
+                   labels: Sequence[str] | None = None) -> dict[str, Any]:
+    """Model and persistence metrics per lead time on every clip of ``split``, in the data's units.
+
+    Args:
+        cfg: the model's config; ``cfg.values`` says what the values are.
+        thresholds, pools, fss_scales: verification options (see :func:`score_options`).
+        labels: the thresholds' keys as the user wrote them (``"0.5"``, ``"2"``).
+
+    Returns:
+        ``{"model": {...}, "persistence": {...}}`` (:meth:`predrnn.metrics.MetricAccumulator.compute`).
+    """
     ds = source.open(split, length=cfg.data.total_length, rank=0, world_size=1)
-    return evaluate(model, iterate_batches(ds, batch, max_clips), cfg.data.input_length, max_clips=max_clips)
+    opts = score_options(cfg, thresholds, pools, fss_scales)
+    return evaluate(model, iterate_batches(ds, batch, max_clips), cfg.data.input_length, max_clips=max_clips,
+                    values=cfg.values, labels=labels, **opts)
 
 
-def lead_time_table(result: dict[str, Any], metrics: tuple[str, ...] = ("mse", "mae", "psnr", "ssim")) -> str:
-    """A printable per-lead-time table of model vs persistence."""
+def lead_time_table(result: dict[str, Any], metrics: tuple[str, ...] = ("mse", "mae", "rmse", "psnr", "ssim")) -> str:
+    """A printable per-lead-time table of model vs persistence (in the data's units)."""
     m, p = result["model"], result.get("persistence", {})
-    keys = [k for k in metrics if f"{k}_per_frame" in m]
+    keys = [k for k in metrics if f"{k}_per_frame" in m and m.get(k) is not None]
     head = "lead " + "".join(f"{k + ' model':>13}{k + ' persist':>15}" for k in keys)
     lines = [head]
     for i in range(len(m[f"{keys[0]}_per_frame"])):
         row = f"{i + 1:>4} "
         for k in keys:
-            pv = p.get(f"{k}_per_frame", [float("nan")] * (i + 1))[i]
-            row += f"{m[f'{k}_per_frame'][i]:>13.4f}{pv:>15.4f}"
+            pv = p.get(f"{k}_per_frame", [None] * (i + 1))[i]
+            row += f"{_num(m[f'{k}_per_frame'][i]):>13}{_num(pv):>15}"
         lines.append(row)
-    lines.append("mean " + "".join(f"{m[k]:>13.4f}{p.get(k, float('nan')):>15.4f}" for k in keys))
+    lines.append("mean " + "".join(f"{_num(m[k]):>13}{_num(p.get(k)):>15}" for k in keys))
     return "\n".join(lines)
+
+
+def _num(v: Any) -> str:
+    return "n/a" if v is None else f"{v:.4f}"
 
 
 def lead_time_plot(path: str | Path, result: dict[str, Any]) -> Path:
@@ -58,13 +91,13 @@ def lead_time_plot(path: str | Path, result: dict[str, Any]) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    keys = [k for k in ("mse", "ssim") if f"{k}_per_frame" in result["model"]]
+    keys = ["mse", "ssim" if "ssim_per_frame" in result["model"] else "rmse"]
     fig, axes = plt.subplots(1, len(keys), figsize=(5 * len(keys), 3.5))
     axes = np.atleast_1d(axes)
     for ax, key in zip(axes, keys, strict=True):
         for who in ("model", "persistence"):
             if who in result:
-                vals = result[who][f"{key}_per_frame"]
+                vals = [float("nan") if v is None else v for v in result[who][f"{key}_per_frame"]]
                 ax.plot(range(1, len(vals) + 1), vals, marker="o", label=who)
         ax.set_xlabel("lead time (frames)")
         ax.set_ylabel(key.upper() + (" per frame" if key == "mse" else ""))
@@ -78,19 +111,49 @@ def lead_time_plot(path: str | Path, result: dict[str, Any]) -> Path:
     return path
 
 
+def scorecards(metrics: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """``{"model": card, "persistence": card}`` (:func:`predrnn.metrics.scorecard`) from ``evaluate()``."""
+    from predrnn.metrics import scorecard
+
+    return {who: scorecard(metrics[who]) for who in ("model", "persistence") if who in metrics}
+
+
+def write_scorecard(out_dir: str | Path, cards: dict[str, dict[str, Any]], *, units: str = "") -> tuple[Path, Path]:
+    """``scorecard.md`` (tables per lead time) and ``scorecard.png`` (plot) in ``out_dir``."""
+    from predrnn import scorecard as sc
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    md = out / "scorecard.md"
+    md.write_text(sc.markdown(cards, units=units))
+    return md, sc.plot(out / "scorecard.png", cards, units=units)
+
+
+def log_scorecard(tracker: Any, run_id: str, cards: dict[str, dict[str, Any]], split: str) -> None:
+    """Every score per lead time as tracker metrics with the lead time as the step."""
+    from predrnn.scorecard import lead_time_metrics
+
+    for who, card in cards.items():
+        prefix = f"{split}_lead" if who == "model" else f"{split}_persistence_lead"
+        for lead, values in lead_time_metrics(card, prefix).items():
+            if values:
+                tracker.log_metrics(run_id, values, step=lead)
+
+
 def pictures(out_dir: str | Path, model: nn.Module, cfg: ExperimentConfig, source: ClipSource,
              split: str = "test", clips: int = 4) -> dict[str, Path]:
     """A GIF and a PNG grid of truth vs forecast for the first ``clips`` clips of ``split``."""
-    from predrnn.viz import forecast_gif, forecast_grid_png
+    from predrnn.viz import field_colours, forecast_gif, forecast_grid_png
 
     ds = source.open(split, length=cfg.data.total_length, rank=0, world_size=1)
     frames = load_batch(ds, list(range(min(clips, len(ds)))))
     n_in = cfg.data.input_length
-    pred = eval_step(model, frames, n_in).numpy()
+    pred = eval_step(model, frames, n_in, values=cfg.values).numpy()
     ctx, truth = frames[:, :n_in].numpy(), frames[:, n_in:].numpy()
     out = Path(out_dir)
-    return {"gif": forecast_gif(out / "forecast.gif", ctx, pred, truth),
-            "png": forecast_grid_png(out / "forecast_grid.png", ctx, pred, truth)}
+    field = field_colours(cfg.values, ctx, truth, pred)
+    return {"gif": forecast_gif(out / "forecast.gif", ctx, pred, truth, field=field),
+            "png": forecast_grid_png(out / "forecast_grid.png", ctx, pred, truth, field=field)}
 
 
 def finish(result: Any, *, out_dir: str | Path, split: str = "test", register: bool = True,
@@ -128,6 +191,8 @@ def finish(result: Any, *, out_dir: str | Path, split: str = "test", register: b
         torch.set_grad_enabled(True)
     plot = lead_time_plot(out / "lead_time_metrics.png", metrics)
     (out / f"{split}_metrics.json").write_text(json.dumps(metrics, indent=2))
+    cards = scorecards(metrics)
+    card_md, card_png = write_scorecard(out, cards, units=cfg.values.units)
     (out / "config.json").write_text(cfg.to_json())
     summary: dict[str, Any] = {
         "dataset": result.dataset["uri"], "run_dir": result.run_dir,
@@ -137,15 +202,20 @@ def finish(result: Any, *, out_dir: str | Path, split: str = "test", register: b
         "persistence_mse_per_frame": metrics["persistence"]["mse_per_frame"],
         f"{split}_mse": metrics["model"]["mse"], "persistence_mse": metrics["persistence"]["mse"],
         f"{split}_ssim": metrics["model"].get("ssim"), "tracking_uri": result.tracking_uri,
-        "run_id": result.run_id, "table": lead_time_table(metrics),
+        "run_id": result.run_id, "table": lead_time_table(metrics), "scores": cards,
+        "units": cfg.values.units if cfg.values.kind == "field" else "",
+        "scorecard": str(card_md),
     }
     if register and result.run_id and result.tracking_uri:
+        from predrnn.scorecard import summary_values
         from predrnn.tracking import Tracker
 
         tracker = Tracker(result.tracking_uri)
         flat = evaluation_metrics(metrics, split)
         tracker.log_metrics(result.run_id, flat, step=cfg.optim.max_iterations)
-        for path in (pics["png"], pics["gif"], plot, out / "config.json", out / f"{split}_metrics.json"):
+        log_scorecard(tracker, result.run_id, cards, split)
+        for path in (pics["png"], pics["gif"], plot, out / "config.json", out / f"{split}_metrics.json",
+                     card_md, card_png):
             tracker.log_artifact(result.run_id, path, "evaluation")
         ds = source.open(split, length=cfg.data.total_length, rank=0, world_size=1)
         example = load_batch(ds, [0, 1 % len(ds)])[:, : cfg.data.input_length].numpy()
@@ -153,7 +223,10 @@ def finish(result: Any, *, out_dir: str | Path, split: str = "test", register: b
                 f"{split}_mse": f"{flat[f'{split}_mse']:.4f}",
                 f"{split}_persistence_mse": f"{flat[f'{split}_persistence_mse']:.4f}",
                 f"{split}_ssim": f"{flat.get(f'{split}_ssim', float('nan')):.4f}",
-                "checkpoint": result.best_checkpoint}
+                "checkpoint": result.best_checkpoint, "units": cfg.values.units,
+                # every score's mean over lead times, for a promotion gate on that score (registry.metric_tag)
+                **{f"{split}_{k}": f"{v:.6g}" for k, v in summary_values(cards["model"]).items()
+                   if k not in ("mse", "ssim")}}
         reg = tracker.log_and_register(result.run_id, model_dir, cfg, example, version_tags=tags)
         tracker.end_run(result.run_id)
         summary.update(model_uri=reg["model_uri"], model_alias_uri=reg["alias"],

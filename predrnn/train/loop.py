@@ -41,7 +41,7 @@ from predrnn.train.state import (
     set_rng_state,
 )
 
-EVAL_METRICS = ("mse", "mae", "psnr", "ssim")
+EVAL_METRICS = ("mse", "mae", "rmse", "psnr", "ssim")
 
 
 def per_worker_batch(global_batch: int, world_size: int) -> int:
@@ -59,11 +59,16 @@ def evaluation_metrics(result: dict[str, Any], prefix: str) -> dict[str, float]:
         if not block:
             continue
         for key in EVAL_METRICS:
-            if key not in block:
+            if block.get(key) is None:
                 continue
             out[f"{tag}_{key}"] = float(block[key])
             for k, v in enumerate(block[f"{key}_per_frame"], start=1):
-                out[f"{tag}_{key}_f{k:02d}"] = float(v)
+                if v is not None:
+                    out[f"{tag}_{key}_f{k:02d}"] = float(v)
+        if block.get("csi_m") is not None:
+            finite = [v for v in block["csi_m"] if v is not None]
+            if finite:
+                out[f"{tag}_csi_m"] = sum(finite) / len(finite)
     return out
 
 
@@ -203,7 +208,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         mask, r_eta, eta = sampling_mask(it, cfg.sampling, batch=batch, input_length=d.input_length,
                                          total_length=d.total_length, generator=gen)
         res = train_step(model, optimizer, frames, mask.to(device), beta=o.decouple_beta,
-                         reverse_input=o.reverse_input, grad_clip=o.grad_clip, amp=amp)
+                         reverse_input=o.reverse_input, grad_clip=o.grad_clip, amp=amp, values=cfg.values)
         window["loss"] += res.loss
         window["mse"] += res.mse
         window["decouple"] += res.decouple
@@ -238,13 +243,15 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         evaluated = False
         if rank == 0 and (it % o.eval_interval == 0 or last):
             result = evaluate(core, iterate_batches(val_ds, 2 * batch, o.eval_clips), d.input_length,
-                              device=device, amp=amp)
+                              device=device, amp=amp, values=cfg.values)
             last_val = evaluation_metrics(result, "val")
             evaluated = True
             base = last_val.get("val_persistence_mse", float("nan"))
+            units = f" {cfg.values.units}^2" if cfg.values.kind == "field" and cfg.values.units else ""
+            extra = (f"  SSIM {last_val['val_ssim']:.3f}" if "val_ssim" in last_val
+                     else f"  RMSE {last_val.get('val_rmse', float('nan')):.4g}")
             print(f"it {it:>6}  validation on {result['model']['clips']} clips: MSE/frame "
-                  f"{last_val['val_mse']:.2f} (persistence {base:.2f})"
-                  f"  SSIM {last_val.get('val_ssim', float('nan')):.3f}", flush=True)
+                  f"{last_val['val_mse']:.4g}{units} (persistence {base:.4g}){extra}", flush=True)
             if logger:
                 logger.log(last_val, step=it)
 

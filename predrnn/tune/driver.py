@@ -382,6 +382,10 @@ def tune(cfg: ExperimentConfig, *, data: str | None = None, settings: TuneSettin
     space.define_by_run(cfg, budget)  # checks the space against this config and budget
     apply_params(cfg, {}, budget, eval_interval=interval)  # the rescaled preset itself must be valid
     info = validate_dataset(cfg, cfg.data.dataset, world_size=cfg.compute.num_workers)
+    if info.values:  # what the values are comes from the dataset (units, training-split normalisation)
+        from predrnn.values import with_values
+
+        cfg = with_values(cfg, info.values)
     uri = resolve_tracking_uri(tracking_uri or cfg.tracking.tracking_uri) if track else None
     tracker = Tracker(uri) if uri else None
 

@@ -60,21 +60,51 @@ def test_shards_are_disjoint_and_balanced(digits: str, world: int):
         ClipDataset(digits, rank=world, world_size=world)
 
 
-def test_float_data_is_standardised(root: Path):
+def test_float_data_comes_in_its_units_with_no_data_as_nan(root: Path):
     uri = ingest("storm-cells", "", "storm", str(root), num_clips=12, frames=6, height=24, width=24,
                  radar_mask=True, val_fraction=0.0, test_fraction=0.0)
     ds = ClipDataset(uri, split="all")
     x = torch.stack([ds[i] for i in range(len(ds))])
-    assert not torch.isnan(x).any()  # NaN (no data) -> 0 after standardisation
-    valid = x[:, :, 12, 12]
-    raw = ClipDataset(uri, split="all", normalise=False)
-    r = torch.stack([raw[i] for i in range(len(raw))])
-    assert torch.isnan(r).any()
-    stats = open_version(uri).attrs["stats"]
-    np.testing.assert_allclose(valid.numpy(), (r[:, :, 12, 12].numpy() - stats["mean"]) / stats["std"],
-                               rtol=1e-5, atol=1e-5)
-    finite = r[~torch.isnan(r)]
-    assert abs(float(((finite - stats["mean"]) / stats["std"]).mean())) < 1e-3
+    stored = open_version(uri).read(np.arange(12))
+    np.testing.assert_array_equal(x.numpy(), stored)  # mm/h as stored, NaN = outside the radar's range
+    assert torch.isnan(x[:, :, 0, 0]).all() and not torch.isnan(x[:, :, 12, 12]).any()
+    v = ds.values
+    assert (v.kind, v.units, v.valid_min, v.valid_max) == ("field", "mm/h", 0.0, None)
+    assert v.thresholds == [0.5, 2.0, 5.0, 10.0, 30.0]  # HKO-7's rain-rate thresholds for mm/h
+    finite = stored[np.isfinite(stored)].astype(np.float64)
+    assert v.mean == pytest.approx(finite.mean(), rel=1e-6) and v.std == pytest.approx(finite.std(), rel=1e-5)
+
+
+def test_normalisation_comes_from_the_training_split_only(tmp_path: Path, root: Path):
+    """A test split with another mean must not move the statistics the model is normalised with."""
+    rng = np.random.default_rng(0)
+    train = rng.gamma(2.0, 1.0, (6, 4, 8, 8)).astype(np.float32)  # mean about 2 mm/h
+    test = train + 50.0  # a very different regime, only in the test split
+    folder = tmp_path / "arrays"
+    folder.mkdir()
+    np.save(folder / "train.npy", train)
+    np.save(folder / "valid.npy", train[:2])
+    np.save(folder / "test.npy", test)
+    uri = ingest("npy", str(folder), "rain", str(root), units="mm/h", valid_min=0)
+    v = ClipDataset(uri, "train").values
+    assert v.mean == pytest.approx(float(train.astype(np.float64).mean()), rel=1e-6)
+    assert v.std == pytest.approx(float(train.astype(np.float64).std()), rel=1e-5)
+    attrs = open_version(uri).attrs
+    assert attrs["values"]["statistics_split"] == "train"
+    assert attrs["stats"]["max"] >= 50  # the all-split statistics still describe the whole version
+
+
+def test_valid_range_is_checked_and_part_of_the_version(tmp_path: Path, root: Path):
+    rain = np.random.default_rng(1).gamma(2.0, 1.0, (4, 4, 8, 8)).astype(np.float32)
+    np.save(tmp_path / "rain.npy", rain)
+    with pytest.raises(DataError, match="below the declared valid_min=1"):
+        ingest("npy", str(tmp_path / "rain.npy"), "rain", str(root), units="mm/h", valid_min=1)
+    a = ingest("npy", str(tmp_path / "rain.npy"), "rain", str(root), units="mm/h", valid_min=0)
+    b = ingest("npy", str(tmp_path / "rain.npy"), "rain", str(root), units="mm/h", valid_min=0, valid_max=500)
+    assert a != b  # same bytes, other meaning: another version, not the first one's manifest
+    assert ClipDataset(b, "all").values.valid_max == 500
+    with pytest.raises(DataError, match="physical fields"):
+        ingest("npy", str(tmp_path / "rain.npy"), "img", str(root), image=True, valid_min=0)
 
 
 def test_dataloader_with_two_workers(digits: str):

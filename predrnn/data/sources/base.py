@@ -23,6 +23,11 @@ COMMON_OPTIONS: dict[str, Any] = {
     "max_frame_side": 4096,  # largest accepted source frame height or width, before any resize
     "description": "",
     "float_dtype": "float32",  # stored dtype of physical data: float32 or float16
+    # What the values are (physical fields): the valid range in the data's units (None: unbounded) and
+    # the default verification thresholds (a list or "0.5,2,5"; None: the units' defaults).
+    "valid_min": None,
+    "valid_max": None,
+    "thresholds": None,
 }
 
 WINDOW_OPTIONS: dict[str, Any] = {"window": 20, "stride": None, "resize": None, "grayscale": True}
@@ -112,6 +117,14 @@ class Source:
             raise DataError(f"option float_dtype must be float32 or float16, got {o['float_dtype']!r}")
         if int(o["max_frame_side"]) < 1:
             raise DataError("option max_frame_side must be >= 1")
+        for key in ("valid_min", "valid_max"):
+            v = o[key]
+            if v is not None and (isinstance(v, bool) or not isinstance(v, int | float) or v != v):
+                raise DataError(f"option {key} must be a number in the data's units, got {v!r}")
+        if o["valid_min"] is not None and o["valid_max"] is not None and not o["valid_min"] < o["valid_max"]:
+            raise DataError(f"option valid_min ({o['valid_min']}) must be below valid_max ({o['valid_max']})")
+        if o["thresholds"] is not None:
+            o["thresholds"] = parse_thresholds(o["thresholds"])
 
     def check_frame_size(self, h: int, w: int, where: str) -> None:
         limit = int(self.opts["max_frame_side"])
@@ -121,6 +134,18 @@ class Source:
 
     def options_fingerprint(self) -> dict[str, Any]:
         return {k: _jsonable(v) for k, v in sorted(self.opts.items()) if k != "description"}
+
+
+def parse_thresholds(value: Any) -> list[float]:
+    """``[0.5, 2, 5]`` or ``"0.5,2,5"`` -> sorted distinct floats; raises DataError otherwise."""
+    items = value.split(",") if isinstance(value, str) else value if isinstance(value, list | tuple) else [value]
+    try:
+        out = sorted({float(x) for x in items if str(x).strip() != ""})
+    except (TypeError, ValueError):
+        raise DataError(f"option thresholds must be numbers in the data's units, e.g. 0.5,2,5; got {value!r}") from None
+    if not out or any(t != t or t in (float("inf"), float("-inf")) for t in out):
+        raise DataError(f"option thresholds must be finite numbers, e.g. 0.5,2,5; got {value!r}")
+    return out
 
 
 def _jsonable(v: Any) -> Any:

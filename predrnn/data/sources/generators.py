@@ -145,12 +145,12 @@ class StormCells(Source):
     """A radar nowcasting stand-in: Gaussian rain cells advected by a uniform wind, growing and decaying.
 
     Values are rain rates in mm/h (float). With ``radar_mask=True`` pixels outside the radar's
-    circular range are NaN (no data).
+    circular range are NaN (no data). Rain rate is never negative: ``valid_min`` defaults to 0.
     """
 
     kind = "storm-cells"
     needs_source = False
-    OPTIONS = {**_GEN_OPTIONS, "cells": 6, "max_wind": 2.5, "radar_mask": False}
+    OPTIONS = {**_GEN_OPTIONS, "cells": 6, "max_wind": 2.5, "radar_mask": False, "valid_min": 0.0}
 
     def __init__(self, source: str | Path | None, options: dict) -> None:
         super().__init__(source, options)

@@ -1,0 +1,165 @@
+"""Scorecards: the per-lead-time scores of one or more forecasters as a table, a plot and tracker metrics.
+
+A card is :func:`predrnn.metrics.scorecard`'s record (``{"lead_times": N, "mse": [N], ...,
+"csi": {"<thr>": [N]}, "fss": {"<thr>": {"<n>": [N]}}, ...}``), in the data's units.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+# Direction of every score a promotion gate may compare on: True when lower is better.
+LOWER_IS_BETTER = {"mse": True, "mae": True, "rmse": True, "far": True, "psnr": False, "ssim": False,
+                   "csi": False, "pod": False, "hss": False, "fss": False}
+
+
+def _fmt(v: Any, digits: int = 4) -> str:
+    return "n/a" if v is None else f"{v:.{digits}g}" if isinstance(v, float) else str(v)
+
+
+def summary_values(card: dict[str, Any]) -> dict[str, float]:
+    """One number per score, the mean over the lead times that have a value: ``{"mse": .., "csi_2": ..,
+    "fss_2_n9": .., "csi_pool4_2": .., "csi_m": ..}`` (names as :func:`lead_time_metrics` without a prefix)."""
+    sums: dict[str, list[float]] = {}
+    for values in lead_time_metrics(card, "").values():
+        for name, v in values.items():
+            sums.setdefault(name[1:], []).append(v)
+    return {name: sum(vs) / len(vs) for name, vs in sums.items()}
+
+
+def lower_is_better(metric: str) -> bool:
+    """The direction of a score named as in :func:`summary_values` (``mse``, ``csi_m``, ``csi_2``, ``fss_2_n9``).
+
+    Raises:
+        KeyError: an unknown score, or one with no direction (bias: 1 is best).
+    """
+    name = metric.removeprefix("test_")
+    base = "csi" if name.startswith("csi") else name.split("_")[0]
+    if base not in LOWER_IS_BETTER:
+        raise KeyError(f"no promotion direction for score {metric!r}; use one of mse, mae, rmse, csi_m, "
+                       "csi_<thr>, pod_<thr>, far_<thr>, hss_<thr>, fss_<thr>_n<N>, csi_pool<K>_<thr>")
+    return LOWER_IS_BETTER[base]
+
+
+def markdown(cards: dict[str, dict[str, Any]], *, units: str = "") -> str:
+    """Markdown tables: continuous errors per lead time, then CSI, FSS and pooled CSI per lead time."""
+    names = list(cards)
+    first = cards[names[0]]
+    n = int(first["lead_times"])
+    u = f" ({units})" if units else ""
+    lines = ["| lead | " + " | ".join(f"{who} MSE/frame | {who} RMSE{u}" for who in names) + " |",
+             "|---|" + "---|---|" * len(names)]
+    for i in range(n):
+        cells = []
+        for who in names:
+            c = cards[who]
+            cells += [_fmt(c["mse"][i]), _fmt(c.get("rmse", [None] * n)[i])]
+        lines.append(f"| {i + 1} | " + " | ".join(cells) + " |")
+    for key, label in (("csi", "CSI"), ("pod", "POD"), ("far", "FAR"), ("hss", "HSS")):
+        thresholds = list(first.get(key, {}))
+        if not thresholds:
+            continue
+        lines += ["", f"**{label}** at thresholds{u}", "",
+                  "| lead | " + " | ".join(f"{who} {t}" for t in thresholds for who in names) + " |",
+                  "|---|" + "---|" * (len(thresholds) * len(names))]
+        for i in range(n):
+            cells = [_fmt(cards[who][key][t][i], 3) for t in thresholds for who in names]
+            lines.append(f"| {i + 1} | " + " | ".join(cells) + " |")
+    fss = first.get("fss", {})
+    if fss:
+        cols = [(t, s) for t in fss for s in fss[t]]
+        lines += ["", f"**FSS** (threshold{u} / window in pixels)", "",
+                  "| lead | " + " | ".join(f"{who} {t}/{s}" for t, s in cols for who in names) + " |",
+                  "|---|" + "---|" * (len(cols) * len(names))]
+        for i in range(n):
+            cells = [_fmt(cards[who]["fss"][t][s][i], 3) for t, s in cols for who in names]
+            lines.append(f"| {i + 1} | " + " | ".join(cells) + " |")
+    pool = first.get("csi_pool", {})
+    if pool:
+        cols = [(k, t) for k in pool for t in pool[k]]
+        lines += ["", f"**pooled CSI** (block in pixels / threshold{u})", "",
+                  "| lead | " + " | ".join(f"{who} {k}/{t}" for k, t in cols for who in names) + " |",
+                  "|---|" + "---|" * (len(cols) * len(names))]
+        for i in range(n):
+            cells = [_fmt(cards[who]["csi_pool"][k][t][i], 3) for k, t in cols for who in names]
+            lines.append(f"| {i + 1} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def plot(path: str | Path, cards: dict[str, dict[str, Any]], *, units: str = "") -> Path:
+    """A PNG: MSE per frame, CSI per threshold and FSS per scale (at the middle threshold) against lead time."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    first = next(iter(cards.values()))
+    panels = ["mse"] + (["csi"] if first.get("csi") else []) + (["fss"] if first.get("fss") else [])
+    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 3.6), squeeze=False)
+    lead = np.arange(1, int(first["lead_times"]) + 1)
+    styles = ["-", "--", ":", "-."]
+    for ax, panel in zip(axes[0], panels, strict=True):
+        for j, (who, card) in enumerate(cards.items()):
+            ls = styles[j % len(styles)]
+            if panel == "mse":
+                ax.plot(lead, _nan(card["mse"]), ls, marker="o", ms=3, label=who)
+                ax.set_ylabel(f"MSE per frame{f' ({units})²' if units else ''}")
+            elif panel == "csi":
+                for k, (t, vals) in enumerate(card["csi"].items()):
+                    ax.plot(lead, _nan(vals), ls, color=f"C{k}", label=f"{who} ≥{t}")
+                ax.set_ylabel(f"CSI{f' (thresholds in {units})' if units else ''}")
+            else:
+                thresholds = list(card["fss"])
+                t = thresholds[len(thresholds) // 2]
+                for k, (s, vals) in enumerate(card["fss"][t].items()):
+                    ax.plot(lead, _nan(vals), ls, color=f"C{k}", label=f"{who} {s} px")
+                ax.set_ylabel(f"FSS at ≥{t}{f' {units}' if units else ''}")
+        ax.set_xlabel("lead time (frames)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def _nan(values: list[Any]) -> list[float]:
+    return [float("nan") if v is None else float(v) for v in values]
+
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9_.\-/ ]")
+
+
+def lead_time_metrics(card: dict[str, Any], prefix: str) -> dict[int, dict[str, float]]:
+    """Tracker metrics with the lead time as the step: ``{lead: {"<prefix>_csi_2": v, ...}}``.
+
+    Names: ``<prefix>_<score>`` for mse/mae/rmse/psnr/ssim/csi_m, ``<prefix>_<score>_<thr>`` for
+    csi/pod/far/bias/hss, ``<prefix>_fss_<thr>_n<N>``, ``<prefix>_csi_pool<K>_<thr>``. Nulls are left out.
+    """
+    out: dict[int, dict[str, float]] = {i + 1: {} for i in range(int(card["lead_times"]))}
+
+    def put(name: str, values: list[Any]) -> None:
+        name = _UNSAFE.sub("_", name)
+        for i, v in enumerate(values):
+            if v is not None and np.isfinite(v):
+                out[i + 1][name] = float(v)
+
+    for key in ("mse", "mae", "rmse", "psnr", "ssim", "csi_m"):
+        if isinstance(card.get(key), list):
+            put(f"{prefix}_{key}", card[key])
+    for key in ("csi", "pod", "far", "bias", "hss"):
+        for t, vals in card.get(key, {}).items():
+            put(f"{prefix}_{key}_{t}", vals)
+    for t, scales in card.get("fss", {}).items():
+        for s, vals in scales.items():
+            put(f"{prefix}_fss_{t}_n{s}", vals)
+    for k, by_t in card.get("csi_pool", {}).items():
+        for t, vals in by_t.items():
+            put(f"{prefix}_csi_pool{k}_{t}", vals)
+    return out

@@ -1,0 +1,166 @@
+"""The data's values and the model's: images in [0, 1], physical fields standardised.
+
+A model trains on normalised values; everything that leaves it is in the data's own units. This
+module is the one place that crosses between the two, driven by :class:`predrnn.config.ValuesConfig`
+(which a dataset version records at ingest and a model directory carries in its ``config.json``):
+
+* **image**: the data's units are intensities in [0, 1] (uint8 / 255); the model sees them as they
+  are and its forecasts are clipped to [0, 1] (the authors' conventions).
+* **field**: a physical quantity (rain rate in mm/h, VIL, temperature ...), float, NaN = no data.
+  The model sees ``(x - mean) / std`` with the training split's statistics; a missing value enters
+  the model as the training mean (0 after standardisation), and the loss and the metrics skip it.
+  Forecasts come back as ``y * std + mean``, clipped to ``[valid_min, valid_max]`` where declared
+  (never to [0, 1]).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import replace
+from typing import Any
+
+import numpy as np
+import torch
+
+from predrnn.config import ExperimentConfig, ValuesConfig
+
+IMAGE = ValuesConfig()
+
+
+class ValuesError(ValueError):
+    """An input is not in the units or range the model expects."""
+
+
+def is_field(values: ValuesConfig) -> bool:
+    return values.kind == "field"
+
+
+def to_model(frames: torch.Tensor, values: ValuesConfig) -> torch.Tensor:
+    """Frames in the data's units -> the values the model sees (any shape, float).
+
+    Image: unchanged. Field: ``(x - mean) / std`` with NaN (no data) -> 0, the training mean.
+    """
+    if not is_field(values):
+        return frames
+    return ((frames - values.mean) / values.std).nan_to_num(nan=0.0)
+
+
+def from_model(pred: torch.Tensor, values: ValuesConfig) -> torch.Tensor:
+    """Model output -> the data's units, clipped to the valid range (image: [0, 1]). Float32."""
+    pred = pred.float()
+    if not is_field(values):
+        return pred.clamp(0.0, 1.0)
+    return clip_valid(pred * values.std + values.mean, values)
+
+
+def clip_valid(x: torch.Tensor, values: ValuesConfig) -> torch.Tensor:
+    """Clip to ``[valid_min, valid_max]`` (image: [0, 1]); an undeclared bound leaves that side open."""
+    if not is_field(values):
+        return x.clamp(0.0, 1.0)
+    if values.valid_min is None and values.valid_max is None:
+        return x
+    return x.clamp(min=values.valid_min, max=values.valid_max)
+
+
+def valid_mask(frames: torch.Tensor, values: ValuesConfig) -> torch.Tensor | None:
+    """Where the data has a value (bool, same shape), or None when every pixel does (images)."""
+    if not is_field(values):
+        return None
+    ok = torch.isfinite(frames)
+    return None if bool(ok.all()) else ok
+
+
+def fill_missing(frames: torch.Tensor, values: ValuesConfig) -> torch.Tensor:
+    """NaN (no data) -> the training mean, in the data's units (what the model is fed instead)."""
+    if not is_field(values):
+        return frames
+    return frames.nan_to_num(nan=values.mean)
+
+
+def from_dataset_attrs(attrs: dict[str, Any]) -> ValuesConfig:
+    """The :class:`ValuesConfig` a dataset version records (its ``values`` attribute, or older attributes).
+
+    Versions written before the ``values`` attribute: uint8 is an image; a float version becomes a
+    field with its stored (all-split) statistics and no valid range.
+    """
+    rec = attrs.get("values")
+    if isinstance(rec, dict):
+        return ValuesConfig(kind=rec.get("kind", "image"), units=str(rec.get("units", "")),
+                            mean=float(rec.get("mean", 0.0)), std=float(rec.get("std", 1.0)),
+                            valid_min=_opt_float(rec.get("valid_min")), valid_max=_opt_float(rec.get("valid_max")),
+                            thresholds=[float(t) for t in rec.get("thresholds", [])])
+    if attrs.get("value_kind") == "physical":
+        norm = attrs.get("normalisation", {})
+        return ValuesConfig(kind="field", units=str(attrs.get("units", "")), mean=float(norm.get("mean", 0.0)),
+                            std=float(norm.get("std", 1.0)) or 1.0)
+    return IMAGE
+
+
+def with_values(cfg: ExperimentConfig, values: ValuesConfig | dict[str, Any]) -> ExperimentConfig:
+    """``cfg`` with its ``values`` section replaced (the door sets it from the dataset)."""
+    if isinstance(values, dict):
+        values = ValuesConfig(**values)
+    return replace(cfg, values=values).validate()
+
+
+def describe(values: ValuesConfig) -> str:
+    """``mm/h, valid >= 0`` / ``image intensities in [0, 1]``: for messages and plots."""
+    if not is_field(values):
+        return "image intensities in [0, 1] (or uint8 0..255)"
+    units = values.units or "the data's units"
+    lo, hi = values.valid_min, values.valid_max
+    if lo is not None and hi is not None:
+        return f"{units}, valid range [{lo:g}, {hi:g}]"
+    if lo is not None:
+        return f"{units}, valid >= {lo:g}"
+    if hi is not None:
+        return f"{units}, valid <= {hi:g}"
+    return units
+
+
+def context_in_units(context: np.ndarray, values: ValuesConfig) -> np.ndarray:
+    """A user's context array as float32 in the data's units, checked against what the model knows.
+
+    Image models take uint8 (0..255, divided by 255) or floats in [0, 1] (any float dtype). Field
+    models take floats in the data's units; NaN marks no data.
+
+    Raises:
+        ValuesError: wrong dtype; NaN/inf in an image; inf in a field; a field with no finite value
+            or with every finite value outside the valid range (wrong units); image floats outside [0, 1].
+    """
+    dt = context.dtype
+    if not is_field(values):
+        if dt == np.uint8:
+            return context.astype(np.float32) / 255.0
+        if not np.issubdtype(dt, np.floating):
+            raise ValuesError(f"an image model takes uint8 (0..255) or floats in [0, 1], got dtype {dt}")
+        x = context.astype(np.float32)
+        if not np.isfinite(x).all():
+            raise ValuesError("the context holds NaN or inf; an image model takes uint8 or floats in [0, 1]")
+        lo, hi = float(x.min()), float(x.max())
+        if lo < 0.0 or hi > 1.0:
+            raise ValuesError(f"float context must lie in [0, 1] for an image model (or be uint8 0..255), "
+                              f"got values in [{lo:.3g}, {hi:.3g}]")
+        return x
+    if not (np.issubdtype(dt, np.floating) or np.issubdtype(dt, np.integer)) or dt == np.bool_:
+        raise ValuesError(f"a field model takes numbers in {describe(values)} (NaN = no data), got dtype {dt}")
+    x = context.astype(np.float32)
+    if np.isinf(x).any():
+        raise ValuesError("the context holds inf; mark missing values with NaN")
+    finite = x[np.isfinite(x)]
+    if finite.size == 0:
+        raise ValuesError("the context holds no value at all (every pixel NaN)")
+    lo, hi = float(finite.min()), float(finite.max())
+    below = values.valid_min is not None and hi < values.valid_min
+    above = values.valid_max is not None and lo > values.valid_max
+    if below or above:
+        raise ValuesError(f"every context value lies outside the model's valid range ({describe(values)}): "
+                          f"got [{lo:.4g}, {hi:.4g}]; is the input in other units?")
+    return x
+
+
+def _opt_float(v: Any) -> float | None:
+    if v is None:
+        return None
+    f = float(v)
+    return None if math.isnan(f) else f
