@@ -10,7 +10,7 @@ from predrnn.config import ValuesConfig
 from predrnn.losses import prediction_loss
 from predrnn.metrics import MetricAccumulator, frame_metrics, scorecard
 from predrnn.models.predrnn import PredRNN
-from predrnn.steps import evaluate, eval_step, persistence_forecast, train_step
+from predrnn.steps import eval_step, evaluate, persistence_forecast, train_step
 from predrnn.values import ValuesError, context_in_units, from_model, to_model
 
 RAIN = ValuesConfig(kind="field", units="mm/h", mean=3.0, std=2.0, valid_min=0.0, thresholds=[0.5, 2.0])

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from train_helpers import tiny_config
+from train_helpers import last_json, tiny_config
 
 from predrnn.sampling import probabilities
 from predrnn.train import configure, finish, train
@@ -178,13 +178,6 @@ def test_resume_falls_back_past_a_corrupt_checkpoint(local_ray, tiny_dataset, tr
     assert [int(m.value) for m in resumed] == [4]
 
 
-def _last_json(output: str) -> dict:
-    """The last JSON line (worker log lines of the shared Ray instance may arrive after it)."""
-    for line in reversed(output.strip().splitlines()):
-        if line.startswith("{"):
-            return json.loads(line)
-    raise AssertionError(f"no JSON line in: {output[-2000:]}")
-
 
 def test_cli_train_and_evaluate(local_ray, tiny_dataset, tracking_uri, tmp_path, monkeypatch):
     from train_helpers import TINY
@@ -200,12 +193,12 @@ def test_cli_train_and_evaluate(local_ray, tiny_dataset, tracking_uri, tmp_path,
         args += ["--set", item]
     res = runner.invoke(app, args)
     assert res.exit_code == 0, res.output
-    summary = _last_json(res.output)
+    summary = last_json(res.output)
     assert summary["model_uri"].startswith("models:/predrnn-v2/")
     res = runner.invoke(app, ["evaluate", "--model", summary["model_uri"], "--data", tiny_dataset,
                               "--tracking-uri", tracking_uri, "--log"])
     assert res.exit_code == 0, res.output
-    out = _last_json(res.output)
+    out = last_json(res.output)
     assert out["test_mse"] == pytest.approx(summary["test_mse"], rel=1e-6) and out["run_id"]
     res = runner.invoke(app, ["evaluate", "--model", str(tmp_path / "out" / "model"), "--data", tiny_dataset,
                               "--split", "val"])

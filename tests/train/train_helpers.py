@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import socket
 
 from predrnn.config import ExperimentConfig, load_config
@@ -24,3 +25,11 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def last_json(output: str) -> dict:
+    """The last JSON line (worker log lines of the shared Ray instance may arrive after it)."""
+    for line in reversed(output.strip().splitlines()):
+        if line.startswith("{"):
+            return json.loads(line)
+    raise AssertionError(f"no JSON line in: {output[-2000:]}")
