@@ -24,15 +24,15 @@ pytestmark = [pytest.mark.mlflow]
 NAME = "gate-model"
 
 
-def add_version(uri: str, test_mse: float, dataset: str = "ds@v1") -> int:
-    """A registered version whose registration tags carry a test MSE (as the training step writes them)."""
+def add_version(uri: str, test_mse: float, dataset: str = "ds@v1", **scores: float) -> int:
+    """A registered version whose registration tags carry a test MSE and other scores (as training writes them)."""
     from mlflow import MlflowClient
 
     client = MlflowClient(uri, uri)
     with contextlib.suppress(Exception):  # already registered
         client.create_registered_model(NAME)
-    mv = client.create_model_version(NAME, "file:///nonexistent/model",
-                                     tags={"test_mse": f"{test_mse:.4f}", "dataset": dataset})
+    tags = {"test_mse": f"{test_mse:.4f}", "dataset": dataset, **{f"test_{k}": f"{v:.6g}" for k, v in scores.items()}}
+    mv = client.create_model_version(NAME, "file:///nonexistent/model", tags=tags)
     return int(mv.version)
 
 
@@ -47,6 +47,30 @@ def test_compare_is_relative_and_lower_is_better():
     assert compare(5.0, None)["better"] and not compare(float("nan"), 1.0)["better"]
     with pytest.raises(ValueError):
         compare(1.0, 1.0, margin=1.5)
+
+
+def test_compare_knows_each_scores_direction():
+    assert compare(0.55, 0.5, margin=0.05, lower_is_better=False)["better"]  # CSI: higher is better
+    assert not compare(0.52, 0.5, margin=0.05, lower_is_better=False)["better"]
+    assert not compare(0.4, 0.5, margin=0.0, lower_is_better=False)["better"]
+    # a negative skill score: the margin is relative to its size, in the better direction
+    assert compare(-0.09, -0.1, margin=0.05, lower_is_better=False)["better"]
+    assert compare(0.5, 1.0, margin=0.0)["improvement"] == pytest.approx(0.5)
+    assert compare(0.6, 0.5, margin=0.0, lower_is_better=False)["improvement"] == pytest.approx(0.2)
+
+
+def test_gate_on_csi_m_promotes_the_higher_score(uri):
+    v1 = add_version(uri, 10.0, csi_m=0.40)
+    assert promote(NAME, v1, tracking_uri=uri, metric="test_csi_m").promoted
+    worse_mse_better_csi = add_version(uri, 11.0, csi_m=0.45)
+    assert not promote(NAME, worse_mse_better_csi, tracking_uri=uri).promoted  # default: test MSE
+    decision = promote(NAME, worse_mse_better_csi, tracking_uri=uri, metric="test_csi_m", margin=0.05)
+    assert decision.promoted and decision.comparison["lower_is_better"] is False and ">=" in decision.reason
+    lower_csi = add_version(uri, 1.0, csi_m=0.30)
+    refused = promote(NAME, lower_csi, tracking_uri=uri, metric="test_csi_m")
+    assert not refused.promoted and "not above" in refused.reason
+    with pytest.raises(ValueError, match="no promotion direction for score 'test_bias_2'"):
+        promote(NAME, lower_csi, tracking_uri=uri, metric="test_bias_2")
 
 
 def test_gate_refuses_worse_forces_and_rolls_back(uri):
