@@ -88,6 +88,17 @@ def ls_cmd(root: Annotated[str, typer.Argument(help="a root folder or s3://bucke
                    f"{'x'.join(str(s) for s in r['shape'])} {r['dtype']}  train/val/test {sizes}")
 
 
+def _model_view(attrs: dict[str, Any]) -> str:
+    """How a model trains on these values: the transform, valid range and default thresholds."""
+    from predrnn.values import describe, from_dataset_attrs
+
+    v = from_dataset_attrs(attrs)
+    if v.kind != "field":
+        return "intensities in [0, 1] (uint8 / 255)" + (f"; thresholds {v.thresholds}" if v.thresholds else "")
+    thr = f"; thresholds {v.thresholds}" if v.thresholds else "; no default thresholds"
+    return f"(x - {v.mean:.4g}) / {v.std:.4g} (training split), NaN -> mean; {describe(v)}{thr}"
+
+
 def show_cmd(
     uri: Annotated[str, typer.Argument(help="ROOT/NAME[@VERSION|@latest]")],
     png: Annotated[Path | None, typer.Option("--png", help="sample strip to write (default NAME@VERSION.png)")] = None,
@@ -108,6 +119,7 @@ def show_cmd(
             f"{a['source'].get('description', '')}",
             f"values:     {a.get('value_kind')} range {a.get('value_range')} {a.get('units', '')}",
             "stats:      " + ", ".join(f"{k} {val:.4g}" for k, val in a.get("stats", {}).items()),
+            f"model sees: {_model_view(a)}",
             f"split:      {a['split'].get('method')} {a['split'].get('sizes')}",
             f"content:    sha256 {a.get('content_hash', '')}",
         ]

@@ -7,6 +7,7 @@ A card is :func:`predrnn.metrics.scorecard`'s record (``{"lead_times": N, "mse":
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -60,34 +61,36 @@ def markdown(cards: dict[str, dict[str, Any]], *, units: str = "") -> str:
             cells += [_fmt(c["mse"][i]), _fmt(c.get("rmse", [None] * n)[i])]
         lines.append(f"| {i + 1} | " + " | ".join(cells) + " |")
     for key, label in (("csi", "CSI"), ("pod", "POD"), ("far", "FAR"), ("hss", "HSS")):
-        thresholds = list(first.get(key, {}))
-        if not thresholds:
-            continue
-        lines += ["", f"**{label}** at thresholds{u}", "",
-                  "| lead | " + " | ".join(f"{who} {t}" for t in thresholds for who in names) + " |",
-                  "|---|" + "---|" * (len(thresholds) * len(names))]
-        for i in range(n):
-            cells = [_fmt(cards[who][key][t][i], 3) for t in thresholds for who in names]
-            lines.append(f"| {i + 1} | " + " | ".join(cells) + " |")
+        cols = [(t,) for t in first.get(key, {})]
+        lines += _score_table(cards, f"**{label}** at thresholds{u}", key, cols, n)
     fss = first.get("fss", {})
-    if fss:
-        cols = [(t, s) for t in fss for s in fss[t]]
-        lines += ["", f"**FSS** (threshold{u} / window in pixels)", "",
-                  "| lead | " + " | ".join(f"{who} {t}/{s}" for t, s in cols for who in names) + " |",
-                  "|---|" + "---|" * (len(cols) * len(names))]
-        for i in range(n):
-            cells = [_fmt(cards[who]["fss"][t][s][i], 3) for t, s in cols for who in names]
-            lines.append(f"| {i + 1} | " + " | ".join(cells) + " |")
+    lines += _score_table(cards, f"**FSS** (threshold{u} / window in pixels)", "fss",
+                          [(t, s) for t in fss for s in fss[t]], n)
     pool = first.get("csi_pool", {})
-    if pool:
-        cols = [(k, t) for k in pool for t in pool[k]]
-        lines += ["", f"**pooled CSI** (block in pixels / threshold{u})", "",
-                  "| lead | " + " | ".join(f"{who} {k}/{t}" for k, t in cols for who in names) + " |",
-                  "|---|" + "---|" * (len(cols) * len(names))]
-        for i in range(n):
-            cells = [_fmt(cards[who]["csi_pool"][k][t][i], 3) for k, t in cols for who in names]
-            lines.append(f"| {i + 1} | " + " | ".join(cells) + " |")
+    lines += _score_table(cards, f"**pooled CSI** (block in pixels / threshold{u})", "csi_pool",
+                          [(k, t) for k in pool for t in pool[k]], n)
     return "\n".join(lines) + "\n"
+
+
+def _score_table(cards: dict[str, dict[str, Any]], title: str, key: str, cols: Sequence[tuple[str, ...]],
+                 n: int) -> list[str]:
+    """One markdown table of a nested score (``cards[who][key][c0][c1]...[lead]``), a column per (key path, who)."""
+    if not cols:
+        return []
+
+    def value(card: dict[str, Any], path: tuple[str, ...], i: int) -> Any:
+        block: Any = card[key]
+        for part in path:
+            block = block[part]
+        return block[i]
+
+    names = list(cards)
+    lines = ["", title, "", "| lead | " + " | ".join(f"{who} {'/'.join(c)}" for c in cols for who in names) + " |",
+             "|---|" + "---|" * (len(cols) * len(names))]
+    for i in range(n):
+        cells = [_fmt(value(cards[who], c, i), 3) for c in cols for who in names]
+        lines.append(f"| {i + 1} | " + " | ".join(cells) + " |")
+    return lines
 
 
 def plot(path: str | Path, cards: dict[str, dict[str, Any]], *, units: str = "") -> Path:

@@ -18,7 +18,7 @@ def test_quality_flow_reports_each_variant(tmp_path):
     from flows.quality import quality_benchmark
 
     with prefect_test_harness(server_startup_timeout=90):
-        out = quality_benchmark(iterations=3, seeds=[0], clips=20, datasets=["moving-digits"],
+        out = quality_benchmark(iterations=3, seeds=[0], clips=20, datasets=["moving-digits", "storm-cells"],
                                 variants=["persistence", "v2_both"], overrides=TINY, root=str(tmp_path / "data"),
                                 out=str(tmp_path / "report"))
     rows = out["results"]["moving-digits"]["rows"]
@@ -28,6 +28,11 @@ def test_quality_flow_reports_each_variant(tmp_path):
     assert rows[0]["train_s"] == [0.0] and rows[1]["train_s"][0] > 0
     text = (tmp_path / "report" / "README.md").read_text()
     assert "| persistence |" in text and "| v2_both |" in text
+    # storm cells take the pipeline's own path for fields: mm/h, no private rescaling, the scorecard
+    storm = out["results"]["storm-cells"]["rows"]
+    assert storm[0]["units"] == "mm/h" and storm[0]["ssim"] == [None] and storm[0]["rmse"][0] > 0
+    assert set(storm[0]["csi"]) == {"0.5", "2", "5", "10", "30"} and set(storm[0]["fss"]["5"]) == {"1", "9"}
+    assert "**CSI at >= 5 mm/h** by lead time" in text and "**FSS at >= 5 mm/h, 9 x 9 pixels**" in text
     assert (tmp_path / "report" / "moving-digits_mse_by_lead_time.png").stat().st_size > 0
     saved = json.loads((tmp_path / "report" / "results.json").read_text())
     assert saved["iterations"] == 3 and saved["datasets"]["moving-digits"]["uri"].startswith(str(tmp_path))

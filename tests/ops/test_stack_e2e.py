@@ -118,6 +118,7 @@ def test_stack_nightly_promote_predict_serve(tmp_path, monkeypatch):
         arts = _api(api, "/artifacts/filter", {"artifacts": {"flow_run_id": {"any_": [done["id"]]}}})
         report = next(a["data"] for a in arts if a["key"] == "nightly-retrain")
         assert "ingested `s3://datasets/nightly@" in report and "promoted v1 to champion" in report
+        assert "### scorecard" in report and "persistence MSE/frame" in report
 
         uri = s.mlflow_url
         from mlflow import MlflowClient

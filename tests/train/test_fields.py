@@ -118,6 +118,26 @@ def test_static_field_end_to_end_in_mm_per_hour(local_ray, static_rain, tmp_path
         os.killpg(serve.pid, signal.SIGTERM)
         serve.wait(timeout=30)
 
+    # the evaluate flow publishes the scorecard as a Prefect artifact
+    from prefect.testing.utilities import prefect_test_harness
+
+    from flows.evaluate import evaluate_flow
+
+    with prefect_test_harness(server_startup_timeout=90):
+        from prefect.client.orchestration import get_client
+
+        state = evaluate_flow(model=str(tmp_path / "out" / "model"), dataset=uri, thresholds=[2.0, 5.0],
+                              return_state=True)
+        result = state.result()
+        with get_client(sync_client=True) as client:
+            from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+            arts = client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["evaluation"])))
+    assert result["scores"]["persistence"]["csi"] == {"2": [1.0] * 4, "5": [1.0] * 4}
+    assert result["summary"]["csi_m"] >= 0.0 and result["persistence_summary"]["mse"] == 0.0
+    text = "\n".join(str(a.data) for a in arts)
+    assert "values in mm/h" in text and "**CSI** at thresholds (mm/h)" in text and "**FSS**" in text
+
 
 def _save(path: Path, array: np.ndarray) -> Path:
     np.save(path, array)
