@@ -159,3 +159,22 @@ def test_corrupt_weights_are_named_too(tmp_path):
     (latest / MODEL_DIR / "model.pt").write_bytes(b"\x00" * 10)
     with pytest.raises(CheckpointError, match="model.pt"):
         load_checkpoint(latest)
+
+
+def test_a_model_is_only_scored_on_data_with_its_kind_and_units(tiny_dataset, tmp_path):
+    import dataclasses
+
+    from predrnn.config import ValuesConfig
+    from predrnn.data import ingest
+
+    rain = ingest("storm-cells", "", "rain", str(tmp_path), num_clips=6, frames=8, height=32, width=32)
+    image_model = tiny_config()
+    with pytest.raises(DatasetError, match="holds a field in 'mm/h' but the model was trained on image data"):
+        validate_dataset(image_model, rain, for_model=True)
+    kelvin = dataclasses.replace(image_model, values=ValuesConfig(kind="field", units="K"))
+    with pytest.raises(DatasetError, match="holds a field in 'mm/h' but the model was trained on a field in 'K'"):
+        validate_dataset(kelvin, rain, for_model=True)
+    with pytest.raises(DatasetError, match="holds image data but the model was trained on a field in 'K'"):
+        validate_dataset(kelvin, tiny_dataset, for_model=True)
+    info = validate_dataset(image_model, rain)  # training: the values come from the dataset
+    assert info.values["kind"] == "field" and info.values["units"] == "mm/h" and info.values["valid_min"] == 0.0
