@@ -43,7 +43,7 @@ def evaluate_task(model: str, dataset: str, split: str = "test", max_clips: int 
             "mse_per_frame": m["mse_per_frame"], "ssim": m.get("ssim"),
             "scores": cards, "summary": summary_values(cards["model"]),
             "persistence_summary": summary_values(cards["persistence"]),
-            "table": lead_time_table(metrics), "scorecard": markdown(cards, units=units)}
+            "table": lead_time_table(metrics, units=units), "scorecard": markdown(cards, units=units)}
 
 
 def evaluation_markdown(title: str, result: dict[str, Any]) -> str:

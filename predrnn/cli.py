@@ -93,11 +93,20 @@ def parse_list(text: str | None, kind: type, option: str) -> list | None:
     if text is None:
         return None
     items = [t.strip() for t in text.split(",") if t.strip()]
+    examples = {"--thresholds": "0.5,2,5", "--pool": "4,16", "--fss-scales": "1,3,9,27"}
     try:
         return [kind(t) for t in items]
     except ValueError:
         raise fail(f"{option} takes a comma-separated list of {'numbers' if kind is float else 'integers'}, "
-                   f"e.g. {'0.5,2,5' if kind is float else '4,16'}; got {text!r}") from None
+                   f"e.g. {examples.get(option, '1,2')}; got {text!r}") from None
+
+
+def check_pools_and_scales(pools: list[int], scales: list[int]) -> None:
+    """Pooled-CSI blocks >= 1 and FSS windows odd and >= 1; raises typer.Exit(2) naming the option."""
+    if any(k < 1 for k in pools):
+        raise fail(f"--pool block sizes must be >= 1 pixel, got {pools}")
+    if any(n < 1 or n % 2 == 0 for n in scales):
+        raise fail(f"--fss-scales must be odd window sizes >= 1 pixel (centred windows), got {scales}")
 
 
 def score_labels(text: str | None) -> list[str] | None:
@@ -138,8 +147,7 @@ def score_cmd(
         labels = None
     pools = parse_list(pool, int, "--pool") or []
     scales = parse_list(fss_scales, int, "--fss-scales") or []
-    if any(k < 1 for k in pools) or any(n < 1 or n % 2 == 0 for n in scales):
-        raise fail(f"--pool sizes must be >= 1 and --fss-scales odd and >= 1; got {pool!r}, {fss_scales!r}")
+    check_pools_and_scales(pools, scales)
     if batch_size < 1:
         raise fail("--batch-size must be >= 1")
     try:
@@ -155,11 +163,16 @@ def score_cmd(
     for name, a in (("--forecast", f), ("--truth", t)):
         if not (np.issubdtype(a.dtype, np.floating) or np.issubdtype(a.dtype, np.integer)):
             raise fail(f"{name} must hold numbers, got dtype {a.dtype}")
+    if image and (np.isnan(t).any() or np.isnan(f).any()):
+        raise fail("--image data has no missing values: NaN found; score a physical field without --image")
     if m is not None:
+        if m.ndim == 2:  # a (H, W) map, e.g. a radar's range: every channel
+            m = m[..., None]
         try:
             m = np.broadcast_to(m.astype(bool), f.shape[1:] if m.ndim < 5 else f.shape)
         except ValueError:
-            raise fail(f"--mask {m.shape} does not broadcast to the forecast {f.shape}") from None
+            raise fail(f"--mask {m.shape} does not broadcast to the forecast {f.shape}; give (H, W), (H, W, C), "
+                       "(N, H, W, C) or (clips, N, H, W, C)") from None
     values = ValuesConfig() if image else ValuesConfig(kind="field", units=units)
     acc = MetricAccumulator(f.shape[1], values=values, thresholds=thr, pools=pools, fss_scales=scales,
                             labels=labels)
@@ -175,9 +188,12 @@ def score_cmd(
     except ValueError as err:
         raise fail(str(err)) from None
     card = scorecard(acc.compute())
-    typer.echo(f"scored {f.shape[0]} clips x {f.shape[1]} lead times"
-               + (f" in {units}" if units else "") + "; MSE/frame by lead time: "
+    sq = f" ({units})²" if units else ""
+    typer.echo(f"scored {f.shape[0]} clips x {f.shape[1]} lead times; MSE per frame{sq} by lead time: "
                + ", ".join("n/a" if v is None else f"{v:.4g}" for v in card["mse"]))
+    if not thr:
+        typer.echo("no thresholds: CSI/POD/FAR/bias/HSS/FSS left out (give --thresholds, or --units mm/h or VIL "
+                   "for their customary ones)")
     typer.echo(json.dumps(card))
 
 

@@ -119,7 +119,7 @@ def register(app: typer.Typer) -> None:
         """
         tool_env()
         from predrnn.checkpoint import CheckpointError
-        from predrnn.cli import parse_list, score_labels
+        from predrnn.cli import check_pools_and_scales, parse_list, score_labels
         from predrnn.predict import load_forecaster
         from predrnn.tracking import TrackingError
         from predrnn.train import DatasetError, ZarrSource, evaluate_split, lead_time_table, validate_dataset
@@ -128,8 +128,7 @@ def register(app: typer.Typer) -> None:
         thr = parse_list(thresholds, float, "--thresholds")
         pools = parse_list(pool, int, "--pool") or []
         scales = parse_list(fss_scales, int, "--fss-scales") or []
-        if any(k < 1 for k in pools) or any(n < 1 or n % 2 == 0 for n in scales):
-            raise _fail(f"--pool sizes must be >= 1 and --fss-scales odd and >= 1; got {pool!r}, {fss_scales!r}")
+        check_pools_and_scales(pools, scales)
         try:
             ref = str(Path(model) / "model") if (Path(model) / "train_state.pt").is_file() else model
             net, cfg = load_forecaster(ref, tracking_uri=tracking_uri)
@@ -138,10 +137,11 @@ def register(app: typer.Typer) -> None:
                                      thresholds=thr, pools=pools, fss_scales=scales, labels=score_labels(thresholds))
         except (DatasetError, TrackingError, CheckpointError, ValueError) as err:
             raise _fail(str(err)) from None
-        typer.echo(lead_time_table(metrics))
+        units = cfg.values.units if cfg.values.kind == "field" else ""
+        typer.echo(lead_time_table(metrics, units=units))
         cards = scorecards(metrics)
         out = {"model_ref": model, "dataset": info.uri, "split": split, "clips": metrics["model"]["clips"],
-               "units": cfg.values.units if cfg.values.kind == "field" else "",
+               "units": units,
                f"{split}_mse_per_frame": metrics["model"]["mse_per_frame"],
                "persistence_mse_per_frame": metrics["persistence"]["mse_per_frame"],
                f"{split}_mse": metrics["model"]["mse"], "persistence_mse": metrics["persistence"]["mse"],

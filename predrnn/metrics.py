@@ -64,12 +64,13 @@ def frame_metrics(pred: np.ndarray, truth: np.ndarray, *, with_ssim: bool = True
         image: image conventions (forecast clipped to [0, 1]; PSNR and SSIM on 8-bit frames).
         valid: bool, same shape: the pixels that count; default where ``truth`` is finite.
 
+    Raises:
+        ValueError: the shapes differ, or the forecast is NaN/inf at a pixel that counts.
+
     Returns:
         ``mse``, ``mae`` (sums over valid pixels), ``sq_sum`` and ``count`` (for the pooled per-pixel
         error), ``mse_pixel`` (per clip), and for images ``psnr`` and (``with_ssim``) ``ssim``.
 
-    Raises:
-        ValueError: the shapes differ.
     """
     if pred.shape != truth.shape:
         raise ValueError(f"prediction {pred.shape} and truth {truth.shape} differ in shape")
@@ -79,9 +80,11 @@ def frame_metrics(pred: np.ndarray, truth: np.ndarray, *, with_ssim: bool = True
         p = np.clip(p, 0.0, 1.0)
     B, N = p.shape[:2]
     ok = np.isfinite(t) if valid is None else np.broadcast_to(np.asarray(valid, bool), t.shape) & np.isfinite(t)
+    missing = ok & ~np.isfinite(p)
+    if missing.any():  # an absent forecast must not pass for a perfect one
+        raise ValueError(f"the forecast has no finite value at {int(missing.sum())} pixels where the truth has "
+                         "one; forecast every observed pixel or leave such pixels out with a mask")
     err = np.where(ok, p - t, 0.0)
-    if not image:
-        err = np.nan_to_num(err, nan=0.0)  # a forecast with no value where the truth has one: not scored
     sq = (err**2).reshape(B, N, -1)
     count = ok.reshape(B, N, -1).sum(axis=2).astype(np.float64)
     out = {

@@ -52,7 +52,8 @@ def markdown(cards: dict[str, dict[str, Any]], *, units: str = "") -> str:
     first = cards[names[0]]
     n = int(first["lead_times"])
     u = f" ({units})" if units else ""
-    lines = ["| lead | " + " | ".join(f"{who} MSE/frame | {who} RMSE{u}" for who in names) + " |",
+    sq = f" ({units})²" if units else ""
+    lines = ["| lead | " + " | ".join(f"{who} MSE/frame{sq} | {who} RMSE{u}" for who in names) + " |",
              "|---|" + "---|---|" * len(names)]
     for i in range(n):
         cells = []

@@ -126,7 +126,8 @@ def context_in_units(context: np.ndarray, values: ValuesConfig) -> np.ndarray:
 
     Raises:
         ValuesError: wrong dtype; NaN/inf in an image; inf in a field; a field with no finite value
-            or with every finite value outside the valid range (wrong units); image floats outside [0, 1].
+            or with any value outside the declared valid range (other units, or already standardised:
+            the data the model learnt from never held such values); image floats outside [0, 1].
     """
     dt = context.dtype
     if not is_field(values):
@@ -151,11 +152,15 @@ def context_in_units(context: np.ndarray, values: ValuesConfig) -> np.ndarray:
     if finite.size == 0:
         raise ValuesError("the context holds no value at all (every pixel NaN)")
     lo, hi = float(finite.min()), float(finite.max())
-    below = values.valid_min is not None and hi < values.valid_min
-    above = values.valid_max is not None and lo > values.valid_max
-    if below or above:
-        raise ValuesError(f"every context value lies outside the model's valid range ({describe(values)}): "
-                          f"got [{lo:.4g}, {hi:.4g}]; is the input in other units?")
+    outside = 0
+    if values.valid_min is not None:
+        outside += int(np.count_nonzero(finite < values.valid_min))
+    if values.valid_max is not None:
+        outside += int(np.count_nonzero(finite > values.valid_max))
+    if outside:  # the data never held such values (ingest refuses them): other units, or already standardised
+        raise ValuesError(f"{outside} of {finite.size} context values lie outside the model's valid range "
+                          f"({describe(values)}), the context spans [{lo:.4g}, {hi:.4g}]; is it standardised "
+                          "or in other units?")
     return x
 
 

@@ -70,7 +70,7 @@ def test_perfect_forecast_scores_zero_and_mask_and_nan_are_not_scored(tmp_path: 
 @pytest.mark.parametrize(("args", "shape_f", "message"), [
     ((), (2, 3, 4, 4, 1), "must both be (clips, N, H, W, C) of one shape"),
     (("--thresholds", "0.5,heavy"), (2, 3, 4, 4, 1), "--thresholds takes a comma-separated list of numbers"),
-    (("--fss-scales", "2,4"), (2, 3, 4, 4, 1), "--fss-scales odd"),
+    (("--fss-scales", "2,4"), (2, 3, 4, 4, 1), "--fss-scales must be odd window sizes"),
 ])
 def test_bad_input_is_one_line_exit_2(tmp_path: Path, args, shape_f, message):
     truth = np.zeros((2, 3, 4, 4, 1) if not args else (2, 3, 4, 4, 1), np.float32)
@@ -84,3 +84,25 @@ def test_mask_that_does_not_fit_is_refused(tmp_path: Path):
     x = np.zeros((1, 2, 4, 4, 1), np.float32)
     code, out = _score(tmp_path, x, x, "--mask", str(tmp_path / "m.npy"))
     assert code == 2 and "does not broadcast" in out
+
+
+def test_a_radar_range_mask_of_h_by_w_is_accepted(tmp_path: Path):
+    truth = np.ones((1, 2, 4, 4, 1), np.float32)
+    fcst = truth.copy()
+    fcst[..., 0, 0, :] = 50.0  # outside the radar's range: not scored
+    mask = np.ones((4, 4), bool)
+    mask[0, 0] = False
+    np.save(tmp_path / "m.npy", mask)
+    code, out = _score(tmp_path, fcst, truth, "--mask", str(tmp_path / "m.npy"))
+    assert code == 0 and json.loads(out.strip().splitlines()[-1])["mse"] == [0.0, 0.0], out
+    assert "no thresholds: CSI/POD/FAR/bias/HSS/FSS left out" in out
+
+
+def test_a_missing_forecast_is_not_a_perfect_one(tmp_path: Path):
+    truth = np.ones((1, 2, 4, 4, 1), np.float32)
+    fcst = truth.copy()
+    fcst[0, 1, 2, 2, 0] = np.nan  # observed there, but not forecast
+    code, out = _score(tmp_path, fcst, truth, "--thresholds", "0.5")
+    assert code == 2 and "no finite value at 1 pixels where the truth has one" in out, out
+    code, out = _score(tmp_path, truth, np.where(fcst == fcst, truth, np.nan), "--image")
+    assert code == 2 and "--image data has no missing values" in out, out

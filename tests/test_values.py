@@ -105,8 +105,12 @@ def test_context_in_units_accepts_the_data_and_names_what_is_wrong():
     with_nan = x.copy()
     with_nan[..., 0, 0, 0] = np.nan
     assert np.isnan(context_in_units(with_nan, RAIN)).sum() == 1  # no data is allowed for fields
-    with pytest.raises(ValuesError, match=r"outside the model's valid range \(mm/h, valid >= 0\)"):
-        context_in_units(-x - 1, RAIN)  # e.g. standardised values instead of mm/h
+    with pytest.raises(ValuesError, match=r"2 of 2 context values lie outside the model's valid range "
+                                          r"\(mm/h, valid >= 0\)"):
+        context_in_units(-x - 1, RAIN)
+    standardised = np.array([[[[[-0.4], [2.5], [17.0], [-0.01]]]]], np.float32)  # z-scores: mostly >= 0
+    with pytest.raises(ValuesError, match="2 of 4 context values .* is it standardised or in other units"):
+        context_in_units(standardised, RAIN)
     with pytest.raises(ValuesError, match="inf"):
         context_in_units(np.full((1, 1, 1, 2, 1), np.inf, np.float32), RAIN)
     with pytest.raises(ValuesError, match="no value at all"):

@@ -64,12 +64,14 @@ def evaluate_split(model: nn.Module, cfg: ExperimentConfig, source: ClipSource, 
                     values=cfg.values, labels=labels, **opts)
 
 
-def lead_time_table(result: dict[str, Any], metrics: tuple[str, ...] = ("mse", "mae", "rmse", "psnr", "ssim")) -> str:
-    """A printable per-lead-time table of model vs persistence (in the data's units)."""
+def lead_time_table(result: dict[str, Any], metrics: tuple[str, ...] = ("mse", "mae", "rmse", "psnr", "ssim"),
+                    *, units: str = "") -> str:
+    """A printable per-lead-time table of model vs persistence (in the data's units, named by ``units``)."""
     m, p = result["model"], result.get("persistence", {})
     keys = [k for k in metrics if f"{k}_per_frame" in m and m.get(k) is not None]
     head = "lead " + "".join(f"{k + ' model':>13}{k + ' persist':>15}" for k in keys)
-    lines = [head]
+    lines = [f"values in {units}: mse per frame in ({units})², mae per frame and rmse in {units}"] if units else []
+    lines.append(head)
     for i in range(len(m[f"{keys[0]}_per_frame"])):
         row = f"{i + 1:>4} "
         for k in keys:
@@ -192,7 +194,8 @@ def finish(result: Any, *, out_dir: str | Path, split: str = "test", register: b
     plot = lead_time_plot(out / "lead_time_metrics.png", metrics)
     (out / f"{split}_metrics.json").write_text(json.dumps(metrics, indent=2))
     cards = scorecards(metrics)
-    card_md, card_png = write_scorecard(out, cards, units=cfg.values.units)
+    units = cfg.values.units if cfg.values.kind == "field" else ""
+    card_md, card_png = write_scorecard(out, cards, units=units)
     (out / "config.json").write_text(cfg.to_json())
     summary: dict[str, Any] = {
         "dataset": result.dataset["uri"], "run_dir": result.run_dir,
@@ -202,9 +205,8 @@ def finish(result: Any, *, out_dir: str | Path, split: str = "test", register: b
         "persistence_mse_per_frame": metrics["persistence"]["mse_per_frame"],
         f"{split}_mse": metrics["model"]["mse"], "persistence_mse": metrics["persistence"]["mse"],
         f"{split}_ssim": metrics["model"].get("ssim"), "tracking_uri": result.tracking_uri,
-        "run_id": result.run_id, "table": lead_time_table(metrics), "scores": cards,
-        "units": cfg.values.units if cfg.values.kind == "field" else "",
-        "scorecard": str(card_md),
+        "run_id": result.run_id, "table": lead_time_table(metrics, units=units), "scores": cards,
+        "units": units, "scorecard": str(card_md),
     }
     if register and result.run_id and result.tracking_uri:
         from predrnn.scorecard import summary_values

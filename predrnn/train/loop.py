@@ -232,7 +232,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
                 metrics = {"loss": float(stats[0]), "mse": float(stats[1]), "decouple": float(stats[2]),
                            "r_eta": r_eta, "eta": eta, "lr": optimizer.param_groups[0]["lr"],
                            "clips_per_s": clips_s}
-                print(f"it {it:>6}/{o.max_iterations}  loss {metrics['loss']:.5f}  mse {metrics['mse']:.5f}  "
+                norm = " (normalised)" if cfg.values.kind == "field" else ""
+                print(f"it {it:>6}/{o.max_iterations}  loss{norm} {metrics['loss']:.5f}  mse {metrics['mse']:.5f}  "
                       f"decouple {metrics['decouple']:.4f}  r_eta {r_eta:.3f}  eta {eta:.3f}  "
                       f"{clips_s:.1f} clips/s  ETA {_fmt_eta((o.max_iterations - it) / rate)}", flush=True)
                 if logger:
@@ -247,9 +248,10 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             last_val = evaluation_metrics(result, "val")
             evaluated = True
             base = last_val.get("val_persistence_mse", float("nan"))
-            units = f" {cfg.values.units}^2" if cfg.values.kind == "field" and cfg.values.units else ""
+            u = cfg.values.units if cfg.values.kind == "field" else ""
+            units = f" ({u})²" if u else ""
             extra = (f"  SSIM {last_val['val_ssim']:.3f}" if "val_ssim" in last_val
-                     else f"  RMSE {last_val.get('val_rmse', float('nan')):.4g}")
+                     else f"  RMSE {last_val.get('val_rmse', float('nan')):.4g}{f' {u}' if u else ''}")
             print(f"it {it:>6}  validation on {result['model']['clips']} clips: MSE/frame "
                   f"{last_val['val_mse']:.4g}{units} (persistence {base:.4g}){extra}", flush=True)
             if logger:
