@@ -17,10 +17,12 @@ from flows.settings import PipelineSettings
 
 @task(name="evaluate-model", retries=2, retry_delay_seconds=5)
 def evaluate_task(model: str, dataset: str, split: str = "test", max_clips: int = 0,
-                  tracking_uri: str | None = None, thresholds: list[float] | None = None) -> dict[str, Any]:
+                  tracking_uri: str | None = None, thresholds: list[float] | None = None,
+                  horizon: int | None = None, context: int | None = None) -> dict[str, Any]:
     """Load ``model`` (directory or ``models:/`` URI) and evaluate it on ``split`` of ``dataset``.
 
     Scores are in the data's units; fields are scored at ``thresholds`` (default: the dataset's).
+    ``context``/``horizon`` default to the model's training lengths (KTH's protocol: 10 -> 20).
 
     Returns:
         ``{"model", "dataset", "split", "clips", "units", "mse", "persistence_mse", "mse_per_frame", "ssim",
@@ -33,8 +35,11 @@ def evaluate_task(model: str, dataset: str, split: str = "test", max_clips: int 
     from predrnn.train.finalize import scorecards
 
     net, cfg = load_forecaster(model, tracking_uri=tracking_uri)
-    info = validate_dataset(cfg, dataset, for_model=True)
-    metrics = evaluate_split(net, cfg, ZarrSource(info.uri), split, max_clips=max_clips, thresholds=thresholds)
+    n_in = cfg.data.input_length if context is None else context
+    n_out = cfg.data.total_length - cfg.data.input_length if horizon is None else horizon
+    info = validate_dataset(cfg, dataset, for_model=True, need_length=n_in + n_out)
+    metrics = evaluate_split(net, cfg, ZarrSource(info.uri), split, max_clips=max_clips, thresholds=thresholds,
+                             context=n_in, horizon=n_out)
     m, p = metrics["model"], metrics["persistence"]
     cards = scorecards(metrics)
     units = cfg.values.units if cfg.values.kind == "field" else ""
@@ -63,6 +68,8 @@ def evaluate_flow(
     tracking_uri: str | None = None,
     thresholds: Annotated[list[float] | None, Field(description="verification thresholds in the data's "
                                                     "units (default: the dataset's)")] = None,
+    horizon: Annotated[int | None, Field(ge=1, description="lead times (default: the model's)")] = None,
+    context: Annotated[int | None, Field(ge=1, description="context frames (default: the model's)")] = None,
 ) -> dict[str, Any]:
     """Evaluate ``model`` on ``split`` of ``dataset`` and publish the per-lead-time scorecard as an artifact.
 
@@ -73,9 +80,10 @@ def evaluate_flow(
         max_clips: evaluate the first N clips only (0: all).
         tracking_uri: MLflow store for ``models:/`` URIs (default: ``$MLFLOW_TRACKING_URI``).
         thresholds: CSI/FSS thresholds in the data's units (default: recorded by the dataset).
+        horizon, context: frames forecast and given (default: the model's training lengths).
     """
     uri = tracking_uri or PipelineSettings().tracking_uri
-    result = evaluate_task(model, dataset, split, max_clips, uri, thresholds)
+    result = evaluate_task(model, dataset, split, max_clips, uri, thresholds, horizon, context)
     get_run_logger().info("%s on %s/%s: MSE/frame %.4g (persistence %.4g)", model, result["dataset"], split,
                           result["mse"], result["persistence_mse"])
     create_markdown_artifact(key="evaluation", description=f"{model} on {result['dataset']}",

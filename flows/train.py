@@ -24,13 +24,14 @@ def load_config_task(preset: str, overrides: list[str], dataset: str, workers: i
 
 
 @task(name="validate-dataset")
-def validate_dataset_task(cfg: dict[str, Any], dataset: str) -> dict[str, Any]:
-    """The dataset version checked against the config before any worker starts."""
+def validate_dataset_task(cfg: dict[str, Any], dataset: str, need_test: bool = False) -> dict[str, Any]:
+    """The dataset version checked against the config before any worker starts (with ``need_test``, also
+    that it has the test split the final evaluation uses)."""
     from predrnn.config import ExperimentConfig
     from predrnn.train import validate_dataset
 
     c = ExperimentConfig.from_dict(cfg)
-    return validate_dataset(c, dataset, world_size=c.compute.num_workers).to_dict()
+    return validate_dataset(c, dataset, world_size=c.compute.num_workers, need_test=need_test).to_dict()
 
 
 @task(name="check-tracking", retries=2, retry_delay_seconds=5)
@@ -85,7 +86,7 @@ def train_flow(dataset: str, preset: str = "quick", overrides: list[str] | None 
 
     log = get_run_logger()
     cfg = load_config_task(preset, list(overrides or []), dataset, workers, tracking_uri)
-    info = validate_dataset_task(cfg, dataset)
+    info = validate_dataset_task(cfg, dataset, need_test=True)
     log.info("dataset %s: %s clips (train %s, val %s, test %s)", info["uri"], info["shape"][0],
              info["splits"]["train"], info["splits"]["val"], info["splits"]["test"])
     uri = check_tracking_task(tracking_uri)

@@ -105,6 +105,11 @@ def register(app: typer.Typer) -> None:
         thresholds: Annotated[str | None, typer.Option(
             "--thresholds", help="verification thresholds in the data's units, e.g. 0.5,2,5 (default: the "
             "dataset's, recorded at ingest; images: none)")] = None,
+        horizon: Annotated[int | None, typer.Option(
+            "--horizon", help="lead times to forecast and score (default: the model's training horizon; "
+            "e.g. 20 for KTH's 10 -> 20 protocol)")] = None,
+        context: Annotated[int | None, typer.Option(
+            "--context", help="context frames (default: the model's training input length)")] = None,
         pool: Annotated[str, typer.Option("--pool", help="pooled-CSI block sizes in pixels")] = "4,16",
         fss_scales: Annotated[str, typer.Option("--fss-scales", help="FSS window sizes in pixels (odd)")] = "1,3,9,27",
         tracking_uri: Annotated[str | None, typer.Option("--tracking-uri", help="MLflow store for "
@@ -132,9 +137,14 @@ def register(app: typer.Typer) -> None:
         try:
             ref = str(Path(model) / "model") if (Path(model) / "train_state.pt").is_file() else model
             net, cfg = load_forecaster(ref, tracking_uri=tracking_uri)
-            info = validate_dataset(cfg, data, for_model=True)
+            n_in = cfg.data.input_length if context is None else context
+            n_out = cfg.data.total_length - cfg.data.input_length if horizon is None else horizon
+            if n_in < 1 or n_out < 1:
+                raise _fail(f"--context and --horizon must be >= 1 frame, got {n_in} and {n_out}")
+            info = validate_dataset(cfg, data, for_model=True, need_length=n_in + n_out)
             metrics = evaluate_split(net, cfg, ZarrSource(info.uri), split, max_clips=max_clips,
-                                     thresholds=thr, pools=pools, fss_scales=scales, labels=score_labels(thresholds))
+                                     thresholds=thr, pools=pools, fss_scales=scales, labels=score_labels(thresholds),
+                                     context=n_in, horizon=n_out)
         except (DatasetError, TrackingError, CheckpointError, ValueError) as err:
             raise _fail(str(err)) from None
         units = cfg.values.units if cfg.values.kind == "field" else ""

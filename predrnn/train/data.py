@@ -56,19 +56,22 @@ class ZarrSource:
 
 
 def validate_dataset(cfg: ExperimentConfig, uri: str, *, world_size: int = 1, for_model: bool = False,
-                     need_val: bool = True) -> DatasetInfo:
+                     need_val: bool = True, need_test: bool = False, need_length: int | None = None) -> DatasetInfo:
     """Open the version behind ``uri`` and check it against the config, before any worker starts.
 
     Args:
         for_model: ``cfg`` is a trained model's: its values (image or field, units) must be the
             dataset's, since its normalisation was learnt on them (evaluation, scoring).
         need_val: require a validation split (training does; evaluation does not).
+        need_test: require a test split (a training run that ends with the test evaluation does).
+        need_length: frames per clip the caller reads (default ``data.total_length``), e.g. an
+            evaluation at a longer horizon than the training one.
 
     Raises:
         DatasetError: the version does not exist or cannot be read, its frames differ from
             ``cfg.data`` (height, width, channels), its clips are shorter than
-            ``data.total_length``, the train/val splits are too small for ``world_size`` ranks, or
-            (``for_model``) its values differ from the model's.
+            ``data.total_length``, the train/val splits are too small for ``world_size`` ranks, a
+            split that is needed is empty, or (``for_model``) its values differ from the model's.
     """
     if not uri:
         raise DatasetError("no dataset given: pass --data ROOT/NAME@VERSION (or set data.dataset)")
@@ -89,7 +92,9 @@ def validate_dataset(cfg: ExperimentConfig, uri: str, *, world_size: int = 1, fo
     if (h, w, c) != want:
         raise DatasetError(f"dataset {version.uri} has frames of {h}x{w}x{c} (H x W x C) but the config "
                            f"expects {want[0]}x{want[1]}x{want[2]} (data.img_height/img_width/img_channel)")
-    if t < d.total_length:
+    if need_length is not None and t < need_length:
+        raise DatasetError(f"dataset {version.uri} has clips of {t} frames; context + horizon need {need_length}")
+    if need_length is None and t < d.total_length:
         raise DatasetError(f"dataset {version.uri} has clips of {t} frames; the config needs "
                            f"data.total_length={d.total_length}")
     splits = {}
@@ -113,6 +118,9 @@ def validate_dataset(cfg: ExperimentConfig, uri: str, *, world_size: int = 1, fo
                            f"{world_size} workers need at least one each")
     if need_val and not for_model and splits["val"] < 1:
         raise DatasetError(f"dataset {version.uri} has no validation clips")
+    if need_test and splits["test"] < 1:
+        raise DatasetError(f"dataset {version.uri} has no test split, which the run's final evaluation needs: "
+                           "ingest a test source or pass --test-fraction to ingest")
     return DatasetInfo(uri=str(version.uri), name=str(version.name), version=str(version.version),
                        shape=shape, dtype=str(version.dtype), splits=splits, values=asdict(values))
 

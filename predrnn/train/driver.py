@@ -167,7 +167,7 @@ def train(cfg: ExperimentConfig, *, data: str | None = None, tracking_uri: str |
           ray_address: str | None = None, num_cpus: int | None = None,
           placement_strategy: str = "PACK", resources_per_worker: dict[str, float] | None = None,
           source: ClipSource | None = None, dataset_info: DatasetInfo | None = None,
-          init_weights: str | None = None) -> TrainResult:
+          init_weights: str | None = None, need_test: bool = True) -> TrainResult:
     """Train ``cfg`` on Ray Train and return where the checkpoints are.
 
     Args:
@@ -188,6 +188,8 @@ def train(cfg: ExperimentConfig, *, data: str | None = None, tracking_uri: str |
         source, dataset_info: an alternative clip source (tests); default reads the Zarr version.
         init_weights: warm start: a model directory or ``models:/NAME@ALIAS`` whose weights
             initialise a fresh run (ignored when resuming; must fit the config exactly).
+        need_test: the run ends with a test evaluation (:func:`predrnn.train.finish`): a dataset without a
+            test split is refused before anything starts, not after training.
 
     Raises:
         ConfigError, DatasetError, TrackingError: before any worker starts.
@@ -211,7 +213,7 @@ def train(cfg: ExperimentConfig, *, data: str | None = None, tracking_uri: str |
     cfg = configure(cfg, data=data or cfg.data.dataset)
     world = cfg.compute.num_workers
     if source is None:
-        dataset_info = validate_dataset(cfg, cfg.data.dataset, world_size=world)
+        dataset_info = validate_dataset(cfg, cfg.data.dataset, world_size=world, need_test=need_test)
         source = ZarrSource(dataset_info.uri)
     elif dataset_info is None:
         raise TrainError("a custom source needs its dataset_info")

@@ -47,20 +47,28 @@ def score_options(cfg: ExperimentConfig, thresholds: Sequence[float] | None = No
 def evaluate_split(model: nn.Module, cfg: ExperimentConfig, source: ClipSource, split: str = "test", *,
                    batch: int = 16, max_clips: int = 0, thresholds: Sequence[float] | None = None,
                    pools: Sequence[int] | None = None, fss_scales: Sequence[int] | None = None,
-                   labels: Sequence[str] | None = None) -> dict[str, Any]:
+                   labels: Sequence[str] | None = None, context: int | None = None,
+                   horizon: int | None = None) -> dict[str, Any]:
     """Model and persistence metrics per lead time on every clip of ``split``, in the data's units.
 
     Args:
         cfg: the model's config; ``cfg.values`` says what the values are.
+        context, horizon: frames given and frames forecast (default the model's training
+            ``input_length`` and ``total_length - input_length``); e.g. KTH's protocol trains 10 -> 10
+            and evaluates 10 -> 20. Each clip's first ``context + horizon`` frames are used.
         thresholds, pools, fss_scales: verification options (see :func:`score_options`).
         labels: the thresholds' keys as the user wrote them (``"0.5"``, ``"2"``).
 
     Returns:
         ``{"model": {...}, "persistence": {...}}`` (:meth:`predrnn.metrics.MetricAccumulator.compute`).
     """
-    ds = source.open(split, length=cfg.data.total_length, rank=0, world_size=1)
+    n_in = cfg.data.input_length if context is None else int(context)
+    n_out = cfg.data.total_length - cfg.data.input_length if horizon is None else int(horizon)
+    if n_in < 1 or n_out < 1:
+        raise ValueError(f"context and horizon must be >= 1 frame, got {n_in} and {n_out}")
+    ds = source.open(split, length=n_in + n_out, rank=0, world_size=1)
     opts = score_options(cfg, thresholds, pools, fss_scales)
-    return evaluate(model, iterate_batches(ds, batch, max_clips), cfg.data.input_length, max_clips=max_clips,
+    return evaluate(model, iterate_batches(ds, batch, max_clips), n_in, max_clips=max_clips,
                     values=cfg.values, labels=labels, **opts)
 
 

@@ -68,6 +68,15 @@ def test_static_field_end_to_end_in_mm_per_hour(local_ray, static_rain, tmp_path
     assert sorted((m.step, m.value) for m in history) == [(1, 1.0), (2, 1.0), (3, 1.0), (4, 1.0)]
     run_files = {a.path for a in client.list_artifacts(out["run_id"], "evaluation")}
     assert {"evaluation/scorecard.md", "evaluation/scorecard.png"} <= run_files
+    # another protocol than the training one (as KTH's 10 -> 20): 3 context frames, 5 lead times
+    res = runner.invoke(app, ["evaluate", "--model", str(tmp_path / "out" / "model"), "--data", uri,
+                              "--context", "3", "--horizon", "5"])
+    assert res.exit_code == 0, res.output
+    longer = last_json(res.output)
+    assert longer["persistence"]["mse"] == [0.0] * 5 and longer["model"]["lead_times"] == 5
+    res = runner.invoke(app, ["evaluate", "--model", str(tmp_path / "out" / "model"), "--data", uri,
+                              "--horizon", "6"])
+    assert res.exit_code == 2 and "has clips of 8 frames; context + horizon need 10" in res.output
     version = client.get_model_version("predrnn-v2", "1")
     assert version.tags["units"] == "mm/h" and float(version.tags["test_csi_m"]) >= 0.0
 

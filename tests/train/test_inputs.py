@@ -178,3 +178,39 @@ def test_a_model_is_only_scored_on_data_with_its_kind_and_units(tiny_dataset, tm
         validate_dataset(kelvin, tiny_dataset, for_model=True)
     info = validate_dataset(image_model, rain)  # training: the values come from the dataset
     assert info.values["kind"] == "field" and info.values["units"] == "mm/h" and info.values["valid_min"] == 0.0
+
+
+def _authors_npz(path, n: int, seed: int) -> None:
+    """A self-made file in the authors' Moving MNIST layout: input_raw_data (n*T, 1, H, W), clips, dims."""
+    import numpy as np
+
+    t, half = 8, 4
+    raw = np.random.default_rng(seed).random((n * t, 1, 32, 32), dtype=np.float32)
+    index = np.zeros((2, n, 2), np.int32)
+    index[0, :, 0], index[0, :, 1] = np.arange(n) * t, half
+    index[1, :, 0], index[1, :, 1] = np.arange(n) * t + half, t - half
+    np.savez(path, input_raw_data=raw, clips=index, dims=np.array([[1, 32, 32]], np.int32))
+
+
+def test_a_dataset_without_test_split_fails_before_training(tmp_path, tracking_uri):
+    """train + valid files only: refused in seconds with exit code 2, before Ray or MLflow (no RUNNING run)."""
+    from typer.testing import CliRunner
+
+    from predrnn.cli import app
+    from predrnn.data import ingest
+
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    _authors_npz(folder / "mnist-train.npz", 6, 0)
+    _authors_npz(folder / "mnist-valid.npz", 2, 1)
+    uri = ingest("thuml-npz", str(folder), "mine", str(tmp_path / "data"))
+    t0 = time.perf_counter()
+    args = ["train", "--data", uri, "--preset", "quick", "--tracking-uri", tracking_uri, "--storage",
+            str(tmp_path / "runs")]
+    for item in ("data.img_height=32", "data.img_width=32", "data.input_length=4", "data.total_length=8"):
+        args += ["--set", item]
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code == 2, res.output
+    assert "has no test split, which the run's final evaluation needs" in res.output
+    assert res.output.strip().count("\n") == 0 and time.perf_counter() - t0 < 10
+    assert not _ray_started() and not (tmp_path / "runs").exists()
