@@ -42,6 +42,8 @@ def ingest_cmd(
     resize: Annotated[str | None, typer.Option("--resize", help="video/frames: N or HxW")] = None,
     grayscale: Annotated[bool | None, typer.Option("--grayscale/--rgb", help="video/frames: colour mode")] = None,
     variable: Annotated[str | None, typer.Option("--variable", help="netcdf/zarr grids: variable name")] = None,
+    layout: Annotated[str | None, typer.Option("--layout", help="npy: axis order NTHWC (default), NTCHW "
+                                               "(channels first) or NTHW")] = None,
     val_fraction: Annotated[float | None, typer.Option("--val-fraction", help="seeded split: validation share")] = None,
     test_fraction: Annotated[float | None, typer.Option("--test-fraction", help="seeded split: test share")] = None,
     split_seed: Annotated[int | None, typer.Option("--split-seed", help="seeded split: seed")] = None,
@@ -55,6 +57,7 @@ def ingest_cmd(
 
     given = {"num_clips": num_clips, "frames": frames, "height": height, "width": width, "seed": seed,
              "window": window, "stride": stride, "resize": resize, "grayscale": grayscale, "variable": variable,
+             "layout": layout,
              "val_fraction": val_fraction, "test_fraction": test_fraction, "split_seed": split_seed,
              "split": split}
     options = {k: v for k, v in given.items() if v is not None}

@@ -10,7 +10,7 @@ import pytest
 from data_helpers import moving_blobs, write_netcdf, write_thuml_npz, write_video
 from PIL import Image
 
-from predrnn.data import ingest, open_version
+from predrnn.data import DataError, ingest, open_version
 
 
 @pytest.mark.parametrize("compressed", [False, True], ids=["stored", "compressed"])
@@ -175,3 +175,20 @@ def test_storm_cells(root: Path):
     valid = x[~np.isnan(x)]
     assert valid.min() >= 0 and valid.max() > 1
     assert np.nanmean(np.abs(np.diff(x, axis=1))) > 0  # the field moves and evolves
+
+
+def test_channels_first_arrays_need_their_layout(root: Path, tmp_path: Path):
+    """(N, T, C, H, W) as OpenSTL users keep them: refused under the default layout, read right with NTCHW."""
+    rng = np.random.default_rng(0)
+    clips = rng.integers(0, 256, (6, 53, 3, 100, 100), dtype=np.uint8)
+    np.save(tmp_path / "rgb.npy", clips)
+    with pytest.raises(DataError, match=r"shape \(6, 53, 3, 100, 100\) read as NTHWC gives 3x100 frames with 100 "
+                                         r"channels, which is implausible; if the axes are NTCHW, pass --layout NTCHW"):
+        ingest("npy", str(tmp_path / "rgb.npy"), "rgb", str(root))
+    v = open_version(ingest("npy", str(tmp_path / "rgb.npy"), "rgb", str(root), layout="NTCHW"))
+    assert v.shape == (6, 53, 100, 100, 3)
+    np.testing.assert_array_equal(v.read(np.arange(6)), clips.transpose(0, 1, 3, 4, 2))
+    with pytest.raises(DataError, match="unknown option"):
+        ingest("moving-digits", "", "md", str(root), num_clips=2, layout="NTCHW")  # not an option of generators
+    with pytest.raises(DataError, match="layout NTHW needs 4"):
+        ingest("npy", str(tmp_path / "rgb.npy"), "rgb", str(root), layout="NTHW")

@@ -301,14 +301,48 @@ class MnistSeqNpy(Source):
 
 
 class NpyArrays(_ZipSource):
-    """``.npy``/``.npz`` arrays (N, T, H, W[, C]); a folder of them may carry train/val/test in names.
+    """``.npy``/``.npz`` arrays of clips; a folder of them may carry train/val/test in names.
 
-    uint8 is image data; float is physical data (NaN = no data) unless ``image=True`` (floats in
-    [0, 1], stored as uint8). ``key`` picks the ``.npz`` member (default: the only one, or ``clips``).
+    ``layout``: ``NTHWC`` (default; a 4-D array is read as ``NTHW``), ``NTCHW`` (channels before the
+    frame, as torch tensors and OpenSTL arrays) or ``NTHW`` (one channel). An array whose channel axis
+    is implausible under the chosen layout (more than 4 channels while a frame axis has 1, 3 or 4
+    entries, or a frame side at most a quarter of the channel count) is refused with its shape and the
+    layout that would fit. uint8 is image data; float is physical data (NaN = no data) unless
+    ``image=True`` (floats in [0, 1], stored as uint8). ``key`` picks the ``.npz`` member (default:
+    the only one, or ``clips``).
     """
 
     kind = "npy"
-    OPTIONS = {"key": None, "image": None, "units": ""}
+    OPTIONS = {"key": None, "image": None, "units": "", "layout": "NTHWC"}
+    LAYOUTS = ("NTHWC", "NTCHW", "NTHW")
+
+    def _thwc(self, shape: tuple[int, ...], where: str) -> tuple[int, int, int, int]:
+        """(T, H, W, C) of an array of ``shape`` under the layout option; refuses implausible layouts."""
+        layout = str(self.opts["layout"]).upper()
+        if layout not in self.LAYOUTS:
+            raise DataError(f"option layout must be one of {', '.join(self.LAYOUTS)}, got {self.opts['layout']!r}")
+        want = 4 if layout == "NTHW" else 5
+        if len(shape) != want and not (layout == "NTHWC" and len(shape) == 4):
+            raise DataError(f"{where}: shape {shape} has {len(shape)} axes; layout {layout} needs {want}")
+        if len(shape) == 4:
+            return shape[1], shape[2], shape[3], 1
+        if layout == "NTCHW":
+            t, c, h, w = shape[1:]
+        else:
+            t, h, w, c = shape[1:]
+        if c > 4 and (h in (1, 3, 4) or w in (1, 3, 4) or 4 * min(h, w) <= c):
+            other = "NTCHW" if layout == "NTHWC" else "NTHWC"
+            raise DataError(f"{where}: shape {shape} read as {layout} gives {h}x{w} frames with {c} channels, "
+                            f"which is implausible; if the axes are {other}, pass --layout {other}")
+        return t, h, w, c
+
+    def _block_thwc(self, block: np.ndarray) -> np.ndarray:
+        """A block of clips in the file's layout -> (n, T, H, W, C)."""
+        if block.ndim == 4:
+            return block[..., None]
+        if str(self.opts["layout"]).upper() == "NTCHW":
+            return np.ascontiguousarray(block.transpose(0, 1, 3, 4, 2))
+        return block
 
     def _files(self) -> list[Path]:
         assert self.path is not None
@@ -334,10 +368,11 @@ class NpyArrays(_ZipSource):
             r = ArrayReader(f)
         if len(r.shape) not in (4, 5):
             raise DataError(f"{r.where}: wrong rank {len(r.shape)} (shape {r.shape}); expected "
-                            "(N, T, H, W) or (N, T, H, W, C)")
+                            "(N, T, H, W), (N, T, H, W, C) or, with --layout NTCHW, (N, T, C, H, W)")
         if not (r.dtype == np.uint8 or r.dtype.kind == "f"):
             raise DataError(f"{r.where}: wrong dtype {r.dtype}; expected uint8 (image) or float")
-        self.check_frame_size(r.shape[2], r.shape[3], r.where)
+        _, h, w, _ = self._thwc(r.shape, r.where)
+        self.check_frame_size(h, w, r.where)
         return r
 
     def _image(self, dtype: np.dtype) -> bool:
@@ -351,7 +386,7 @@ class NpyArrays(_ZipSource):
         n, first = 0, None
         for f in files:
             r = self._reader(f)
-            shape = (*r.shape[1:4], r.shape[4] if len(r.shape) == 5 else 1)
+            shape = self._thwc(r.shape, r.where)
             sig = (shape, self._image(r.dtype))
             r.close()
             if first is None:
@@ -383,9 +418,7 @@ class NpyArrays(_ZipSource):
             image = self._image(r.dtype)
             try:
                 for i0 in range(0, r.shape[0], 16):
-                    block = r.read(i0, min(i0 + 16, r.shape[0]))
-                    if block.ndim == 4:
-                        block = block[..., None]
+                    block = self._block_thwc(r.read(i0, min(i0 + 16, r.shape[0])))
                     for j in range(block.shape[0]):
                         where = f"{r.where}: clip {i0 + j}"
                         x = block[j]
