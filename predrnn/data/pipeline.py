@@ -135,25 +135,55 @@ class _Stats:
                 "nan_fraction": self.nan / total if total else 0.0}
 
 
-def _split_codes(labels: list[str | None], n: int, opts: dict[str, Any]) -> tuple[np.ndarray, dict[str, Any]]:
+def _split_codes(labels: list[str | None], groups: list[str],
+                 opts: dict[str, Any]) -> tuple[np.ndarray, dict[str, Any]]:
+    """Split codes per clip, assigned per source sequence (``groups``): no sequence straddles two splits.
+
+    * the source's own labels (file names, the KTH persons) when every clip has one, unless
+      ``split=seeded``; if they hold no validation clip and ``val_fraction`` > 0, validation is carved
+      from the training sequences (whole sequences, seeded), so it is never empty when asked for;
+    * otherwise a seeded permutation of the sequences, ``test_fraction`` and ``val_fraction`` of them
+      to test and validation (with one clip per sequence this is the per-clip split it always was).
+    """
     mode = opts["split"]
+    n = len(labels)
     have = [lb is not None for lb in labels]
     if mode in ("source", "kth") and not all(have):
         missing = have.index(False)
         raise DataError(f"split={mode} but clip {missing} has no split from the source")
+    names = list(dict.fromkeys(groups))  # in order of first appearance
+    index = {g: i for i, g in enumerate(names)}
+    gid = np.array([index[g] for g in groups], np.int64)
+    rng = np.random.default_rng(int(opts["split_seed"]))
     if mode != "seeded" and labels and all(have):
         codes = np.array([SPLIT_CODES[lb] for lb in labels], np.uint8)  # type: ignore[index]
         info: dict[str, Any] = {"method": "source" if mode != "kth" else "kth"}
+        for g in range(len(names)):
+            if len(set(codes[gid == g].tolist())) > 1:
+                raise DataError(f"source sequence {names[g]} carries clips of different splits")
+        val_fraction = float(opts["val_fraction"])
+        if not (codes == SPLIT_CODES["val"]).any() and val_fraction > 0:
+            train_groups = [g for g in range(len(names)) if codes[gid == g][0] == SPLIT_CODES["train"]]
+            n_val = max(1, round(len(train_groups) * val_fraction)) if len(train_groups) > 1 else 0
+            chosen = rng.permutation(np.array(train_groups, np.int64))[:n_val]
+            codes[np.isin(gid, chosen)] = SPLIT_CODES["val"]
+            info["val_carved_from_train"] = {"fraction": val_fraction, "seed": int(opts["split_seed"]),
+                                             "sequences": int(n_val)}
     else:
-        rng = np.random.default_rng(int(opts["split_seed"]))
-        perm = rng.permutation(n)
-        n_test, n_val = round(n * float(opts["test_fraction"])), round(n * float(opts["val_fraction"]))
-        codes = np.zeros(n, np.uint8)
-        codes[perm[:n_test]] = SPLIT_CODES["test"]
-        codes[perm[n_test:n_test + n_val]] = SPLIT_CODES["val"]
+        perm = rng.permutation(len(names))
+        n_test = round(len(names) * float(opts["test_fraction"]))
+        n_val = round(len(names) * float(opts["val_fraction"]))
+        group_codes = np.zeros(len(names), np.uint8)
+        group_codes[perm[:n_test]] = SPLIT_CODES["test"]
+        group_codes[perm[n_test:n_test + n_val]] = SPLIT_CODES["val"]
+        codes = group_codes[gid] if n else np.zeros(0, np.uint8)
         info = {"method": "seeded", "seed": int(opts["split_seed"]),
                 "fractions": {"val": float(opts["val_fraction"]), "test": float(opts["test_fraction"])}}
     info["sizes"] = {s: int((codes == SPLIT_CODES[s]).sum()) for s in SPLITS}
+    per_split = {s: sorted({names[g] for g in gid[codes == SPLIT_CODES[s]].tolist()}) for s in SPLITS}
+    info["sequences"] = {s: len(v) for s, v in per_split.items()}
+    if len(names) < n:  # sequences cut into several clips: which split holds which (first 2000 per split)
+        info["sequence_names"] = {s: v[:2000] for s, v in per_split.items()}
     return codes, info
 
 
@@ -197,6 +227,7 @@ def write_version(kind: str, source: str | None, name: str, root: str, *, progre
         data_hash = hashlib.sha256()
         clip_stats: list[_Stats] = []  # per clip, so that normalisation can use the training split only
         labels: list[str | None] = []
+        groups: list[str] = []
         n = 0
         filled = 0
 
@@ -223,6 +254,7 @@ def write_version(kind: str, source: str | None, name: str, root: str, *, progre
             one.update(x)
             clip_stats.append(one)
             labels.append(clip.split)
+            groups.append(clip.group if clip.group is not None else f"#{n}")
             buf[filled] = x
             filled += 1
             n += 1
@@ -235,7 +267,7 @@ def write_version(kind: str, source: str | None, name: str, root: str, *, progre
             raise DataError(f"empty source: {kind} {info.location or ''} produced no clips".replace("  ", " "))
         if n != cap:
             arr.resize((n, *shape1))
-        codes, split_info = _split_codes(labels, n, src.opts)
+        codes, split_info = _split_codes(labels, groups, src.opts)
         group.create_array("split", data=codes, chunks=(max(n, 1),), compressors=_codec(np.dtype(np.uint8)))
         stats, train_stats = _Stats(), _Stats()
         for code, one in zip(codes, clip_stats, strict=True):

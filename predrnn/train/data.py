@@ -23,7 +23,7 @@ class DatasetError(ValueError):
 class ClipSource(Protocol):
     """Anything that can open one split of clips for one rank: ``len(ds)`` and ``ds[i] -> (T, H, W, C)``."""
 
-    def open(self, split: str, *, length: int, rank: int = 0, world_size: int = 1) -> Any: ...
+    def open(self, split: str, *, length: int, rank: int = 0, world_size: int = 1, seed: int = 0) -> Any: ...
 
 
 @dataclass(frozen=True)
@@ -49,10 +49,15 @@ class ZarrSource:
 
     uri: str
 
-    def open(self, split: str, *, length: int, rank: int = 0, world_size: int = 1) -> Any:
+    def open(self, split: str, *, length: int, rank: int = 0, world_size: int = 1, seed: int = 0) -> Any:
+        """The split's clips as windows of ``length`` frames: the training split draws each window's start
+        at random over the whole clip (seeded by ``seed``, the epoch and the clip: every frame is
+        reachable, and the order stays a pure function of the iteration); other splits take each clip's
+        first ``length`` frames."""
         from predrnn.data import ClipDataset
 
-        return ClipDataset(self.uri, split=split, length=length, rank=rank, world_size=world_size)
+        return ClipDataset(self.uri, split=split, length=length, rank=rank, world_size=world_size,
+                           random_crop=split == "train", seed=seed)
 
 
 def validate_dataset(cfg: ExperimentConfig, uri: str, *, world_size: int = 1, for_model: bool = False,
@@ -128,6 +133,11 @@ def validate_dataset(cfg: ExperimentConfig, uri: str, *, world_size: int = 1, fo
 def steps_per_epoch(shard_size: int, batch: int) -> int:
     """Full batches per pass over a shard (at least one; a shard smaller than a batch wraps around)."""
     return max(1, shard_size // batch)
+
+
+def epoch_of(it: int, *, shard_size: int, batch: int) -> int:
+    """The epoch (pass over a rank's shard) that global iteration ``it`` (from 1) belongs to."""
+    return (it - 1) // steps_per_epoch(shard_size, batch)
 
 
 def batch_indices(it: int, *, shard_size: int, batch: int, seed: int, rank: int) -> list[int]:

@@ -29,7 +29,7 @@ from predrnn.config import ExperimentConfig
 from predrnn.models import build_model
 from predrnn.sampling import sampling_mask
 from predrnn.steps import evaluate, train_step
-from predrnn.train.data import batch_indices, iterate_batches, load_batch, mask_generator
+from predrnn.train.data import batch_indices, epoch_of, iterate_batches, load_batch, mask_generator
 from predrnn.train.state import (
     TrainState,
     checkpoint_name,
@@ -178,7 +178,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     if c.compile:
         model = torch.compile(model)  # type: ignore[assignment]
 
-    train_ds = source.open("train", length=d.total_length, rank=rank, world_size=world)
+    train_ds = source.open("train", length=d.total_length, rank=rank, world_size=world, seed=o.seed)
     val_ds = source.open("val", length=d.total_length, rank=0, world_size=1) if rank == 0 else None
     amp = c.amp if on_gpu else ("bf16" if c.amp == "bf16" else "none")
 
@@ -203,6 +203,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
 
     for it in range(start + 1, o.max_iterations + 1):
         idx = batch_indices(it, shard_size=len(train_ds), batch=batch, seed=o.seed, rank=rank)
+        if hasattr(train_ds, "set_epoch"):  # new random windows of long clips each epoch, a function of `it`
+            train_ds.set_epoch(epoch_of(it, shard_size=len(train_ds), batch=batch))
         frames = load_batch(train_ds, idx).to(device, non_blocking=True)
         gen = mask_generator(o.seed, rank, it)
         mask, r_eta, eta = sampling_mask(it, cfg.sampling, batch=batch, input_length=d.input_length,

@@ -307,13 +307,15 @@ class NpyArrays(_ZipSource):
     frame, as torch tensors and OpenSTL arrays) or ``NTHW`` (one channel). An array whose channel axis
     is implausible under the chosen layout (more than 4 channels while a frame axis has 1, 3 or 4
     entries, or a frame side at most a quarter of the channel count) is refused with its shape and the
-    layout that would fit. uint8 is image data; float is physical data (NaN = no data) unless
+    layout that would fit. ``window``/``stride``: cut every row (a sequence) into clips of ``window``
+    frames starting every ``stride`` frames (default: the whole row is one clip); all clips of a row go
+    to the same split. uint8 is image data; float is physical data (NaN = no data) unless
     ``image=True`` (floats in [0, 1], stored as uint8). ``key`` picks the ``.npz`` member (default:
     the only one, or ``clips``).
     """
 
     kind = "npy"
-    OPTIONS = {"key": None, "image": None, "units": "", "layout": "NTHWC"}
+    OPTIONS = {"key": None, "image": None, "units": "", "layout": "NTHWC", "window": None, "stride": None}
     LAYOUTS = ("NTHWC", "NTCHW", "NTHW")
 
     def _thwc(self, shape: tuple[int, ...], where: str) -> tuple[int, int, int, int]:
@@ -335,6 +337,16 @@ class NpyArrays(_ZipSource):
             raise DataError(f"{where}: shape {shape} read as {layout} gives {h}x{w} frames with {c} channels, "
                             f"which is implausible; if the axes are {other}, pass --layout {other}")
         return t, h, w, c
+
+    def _window(self, t: int, where: str) -> tuple[int, int]:
+        """(window, stride) for rows of ``t`` frames; the whole row when no window is set."""
+        window = int(self.opts["window"] or t)
+        stride = int(self.opts["stride"] or window)
+        if window < 1 or stride < 1:
+            raise DataError(f"window and stride must be >= 1, got window={window}, stride={stride}")
+        if window > t:
+            raise DataError(f"{where}: rows of {t} frames are shorter than --window {window}")
+        return window, stride
 
     def _block_thwc(self, block: np.ndarray) -> np.ndarray:
         """A block of clips in the file's layout -> (n, T, H, W, C)."""
@@ -400,6 +412,9 @@ class NpyArrays(_ZipSource):
         if n == 0:
             raise DataError(f"source {self.path}: empty source (0 clips)")
         (t, h, w, c), image = first[1]
+        window, stride = self._window(t, str(first[0]))
+        n *= 1 + (t - window) // stride
+        t = window
         labels = _labels(self.path, files, self)
         return SourceInfo(kind=self.kind, location=str(self.path), description=f"NumPy arrays ({len(files)} file(s))",
                           checksum=files_checksum(self.path if self.path.is_dir() else self.path.parent, files),
@@ -419,10 +434,14 @@ class NpyArrays(_ZipSource):
             try:
                 for i0 in range(0, r.shape[0], 16):
                     block = self._block_thwc(r.read(i0, min(i0 + 16, r.shape[0])))
+                    window, stride = self._window(block.shape[1], r.where)
                     for j in range(block.shape[0]):
-                        where = f"{r.where}: clip {i0 + j}"
-                        x = block[j]
-                        data = as_image_uint8(x, where) if image else as_physical(x, where, self.opts["float_dtype"])
-                        yield Clip(data, where, label)
+                        for t0 in range(0, block.shape[1] - window + 1, stride):
+                            where = (f"{r.where}: clip {i0 + j}" if window == block.shape[1] else
+                                     f"{r.where}: row {i0 + j} frames {t0}..{t0 + window - 1}")
+                            x = block[j, t0:t0 + window]
+                            data = (as_image_uint8(x, where) if image
+                                    else as_physical(x, where, self.opts["float_dtype"]))
+                            yield Clip(data, where, label, group=f"{f.name}:{i0 + j}")
             finally:
                 r.close()

@@ -38,11 +38,14 @@ _SPLIT_WORDS = {"train": "train", "training": "train", "val": "val", "valid": "v
 
 @dataclass
 class Clip:
-    """One clip ready to store: (T, H, W, C) in the stored dtype, its split label (or None) and origin."""
+    """One clip ready to store: (T, H, W, C) in the stored dtype, its split label (or None), origin, and
+    ``group``: the source sequence it was cut from (a video, an array row, a KTH person); every clip of a
+    group lands in the same split, so windows of one sequence never straddle splits. None: its own group."""
 
     data: np.ndarray
     where: str
     split: str | None = None
+    group: str | None = None
 
 
 @dataclass
@@ -79,6 +82,7 @@ class Source:
         if unknown:
             raise DataError(f"unknown option(s) {unknown} for kind {self.kind}; accepted: {sorted(accepted)}")
         self.opts: dict[str, Any] = {**accepted, **{k: v for k, v in options.items() if v is not None}}
+        self.given = {k for k, v in options.items() if v is not None}
         self.path: Path | None = None
         if self.needs_source:
             if source is None or str(source) == "":
@@ -113,6 +117,10 @@ class Source:
             raise DataError("val_fraction + test_fraction must be < 1 (something must stay for training)")
         if o["split"] not in ("auto", "seeded", "source", "kth"):
             raise DataError(f"option split must be auto, seeded, source or kth, got {o['split']!r}")
+        if o["split"] in ("source", "kth") and "test_fraction" in self.given:
+            raise DataError(f"--test-fraction does not apply to split={o['split']}: the test set comes from the "
+                            + ("KTH protocol (persons 17-25)" if o["split"] == "kth" else "source's own split")
+                            + "; drop it, or use --split seeded")
         if o["float_dtype"] not in ("float32", "float16"):
             raise DataError(f"option float_dtype must be float32 or float16, got {o['float_dtype']!r}")
         if int(o["max_frame_side"]) < 1:
@@ -197,6 +205,12 @@ def kth_label(rel: Path) -> str | None:
     if not m:
         return None
     return "train" if int(m.group(1)) <= 16 else "test"
+
+
+def kth_person(rel: Path) -> str | None:
+    """``person07`` from a KTH path (the unit the protocol splits by), or None."""
+    m = re.search(r"person(\d+)", rel.as_posix())
+    return f"person{int(m.group(1)):02d}" if m else None
 
 
 def natural_key(p: Path) -> list[Any]:

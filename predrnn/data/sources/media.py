@@ -25,6 +25,7 @@ from predrnn.data.sources.base import (
     Windower,
     files_checksum,
     kth_label,
+    kth_person,
     natural_key,
     split_label_from_path,
     window_options,
@@ -69,6 +70,13 @@ class _Windowed(Source):
         if mode == "seeded":
             return None
         return split_label_from_path(rel)
+
+    def _group(self, rel: Path) -> str:
+        """The sequence a window belongs to: the item (video or frame folder); under the KTH protocol the
+        person, since validation is carved from the training persons whole."""
+        if self.opts["split"] == "kth":
+            return kth_person(rel) or rel.as_posix()
+        return rel.as_posix()
 
     def _items(self) -> list[Path]:
         raise NotImplementedError
@@ -121,7 +129,8 @@ class _Windowed(Source):
                                     f"{first[0]}x{first[1]} of earlier items; set option resize")
                 clip = cut.push(frame)
                 if clip is not None:
-                    yield Clip(clip, f"{item}: clip {k} (frames {cut.seen - window}..{cut.seen - 1})", label)
+                    yield Clip(clip, f"{item}: clip {k} (frames {cut.seen - window}..{cut.seen - 1})", label,
+                               group=self._group(item.relative_to(root)))
                     k += 1
 
 
