@@ -32,17 +32,17 @@ def evaluate_task(model: str, dataset: str, split: str = "test", max_clips: int 
     from predrnn.predict import load_forecaster
     from predrnn.scorecard import markdown, summary_values
     from predrnn.train import ZarrSource, evaluate_split, lead_time_table, validate_dataset
-    from predrnn.train.finalize import scorecards
+    from predrnn.train.finalize import protocol, scorecards
+    from predrnn.values import field_units
 
     net, cfg = load_forecaster(model, tracking_uri=tracking_uri)
-    n_in = cfg.data.input_length if context is None else context
-    n_out = cfg.data.total_length - cfg.data.input_length if horizon is None else horizon
+    n_in, n_out = protocol(cfg, context, horizon)
     info = validate_dataset(cfg, dataset, for_model=True, need_length=n_in + n_out)
     metrics = evaluate_split(net, cfg, ZarrSource(info.uri), split, max_clips=max_clips, thresholds=thresholds,
                              context=n_in, horizon=n_out)
     m, p = metrics["model"], metrics["persistence"]
     cards = scorecards(metrics)
-    units = cfg.values.units if cfg.values.kind == "field" else ""
+    units = field_units(cfg.values)
     return {"model": model, "dataset": info.uri, "split": split, "clips": m["clips"], "units": units,
             "mse": float(m["mse"]), "persistence_mse": float(p["mse"]),
             "mse_per_frame": m["mse_per_frame"], "ssim": m.get("ssim"),

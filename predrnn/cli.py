@@ -79,7 +79,9 @@ def predict_cmd(
         raise fail(str(err)) from None
     output.parent.mkdir(parents=True, exist_ok=True)
     np.save(output, pred)
-    units = f" in {cfg.values.units}" if cfg.values.kind == "field" and cfg.values.units else ""
+    from predrnn.values import field_units
+
+    units = f" in {field_units(cfg.values)}" if field_units(cfg.values) else ""
     typer.echo(f"wrote {output} {pred.shape} float32{units}")
     if gif is not None:
         from predrnn.viz import field_colours, forecast_gif

@@ -128,7 +128,8 @@ def register(app: typer.Typer) -> None:
         from predrnn.predict import load_forecaster
         from predrnn.tracking import TrackingError
         from predrnn.train import DatasetError, ZarrSource, evaluate_split, lead_time_table, validate_dataset
-        from predrnn.train.finalize import scorecards
+        from predrnn.train.finalize import protocol, scorecards
+        from predrnn.values import field_units
 
         thr = parse_list(thresholds, float, "--thresholds")
         pools = parse_list(pool, int, "--pool") or []
@@ -137,17 +138,14 @@ def register(app: typer.Typer) -> None:
         try:
             ref = str(Path(model) / "model") if (Path(model) / "train_state.pt").is_file() else model
             net, cfg = load_forecaster(ref, tracking_uri=tracking_uri)
-            n_in = cfg.data.input_length if context is None else context
-            n_out = cfg.data.total_length - cfg.data.input_length if horizon is None else horizon
-            if n_in < 1 or n_out < 1:
-                raise _fail(f"--context and --horizon must be >= 1 frame, got {n_in} and {n_out}")
+            n_in, n_out = protocol(cfg, context, horizon)
             info = validate_dataset(cfg, data, for_model=True, need_length=n_in + n_out)
             metrics = evaluate_split(net, cfg, ZarrSource(info.uri), split, max_clips=max_clips,
                                      thresholds=thr, pools=pools, fss_scales=scales, labels=score_labels(thresholds),
                                      context=n_in, horizon=n_out)
         except (DatasetError, TrackingError, CheckpointError, ValueError) as err:
             raise _fail(str(err)) from None
-        units = cfg.values.units if cfg.values.kind == "field" else ""
+        units = field_units(cfg.values)
         typer.echo(lead_time_table(metrics, units=units))
         cards = scorecards(metrics)
         out = {"model_ref": model, "dataset": info.uri, "split": split, "clips": metrics["model"]["clips"],

@@ -85,14 +85,14 @@ def frame_metrics(pred: np.ndarray, truth: np.ndarray, *, with_ssim: bool = True
         raise ValueError(f"the forecast has no finite value at {int(missing.sum())} pixels where the truth has "
                          "one; forecast every observed pixel or leave such pixels out with a mask")
     err = np.where(ok, p - t, 0.0)
-    sq = (err**2).reshape(B, N, -1)
+    sq_sum = (err**2).reshape(B, N, -1).sum(axis=2)
     count = ok.reshape(B, N, -1).sum(axis=2).astype(np.float64)
     out = {
-        "mse": sq.sum(axis=2),
+        "mse": sq_sum,
         "mae": np.abs(err).reshape(B, N, -1).sum(axis=2),
-        "sq_sum": sq.sum(axis=2),
+        "sq_sum": sq_sum,
         "count": count,
-        "mse_pixel": sq.sum(axis=2) / np.maximum(count, 1.0),
+        "mse_pixel": sq_sum / np.maximum(count, 1.0),
     }
     if image:
         p8, t8 = to_uint8(p), to_uint8(t)

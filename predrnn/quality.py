@@ -37,7 +37,8 @@ from predrnn.models import build_model
 from predrnn.models.predrnn import Persistence
 from predrnn.sampling import sampling_mask
 from predrnn.steps import evaluate, train_step
-from predrnn.values import with_values
+from predrnn.values import field_units, with_values
+from predrnn.viz import save_figure
 
 VARIANTS = ("persistence", "convlstm", "predrnn_v1", "v2_decouple", "v2_rss", "v2_both")
 DECOUPLING_VARIANTS = ("v2_decouple", "v2_both")
@@ -192,9 +193,7 @@ def _plot(path: Path, rows: list[dict[str, Any]], title: str) -> None:
     ax.set_ylabel("MSE per frame")
     ax.set_title(title)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def prepare_dataset(kind: str, root: str, clips: int, base: ExperimentConfig) -> str:
@@ -216,7 +215,7 @@ def run_variant(kind: str, uri: str, variant: str, iterations: int, seeds: list[
                            **{k: [m.get(k) for m in ms] for k in ("mse", "mae", "rmse", "ssim", "psnr", "mse_pixel")},
                            "mse_per_frame": np.mean([m["mse_per_frame"] for m in ms], axis=0).tolist(),
                            "train_s": [r["train_s"] for r in per_seed],
-                           "units": values.units if values.kind == "field" else ""}
+                           "units": field_units(values)}
     for key in ("csi", "fss", "csi_m"):
         if key in ms[0]:
             row[key] = _seed_mean([m[key] for m in ms])

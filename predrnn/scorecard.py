@@ -125,12 +125,9 @@ def plot(path: str | Path, cards: dict[str, dict[str, Any]], *, units: str = "")
         ax.set_xlabel("lead time (frames)")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    from predrnn.viz import save_figure
+
+    return save_figure(fig, path)
 
 
 def _nan(values: list[Any]) -> list[float]:

@@ -35,6 +35,11 @@ def is_field(values: ValuesConfig) -> bool:
     return values.kind == "field"
 
 
+def field_units(values: ValuesConfig) -> str:
+    """The units a user's numbers are in: a field's units; "" for images (intensities in [0, 1])."""
+    return values.units if is_field(values) else ""
+
+
 def to_model(frames: torch.Tensor, values: ValuesConfig) -> torch.Tensor:
     """Frames in the data's units -> the values the model sees (any shape, float).
 

@@ -25,6 +25,18 @@ def field_range(*arrays: np.ndarray | None, valid_min: float | None = None) -> t
     return lo, hi if hi > lo else lo + 1.0
 
 
+def save_figure(fig: Any, path: str | Path, dpi: int = 100) -> Path:
+    """Lay out, write and close a matplotlib figure as a PNG (parent folders created)."""
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=dpi)
+    plt.close(fig)
+    return path
+
+
 def field_colours(values: Any, *arrays: np.ndarray | None) -> Field | None:
     """The colour range and units of a field's pictures (None for images); ``values`` a ValuesConfig."""
     if values.kind != "field":

@@ -18,6 +18,7 @@ from predrnn.steps import eval_step, evaluate
 from predrnn.train.data import ClipSource, ZarrSource, iterate_batches, load_batch
 from predrnn.train.loop import evaluation_metrics
 from predrnn.train.state import MODEL_DIR
+from predrnn.values import field_units
 
 
 def local_checkpoint(path: str, dest: str | Path) -> Path:
@@ -44,6 +45,19 @@ def score_options(cfg: ExperimentConfig, thresholds: Sequence[float] | None = No
             "fss_scales": list(DEFAULT_FSS_SCALES if fss_scales is None else fss_scales)}
 
 
+def protocol(cfg: ExperimentConfig, context: int | None = None, horizon: int | None = None) -> tuple[int, int]:
+    """``(context, horizon)`` of an evaluation: the given ones, else the model's training lengths.
+
+    Raises:
+        ValueError: either is below 1.
+    """
+    n_in = cfg.data.input_length if context is None else int(context)
+    n_out = cfg.data.total_length - cfg.data.input_length if horizon is None else int(horizon)
+    if n_in < 1 or n_out < 1:
+        raise ValueError(f"context and horizon must be >= 1 frame, got {n_in} and {n_out}")
+    return n_in, n_out
+
+
 def evaluate_split(model: nn.Module, cfg: ExperimentConfig, source: ClipSource, split: str = "test", *,
                    batch: int = 16, max_clips: int = 0, thresholds: Sequence[float] | None = None,
                    pools: Sequence[int] | None = None, fss_scales: Sequence[int] | None = None,
@@ -62,10 +76,7 @@ def evaluate_split(model: nn.Module, cfg: ExperimentConfig, source: ClipSource, 
     Returns:
         ``{"model": {...}, "persistence": {...}}`` (:meth:`predrnn.metrics.MetricAccumulator.compute`).
     """
-    n_in = cfg.data.input_length if context is None else int(context)
-    n_out = cfg.data.total_length - cfg.data.input_length if horizon is None else int(horizon)
-    if n_in < 1 or n_out < 1:
-        raise ValueError(f"context and horizon must be >= 1 frame, got {n_in} and {n_out}")
+    n_in, n_out = protocol(cfg, context, horizon)
     ds = source.open(split, length=n_in + n_out, rank=0, world_size=1)
     opts = score_options(cfg, thresholds, pools, fss_scales)
     return evaluate(model, iterate_batches(ds, batch, max_clips), n_in, max_clips=max_clips,
@@ -101,6 +112,8 @@ def lead_time_plot(path: str | Path, result: dict[str, Any]) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from predrnn.viz import save_figure
+
     keys = ["mse", "ssim" if "ssim_per_frame" in result["model"] else "rmse"]
     fig, axes = plt.subplots(1, len(keys), figsize=(5 * len(keys), 3.5))
     axes = np.atleast_1d(axes)
@@ -113,12 +126,7 @@ def lead_time_plot(path: str | Path, result: dict[str, Any]) -> Path:
         ax.set_ylabel(key.upper() + (" per frame" if key == "mse" else ""))
         ax.grid(alpha=0.3)
         ax.legend()
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def scorecards(metrics: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -202,7 +210,7 @@ def finish(result: Any, *, out_dir: str | Path, split: str = "test", register: b
     plot = lead_time_plot(out / "lead_time_metrics.png", metrics)
     (out / f"{split}_metrics.json").write_text(json.dumps(metrics, indent=2))
     cards = scorecards(metrics)
-    units = cfg.values.units if cfg.values.kind == "field" else ""
+    units = field_units(cfg.values)
     card_md, card_png = write_scorecard(out, cards, units=units)
     (out / "config.json").write_text(cfg.to_json())
     summary: dict[str, Any] = {

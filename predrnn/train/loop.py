@@ -40,6 +40,7 @@ from predrnn.train.state import (
     save_checkpoint,
     set_rng_state,
 )
+from predrnn.values import field_units
 
 EVAL_METRICS = ("mse", "mae", "rmse", "psnr", "ssim")
 
@@ -250,7 +251,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             last_val = evaluation_metrics(result, "val")
             evaluated = True
             base = last_val.get("val_persistence_mse", float("nan"))
-            u = cfg.values.units if cfg.values.kind == "field" else ""
+            u = field_units(cfg.values)
             units = f" ({u})²" if u else ""
             extra = (f"  SSIM {last_val['val_ssim']:.3f}" if "val_ssim" in last_val
                      else f"  RMSE {last_val.get('val_rmse', float('nan')):.4g}{f' {u}' if u else ''}")
