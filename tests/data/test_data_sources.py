@@ -126,6 +126,9 @@ def test_netcdf_windows_and_missing_values(root: Path, tmp_path: Path):
     expect[3, 1, 1] = np.nan
     np.testing.assert_allclose(x[2], expect[10:20])
     assert v.attrs["value_kind"] == "physical"
+    # the grid's own units reach the model's transform, with HKO-7's thresholds for mm/h
+    values = v.attrs["values"]
+    assert (values["kind"], values["units"], values["thresholds"]) == ("field", "mm/h", [0.5, 2.0, 5.0, 10.0, 30.0])
 
 
 def test_zarr_grid_source(root: Path, tmp_path: Path):
