@@ -112,7 +112,7 @@ def ingest_flow(
     val_fraction: Annotated[float | None, Field(ge=0, lt=1)] = None,
     test_fraction: Annotated[float | None, Field(ge=0, lt=1)] = None,
     split_seed: int | None = None,
-    split: Literal["auto", "seeded", "source", "kth"] | None = None,
+    split: Literal["auto", "seeded", "source", "kth", "time"] | None = None,
     options: dict[str, Any] | None = None,
 ) -> str:
     """Ingest a source into a new immutable, verified dataset version and return its URI.
@@ -132,11 +132,13 @@ def ingest_flow(
         resize: video/frames, N or HxW.
         grayscale: video/frames, greyscale (true) or RGB (false).
         variable: netcdf/zarr grids, the variable to read.
-        val_fraction: seeded split, share of clips for validation.
-        test_fraction: seeded split, share of clips for test.
+        val_fraction: share of sequences (grids: of time steps) for validation.
+        test_fraction: share of sequences (grids: of time steps) for test.
         split_seed: seeded split, its seed.
-        split: auto (the source's own split if it has one, else seeded), seeded, source or kth.
-        options: any other source option, e.g. {"max_frame_side": 512}.
+        split: auto (the source's own split if it has one, else seeded), seeded, source, kth or time
+            (grids: contiguous time blocks, the only split that applies to them).
+        options: any other source option, e.g. {"max_frame_side": 512} or, for grids,
+            {"split_gap": 6, "split_blocks": 12}.
     """
     started = time.perf_counter()
     given = {"num_clips": num_clips, "frames": frames, "height": height, "width": width, "seed": seed,

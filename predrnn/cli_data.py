@@ -44,10 +44,13 @@ def ingest_cmd(
     variable: Annotated[str | None, typer.Option("--variable", help="netcdf/zarr grids: variable name")] = None,
     layout: Annotated[str | None, typer.Option("--layout", help="npy: axis order NTHWC (default), NTCHW "
                                                "(channels first) or NTHW")] = None,
-    val_fraction: Annotated[float | None, typer.Option("--val-fraction", help="seeded split: validation share")] = None,
-    test_fraction: Annotated[float | None, typer.Option("--test-fraction", help="seeded split: test share")] = None,
+    val_fraction: Annotated[float | None, typer.Option("--val-fraction", help="validation share of the "
+                                                     "sequences (grids: of the time steps)")] = None,
+    test_fraction: Annotated[float | None, typer.Option("--test-fraction", help="test share of the "
+                                                      "sequences (grids: of the time steps)")] = None,
     split_seed: Annotated[int | None, typer.Option("--split-seed", help="seeded split: seed")] = None,
-    split: Annotated[str | None, typer.Option("--split", help="auto, seeded, source or kth")] = None,
+    split: Annotated[str | None, typer.Option("--split", help="auto, seeded, source, kth or time "
+                                              "(grids; -o split_gap=N -o split_blocks=K)")] = None,
     option: Annotated[list[str] | None, typer.Option("--option", "-o", help="any other source option, key=value "
                                                      "(value parsed as JSON), e.g. -o max_frame_side=512")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no progress on stderr")] = False,

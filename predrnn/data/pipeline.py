@@ -157,7 +157,7 @@ def _split_codes(labels: list[str | None], groups: list[str],
     rng = np.random.default_rng(int(opts["split_seed"]))
     if mode != "seeded" and labels and all(have):
         codes = np.array([SPLIT_CODES[lb] for lb in labels], np.uint8)  # type: ignore[index]
-        info: dict[str, Any] = {"method": "source" if mode != "kth" else "kth"}
+        info: dict[str, Any] = {"method": mode if mode in ("kth", "time") else "source"}
         for g in range(len(names)):
             if len(set(codes[gid == g].tolist())) > 1:
                 raise DataError(f"source sequence {names[g]} carries clips of different splits")

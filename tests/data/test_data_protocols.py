@@ -87,3 +87,41 @@ def test_an_option_that_does_not_apply_to_the_split_is_refused(root: Path, tmp_p
         Image.fromarray(np.zeros((8, 8), np.uint8)).save(d / f"image_{k + 1:04d}.png")
     with pytest.raises(DataError, match="--test-fraction does not apply to split=kth"):
         ingest("frames-folder", str(tmp_path / "kth"), "kth", str(root), window=2, split="kth", test_fraction=0.2)
+
+
+def test_a_grid_is_split_by_time_blocks_with_a_gap(root: Path, tmp_path: Path):
+    """A NetCDF time series, overlapping windows (stride 2 < window 4): train, val, test in time order, the
+    gap steps in no split, and no time step in two splits (each step stamped with its index)."""
+    import pytest
+    from data_helpers import write_netcdf
+
+    from predrnn.data import DataError
+
+    steps = 100
+    data = np.arange(steps, dtype=np.float32)[:, None, None] * np.ones((1, 3, 4), np.float32)
+    src = write_netcdf(tmp_path / "radar.nc", data)
+    uri = ingest("netcdf", str(src), "radar", str(root), window=4, stride=2, val_fraction=0.2, test_fraction=0.2,
+                 split_gap=3)
+    v = open_version(uri)
+    split = v.attrs["split"]
+    assert split["method"] == "time"
+    assert split["sequence_names"] == {"train": ["time 0..59"], "val": ["time 63..79"], "test": ["time 83..99"]}
+    got = _stamps(uri)
+    assert got["train"] == set(range(0, 60)) and got["val"] == set(range(63, 79)) and got["test"] == set(range(83, 99))
+    assert split["sizes"] == {"train": 29, "val": 7, "test": 7}  # starts 0..56, 63..75, 83..95 every 2 steps
+    # clips stay in time order, so an evaluation's clips follow the calendar
+    firsts = v.read(np.arange(v.shape[0]))[:, 0, 0, 0, 0]
+    assert (np.diff(firsts) > 0).all()
+
+    # interleaved blocks (a season in every split): 2 blocks of 50 steps, each train/val/test
+    uri2 = ingest("netcdf", str(src), "radar2", str(root), window=4, stride=4, val_fraction=0.2, test_fraction=0.2,
+                  split_blocks=2)
+    names = open_version(uri2).attrs["split"]["sequence_names"]
+    assert names == {"train": ["time 0..29", "time 50..79"], "val": ["time 30..39", "time 80..89"],
+                     "test": ["time 40..49", "time 90..99"]}
+
+    # a split asked for that cannot hold one window is refused up front, naming what to change
+    with pytest.raises(DataError, match=r"the test time blocks hold at most 5 of 100 time steps, fewer than window=8"):
+        ingest("netcdf", str(src), "radar3", str(root), window=8, test_fraction=0.05)
+    with pytest.raises(DataError, match="split=seeded does not apply to kind netcdf"):
+        ingest("netcdf", str(src), "radar3", str(root), window=4, split="seeded")

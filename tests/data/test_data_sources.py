@@ -118,7 +118,8 @@ def test_netcdf_windows_and_missing_values(root: Path, tmp_path: Path):
     data = np.random.default_rng(0).gamma(1.0, 2.0, (25, 6, 8)).astype(np.float32)
     data[3, 1, 1] = -999.0  # the fill value: no data
     src = write_netcdf(tmp_path / "radar.nc", data)
-    v = open_version(ingest("netcdf", str(src), "radar", str(root), window=10, stride=5))
+    v = open_version(ingest("netcdf", str(src), "radar", str(root), window=10, stride=5,
+                                 val_fraction=0.0, test_fraction=0.0))
     assert v.shape == (4, 10, 6, 8, 1) and v.dtype == np.float32 and v.attrs["units"] == "mm/h"
     x = v.read(np.arange(4))[..., 0]
     assert np.isnan(x[0, 3, 1, 1])
@@ -139,7 +140,8 @@ def test_zarr_grid_source(root: Path, tmp_path: Path):
     arr = g.create_array("precip", shape=data.shape, dtype="f4", dimension_names=("time", "lat", "lon"))
     arr[:] = data
     arr.attrs["units"] = "mm"
-    v = open_version(ingest("netcdf", str(tmp_path / "grid.zarr"), "grid", str(root), window=4))
+    v = open_version(ingest("netcdf", str(tmp_path / "grid.zarr"), "grid", str(root), window=4,
+                                 val_fraction=0.0, test_fraction=0.0))
     assert v.shape == (3, 4, 4, 5, 1) and v.attrs["units"] == "mm"
     np.testing.assert_array_equal(v.read([2])[0, ..., 0], data[8:12])
 

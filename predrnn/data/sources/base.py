@@ -19,7 +19,7 @@ COMMON_OPTIONS: dict[str, Any] = {
     "val_fraction": 0.1,
     "test_fraction": 0.1,
     "split_seed": 0,
-    "split": "auto",  # auto (source's own split if it has one, else seeded), seeded, source, kth
+    "split": "auto",  # auto (source's own split if it has one, else seeded), seeded, source, kth, time
     "max_frame_side": 4096,  # largest accepted source frame height or width, before any resize
     "description": "",
     "float_dtype": "float32",  # stored dtype of physical data: float32 or float16
@@ -75,6 +75,7 @@ class Source:
     kind: ClassVar[str] = ""
     OPTIONS: ClassVar[dict[str, Any]] = {}
     needs_source: ClassVar[bool] = True
+    time_ordered: ClassVar[bool] = False  # one time-ordered sequence (a grid): split by time blocks
 
     def __init__(self, source: str | Path | None, options: dict[str, Any]):
         accepted = {**COMMON_OPTIONS, **self.OPTIONS}
@@ -115,8 +116,16 @@ class Source:
                 raise DataError(f"option {key} must be a number in [0, 1), got {o[key]!r}")
         if o["val_fraction"] + o["test_fraction"] >= 1:
             raise DataError("val_fraction + test_fraction must be < 1 (something must stay for training)")
-        if o["split"] not in ("auto", "seeded", "source", "kth"):
-            raise DataError(f"option split must be auto, seeded, source or kth, got {o['split']!r}")
+        if o["split"] not in ("auto", "seeded", "source", "kth", "time"):
+            raise DataError(f"option split must be auto, seeded, source, kth or time, got {o['split']!r}")
+        if self.time_ordered and o["split"] not in ("auto", "time"):
+            raise DataError(f"split={o['split']} does not apply to kind {self.kind}: a time-ordered grid is split by "
+                            "contiguous time blocks (split=auto or time; options split_blocks, split_gap), since "
+                            "neighbouring windows share or correlate with each other's frames")
+        if not self.time_ordered and o["split"] == "time":
+            raise DataError(f"split=time applies to time-ordered grids (kind netcdf), not to kind {self.kind}")
+        if self.time_ordered:
+            o["split"] = "time"
         if o["split"] in ("source", "kth") and "test_fraction" in self.given:
             raise DataError(f"--test-fraction does not apply to split={o['split']}: the test set comes from the "
                             + ("KTH protocol (persons 17-25)" if o["split"] == "kth" else "source's own split")

@@ -3,6 +3,13 @@
 The variable is read window by window (never whole); masked or ``_FillValue`` cells become NaN.
 Dimensions are arranged as (time, y, x[, channel]): time moved first, and for 4-D variables the
 smallest remaining dimension becomes the channel.
+
+A grid is one time-ordered sequence, so it is split by **contiguous time blocks**, not window by window
+(neighbouring windows share frames or are strongly correlated): the time axis is cut into
+``split_blocks`` equal blocks, each divided in time order into train, val and test segments of
+``1 - val_fraction - test_fraction``, ``val_fraction`` and ``test_fraction`` of its steps, with
+``split_gap`` steps dropped between two segments of different splits. Windows of ``window`` steps every
+``stride`` steps are cut inside each segment only, so no time step reaches two splits.
 """
 
 from __future__ import annotations
@@ -41,7 +48,9 @@ class GridSource(Source):
     """A NetCDF file (``.nc``) or a Zarr store (folder) holding a variable with a time dimension."""
 
     kind = "netcdf"
-    OPTIONS = {"variable": None, "window": 20, "stride": None, "time_dim": None, "units": None}
+    OPTIONS = {"variable": None, "window": 20, "stride": None, "time_dim": None, "units": None,
+               "split_gap": 0, "split_blocks": 1}
+    time_ordered = True
 
     def __init__(self, source: str | Path | None, options: dict[str, Any]):
         super().__init__(source, options)
@@ -127,15 +136,60 @@ class GridSource(Source):
         c = var.shape[rest[2]] if len(rest) == 3 else 1
         return order, h, w, c
 
-    def _windows(self, total: int) -> tuple[int, int, int]:
+    def _window_stride(self) -> tuple[int, int]:
         window = int(self.opts["window"])
         stride = int(self.opts["stride"] or window)
         if window < 1 or stride < 1:
             raise DataError(f"window and stride must be >= 1, got window={window}, stride={stride}")
-        n = (total - window) // stride + 1 if total >= window else 0
-        if n == 0:
+        return window, stride
+
+    def segments(self, total: int) -> list[tuple[str, int, int]]:
+        """The time-block split of ``total`` steps: ``[(split, first, stop), ...]`` in time order.
+
+        Raises:
+            DataError: a bad option, or a split asked for (fraction > 0) whose segments hold no whole
+                window, naming the segment length and what would make it fit.
+        """
+        window, _ = self._window_stride()
+        gap, blocks = self.opts["split_gap"], self.opts["split_blocks"]
+        for key, v, low in (("split_gap", gap, 0), ("split_blocks", blocks, 1)):
+            if isinstance(v, bool) or not isinstance(v, int) or v < low:
+                raise DataError(f"option {key} must be an integer >= {low}, got {v!r}")
+        fractions = {"val": float(self.opts["val_fraction"]), "test": float(self.opts["test_fraction"])}
+        fractions["train"] = 1.0 - fractions["val"] - fractions["test"]
+        edges = np.linspace(0, total, blocks + 1).round().astype(int)
+        out: list[tuple[str, int, int]] = []
+        for b0, b1 in zip(edges[:-1], edges[1:], strict=True):
+            length = int(b1 - b0)
+            bounds = np.round(np.cumsum([0.0] + [fractions[s] for s in ("train", "val", "test")]) * length)
+            parts = [(s, int(b0 + bounds[i]), int(b0 + bounds[i + 1])) for i, s in enumerate(("train", "val", "test"))]
+            parts = [p for p in parts if p[2] > p[1]]
+            for split, first, stop in parts:
+                # the gap is taken from the later segment's start (the earlier one keeps its windows)
+                if out and out[-1][0] != split:
+                    first = min(stop, first + gap)
+                out.append((split, first, stop))
+        for split in ("train", "val", "test"):
+            if fractions[split] <= 0:
+                continue
+            steps = [stop - first for s, first, stop in out if s == split]
+            if not any(n >= window for n in steps):
+                longest = max(steps, default=0)
+                raise DataError(
+                    f"{self.path}: the {split} time blocks hold at most {longest} of {total} time steps, fewer than "
+                    f"window={window} (split_blocks={blocks}, split_gap={gap}, val_fraction={fractions['val']:g}, "
+                    f"test_fraction={fractions['test']:g}); raise the {split} fraction, lower split_blocks or the "
+                    f"window, or set the fraction to 0")
+        return out
+
+    def _windows(self, total: int) -> list[tuple[str, int, int, int]]:
+        """Every window as ``(split, first step, segment first, segment stop)``, in time order."""
+        window, stride = self._window_stride()
+        out = [(split, t0, first, stop) for split, first, stop in self.segments(total)
+               for t0 in range(first, stop - window + 1, stride)]
+        if not out:
             raise DataError(f"{self.path}: empty source: {total} time steps, fewer than window={window}")
-        return window, stride, n
+        return out
 
     def _close(self) -> None:
         if self._handle is not None:
@@ -148,7 +202,8 @@ class GridSource(Source):
             var, axis = self._pick()
             _, h, w, c = self._layout(var, axis)
             self.check_frame_size(h, w, f"{self.path} [{var.name}]")
-            window, _, n = self._windows(var.shape[axis])
+            window, _ = self._window_stride()
+            n = len(self._windows(var.shape[axis]))
         finally:
             self._close()
         files = sorted(p for p in self.path.rglob("*") if p.is_file()) if self.path.is_dir() else [self.path]
@@ -159,15 +214,16 @@ class GridSource(Source):
                           checksum=files_checksum(root, files), frame_shape=(h, w, c), frames=window,
                           dtype=self.opts["float_dtype"], value_kind="physical",
                           units=str(self.opts["units"] or var.units), clips_hint=n,
-                          extra={"variable": var.name, "dims": list(var.dims)})
+                          has_source_split=True,
+                          extra={"variable": var.name, "dims": list(var.dims),
+                                 "time_blocks": [list(seg) for seg in self.segments(var.shape[axis])]})
 
     def clips(self) -> Iterator[Clip]:
         try:
             var, axis = self._pick()
             order, _, _, _ = self._layout(var, axis)
-            window, stride, n = self._windows(var.shape[axis])
-            for k in range(n):
-                t0 = k * stride
+            window, _ = self._window_stride()
+            for k, (split, t0, first, stop) in enumerate(self._windows(var.shape[axis])):
                 index = tuple(slice(t0, t0 + window) if i == axis else slice(None) for i in range(len(var.shape)))
                 where = f"{self.path} [{var.name}]: clip {k} (time {t0}..{t0 + window - 1})"
                 try:
@@ -177,6 +233,7 @@ class GridSource(Source):
                 x = np.transpose(x, order)
                 if x.ndim == 3:
                     x = x[..., None]
-                yield Clip(as_physical(x, where, self.opts["float_dtype"]), where)
+                yield Clip(as_physical(x, where, self.opts["float_dtype"]), where, split=split,
+                           group=f"time {first}..{stop - 1}")
         finally:
             self._close()
