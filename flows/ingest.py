@@ -127,8 +127,9 @@ def ingest_flow(
         height: generators, frame height.
         width: generators, frame width.
         seed: generators, random seed.
-        window: video/frames/netcdf, frames per clip.
-        stride: video/frames/netcdf, frames between clip starts (default: window).
+        window: frames per clip, cut inside each source sequence (video, frame folder, array row,
+            authors' npz clip, grid time block).
+        stride: frames between clip starts (default: window).
         resize: video/frames, N or HxW.
         grayscale: video/frames, greyscale (true) or RGB (false).
         variable: netcdf/zarr grids, the variable to read.

@@ -37,8 +37,10 @@ def ingest_cmd(
     height: Annotated[int | None, typer.Option("--height", help="generators: frame height")] = None,
     width: Annotated[int | None, typer.Option("--width", help="generators: frame width")] = None,
     seed: Annotated[int | None, typer.Option("--seed", help="generators: random seed")] = None,
-    window: Annotated[int | None, typer.Option("--window", help="video/frames/netcdf: frames per clip")] = None,
-    stride: Annotated[int | None, typer.Option("--stride", help="video/frames/netcdf: frames between starts")] = None,
+    window: Annotated[int | None, typer.Option("--window", help="frames per clip, cut from each "
+                                               "sequence (video, frame folder, array row, npz clip, grid)")] = None,
+    stride: Annotated[int | None, typer.Option("--stride", help="frames between window starts "
+                                               "(default: --window)")] = None,
     resize: Annotated[str | None, typer.Option("--resize", help="video/frames: N or HxW")] = None,
     grayscale: Annotated[bool | None, typer.Option("--grayscale/--rgb", help="video/frames: colour mode")] = None,
     variable: Annotated[str | None, typer.Option("--variable", help="netcdf/zarr grids: variable name")] = None,

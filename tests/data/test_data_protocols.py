@@ -125,3 +125,28 @@ def test_a_grid_is_split_by_time_blocks_with_a_gap(root: Path, tmp_path: Path):
         ingest("netcdf", str(src), "radar3", str(root), window=8, test_fraction=0.05)
     with pytest.raises(DataError, match="split=seeded does not apply to kind netcdf"):
         ingest("netcdf", str(src), "radar3", str(root), window=4, split="seeded")
+
+
+def test_authors_npz_with_overlapping_clips_keeps_each_video_in_one_split(root: Path, tmp_path: Path):
+    """The authors' KTH-style npz: clips index overlapping 8-frame windows (start every 2 frames) of 6
+    videos of 20 frames; each frame stamped. Overlapping clips form one sequence (a video), so no frame
+    reaches two splits; --window 4 --stride 4 cuts each clip into two 4-frame clips of the same split."""
+    videos, frames_per_video, clip_len = 6, 20, 8
+    raw = np.arange(videos * frames_per_video, dtype=np.float32).reshape(-1, 1, 1, 1) * np.ones((1, 1, 4, 4),
+                                                                                                np.float32)
+    starts = [v * frames_per_video + k for v in range(videos) for k in range(0, frames_per_video - clip_len + 1, 2)]
+    index = np.zeros((2, len(starts), 2), np.int32)
+    index[0, :, 0], index[0, :, 1] = starts, clip_len // 2
+    index[1, :, 0], index[1, :, 1] = np.array(starts) + clip_len // 2, clip_len // 2
+    np.savez(tmp_path / "kth_like.npz", input_raw_data=raw / 255.0, clips=index, dims=np.array([[1, 4, 4]], np.int32))
+    uri = ingest("thuml-npz", str(tmp_path / "kth_like.npz"), "kthnpz", str(root), window=4, stride=4,
+                 val_fraction=0.2, test_fraction=0.2)
+    v = open_version(uri)
+    assert v.shape == (2 * len(starts), 4, 4, 4, 1)
+    split = v.attrs["split"]
+    assert split["sequences"] == {"train": 4, "val": 1, "test": 1}
+    assert sorted(n for s in SPLITS for n in split["sequence_names"][s]) == sorted(
+        f"kth_like.npz:frames {v * 20}..{v * 20 + 19}" for v in range(videos))
+    seen = _stamps(uri)
+    assert not (seen["train"] & seen["val"]) and not (seen["train"] & seen["test"]) and not (seen["val"] & seen["test"])
+    assert seen["train"] | seen["val"] | seen["test"] == set(range(videos * frames_per_video))

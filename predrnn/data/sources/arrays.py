@@ -145,6 +145,39 @@ def _labels(root: Path, files: list[Path], src: Source) -> list[str | None]:
     return [None] * len(files)
 
 
+def _window_stride(src: Source, t: int, where: str) -> tuple[int, int]:
+    """(window, stride) for sequences of ``t`` frames under the source's options; the whole sequence when
+    no window is set. Raises DataError for a window longer than the sequence or a non-positive value."""
+    window = int(src.opts["window"] or t)
+    stride = int(src.opts["stride"] or window)
+    if window < 1 or stride < 1:
+        raise DataError(f"window and stride must be >= 1, got window={window}, stride={stride}")
+    if window > t:
+        raise DataError(f"{where}: sequences of {t} frames are shorter than --window {window}")
+    return window, stride
+
+
+def _overlap_groups(clips: np.ndarray) -> list[str]:
+    """The source sequence of each clip of an authors' ``clips`` index [2, N, 2]: clips whose frame ranges
+    (input start .. output end) overlap get the same name, ``frames A..B`` (the merged range)."""
+    first = np.minimum(clips[0, :, 0], clips[1, :, 0])
+    stop = np.maximum(clips[0, :, 0] + clips[0, :, 1], clips[1, :, 0] + clips[1, :, 1])
+    order = np.argsort(first, kind="stable")
+    names = [""] * len(first)
+    members: list[int] = []
+    lo, hi = 0, -1
+    for i in [*order.tolist(), -1]:
+        if i >= 0 and members and first[i] < hi:  # shares a frame with the current run
+            members.append(i)
+            hi = max(hi, int(stop[i]))
+            continue
+        for m in members:
+            names[m] = f"frames {lo}..{hi - 1}"
+        if i >= 0:
+            members, lo, hi = [i], int(first[i]), int(stop[i])
+    return names
+
+
 # ---------------------------------------------------------------------------------------------
 
 
@@ -165,9 +198,14 @@ class ThumlNpz(_ZipSource):
     ((start, length) of the input and output frames of clip i), ``dims`` [[C, H, W]].
 
     ``source`` is one file (seeded split) or a folder of files whose names say train/valid/test.
+    Clips whose frame ranges overlap in ``input_raw_data`` (the authors' KTH and Human3.6M files index
+    overlapping windows of one video) form one source sequence, so they always land in the same split.
+    ``window``/``stride``: cut every clip's input+output frames into clips of ``window`` frames starting
+    every ``stride`` frames (default: each clip whole); all pieces of a clip go to the same split.
     """
 
     kind = "thuml-npz"
+    OPTIONS = {"window": None, "stride": None}
 
     def _files(self) -> list[Path]:
         assert self.path is not None
@@ -235,11 +273,13 @@ class ThumlNpz(_ZipSource):
         if len(shapes) > 1:
             raise DataError(f"source {self.path}: files hold different frame shapes {sorted(shapes)}")
         h, w, c = shapes.pop()
+        window, stride = _window_stride(self, int(t or 0), str(files[0]))
+        n *= 1 + (int(t or 0) - window) // stride
         labels = _labels(self.path, files, self)
         return SourceInfo(kind=self.kind, location=str(self.path),
                           description=f"authors' Moving MNIST npz ({len(files)} file(s))",
                           checksum=files_checksum(self.path if self.path.is_dir() else self.path.parent, files),
-                          frame_shape=(h, w, c), frames=int(t or 0), dtype="uint8", value_kind="image",
+                          frame_shape=(h, w, c), frames=window, dtype="uint8", value_kind="image",
                           units="intensity (0..255)", clips_hint=n, has_source_split=labels[0] is not None)
 
     def clips(self) -> Iterator[Clip]:
@@ -248,6 +288,7 @@ class ThumlNpz(_ZipSource):
         labels = _labels(self.path, files, self)
         for f, label in zip(files, labels, strict=True):
             data, clips, _ = self._index(f)
+            sequence = _overlap_groups(clips)
             try:
                 for i in range(clips.shape[1]):
                     (s0, l0), (s1, l1) = clips[0, i], clips[1, i]
@@ -255,8 +296,11 @@ class ThumlNpz(_ZipSource):
                         frames = data.read(int(s0), int(s1 + l1))
                     else:
                         frames = np.concatenate([data.read(int(s0), int(s0 + l0)), data.read(int(s1), int(s1 + l1))])
-                    where = f"{f}: clip {i}"
-                    yield Clip(as_image_uint8(np.transpose(frames, (0, 2, 3, 1)), where), where, label)
+                    window, stride = _window_stride(self, frames.shape[0], f"{f}: clip {i}")
+                    for t0 in range(0, frames.shape[0] - window + 1, stride):
+                        where = f"{f}: clip {i}" + (f" frames {t0}..{t0 + window - 1}" if window < len(frames) else "")
+                        x = np.transpose(frames[t0:t0 + window], (0, 2, 3, 1))
+                        yield Clip(as_image_uint8(x, where), where, label, group=f"{f.name}:{sequence[i]}")
             finally:
                 data.close()
 
@@ -340,13 +384,7 @@ class NpyArrays(_ZipSource):
 
     def _window(self, t: int, where: str) -> tuple[int, int]:
         """(window, stride) for rows of ``t`` frames; the whole row when no window is set."""
-        window = int(self.opts["window"] or t)
-        stride = int(self.opts["stride"] or window)
-        if window < 1 or stride < 1:
-            raise DataError(f"window and stride must be >= 1, got window={window}, stride={stride}")
-        if window > t:
-            raise DataError(f"{where}: rows of {t} frames are shorter than --window {window}")
-        return window, stride
+        return _window_stride(self, t, where)
 
     def _block_thwc(self, block: np.ndarray) -> np.ndarray:
         """A block of clips in the file's layout -> (n, T, H, W, C)."""
