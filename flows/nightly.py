@@ -2,8 +2,10 @@
 
 1. **Data.** The source is inspected and its content fingerprint looked up among the published
    versions: an unchanged source reuses its version, a changed one is ingested (``ingest`` sub-flow).
-2. **Train.** The ``train`` steps on Ray Train (on the stack's Ray head when ``ray_address`` is set),
-   from scratch, or warm-started from the champion where the training library offers it.
+2. **Train.** A preflight checks every split the run will read (train, val, test, and the separate
+   test version if given) before any worker starts; then the ``train`` steps on Ray Train (on the
+   stack's Ray head when ``ray_address`` is set), from scratch, or warm-started from the champion
+   where the training library offers it.
 3. **Evaluate.** The new model and the current champion on the *same* held-out test version.
 4. **Gate.** Promote only if the new model beats the champion by ``margin`` on ``metric`` (test MSE
    per frame by default; any scorecard score such as ``csi_m`` or ``fss_2_n9``, its direction known);
@@ -44,6 +46,27 @@ def check_source_task(kind: str, source: str, name: str, root: str, options: dic
     info = inspect_source(kind, source or None, **options)
     return {"fingerprint": info["fingerprint"], "existing": find_existing(root, name, info["fingerprint"]),
             "clips": info.get("num_clips") or info.get("clips")}
+
+
+@task(name="preflight")
+def preflight_task(dataset: str, preset: str, overrides: list[str], workers: int,
+                   test_dataset: str | None) -> dict[str, Any]:
+    """Check, before any worker starts, every split the run will read: the training version's train and
+    val splits (enough clips for ``workers``, clips of ``data.total_length`` frames) and its test split, and
+    the separate test version if one is given (a test split, the same frames and values as the training
+    data). Raises :class:`predrnn.train.DatasetError` naming what is missing."""
+    from predrnn.config import load_config
+    from predrnn.train import configure, validate_dataset
+    from predrnn.values import with_values
+
+    cfg = configure(load_config(preset, None, overrides), data=dataset, workers=workers)
+    info = validate_dataset(cfg, dataset, world_size=workers, need_test=True)
+    out = {"dataset": info.to_dict()}
+    if test_dataset:
+        model_cfg = with_values(cfg, info.values) if info.values else cfg
+        out["test_dataset"] = validate_dataset(model_cfg, test_dataset, for_model=True, need_val=False,
+                                               need_test=True).to_dict()
+    return out
 
 
 @task(name="train-new-model")
@@ -134,6 +157,7 @@ def nightly_retrain(
         report.append(f"- **data**: source changed (fingerprint `{src['fingerprint'][:12]}`); ingested `{dataset}`")
     log.info("dataset %s", dataset)
 
+    preflight_task(dataset, preset, [*(overrides or []), f"tracking.registered_model={name}"], workers, test_dataset)
     champion = champion_task(name, uri)
     warm = f"models:/{name}/{champion}" if init == "champion" and champion is not None else None
     trained = train_task(dataset, preset, [*(overrides or []), f"tracking.registered_model={name}"], workers, uri,

@@ -214,3 +214,30 @@ def test_a_dataset_without_test_split_fails_before_training(tmp_path, tracking_u
     assert "has no test split, which the run's final evaluation needs" in res.output
     assert res.output.strip().count("\n") == 0 and time.perf_counter() - t0 < 10
     assert not _ray_started() and not (tmp_path / "runs").exists()
+
+
+def test_nightly_preflight_names_each_split_it_cannot_use(tmp_path):
+    """nightly-retrain checks the training version's splits and the separate test version before training."""
+    from flows.nightly import preflight_task
+    from predrnn.data import ingest
+
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    _authors_npz(folder / "mnist-train.npz", 6, 0)
+    _authors_npz(folder / "mnist-valid.npz", 2, 1)
+    no_test = ingest("thuml-npz", str(folder), "mine", str(tmp_path / "data"))
+    _authors_npz(folder / "mnist-test.npz", 2, 2)
+    full = ingest("thuml-npz", str(folder), "mine", str(tmp_path / "data"))
+    other = ingest("moving-digits", "", "other", str(tmp_path / "data"), num_clips=6, frames=8, height=48, width=48)
+    rain = ingest("storm-cells", "", "rain", str(tmp_path / "data"), num_clips=6, frames=8, height=32, width=32)
+    overrides = ["data.img_height=32", "data.img_width=32", "data.input_length=4", "data.total_length=8"]
+    with pytest.raises(DatasetError, match="has no test split, which the run's final evaluation needs"):
+        preflight_task.fn(no_test, "quick", overrides, 1, None)
+    with pytest.raises(DatasetError, match=r"other@.* has frames of 48x48x1 .* expects 32x32x1"):
+        preflight_task.fn(full, "quick", overrides, 1, other)
+    with pytest.raises(DatasetError, match=r"rain@.* holds a field in 'mm/h' but the model was trained on image data"):
+        preflight_task.fn(full, "quick", overrides, 1, rain)
+    with pytest.raises(DatasetError, match="clips of 8 frames.*total_length=12"):
+        preflight_task.fn(full, "quick", [*overrides[:2], "data.total_length=12"], 1, None)
+    checked = preflight_task.fn(full, "quick", overrides, 1, full)
+    assert checked["test_dataset"]["splits"]["test"] == 2
