@@ -16,21 +16,21 @@ DEFAULT_VARIANTS = ["persistence", "convlstm", "predrnn_v1", "v2_decouple", "v2_
 
 
 @task(name="ingest-benchmark-dataset", retries=2, retry_delay_seconds=5)
-def ingest_task(kind: str, root: str, clips: int, overrides: list[str]) -> str:
+def ingest_task(kind: str, root: str, clips: int, overrides: list[str], horizon: int | None = None) -> str:
     from predrnn.config import apply_overrides, preset
     from predrnn.quality import prepare_dataset
 
-    return prepare_dataset(kind, root, clips, apply_overrides(preset("quick"), overrides))
+    return prepare_dataset(kind, root, clips, apply_overrides(preset("quick"), overrides), horizon)
 
 
 @task(name="train-and-test-variant")
 def variant_task(kind: str, uri: str, variant: str, iterations: int, seeds: list[int], overrides: list[str],
-                 tracking_uri: str, beta: float) -> dict[str, Any]:
+                 tracking_uri: str, beta: float, horizon: int | None = None) -> dict[str, Any]:
     from predrnn.config import apply_overrides, preset
     from predrnn.quality import run_variant
 
     return run_variant(kind, uri, variant, iterations, seeds, apply_overrides(preset("quick"), overrides),
-                       tracking_uri, beta)
+                       tracking_uri, beta, horizon)
 
 
 @task(name="write-quality-report")
@@ -46,7 +46,8 @@ def report_task(out: str, results: dict[str, dict[str, Any]], iterations: int, s
 def quality_benchmark(iterations: int = 400, seeds: list[int] | None = None, clips: int = 600,
                       datasets: list[str] | None = None, variants: list[str] | None = None,
                       overrides: list[str] | None = None, root: str = ".state/quality/datasets",
-                      out: str = "docs/quality", tracking_uri: str = "", beta: float = 0.1) -> dict[str, Any]:
+                      out: str = "docs/quality", tracking_uri: str = "", beta: float = 0.1,
+                      horizon: int | None = None) -> dict[str, Any]:
     """Train every ablation variant at one budget on each dataset and report per-lead-time test metrics.
 
     Args:
@@ -60,21 +61,23 @@ def quality_benchmark(iterations: int = 400, seeds: list[int] | None = None, cli
         out: folder for README.md, results.json and the plots.
         tracking_uri: MLflow store for one run per (dataset, variant, seed); empty: none.
         beta: decoupling loss weight of the V2 variants that use it (the authors' 0.1).
+        horizon: frames forecast at test time (default: the training horizon), e.g. 20 for KTH's 10 -> 20.
     """
     from predrnn.config import apply_overrides, preset
+    from predrnn.quality import eval_horizon
 
     seeds = seeds or [0]
     overrides = overrides or []
     base = apply_overrides(preset("quick"), overrides)  # fail fast on a bad override
+    horizon = eval_horizon(base, horizon)
     results: dict[str, dict[str, Any]] = {}
     for kind in datasets or DEFAULT_DATASETS:
-        uri = ingest_task(kind, root, clips, overrides)
-        rows = [variant_task(kind, uri, v, iterations, seeds, overrides, tracking_uri, beta)
+        uri = ingest_task(kind, root, clips, overrides, horizon)
+        rows = [variant_task(kind, uri, v, iterations, seeds, overrides, tracking_uri, beta, horizon)
                 for v in variants or DEFAULT_VARIANTS]
         results[kind] = {"uri": uri, "rows": rows}
     command = (f"quality_benchmark(iterations={iterations}, seeds={seeds}, clips={clips}, "
-               f"datasets={list(results)}, beta={beta}) (Prefect flow quality-benchmark)")
-    text = report_task(out, results, iterations, seeds, command, base.data.total_length - base.data.input_length,
-                       beta)
+               f"datasets={list(results)}, beta={beta}, horizon={horizon}) (Prefect flow quality-benchmark)")
+    text = report_task(out, results, iterations, seeds, command, horizon, beta)
     create_markdown_artifact(key="quality-benchmark", markdown=text, description="equal-budget ablation")
     return {"out": out, "results": results}

@@ -70,12 +70,14 @@ def variant_config(base: ExperimentConfig, variant: str, iterations: int, beta: 
     ).validate()
 
 
-def _datasets(uri: str) -> tuple[Any, Any, ValuesConfig]:
-    """Train and test splits in the data's units, and what the values are (from the dataset)."""
+def _datasets(uri: str, test_length: int | None = None) -> tuple[Any, Any, ValuesConfig]:
+    """Train and test splits in the data's units, and what the values are (from the dataset).
+
+    ``test_length``: frames per test clip (context + evaluation horizon); None: the whole clip."""
     from predrnn.data import ClipDataset
 
     train: Any = ClipDataset(uri, "train")
-    return train, ClipDataset(uri, "test"), train.values
+    return train, ClipDataset(uri, "test", length=test_length), train.values
 
 
 # The scorecard the report shows for fields: CSI at three thresholds, FSS at two scales (at the middle one).
@@ -196,18 +198,37 @@ def _plot(path: Path, rows: list[dict[str, Any]], title: str) -> None:
     save_figure(fig, path)
 
 
-def prepare_dataset(kind: str, root: str, clips: int, base: ExperimentConfig) -> str:
-    """Ingest the fixed, seeded generated dataset ``kind``; returns its version URI (idempotent)."""
+def eval_horizon(base: ExperimentConfig, horizon: int | None) -> int:
+    """Frames forecast at test time: ``horizon``, or the training horizon (total - input length) when None.
+
+    Raises:
+        ValueError: a horizon below 1.
+    """
+    if horizon is None:
+        return base.data.total_length - base.data.input_length
+    if horizon < 1:
+        raise ValueError(f"horizon must be >= 1 frame, got {horizon}")
+    return int(horizon)
+
+
+def prepare_dataset(kind: str, root: str, clips: int, base: ExperimentConfig, horizon: int | None = None) -> str:
+    """Ingest the fixed, seeded generated dataset ``kind``; returns its version URI (idempotent).
+
+    Clips hold ``data.total_length`` frames, or context + ``horizon`` when that is longer (an evaluation
+    beyond the training horizon, as KTH's 10 -> 20)."""
     from predrnn.data import ingest
 
-    return ingest(kind, "", kind.replace("-", "_"), root, num_clips=clips, frames=base.data.total_length,
+    frames = max(base.data.total_length, base.data.input_length + eval_horizon(base, horizon))
+    return ingest(kind, "", kind.replace("-", "_"), root, num_clips=clips, frames=frames,
                   height=base.data.img_height, width=base.data.img_width, seed=1234)
 
 
 def run_variant(kind: str, uri: str, variant: str, iterations: int, seeds: list[int], base: ExperimentConfig,
-                tracking_uri: str = "", beta: float = 0.1) -> dict[str, Any]:
-    """Train and test one ablation variant over ``seeds``; returns its table row."""
-    train_ds, test_ds, values = _datasets(uri)
+                tracking_uri: str = "", beta: float = 0.1, horizon: int | None = None) -> dict[str, Any]:
+    """Train one ablation variant over ``seeds`` at the base protocol (``data.input_length`` ->
+    ``data.total_length``), test it ``horizon`` frames ahead (default: the training horizon); returns its
+    table row, with one ``mse_per_frame`` entry per lead time."""
+    train_ds, test_ds, values = _datasets(uri, base.data.input_length + eval_horizon(base, horizon))
     cfg = with_values(variant_config(base, variant, iterations, beta), values)
     per_seed = [train_and_evaluate(cfg, variant, train_ds, test_ds, s) for s in seeds]
     ms = [r["metrics"] for r in per_seed]
@@ -233,6 +254,7 @@ def write_report(out: str | Path, results: dict[str, dict[str, Any]], *, iterati
     machine = f"{platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}"
     md = [f"# Forecast quality at an equal budget\n\nCommand: `{command}`  \nMachine: {machine}  \n"
           f"Budget: {iterations} iterations per model, seeds {seeds}, decoupling beta {beta}  \n"
+          f"Test horizon: {horizon} frames ahead (one MSE per lead time 1..{horizon})  \n"
           f"Table cells: mean ± standard deviation over the seeds\n"]
     for kind, res in results.items():
         plot = out / f"{kind}_mse_by_lead_time.png"
@@ -260,6 +282,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--datasets", nargs="+", default=["moving-digits", "storm-cells"])
     ap.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS)
     ap.add_argument("--beta", type=float, default=0.1, help="decoupling loss weight of the V2 variants that use it")
+    ap.add_argument("--horizon", type=int, default=None,
+                    help="frames forecast at test time (default: the training horizon), e.g. 20 for KTH's 10 -> 20")
     ap.add_argument("--set", dest="overrides", action="append", default=[], help="override of the base config")
     ap.add_argument("--root", default=".state/quality/datasets")
     ap.add_argument("--out", default="docs/quality")
@@ -269,16 +293,17 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if args.threads:
         torch.set_num_threads(args.threads)
     base = apply_overrides(preset("quick"), args.overrides)
+    horizon = eval_horizon(base, args.horizon)
     results: dict[str, dict[str, Any]] = {}
     for kind in args.datasets:
-        uri = prepare_dataset(kind, args.root, args.clips, base)
+        uri = prepare_dataset(kind, args.root, args.clips, base, horizon)
         print(f"{kind}: {uri}", flush=True)
-        rows = [run_variant(kind, uri, v, args.iterations, args.seeds, base, args.tracking_uri, args.beta)
+        rows = [run_variant(kind, uri, v, args.iterations, args.seeds, base, args.tracking_uri, args.beta, horizon)
                 for v in args.variants]
         results[kind] = {"uri": uri, "rows": rows}
     command = ".venv/bin/python bench/quality.py " + " ".join(argv if argv is not None else sys.argv[1:])
     write_report(args.out, results, iterations=args.iterations, seeds=args.seeds, command=command,
-                 horizon=base.data.total_length - base.data.input_length, beta=args.beta)
+                 horizon=horizon, beta=args.beta)
     print(json.dumps({"out": args.out, "datasets": list(results)}))
     return results
 

@@ -20,11 +20,12 @@ def test_quality_flow_reports_each_variant(tmp_path):
     with prefect_test_harness(server_startup_timeout=90):
         out = quality_benchmark(iterations=3, seeds=[0], clips=20, datasets=["moving-digits", "storm-cells"],
                                 variants=["persistence", "v2_both"], overrides=TINY, root=str(tmp_path / "data"),
-                                out=str(tmp_path / "report"))
+                                out=str(tmp_path / "report"), horizon=6)
     rows = out["results"]["moving-digits"]["rows"]
     assert [r["variant"] for r in rows] == ["persistence", "v2_both"]
     for r in rows:
-        assert len(r["mse_per_frame"]) == 4 and all(v > 0 for v in r["mse_per_frame"])
+        # trained 4 -> 4 frames, tested 6 frames ahead (as KTH's 10 -> 20): one entry per lead time
+        assert len(r["mse_per_frame"]) == 6 and all(v > 0 for v in r["mse_per_frame"])
     assert rows[0]["train_s"] == [0.0] and rows[1]["train_s"][0] > 0
     text = (tmp_path / "report" / "README.md").read_text()
     assert "| persistence |" in text and "| v2_both |" in text
@@ -34,6 +35,7 @@ def test_quality_flow_reports_each_variant(tmp_path):
     assert set(storm[0]["csi"]) == {"0.5", "2", "5", "10", "30"} and set(storm[0]["fss"]["5"]) == {"1", "9"}
     assert "**CSI at >= 5 mm/h** by lead time" in text and "**FSS at >= 5 mm/h, 9 x 9 pixels**" in text
     assert (tmp_path / "report" / "moving-digits_mse_by_lead_time.png").stat().st_size > 0
+    assert "horizon=6" in text and "Test horizon: 6 frames ahead" in text
     saved = json.loads((tmp_path / "report" / "results.json").read_text())
     assert saved["iterations"] == 3 and saved["datasets"]["moving-digits"]["uri"].startswith(str(tmp_path))
 
