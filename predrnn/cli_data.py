@@ -107,18 +107,59 @@ def _model_view(attrs: dict[str, Any]) -> str:
     return f"(x - {v.mean:.4g}) / {v.std:.4g} (training split), NaN -> mean; {describe(v)}{thr}"
 
 
+def _names(names: list[str], limit: int = 6) -> str:
+    return ", ".join(names[:limit]) + (f", ... ({len(names)})" if len(names) > limit else "")
+
+
+def _split_lines(summary: dict[str, Any]) -> list[str]:
+    """The per-split table, the overlap line and (when splits share frames) one WARNING line."""
+    from predrnn.data.report import shared_warning
+
+    def cell(x: Any) -> str:
+        return "-" if x is None else str(x)
+
+    pad = " " * 12
+    lines = [f"{pad}{'split':<6}{'clips':>9}{'sequences':>11}{'frames':>10}{'unique frames':>15}"]
+    for s, r in summary["splits"].items():
+        names = f"  {_names(r['sequence_names'])}" if r.get("sequence_names") else ""
+        lines.append(f"{pad}{s:<6}{r['clips']:>9}{cell(r['sequences']):>11}{r['frames']:>10}"
+                     f"{cell(r['unique_frames']):>15}{names}")
+    shared = summary["shared_frames"]
+    if shared is None:
+        lines.append("overlap:    not recorded at ingest (a version made before the check); --check-overlap "
+                     "computes it from the data")
+        return lines
+    pairs = ", ".join(f"{k} {n}" for k, n in shared.items())
+    where = "computed from the data" if summary["overlap_check"] == "computed" else "recorded at ingest"
+    lines.append(f"overlap:    distinct frames shared by two splits: {pairs} ({where}; constant frames not "
+                 "compared)")
+    warning = shared_warning(shared)
+    if warning:
+        lines.append(warning)
+    return lines
+
+
 def show_cmd(
     uri: Annotated[str, typer.Argument(help="ROOT/NAME[@VERSION|@latest]")],
-    png: Annotated[Path | None, typer.Option("--png", help="sample strip to write (default NAME@VERSION.png)")] = None,
+    png: Annotated[Path | None, typer.Option("--png", help="sample strip to write (default NAME@VERSION.png; "
+                                             "with --json only when given)")] = None,
     clips: Annotated[int, typer.Option("--clips", help="clips in the sample strip")] = 4,
+    as_json: Annotated[bool, typer.Option("--json", help="print one JSON object (nothing else on stdout)")] = False,
+    check_overlap: Annotated[bool, typer.Option("--check-overlap", help="read every clip to count the frames "
+                                                "shared between splits (for versions made before that "
+                                                "check was recorded at ingest)")] = False,
 ) -> None:
-    """Print a version's summary and write a PNG strip of sample clips."""
+    """Print a version's summary, its splits (clips, sequences, frames) and frames shared between splits;
+    write a PNG strip of sample clips."""
     from predrnn.data import DataError, open_version
     from predrnn.data.preview import strip_png
+    from predrnn.data.report import split_summary
 
+    out: Path | None = None
     try:
         v = open_version(uri)
         a = v.attrs
+        summary = split_summary(v, check_overlap=check_overlap)
         lines = [
             f"uri:        {v.uri}",
             f"shape:      {v.shape} (clips, T, H, W, C)  dtype {v.dtype}",
@@ -129,15 +170,31 @@ def show_cmd(
             "stats:      " + ", ".join(f"{k} {val:.4g}" for k, val in a.get("stats", {}).items()),
             f"model sees: {_model_view(a)}",
             f"split:      {a['split'].get('method')} {a['split'].get('sizes')}",
+            *_split_lines(summary),
             f"content:    sha256 {a.get('content_hash', '')}",
         ]
-        out = png or Path(f"{v.name}@{v.version}.png")
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_bytes(strip_png(v, clips=clips))
     except DataError as err:
         raise _fail(str(err)) from None
     except OSError as err:
-        raise _fail(f"cannot write {png}: {err}") from None
+        raise _fail(f"cannot read {uri}: {err}") from None
+    try:
+        if png is not None or not as_json:
+            out = png or Path(f"{v.name}@{v.version}.png")
+            out.parent.mkdir(parents=True, exist_ok=True)
+            out.write_bytes(strip_png(v, clips=clips))
+    except DataError as err:
+        raise _fail(str(err)) from None
+    except OSError as err:
+        raise _fail(f"cannot write {out}: {err}") from None
+    if as_json:
+        record = {"uri": v.uri, "name": v.name, "version": v.version, "shape": list(v.shape),
+                  "dtype": v.dtype.name, "created": a.get("created", ""), "source": a.get("source", {}),
+                  "value_kind": a.get("value_kind"), "value_range": a.get("value_range"),
+                  "units": a.get("units", ""), "values": a.get("values"), "stats": a.get("stats", {}),
+                  "model_sees": _model_view(a), **summary, "content_hash": a.get("content_hash", ""),
+                  "sample": None if out is None else str(out)}
+        typer.echo(json.dumps(record, default=str))
+        return
     typer.echo("\n".join(lines))
     typer.echo(f"sample:     {out}")
 

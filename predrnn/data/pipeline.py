@@ -187,6 +187,67 @@ def _split_codes(labels: list[str | None], groups: list[str],
     return codes, info
 
 
+_PAIRS = (("train", "test"), ("train", "val"), ("val", "test"))
+FRAME_CHECK = {"digest": "blake2b-64 of each frame's stored bytes",
+               "ignored": "constant frames (every value equal, or all NaN): blank frames recur legitimately"}
+
+
+def frame_digests(x: np.ndarray) -> np.ndarray:
+    """A 64-bit content digest of each frame: BLAKE2b (8 bytes) of its stored bytes, 0 for a constant frame.
+
+    Args:
+        x: frames as stored, shape (..., H, W, C): one clip (T, H, W, C) or a batch (n, T, H, W, C).
+
+    Returns:
+        uint64 array of shape ``x.shape[:-3]``. A frame whose values are all equal (NaN ignored) or all NaN
+        gets 0 (an empty radar frame or a blank video frame recurs everywhere and means nothing); equal
+        digests mean equal bytes, up to a 2**-64 chance.
+    """
+    lead = x.shape[:-3]
+    flat = np.ascontiguousarray(x).reshape(-1, int(np.prod(x.shape[-3:])))
+    if flat.shape[0] == 0 or flat.shape[1] == 0:
+        return np.zeros(lead, np.uint64)
+    mv = flat.reshape(-1).view(np.uint8).data
+    step = flat.shape[1] * flat.itemsize
+    raw = b"".join(hashlib.blake2b(mv[i * step:(i + 1) * step], digest_size=8).digest()
+                   for i in range(flat.shape[0]))
+    out = np.frombuffer(raw, "<u8").astype(np.uint64)
+    lo, hi = np.fmin.reduce(flat, axis=1), np.fmax.reduce(flat, axis=1)  # NaN ignored; all NaN -> NaN
+    constant = lo == hi
+    if flat.dtype.kind == "f":
+        constant |= np.isnan(lo)
+    out[constant] = 0
+    return out.reshape(lead)
+
+
+def frame_overlap(digests: np.ndarray, codes: np.ndarray) -> dict[str, Any]:
+    """Frames per split and the distinct frame contents that two splits share.
+
+    Args:
+        digests: (n, T) uint64 from :func:`frame_digests`, one row per stored clip.
+        codes: (n,) split codes (:data:`predrnn.data.store.SPLIT_CODES`).
+
+    Returns:
+        ``{"frames": {split: clips * T}, "unique_frames": {split: distinct non-constant contents},
+        "constant_frames": {split: constant frames, not compared}, "shared_frames": {"train/test": k,
+        "train/val": k, "val/test": k}, "frame_check": how}``. Frames repeat inside a split when windows
+        overlap; ``shared_frames`` counts distinct contents found in both splits of a pair (should be 0).
+    """
+    digests = np.asarray(digests, np.uint64)
+    uniq: dict[str, np.ndarray] = {}
+    frames, unique, constant = {}, {}, {}
+    for s in SPLITS:
+        d = digests[codes == SPLIT_CODES[s]].reshape(-1)
+        u = np.unique(d)
+        uniq[s] = u[u != 0]
+        frames[s] = int(d.size)
+        unique[s] = int(uniq[s].size)
+        constant[s] = int(np.count_nonzero(d == 0))
+    shared = {f"{a}/{b}": int(np.intersect1d(uniq[a], uniq[b], assume_unique=True).size) for a, b in _PAIRS}
+    return {"frames": frames, "unique_frames": unique, "constant_frames": constant, "shared_frames": shared,
+            "frame_check": dict(FRAME_CHECK)}
+
+
 def _codec(dtype: np.dtype) -> Any:
     from zarr.codecs import BloscCodec, ZstdCodec
 
@@ -224,6 +285,7 @@ def write_version(kind: str, source: str | None, name: str, root: str, *, progre
                                  compressors=_codec(dtype), fill_value=np.nan if dtype.kind == "f" else 0,
                                  dimension_names=("clip", "time", "y", "x", "channel"))
         buf = np.empty((batch, *shape1), dtype)
+        digests = np.zeros((cap, T), np.uint64)  # frame contents, 8 bytes a frame, for the overlap check
         data_hash = hashlib.sha256()
         clip_stats: list[_Stats] = []  # per clip, so that normalisation can use the training split only
         labels: list[str | None] = []
@@ -253,6 +315,9 @@ def write_version(kind: str, source: str | None, name: str, root: str, *, progre
             one = _Stats()
             one.update(x)
             clip_stats.append(one)
+            if n == len(digests):
+                digests = np.concatenate([digests, np.zeros_like(digests)])
+            digests[n] = frame_digests(x)
             labels.append(clip.split)
             groups.append(clip.group if clip.group is not None else f"#{n}")
             buf[filled] = x
@@ -268,6 +333,10 @@ def write_version(kind: str, source: str | None, name: str, root: str, *, progre
         if n != cap:
             arr.resize((n, *shape1))
         codes, split_info = _split_codes(labels, groups, src.opts)
+        split_info.update(frame_overlap(digests[:n], codes))  # attrs only: the version id is unchanged
+        del digests
+        if any(split_info["shared_frames"].values()):
+            log.warning("%s: frames shared between splits (distinct contents): %s", name, split_info["shared_frames"])
         group.create_array("split", data=codes, chunks=(max(n, 1),), compressors=_codec(np.dtype(np.uint8)))
         stats, train_stats = _Stats(), _Stats()
         for code, one in zip(codes, clip_stats, strict=True):
