@@ -31,7 +31,8 @@ def ingest_cmd(
                                       "npy, netcdf, moving-digits or storm-cells")],
     name: Annotated[str, typer.Option("--name", help="dataset name (letters, digits, '.', '_', '-')")],
     root: Annotated[str, typer.Option("--root", help="destination root: a folder or s3://bucket/prefix")],
-    source: Annotated[str, typer.Option("--source", help="input file or folder (empty for generators)")] = "",
+    source: Annotated[str, typer.Option("--source", help="input file or folder, or s3://bucket/key "
+                                                 "(an object or a prefix); empty for generators")] = "",
     num_clips: Annotated[int | None, typer.Option("--num-clips", help="generators: clips to make")] = None,
     frames: Annotated[int | None, typer.Option("--frames", help="generators: frames per clip")] = None,
     height: Annotated[int | None, typer.Option("--height", help="generators: frame height")] = None,

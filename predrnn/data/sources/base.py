@@ -9,11 +9,14 @@ from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
 from predrnn.data.errors import DataError
+
+if TYPE_CHECKING:
+    from predrnn.data.sources.remote import Mirror
 
 COMMON_OPTIONS: dict[str, Any] = {
     "val_fraction": 0.1,
@@ -70,12 +73,25 @@ class SourceInfo:
 
 
 class Source:
-    """A reader that streams clips; memory stays bounded by a few clips whatever the input size."""
+    """A reader that streams clips; memory stays bounded by a few clips whatever the input size.
+
+    ``source`` is a local file or folder (``file://`` allowed) or, for every kind that reads files, an
+    ``s3://bucket/key`` URI: an object or a prefix, fetched once per process into a temporary local copy
+    that the kind reads as it would the same files on disk (see :mod:`predrnn.data.sources.remote`).
+    """
 
     kind: ClassVar[str] = ""
     OPTIONS: ClassVar[dict[str, Any]] = {}
     needs_source: ClassVar[bool] = True
     time_ordered: ClassVar[bool] = False  # one time-ordered sequence (a grid): split by time blocks
+
+    def __new__(cls, source: str | Path | None = None, options: dict[str, Any] | None = None) -> Source:
+        if cls.needs_source and str(source or "").startswith("s3://"):
+            from predrnn.data.sources.remote import RemoteSource, remote_class
+
+            if not issubclass(cls, RemoteSource):  # the kind's reader, reporting the URI (remote.py)
+                return super().__new__(remote_class(cls))
+        return super().__new__(cls)
 
     def __init__(self, source: str | Path | None, options: dict[str, Any]):
         accepted = {**COMMON_OPTIONS, **self.OPTIONS}
@@ -85,14 +101,22 @@ class Source:
         self.opts: dict[str, Any] = {**accepted, **{k: v for k, v in options.items() if v is not None}}
         self.given = {k for k, v in options.items() if v is not None}
         self.path: Path | None = None
+        self.remote: Mirror | None = None  # the local copy of an s3:// source
         if self.needs_source:
             if source is None or str(source) == "":
-                raise DataError(f"kind {self.kind} needs --source (a file or folder)")
-            if "://" in str(source) and not str(source).startswith("file://"):
-                raise DataError(f"source {source}: kind {self.kind} reads local files only")
-            self.path = Path(str(source).removeprefix("file://")).expanduser().absolute()
-            if not self.path.exists():
-                raise DataError(f"source {self.path} does not exist")
+                raise DataError(f"kind {self.kind} needs --source (a file, a folder or an s3:// URI)")
+            if str(source).startswith("s3://"):
+                from predrnn.data.sources.remote import fetch
+
+                self._check_common()  # bad options fail before anything is fetched
+                self.remote = fetch(str(source))
+                self.path = self.remote.path
+            else:
+                if "://" in str(source) and not str(source).startswith("file://"):
+                    raise DataError(f"source {source}: kind {self.kind} reads local files or s3:// URIs only")
+                self.path = Path(str(source).removeprefix("file://")).expanduser().absolute()
+                if not self.path.exists():
+                    raise DataError(f"source {self.path} does not exist")
         self._check_common()
 
     # -- to be provided by each source --------------------------------------------------------
