@@ -117,7 +117,19 @@ def read_official(file: str | Path) -> dict[str, torch.Tensor]:
 def infer_official_config(state: dict[str, torch.Tensor], *, patch_size: int, channels: int,
                           input_length: int = 10, total_length: int | None = None,
                           img_height: int | None = None, img_width: int | None = None) -> ExperimentConfig:
-    """Architecture from tensor shapes: V1/V2, layers, width, kernel, layer norm (and frame size if LN)."""
+    """Architecture from tensor shapes: V1/V2, layers, width, kernel, layer norm (and frame size if LN).
+
+    Without layer norm the network is fully convolutional: the frame size recorded (``img_height``/
+    ``img_width``, default 64) only sets the default, and forecasts take any size divisible by the patch.
+
+    Raises:
+        CheckpointError: not a PredRNN state dict, channels that disagree with ``patch_size`` and
+            ``channels``, or an action-conditioned (BAIR) checkpoint.
+    """
+    action = sorted(k for k in state if re.search(r"(^|\.)conv_a(\.|$)|action", k))
+    if action:
+        raise CheckpointError(f"{action[0]}: an action-conditioned checkpoint (the authors' BAIR model, "
+                              "predrnn_v2 with actions); conditioning on actions is not supported")
     layers = sorted({int(m.group(1)) for k in state if (m := _CELL_KEY.match(k))})
     if not layers or layers != list(range(len(layers))):
         raise CheckpointError("no cell_list.{l}.* keys found: not a PredRNN checkpoint")

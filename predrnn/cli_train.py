@@ -55,7 +55,11 @@ def register(app: typer.Typer) -> None:
         gpus_per_worker: Annotated[float | None, typer.Option("--gpus-per-worker",
                                                               help="GPUs per worker (0: CPU + gloo)")] = None,
         resume: Annotated[str | None, typer.Option("--resume", help="run directory, checkpoint "
-                                                   "directory or MLflow run id to continue")] = None,
+                                                   "directory or MLflow run id to continue (same run; only "
+                                                   "--set optim.max_iterations=N, larger, is accepted)")] = None,
+        fork: Annotated[str | None, typer.Option("--fork", help="a run (as for --resume) whose latest "
+                                                 "training state a new run starts from, with its config "
+                                                 "changed by --set")] = None,
         tracking_uri: Annotated[str | None, typer.Option("--tracking-uri", help="MLflow store (default: "
                                                          "local SQLite under .state/mlflow)")] = None,
         storage: Annotated[str | None, typer.Option("--storage", help="Ray run storage (path or s3://); "
@@ -77,15 +81,26 @@ def register(app: typer.Typer) -> None:
         """
         root = tool_env()
         from predrnn.checkpoint import CheckpointError
-        from predrnn.config import ConfigError, load_config
+        from predrnn.config import ConfigError, apply_overrides, load_config
         from predrnn.tracking import TrackingError
-        from predrnn.train import DatasetError, TrainError, configure, finish, train
+        from predrnn.train import DatasetError, TrainError, configure, finish, run_config, train
 
+        chosen = [flag for flag, v in (("--resume", resume), ("--fork", fork), ("--init-weights", init_weights))
+                  if v]
+        if len(chosen) > 1:
+            raise _fail(f"{' and '.join(chosen)} exclude each other: --resume continues a run, --fork starts a "
+                        "new run from a run's training state, --init-weights a new run from weights only")
+        if (resume or fork) and (preset or config):
+            raise _fail(f"{chosen[0]} starts from the run's own config; drop --preset/--config and change it "
+                        "with --set")
         try:
-            cfg = load_config(None if config else preset, str(config) if config else None, set_ or [])
+            if resume or fork:
+                cfg = apply_overrides(run_config(resume or fork or "", tracking_uri), set_ or [])
+            else:
+                cfg = load_config(None if config else preset, str(config) if config else None, set_ or [])
             cfg = configure(cfg, data=data, workers=workers, gpus_per_worker=gpus_per_worker,
                             tracking_uri=tracking_uri)
-            result = train(cfg, tracking_uri=tracking_uri, storage_path=storage, resume=resume,
+            result = train(cfg, tracking_uri=tracking_uri, storage_path=storage, resume=resume, fork=fork,
                            max_failures=max_failures, ray_address=ray_address, init_weights=init_weights)
             summary = finish(result, out_dir=out or root / "runs" / Path(result.run_dir).name,
                              register=register_model)

@@ -63,6 +63,7 @@ class OptimConfig:
     decouple_beta: float = 0.1
     reverse_input: bool = True
     grad_clip: float = 0.0  # 0 disables clipping
+    divergence_loss: float = 0.0  # stop when the training loss exceeds this (0: only a non-finite loss stops)
     seed: int = 0
     eval_interval: int = 5_000
     checkpoint_interval: int = 5_000
@@ -385,8 +386,8 @@ def _validate(cfg: ExperimentConfig) -> None:
         errors.append("sampling.sampling_start_value must be in [0, 1] and sampling_changing_rate >= 0")
     if o.lr <= 0 or o.batch_size < 1 or o.max_iterations < 1:
         errors.append("optim.lr, batch_size and max_iterations must be positive")
-    if o.decouple_beta < 0 or o.grad_clip < 0:
-        errors.append("optim.decouple_beta and grad_clip must be >= 0")
+    if o.decouple_beta < 0 or o.grad_clip < 0 or o.divergence_loss < 0:
+        errors.append("optim.decouple_beta, grad_clip and divergence_loss must be >= 0")
     if o.decouple_beta > 0 and m.arch != "predrnn_v2":
         errors.append(f"optim.decouple_beta > 0 needs model.arch=predrnn_v2 (got {m.arch})")
     if o.eval_interval < 1 or o.checkpoint_interval < 1 or o.keep_best < 1:

@@ -36,17 +36,27 @@ def as_unit_float(clips: np.ndarray) -> np.ndarray:
 def check_context(context: np.ndarray, cfg: ExperimentConfig) -> np.ndarray:
     """The context as float32 in the data's units, after checking its shape and values.
 
+    Any context length T_in >= 1 and any number type (see :func:`predrnn.values.context_in_units`).
+    A model without layer norm is fully convolutional: any frame size divisible by the patch size;
+    a layer-norm model takes its trained frame size only.
+
     Raises:
-        PredictError: not (clips, T_in, H, W, C) with the model's frame size, empty, or values the
-            model cannot take (see :func:`predrnn.values.context_in_units`).
+        PredictError: not (clips, T_in, H, W, C) with a frame the model can take, empty, or values the
+            model cannot take.
     """
     from predrnn.values import ValuesError, context_in_units
 
-    d = cfg.data
-    expect = f"(clips, T_in, {d.img_height}, {d.img_width}, {d.img_channel})"
+    d, p = cfg.data, cfg.model.patch_size
+    fixed = cfg.model.layer_norm  # layer norm learnt per position: the trained frame size only
+    expect = (f"(clips, T_in, {d.img_height}, {d.img_width}, {d.img_channel})" if fixed
+              else f"(clips, T_in, H, W, {d.img_channel}) with H and W multiples of the patch size {p}")
     if context.ndim != 5:
         raise PredictError(f"context must have shape {expect}, got {context.shape}")
-    if tuple(context.shape[2:]) != (d.img_height, d.img_width, d.img_channel):
+    h, w, c = context.shape[2:]
+    if fixed and (h, w, c) != (d.img_height, d.img_width, d.img_channel):
+        raise PredictError(f"context frames are {context.shape[2:]}; the model expects {expect} (its layer norm "
+                           "keeps the trained frame size)")
+    if not fixed and (c != d.img_channel or h % p or w % p or h < 1 or w < 1):
         raise PredictError(f"context frames are {context.shape[2:]}; the model expects {expect}")
     if context.shape[0] < 1 or context.shape[1] < 1:
         raise PredictError(f"context must hold at least one clip of at least one frame, got {context.shape}")
@@ -61,9 +71,9 @@ def forecast_array(model: nn.Module, cfg: ExperimentConfig, context: np.ndarray,
     """Forecast ``horizon`` frames after every context clip, in the data's units.
 
     Args:
-        context: (clips, T_in, H, W, C). Image models: uint8 0..255 or floats in [0, 1]. Field
-            models: floats in the data's units (``cfg.values.units``), NaN = no data (fed as the
-            training mean).
+        context: (clips, T_in, H, W, C), any T_in >= 1 (H, W: see :func:`check_context`). Image
+            models: integers 0..255 (uint8, int64) or floats in [0, 1] of any width. Field models:
+            numbers in the data's units (``cfg.values.units``), NaN = no data (fed as the training mean).
 
     Returns:
         (clips, horizon, H, W, C) float32 in the data's units: images in [0, 1], fields clipped to

@@ -214,8 +214,15 @@ class Tracker:
         for k, v in tags.items():
             self.client.set_tag(run_id, k, str(v))
 
-    def end_run(self, run_id: str, status: str = "FINISHED") -> None:
+    def end_run(self, run_id: str, status: str = "FINISHED", error: str | None = None) -> None:
+        """End the run FINISHED, FAILED or KILLED; ``error`` (one line) is kept as the tag ``error``."""
+        if error:
+            self.client.set_tag(run_id, "error", error.strip().splitlines()[0][:4000] if error.strip() else error)
         self.client.set_terminated(run_id, status=status)
+
+    def reopen_run(self, run_id: str) -> None:
+        """Mark a resumed run RUNNING again (it ended FINISHED, FAILED or KILLED before)."""
+        self.client.update_run(run_id, status="RUNNING")
 
     def log_and_register(self, run_id: str, model_dir: str | Path, cfg: ExperimentConfig, example: np.ndarray,
                          *, version_tags: dict[str, Any]) -> dict[str, Any]:
@@ -238,11 +245,14 @@ class Tracker:
             raise ValueError("the input example needs at least 2 clips (a batch of 1 pins the batch size)")
         d = cfg.data
         horizon = d.total_length - d.input_length
+        # No input schema: MLflow would pin one dtype and one context length, while a forecast takes any
+        # T_in >= 1, integers 0..255 or floats of any width, and (without layer norm) any frame size
+        # divisible by the patch; the model checks its input itself (predrnn.predict.check_context)
+        # and answers a bad one with a one-line error (HTTP 400 in ``serve``).
+        size = (d.img_height, d.img_width) if cfg.model.layer_norm else (-1, -1)
         signature = ModelSignature(
-            inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, d.input_length, d.img_height, d.img_width,
-                                                              d.img_channel))]),
-            outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, horizon, d.img_height, d.img_width,
-                                                              d.img_channel))]),
+            inputs=None,
+            outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, -1, *size, d.img_channel))]),
             params=ParamSchema([ParamSpec("horizon", "long", horizon)]),
         )
         package_dir = Path(__file__).resolve().parent
@@ -269,8 +279,49 @@ def _python_model_base() -> type:
     return mlflow.pyfunc.PythonModel
 
 
+def _input_error_class() -> type:
+    from mlflow.exceptions import INVALID_PARAMETER_VALUE, MlflowException
+
+    class ForecastInputError(MlflowException):  # type: ignore[misc]
+        """A context the model cannot take: HTTP 400 with the one-line reason.
+
+        MLflow's scoring server prefixes the message of an error raised by ``predict`` with the whole
+        request body (``Failed to predict data '<array>'. Error: ...``); the reason alone is kept.
+        """
+
+        def __init__(self, message: str) -> None:
+            super().__init__(message, error_code=INVALID_PARAMETER_VALUE)
+
+        @property
+        def message(self) -> str:
+            return self._reason
+
+        @message.setter
+        def message(self, value: str) -> None:
+            self._reason = value.rsplit("\nError: ", 1)[-1] if value.startswith("Failed to predict data") else value
+
+    return ForecastInputError
+
+
+def _context_array(model_input: Any) -> np.ndarray:
+    """The request's context as an array; JSON nulls (an object array) become NaN, no data."""
+    if isinstance(model_input, dict):  # a named-tensor request
+        model_input = next(iter(model_input.values()))
+    x = np.asarray(model_input)  # integers stay integers (0..255 levels) for image models
+    if x.dtype == object:
+        try:
+            missing = np.vectorize(lambda v: v is None, otypes=[bool])(x)
+            x = np.where(missing, np.nan, x).astype(np.float64)
+        except (TypeError, ValueError):
+            from predrnn.predict import PredictError
+
+            raise PredictError("the context must be numbers (null = no data)") from None
+    return x
+
+
 def _make_forecast_model() -> type:
     base = _python_model_base()
+    input_error = _input_error_class()
 
     class ForecastModel(base):  # type: ignore[misc, valid-type]
         """Pyfunc wrapper: ``predict(context (B, T_in, H, W, C) float32, params={"horizon": N})``.
@@ -287,16 +338,16 @@ def _make_forecast_model() -> type:
 
             self.model, self.cfg = load_model_dir(context.artifacts["model_dir"])
 
-        def predict(self, context, model_input, params=None):  # type: ignore[no-untyped-def]
-            # No annotations: MLflow would read them as a (list-based) input schema.
-            from predrnn.predict import forecast_array
+        def predict(self, context: Any, model_input: np.ndarray,
+                    params: dict[str, Any] | None = None) -> np.ndarray:
+            from predrnn.predict import PredictError, forecast_array
 
             cfg = self.cfg
             horizon = int((params or {}).get("horizon") or cfg.data.total_length - cfg.data.input_length)
-            if isinstance(model_input, dict):  # a named-tensor request
-                model_input = next(iter(model_input.values()))
-            x = np.asarray(model_input)  # uint8 stays uint8 (0..255) for image models
-            return forecast_array(self.model, cfg, x, horizon)
+            try:
+                return forecast_array(self.model, cfg, _context_array(model_input), horizon)
+            except PredictError as err:  # one line, HTTP 400 in the scoring server; never the array
+                raise input_error(str(err)) from None
 
     ForecastModel.__module__ = __name__
     ForecastModel.__qualname__ = "ForecastModel"

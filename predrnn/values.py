@@ -126,8 +126,9 @@ def describe(values: ValuesConfig) -> str:
 def context_in_units(context: np.ndarray, values: ValuesConfig) -> np.ndarray:
     """A user's context array as float32 in the data's units, checked against what the model knows.
 
-    Image models take uint8 (0..255, divided by 255) or floats in [0, 1] (any float dtype). Field
-    models take floats in the data's units; NaN marks no data.
+    Image models take integers as 8-bit levels 0..255 (uint8, or the int64 a JSON request gives;
+    divided by 255) or floats in [0, 1] (any float width). Field models take numbers of any width in
+    the data's units; NaN marks no data.
 
     Raises:
         ValuesError: wrong dtype; NaN/inf in an image; inf in a field; a field with no finite value
@@ -137,6 +138,12 @@ def context_in_units(context: np.ndarray, values: ValuesConfig) -> np.ndarray:
     dt = context.dtype
     if not is_field(values):
         if dt == np.uint8:
+            return context.astype(np.float32) / 255.0
+        if np.issubdtype(dt, np.integer):  # 8-bit levels in a wider integer type (JSON, int arrays)
+            lo_i, hi_i = int(context.min()), int(context.max())
+            if lo_i < 0 or hi_i > 255:
+                raise ValuesError(f"an integer context holds 8-bit levels 0..255 for an image model, got values "
+                                  f"in [{lo_i}, {hi_i}]")
             return context.astype(np.float32) / 255.0
         if not np.issubdtype(dt, np.floating):
             raise ValuesError(f"an image model takes uint8 (0..255) or floats in [0, 1], got dtype {dt}")

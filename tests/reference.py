@@ -84,8 +84,9 @@ def ref_cell(params: dict, l: int, x, h, c, m, C: int):
     return h_new, c_new, m_new, d_c, d_m
 
 
-def ref_forward(params: dict, frames: np.ndarray, mask: np.ndarray, *, p: int, num_layers: int):
-    """Predictions (B, T-1, H, W, C) and the per-(step, layer) increments, in float64."""
+def _rollout(params: dict, frames: np.ndarray, mask: np.ndarray, *, p: int, num_layers: int):
+    """Patch-space inputs (B, T, p*p*C, H/p, W/p), predictions of frames 1..T-1 (same layout, torch,
+    differentiable in ``params``) and the per-(step, layer) increments."""
     B, T, H, W, Cimg = frames.shape
     x = torch.from_numpy(ref_patch(frames.astype(np.float64), p))
     mask_t = torch.from_numpy(mask.astype(np.float64))
@@ -110,8 +111,22 @@ def ref_forward(params: dict, frames: np.ndarray, mask: np.ndarray, *, p: int, n
             inp = h[l]
         prev_pred = _conv(h[-1], params["conv_last.weight"])
         preds.append(prev_pred)
-    out = ref_unpatch(torch.stack(preds, 1).numpy(), p, Cimg)
-    return out, deltas
+    return x, torch.stack(preds, 1), deltas
+
+
+def ref_forward(params: dict, frames: np.ndarray, mask: np.ndarray, *, p: int, num_layers: int):
+    """Predictions (B, T-1, H, W, C) and the per-(step, layer) increments, in float64."""
+    _, preds, deltas = _rollout(params, frames, mask, p=p, num_layers=num_layers)
+    return ref_unpatch(preds.detach().numpy(), p, frames.shape[-1]), deltas
+
+
+def ref_train_loss(params: dict, frames: np.ndarray, mask: np.ndarray, *, p: int, num_layers: int,
+                   beta: float) -> torch.Tensor:
+    """PredRNN-V2's training objective: MSE over every predicted element (patch space holds the same
+    elements as pixel space) plus ``beta`` times the decoupling term, with gradients through dC and dM
+    alike; differentiable in ``params``."""
+    x, preds, deltas = _rollout(params, frames, mask, p=p, num_layers=num_layers)
+    return ((preds - x[:, 1:]) ** 2).mean() + beta * ref_decouple(params, deltas)
 
 
 def ref_decouple(params: dict, deltas) -> torch.Tensor:

@@ -83,7 +83,9 @@ def test_predict_on_imported_model_equals_reference(official_file, tmp_path):
 @pytest.mark.parametrize(("array", "horizon", "message"), [
     (np.zeros((2, 3, 8, 8, 1), np.float32), 2, "model expects (clips, T_in, 8, 12, 1)"),
     (np.zeros((3, 8, 12, 1), np.float32), 2, "context must have shape (clips, T_in, 8, 12, 1)"),
-    (np.zeros((2, 3, 8, 12, 1), np.int32), 2, "takes uint8 (0..255) or floats in [0, 1], got dtype int32"),
+    (np.full((2, 3, 8, 12, 1), 300, np.int32), 2, "integer context holds 8-bit levels 0..255 for an image "
+     "model, got values in [300, 300]"),
+    (np.zeros((2, 3, 8, 12, 1), np.bool_), 2, "takes uint8 (0..255) or floats in [0, 1], got dtype bool"),
     (np.full((2, 3, 8, 12, 1), 2.0, np.float32), 2, "must lie in [0, 1]"),
     (np.zeros((2, 3, 8, 12, 1), np.float32), 0, "horizon must be >= 1"),
 ])
@@ -131,3 +133,42 @@ def test_model_dir_round_trip_and_v1_detection(tmp_path):
     _, cfg3 = import_official(tmp_path / "v1.ckpt", tmp_path / "v1", patch_size=4, channels=1,
                               img_height=16, img_width=16)
     assert cfg3.model.arch == "predrnn" and cfg3.model.num_hidden == [8, 8]
+
+
+def test_an_imported_model_without_layer_norm_takes_any_frame_size(tmp_path):
+    """Without layer norm the authors' network is fully convolutional: 16x20 frames through a model
+    recorded at 8x12 give the reference forecast at 16x20."""
+    sd = random_official_state(layers=2, width=4, k=3, p=P, img_channel=1, hw=(H // P, W // P), layer_norm=False)
+    torch.save({"net_param": {k: v.float() for k, v in sd.items()}}, tmp_path / "noln.ckpt")
+    res = runner.invoke(app, ["import-official", str(tmp_path / "noln.ckpt"), "--patch-size", "2", "--channels",
+                              "1", "--input-length", "3", "--out", str(tmp_path / "m")])
+    assert res.exit_code == 0, res.output
+    clips = np.random.default_rng(5).random((2, 5, 16, 20, 1))
+    np.save(tmp_path / "ctx.npy", clips[:, :3])
+    res = runner.invoke(app, ["predict", "--model", str(tmp_path / "m"), "--input", str(tmp_path / "ctx.npy"),
+                              "--horizon", "2", "--output", str(tmp_path / "pred.npy")])
+    assert res.exit_code == 0, res.output
+    mask = np.zeros((2, 3))
+    mask[:, :2] = 1
+    ref, _ = ref_forward({k: v.float().double() for k, v in sd.items()}, clips, mask, p=P, num_layers=2)
+    assert np.abs(np.load(tmp_path / "pred.npy") - np.clip(ref[:, 2:], 0, 1)).max() <= 1e-5
+    # truth shorter than the horizon: the picture shows the truth there is, blank after it
+    np.save(tmp_path / "truth.npy", clips[:, 3:5])
+    res = runner.invoke(app, ["predict", "--model", str(tmp_path / "m"), "--input", str(tmp_path / "ctx.npy"),
+                              "--horizon", "4", "--output", str(tmp_path / "p4.npy"), "--gif", str(tmp_path / "f.gif"),
+                              "--truth", str(tmp_path / "truth.npy")])
+    assert res.exit_code == 0 and (tmp_path / "f.gif").stat().st_size > 0, res.output
+    np.save(tmp_path / "odd.npy", clips[:, :3, :15])
+    res = runner.invoke(app, ["predict", "--model", str(tmp_path / "m"), "--input", str(tmp_path / "odd.npy"),
+                              "--horizon", "2", "--output", str(tmp_path / "o.npy")])
+    assert res.exit_code == 2 and "H and W multiples of the patch size 2" in res.output
+
+
+def test_an_action_conditioned_checkpoint_is_refused_by_name(tmp_path):
+    sd = random_official_state(layers=1, width=4, k=3, p=P, img_channel=3, hw=(4, 4))
+    sd["cell_list.0.conv_a.0.weight"] = torch.zeros(16, 4, 3, 3)
+    torch.save({"net_param": sd}, tmp_path / "bair.ckpt")
+    res = runner.invoke(app, ["import-official", str(tmp_path / "bair.ckpt"), "--patch-size", "2", "--channels",
+                              "3", "--out", str(tmp_path / "m")])
+    assert res.exit_code == 2 and "action-conditioned checkpoint (the authors' BAIR model" in res.output
+    assert not (tmp_path / "m").exists()

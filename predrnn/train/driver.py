@@ -8,7 +8,6 @@ input fails in seconds with a clear message instead of inside a worker group.
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import math
 import os
@@ -21,8 +20,16 @@ from typing import Any
 from predrnn.config import ConfigError, ExperimentConfig
 from predrnn.tracking import state_dir
 from predrnn.train.data import ClipSource, DatasetInfo, ZarrSource, validate_dataset
-from predrnn.train.loop import per_worker_batch, train_loop_per_worker
-from predrnn.train.state import iteration_of
+from predrnn.train.loop import (
+    DIVERGED,
+    SELECTION,
+    per_worker_batch,
+    read_run_file,
+    remove_run_file,
+    train_loop_per_worker,
+    write_run_file,
+)
+from predrnn.train.state import iteration_of, order_of
 
 RUN_INFO = "predrnn_run.json"
 
@@ -105,6 +112,74 @@ def resolve_resume(resume: str, tracking_uri: str | None = None) -> tuple[str, s
     return tags["ray.storage_path"], tags["ray.run_name"]
 
 
+# What ``--resume`` may change: the cluster (compute.*), where the run is tracked, and a larger
+# ``optim.max_iterations``. Anything else would make the continued run a different experiment.
+_RESUME_FREE = ("compute.", "tracking.tracking_uri", "values.", "data.dataset")
+
+
+def read_run_info(storage_path: str, run_name: str) -> dict[str, Any] | None:
+    """The run's record (config, MLflow run id, dataset) written at its start, or None if absent."""
+    return read_run_file(f"{storage_path.rstrip('/')}/{run_name}", RUN_INFO)
+
+
+def run_config(ref: str, tracking_uri: str | None = None) -> ExperimentConfig:
+    """The config a run was started with; ``ref`` as for ``--resume`` (run directory, checkpoint
+    directory inside one, or MLflow run id). The base of ``--resume`` and ``--fork`` on the CLI.
+
+    Raises:
+        TrainError: ``ref`` is not a run of ``predrnn train``.
+    """
+    storage_path, run_name = resolve_resume(ref, tracking_uri)
+    saved = read_run_info(storage_path, run_name)
+    if saved is None:
+        raise TrainError(f"{ref}: {storage_path.rstrip('/')}/{run_name} holds no {RUN_INFO}; "
+                         "pass a run directory written by predrnn train")
+    return ExperimentConfig.from_dict(saved["cfg"]).validate()
+
+
+def latest_checkpoint(run_dir: str) -> str | None:
+    """The newest ``iter_*`` checkpoint directory of a run (local path or URI), or None."""
+    import pyarrow.fs as pafs
+
+    if "://" in run_dir:
+        fs, path = pafs.FileSystem.from_uri(run_dir)
+        scheme = run_dir.split("://", 1)[0] + "://"
+    else:
+        fs, path, scheme = pafs.LocalFileSystem(), str(Path(run_dir).absolute()), ""
+    try:
+        infos = fs.get_file_info(pafs.FileSelector(path))
+    except (FileNotFoundError, OSError):
+        return None
+    named = [(order_of(i.path), i.path) for i in infos if i.type == pafs.FileType.Directory]
+    found = sorted((o, p) for o, p in named if o is not None)
+    return scheme + found[-1][1] if found else None
+
+
+def resumed_config(saved: ExperimentConfig, given: ExperimentConfig) -> ExperimentConfig:
+    """The config a resumed run continues with: the run's own, with ``given``'s cluster settings and,
+    if larger, its ``optim.max_iterations``.
+
+    Raises:
+        TrainError: ``given`` changes anything else (each changed key named, old -> new), or lowers
+            ``optim.max_iterations``.
+    """
+    a, b = saved.flat(), given.flat()
+    changed = [k for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)
+               and not any(k.startswith(free) or k == free for free in _RESUME_FREE)]
+    refused = [k for k in changed if k != "optim.max_iterations"]
+    if refused:
+        what = ", ".join(f"{k} {a.get(k)!r} -> {b.get(k)!r}" for k in refused)
+        raise TrainError(f"--resume continues the run with its own config; only optim.max_iterations may grow, "
+                         f"refused: {what} (start a new run from this state with --fork RUN --set ...)")
+    if given.optim.max_iterations < saved.optim.max_iterations:
+        raise TrainError(f"--resume: optim.max_iterations may only grow; the run was started with "
+                         f"{saved.optim.max_iterations}, asked {given.optim.max_iterations}")
+    optim = dataclasses.replace(saved.optim, max_iterations=given.optim.max_iterations)
+    return dataclasses.replace(saved, optim=optim, compute=given.compute,
+                               tracking=dataclasses.replace(saved.tracking,
+                                                            tracking_uri=given.tracking.tracking_uri))
+
+
 def _init_ray(address: str | None, num_cpus: int | None) -> bool:
     """Connect to (or start) Ray; returns True when this call started it."""
     import ray
@@ -167,7 +242,7 @@ def train(cfg: ExperimentConfig, *, data: str | None = None, tracking_uri: str |
           ray_address: str | None = None, num_cpus: int | None = None,
           placement_strategy: str = "PACK", resources_per_worker: dict[str, float] | None = None,
           source: ClipSource | None = None, dataset_info: DatasetInfo | None = None,
-          init_weights: str | None = None, need_test: bool = True) -> TrainResult:
+          init_weights: str | None = None, need_test: bool = True, fork: str | None = None) -> TrainResult:
     """Train ``cfg`` on Ray Train and return where the checkpoints are.
 
     Args:
@@ -190,10 +265,22 @@ def train(cfg: ExperimentConfig, *, data: str | None = None, tracking_uri: str |
             initialise a fresh run (ignored when resuming; must fit the config exactly).
         need_test: the run ends with a test evaluation (:func:`predrnn.train.finish`): a dataset without a
             test split is refused before anything starts, not after training.
+        fork: a run (as for ``resume``) whose latest checkpoint (weights, optimiser, iteration, RNG) a
+            **new** run starts from, with ``cfg`` (any change that keeps the architecture); its MLflow run
+            is tagged with the parent's. ``optim.max_iterations`` must lie beyond that checkpoint.
+
+    Run lifecycle: ``resume`` continues the same run directory and MLflow run, refusing any config
+    change but a larger ``optim.max_iterations`` (:func:`resumed_config`); ``fork`` starts a new run
+    from a run's full training state; ``init_weights`` starts a new run from weights only. The MLflow
+    run ends FAILED (with the error as the tag ``error``) or KILLED on any way out of this function
+    but success; on success it stays RUNNING for :func:`predrnn.train.finish`, which ends it.
+    A non-finite training loss, or one above ``optim.divergence_loss``, stops every rank at that
+    iteration and raises TrainError (the run FAILED, nothing registered).
 
     Raises:
         ConfigError, DatasetError, TrackingError: before any worker starts.
-        TrainError: the worker group failed more than ``max_failures`` times.
+        TrainError: the worker group failed more than ``max_failures`` times, training diverged, or a
+            resume/fork request that cannot be honoured (named).
     """
     import pyarrow.fs  # noqa: F401 - Ray's storage layer needs it; fail early if missing
 
@@ -202,14 +289,22 @@ def train(cfg: ExperimentConfig, *, data: str | None = None, tracking_uri: str |
 
     uri = resolve_tracking_uri(tracking_uri or cfg.tracking.tracking_uri) if track else None
     run_id: str | None = None
+    extended_from: int | None = None
     if resume:
         storage_path, run_name = resolve_resume(resume, uri)
-        info_file = Path(storage_path) / run_name / RUN_INFO
-        if "://" not in storage_path and info_file.is_file():
-            saved = json.loads(info_file.read_text())
-            cfg = ExperimentConfig.from_dict(saved["cfg"]).validate()
-            run_id = saved.get("mlflow_run_id")
-            data = data or saved.get("dataset", {}).get("uri")
+        saved = read_run_info(storage_path, run_name)
+        if saved is None:
+            raise TrainError(f"--resume {resume}: {storage_path.rstrip('/')}/{run_name} holds no {RUN_INFO}; "
+                             "pass a run directory written by predrnn train")
+        saved_cfg = ExperimentConfig.from_dict(saved["cfg"]).validate()
+        saved_data = saved.get("dataset", {}).get("uri")
+        if data and saved_data and data != saved_data and data != saved_cfg.data.dataset:
+            raise TrainError(f"--resume continues on the run's own dataset {saved_data}; refused: --data {data}")
+        cfg = resumed_config(saved_cfg, cfg)
+        if cfg.optim.max_iterations != saved_cfg.optim.max_iterations:
+            extended_from = saved_cfg.optim.max_iterations
+        run_id = saved.get("mlflow_run_id")
+        data = saved_data
     cfg = configure(cfg, data=data or cfg.data.dataset)
     world = cfg.compute.num_workers
     if source is None:
@@ -224,6 +319,20 @@ def train(cfg: ExperimentConfig, *, data: str | None = None, tracking_uri: str |
         cfg = with_values(cfg, dataset_info.values)
     tracker = Tracker(uri) if track else None  # checks reachability before anything starts
     init_state = _initial_weights(cfg, init_weights, uri) if init_weights and not resume else None
+    fork_tags: dict[str, str] = {}
+    fork_checkpoint: str | None = None
+    if fork and not resume:
+        parent_storage, parent_name = resolve_resume(fork, uri)
+        parent = read_run_info(parent_storage, parent_name) or {}
+        fork_checkpoint = latest_checkpoint(f"{parent_storage.rstrip('/')}/{parent_name}")
+        if fork_checkpoint is None:
+            raise TrainError(f"--fork {fork}: the run has no checkpoint to start from")
+        at = iteration_of(fork_checkpoint) or 0
+        if cfg.optim.max_iterations <= at:
+            raise TrainError(f"--fork {fork}: its latest checkpoint is at iteration {at}; set "
+                             f"optim.max_iterations above it (now {cfg.optim.max_iterations})")
+        fork_tags = {"fork.parent_checkpoint": fork_checkpoint, "fork.parent_iteration": str(at),
+                     **({"fork.parent_run_id": str(parent["mlflow_run_id"])} if parent.get("mlflow_run_id") else {})}
 
     storage_path = storage_path or str(state_dir() / "ray" / "results")
     run_name = run_name or f"{cfg.name}-{time.strftime('%Y%m%d-%H%M%S')}"
@@ -234,11 +343,15 @@ def train(cfg: ExperimentConfig, *, data: str | None = None, tracking_uri: str |
         run_id = tracker.start_run(cfg, dataset=dataset_info.to_dict(), run_name=run_name,
                                    tags={"ray.storage_path": storage_path, "ray.run_name": run_name,
                                          "workers": str(world),
-                                         **({"init_weights": str(init_weights)} if init_state else {})})
-    if "://" not in storage_path:
-        info = {"cfg": cfg.to_dict(), "mlflow_run_id": run_id, "tracking_uri": uri,
-                "dataset": dataset_info.to_dict()}
-        Path(run_dir, RUN_INFO).write_text(json.dumps(info, indent=2))
+                                         **({"init_weights": str(init_weights)} if init_state else {}),
+                                         **fork_tags})
+    elif tracker is not None and run_id is not None:  # a resumed run: the same MLflow run continues
+        tracker.reopen_run(run_id)
+        if extended_from is not None:
+            tracker.set_tags(run_id, {"resume.max_iterations": f"{extended_from} -> {cfg.optim.max_iterations}"})
+    write_run_file(run_dir, RUN_INFO, {"cfg": cfg.to_dict(), "mlflow_run_id": run_id, "tracking_uri": uri,
+                                       "dataset": dataset_info.to_dict()})
+    remove_run_file(run_dir, DIVERGED)
 
     from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
@@ -247,9 +360,15 @@ def train(cfg: ExperimentConfig, *, data: str | None = None, tracking_uri: str |
     use_gpu = c.gpus_per_worker > 0
     resources = {"CPU": c.cpus_per_worker, **({"GPU": c.gpus_per_worker} if use_gpu else {}),
                  **(resources_per_worker or {})}
-    started = _init_ray(ray_address, num_cpus)
+    try:
+        started = _init_ray(ray_address, num_cpus)
+    except BaseException as err:
+        if tracker is not None and run_id:
+            tracker.end_run(run_id, "FAILED", error=f"cannot start or reach Ray: {err}")
+        raise
     loop_config = {"cfg": cfg.to_dict(), "source": source, "dataset": dataset_info.to_dict(),
                    "tracking_uri": uri, "mlflow_run_id": run_id, "init_state": init_state,
+                   "fork_checkpoint": fork_checkpoint, "run_dir": run_dir,
                    "log_every": log_every or max(1, min(50, cfg.optim.max_iterations // 30))}
     trainer = TorchTrainer(
         train_loop_per_worker, train_loop_config=loop_config,
@@ -263,20 +382,23 @@ def train(cfg: ExperimentConfig, *, data: str | None = None, tracking_uri: str |
             logging_config=LoggingConfig(log_level="WARNING"),
             failure_config=FailureConfig(max_failures=max_failures),
             checkpoint_config=CheckpointConfig(num_to_keep=cfg.optim.keep_best,
-                                               checkpoint_score_attribute="val_mse",
+                                               checkpoint_score_attribute=SELECTION,
                                                checkpoint_score_order="min"),
         ),
     )
+    def failed(message: str) -> TrainError:
+        if tracker is not None and run_id:
+            tracker.end_run(run_id, "FAILED", error=message)
+        return TrainError(message)
+
     try:
         result = trainer.fit()
     except Exception as err:
-        if tracker is not None and run_id:
-            tracker.end_run(run_id, "FAILED")
-        raise TrainError(f"training run {run_dir} failed: {err}") from err
+        raise failed(f"training run {run_dir} failed: {err}") from err
     except BaseException:  # SIGTERM (SystemExit) or Ctrl-C: the run was stopped, not failed
         disarm_native_abort()
         if tracker is not None and run_id:
-            tracker.end_run(run_id, "KILLED")
+            tracker.end_run(run_id, "KILLED", error="stopped (signal or interrupt)")
         raise
     finally:
         if started:
@@ -284,9 +406,14 @@ def train(cfg: ExperimentConfig, *, data: str | None = None, tracking_uri: str |
 
             ray.shutdown()
     if result.error is not None:
-        if tracker is not None and run_id:
-            tracker.end_run(run_id, "FAILED")
-        raise TrainError(f"training run {run_dir} failed: {result.error}")
+        raise failed(f"training run {run_dir} failed: {result.error}")
+    report = dict(result.metrics or {})
+    diverged = read_run_file(run_dir, DIVERGED)
+    if diverged is not None:
+        loss = float(diverged["loss"])
+        raise failed(f"training diverged at iteration {diverged['iteration']}: loss {loss:g}"
+                     + (f" above optim.divergence_loss={cfg.optim.divergence_loss:g}" if math.isfinite(loss) else "")
+                     + f" (optim.lr={cfg.optim.lr:g}); nothing was registered")
     scored = [(m.get("val_mse", math.nan), ck) for ck, m in (result.best_checkpoints or [])]
     finite = [(s, ck) for s, ck in scored if isinstance(s, float) and math.isfinite(s)]
     latest = result.checkpoint
@@ -303,4 +430,4 @@ def train(cfg: ExperimentConfig, *, data: str | None = None, tracking_uri: str |
                        latest_checkpoint=where(latest), best_metrics={"val_mse": best_score},
                        tracking_uri=uri, run_id=run_id, wall_s=time.perf_counter() - t0,
                        checkpoints=sorted(where(ck) for _, ck in scored),
-                       last_report=dict(result.metrics or {}))
+                       last_report=report)

@@ -17,7 +17,7 @@ from predrnn.config import ExperimentConfig
 from predrnn.steps import eval_step, evaluate
 from predrnn.train.data import ClipSource, ZarrSource, iterate_batches, load_batch
 from predrnn.train.loop import evaluation_metrics
-from predrnn.train.state import MODEL_DIR
+from predrnn.train.state import MODEL_DIR, iteration_of
 from predrnn.values import field_units
 
 
@@ -184,8 +184,35 @@ def finish(result: Any, *, out_dir: str | Path, split: str = "test", register: b
         register: log the model to MLflow and register a new version with alias ``challenger``.
 
     Returns:
-        A summary dict (paths, metrics, model URIs).
+        A summary dict (paths, metrics, model URIs, ``iterations``: the last trained iteration,
+        ``run_id``).
+
+    The run's MLflow run (if any) ends here: FINISHED after the test metrics (and, with ``register``,
+    the model) are logged, FAILED with the error as the tag ``error`` if this raises, KILLED on an
+    interrupt.
     """
+    tracker = None
+    if result.run_id and result.tracking_uri:
+        from predrnn.tracking import Tracker
+
+        tracker = Tracker(result.tracking_uri, check=False)
+    try:
+        summary = _finish(result, tracker, out_dir=out_dir, split=split, register=register, source=source)
+    except Exception as err:
+        if tracker is not None:
+            tracker.end_run(result.run_id, "FAILED", error=f"final evaluation failed: {type(err).__name__}: {err}")
+        raise
+    except BaseException:
+        if tracker is not None:
+            tracker.end_run(result.run_id, "KILLED", error="stopped (signal or interrupt)")
+        raise
+    if tracker is not None:
+        tracker.end_run(result.run_id)
+    return summary
+
+
+def _finish(result: Any, tracker: Any, *, out_dir: str | Path, split: str, register: bool,
+            source: ClipSource | None) -> dict[str, Any]:
     from predrnn.checkpoint import load_model_dir
 
     out = Path(out_dir)
@@ -223,18 +250,18 @@ def finish(result: Any, *, out_dir: str | Path, split: str = "test", register: b
         f"{split}_ssim": metrics["model"].get("ssim"), "tracking_uri": result.tracking_uri,
         "run_id": result.run_id, "table": lead_time_table(metrics, units=units), "scores": cards,
         "units": units, "scorecard": str(card_md),
+        "iterations": iteration_of(result.latest_checkpoint) or (result.last_report or {}).get("iteration"),
     }
-    if register and result.run_id and result.tracking_uri:
-        from predrnn.scorecard import summary_values
-        from predrnn.tracking import Tracker
-
-        tracker = Tracker(result.tracking_uri)
+    if tracker is not None:  # test metrics and pictures belong to the run, registered or not
         flat = evaluation_metrics(metrics, split)
         tracker.log_metrics(result.run_id, flat, step=cfg.optim.max_iterations)
         log_scorecard(tracker, result.run_id, cards, split)
         for path in (pics["png"], pics["gif"], plot, out / "config.json", out / f"{split}_metrics.json",
                      card_md, card_png):
             tracker.log_artifact(result.run_id, path, "evaluation")
+    if register and tracker is not None:
+        from predrnn.scorecard import summary_values
+
         ds = source.open(split, length=cfg.data.total_length, rank=0, world_size=1)
         example = load_batch(ds, [0, 1 % len(ds)])[:, : cfg.data.input_length].numpy()
         tags = {"dataset": result.dataset["uri"], "dataset_version": result.dataset.get("version", ""),
@@ -246,7 +273,6 @@ def finish(result: Any, *, out_dir: str | Path, split: str = "test", register: b
                 **{f"{split}_{k}": f"{v:.6g}" for k, v in summary_values(cards["model"]).items()
                    if k not in ("mse", "ssim")}}
         reg = tracker.log_and_register(result.run_id, model_dir, cfg, example, version_tags=tags)
-        tracker.end_run(result.run_id)
         summary.update(model_uri=reg["model_uri"], model_alias_uri=reg["alias"],
                        logged_model_uri=reg["logged_model_uri"], registered_model=reg["name"],
                        model_version=reg["version"])

@@ -13,6 +13,7 @@ the optimisation problem the same (up to the data order); it only changes the sp
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import shutil
@@ -28,7 +29,7 @@ from predrnn.checkpoint import CheckpointError, load_state_checked
 from predrnn.config import ExperimentConfig
 from predrnn.models import build_model
 from predrnn.sampling import sampling_mask
-from predrnn.steps import evaluate, train_step
+from predrnn.steps import StepResult, evaluate, train_step
 from predrnn.train.data import batch_indices, epoch_of, iterate_batches, load_batch, mask_generator
 from predrnn.train.state import (
     TrainState,
@@ -73,6 +74,89 @@ def evaluation_metrics(result: dict[str, Any], prefix: str) -> dict[str, float]:
     return out
 
 
+# Ray keeps the ``keep_best`` checkpoints of lowest SELECTION (plus the latest). A checkpoint saved without
+# an evaluation ranks last with a finite WORST: Ray's run snapshot stores NaN as null, which it cannot
+# score again when the run is resumed.
+SELECTION = "selection_val_mse"
+WORST = 1e300
+DIVERGED = "diverged.json"  # written into the run directory by rank 0 when training diverges
+
+
+def write_run_file(run_dir: str, name: str, record: dict[str, Any]) -> None:
+    """Write ``record`` as JSON to ``run_dir/name`` (a local folder or a ``scheme://`` URI)."""
+    import json
+
+    data = json.dumps(record, indent=2).encode()
+    if "://" in run_dir:
+        import pyarrow.fs as pafs
+
+        fs, path = pafs.FileSystem.from_uri(run_dir)
+        fs.create_dir(path, recursive=True)
+        with fs.open_output_stream(f"{path}/{name}") as fh:
+            fh.write(data)
+    else:
+        Path(run_dir).mkdir(parents=True, exist_ok=True)
+        Path(run_dir, name).write_bytes(data)
+
+
+def read_run_file(run_dir: str, name: str) -> dict[str, Any] | None:
+    """The JSON record ``run_dir/name``, or None when absent."""
+    import json
+
+    try:
+        if "://" in run_dir:
+            import pyarrow.fs as pafs
+
+            fs, path = pafs.FileSystem.from_uri(run_dir)
+            with fs.open_input_stream(f"{path}/{name}") as fh:
+                return dict(json.loads(fh.read()))
+        return dict(json.loads(Path(run_dir, name).read_bytes()))
+    except (FileNotFoundError, OSError):
+        return None
+
+
+def remove_run_file(run_dir: str, name: str) -> None:
+    """Delete ``run_dir/name`` if present."""
+    if "://" in run_dir:
+        import pyarrow.fs as pafs
+
+        fs, path = pafs.FileSystem.from_uri(run_dir)
+        with contextlib.suppress(FileNotFoundError, OSError):
+            fs.delete_file(f"{path}/{name}")
+    else:
+        Path(run_dir, name).unlink(missing_ok=True)
+
+
+def diverged(loss: float, bound: float, world: int, device: torch.device) -> bool:
+    """True on every rank when any rank's training loss is non-finite or above ``bound`` (> 0)."""
+    bad = not math.isfinite(loss) or (bound > 0 and loss > bound)
+    if world > 1:
+        flag = torch.tensor([1.0 if bad else 0.0], device=device)
+        torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
+        bad = bool(flag.item() > 0)
+    return bad
+
+
+def train_iteration(model: torch.nn.Module, optimizer: torch.optim.Optimizer, train_ds: Any, it: int,
+                    cfg: ExperimentConfig, *, rank: int, batch: int, device: torch.device | str = "cpu",
+                    amp: str = "none") -> tuple[StepResult, float, float]:
+    """Global iteration ``it`` (from 1) on one rank: its batch of its shard, the sampling mask of the
+    schedule (reverse scheduled sampling or scheduled sampling, :func:`predrnn.sampling.sampling_mask`,
+    drawn from a generator seeded by (seed, rank, iteration)), and one :func:`predrnn.steps.train_step`
+    with the decoupling weight ``optim.decouple_beta``. Returns the step's losses and the schedule's
+    ``(r_eta, eta)``; batch, mask and update are a pure function of (seed, rank, iteration, weights)."""
+    o, d = cfg.optim, cfg.data
+    idx = batch_indices(it, shard_size=len(train_ds), batch=batch, seed=o.seed, rank=rank)
+    if hasattr(train_ds, "set_epoch"):  # new random windows of long clips each epoch, a function of `it`
+        train_ds.set_epoch(epoch_of(it, shard_size=len(train_ds), batch=batch))
+    frames = load_batch(train_ds, idx).to(device, non_blocking=True)
+    mask, r_eta, eta = sampling_mask(it, cfg.sampling, batch=batch, input_length=d.input_length,
+                                     total_length=d.total_length, generator=mask_generator(o.seed, rank, it))
+    res = train_step(model, optimizer, frames, mask.to(device), beta=o.decouple_beta,
+                     reverse_input=o.reverse_input, grad_clip=o.grad_clip, amp=amp, values=cfg.values)
+    return res, r_eta, eta
+
+
 def _fmt_eta(seconds: float) -> str:
     if not math.isfinite(seconds):
         return "?"
@@ -82,10 +166,13 @@ def _fmt_eta(seconds: float) -> str:
 
 
 def restore_latest(checkpoint: Any) -> TrainState:
-    """Load ``checkpoint`` (a ``ray.train.Checkpoint``) or, if it is unreadable, the newest older one.
+    """Load the newest readable checkpoint among ``checkpoint`` (a ``ray.train.Checkpoint``) and its
+    sibling ``iter_*`` directories in the same run storage.
 
-    Older candidates are the sibling ``iter_*`` directories in the same run storage. Each
-    unreadable one is reported on stderr with the file that failed.
+    A sibling newer than Ray's pick is a checkpoint written completely before the run was stopped but
+    not yet registered by Ray: training continues from it, so no interval is lost. Each unreadable
+    candidate (corrupt, or cut short by the stop) is reported on stderr with the file that failed, and
+    the next older one is tried.
     """
     import pyarrow.fs as pafs
     from ray.train import Checkpoint
@@ -97,8 +184,10 @@ def restore_latest(checkpoint: Any) -> TrainState:
     try:
         infos = fs.get_file_info(pafs.FileSelector(parent))
         named = [(order_of(i.path), i.path) for i in infos if i.type == pafs.FileType.Directory]
-        older = sorted(((o, p) for o, p in named if o is not None and (own is None or o < own)), reverse=True)
-        candidates += [Checkpoint(p, filesystem=fs) for _, p in older]
+        others = sorted(((o, p) for o, p in named if o is not None and o != own), reverse=True)
+        newer = [Checkpoint(p, filesystem=fs) for o, p in others if own is not None and o > own]
+        older = [Checkpoint(p, filesystem=fs) for o, p in others if own is None or o < own]
+        candidates = [*newer, checkpoint, *older]
     except OSError as err:
         print(f"warning: cannot list older checkpoints in {parent}: {err}", file=sys.stderr, flush=True)
     for cand in candidates:
@@ -157,12 +246,20 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         load_weights_into(model, state)
         if rank == 0:
             print(f"resuming from {state.path} at iteration {state.iteration}", flush=True)
+    elif config.get("fork_checkpoint"):  # a new run from another run's full training state
+        from ray.train import Checkpoint
+
+        state = restore_latest(Checkpoint(config["fork_checkpoint"]))
+        load_weights_into(model, state)
+        if rank == 0:
+            print(f"fork: starting from {state.path} at iteration {state.iteration}", flush=True)
     elif config.get("init_state") is not None:
         load_state_checked(model, config["init_state"], source="warm-start weights")
         if rank == 0:
             print("warm start: initialised from the given model's weights", flush=True)
     start = state.iteration if state else 0
-    session = state.session + 1 if state else 0
+    forked = ckpt is None and state is not None
+    session = 0 if forked or state is None else state.session + 1
 
     on_gpu = device.type == "cuda"
     if on_gpu and c.channels_last:
@@ -174,6 +271,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     optimizer = torch.optim.Adam(model.parameters(), lr=o.lr)
     if state is not None:
         optimizer.load_state_dict(state.optimizer)
+        for group in optimizer.param_groups:  # the run's own learning rate (a fork may change it)
+            group["lr"] = o.lr
         if len(state.rng) == world:
             set_rng_state(state.rng[rank])
     if c.compile:
@@ -203,15 +302,18 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
               f"{batch} (global {o.batch_size}), lr {o.lr}, device {device}", flush=True)
 
     for it in range(start + 1, o.max_iterations + 1):
-        idx = batch_indices(it, shard_size=len(train_ds), batch=batch, seed=o.seed, rank=rank)
-        if hasattr(train_ds, "set_epoch"):  # new random windows of long clips each epoch, a function of `it`
-            train_ds.set_epoch(epoch_of(it, shard_size=len(train_ds), batch=batch))
-        frames = load_batch(train_ds, idx).to(device, non_blocking=True)
-        gen = mask_generator(o.seed, rank, it)
-        mask, r_eta, eta = sampling_mask(it, cfg.sampling, batch=batch, input_length=d.input_length,
-                                         total_length=d.total_length, generator=gen)
-        res = train_step(model, optimizer, frames, mask.to(device), beta=o.decouple_beta,
-                         reverse_input=o.reverse_input, grad_clip=o.grad_clip, amp=amp, values=cfg.values)
+        res, r_eta, eta = train_iteration(model, optimizer, train_ds, it, cfg, rank=rank, batch=batch,
+                                          device=device, amp=amp)
+        if diverged(res.loss, o.divergence_loss, world, device):
+            # every rank stops at the same iteration (the flag is all-reduced), reports once and returns:
+            # the driver marks the run FAILED and nothing is registered; no worker-group restart
+            if rank == 0:
+                print(f"it {it:>6}  training diverged: loss {res.loss:.4g}"
+                      + (f" above optim.divergence_loss={o.divergence_loss:g}" if math.isfinite(res.loss) else ""),
+                      flush=True)
+                if config.get("run_dir"):
+                    write_run_file(config["run_dir"], DIVERGED, {"iteration": it, "loss": repr(float(res.loss))})
+            return
         window["loss"] += res.loss
         window["mse"] += res.mse
         window["decouple"] += res.decouple
@@ -271,8 +373,9 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             steady = math.nan
             if t_steady is not None and it > warmup:
                 steady = (t_step_end - t_steady) / (it - warmup)
+            val_mse = last_val.get("val_mse", math.nan) if evaluated else math.nan
             report = {"iteration": it, "r_eta": r_eta, "eta": eta, "seconds_per_iteration": steady,
-                      "val_mse": last_val.get("val_mse", float("nan")) if evaluated else float("nan")}
+                      "val_mse": val_mse, SELECTION: val_mse if math.isfinite(val_mse) else WORST}
             if rank == 0:
                 tmp = tempfile.mkdtemp(prefix="predrnn-ckpt-")
                 try:

@@ -120,6 +120,8 @@ def load_checkpoint(path: str | Path, *, map_location: str | torch.device = "cpu
     state_file = path / STATE_FILE
     if not state_file.is_file():
         raise CheckpointError(f"checkpoint file not found: {state_file}")
+    if not (path / META_FILE).is_file():  # written last: without it the copy was cut short
+        raise CheckpointError(f"incomplete checkpoint: {path / META_FILE} not found")
     try:
         # Optimiser state and numpy RNG states need full unpickling; only our own files are read here.
         blob = torch.load(state_file, map_location=map_location, weights_only=False)

@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -17,7 +18,9 @@ import pytest
 from train_helpers import TINY, free_port, last_json
 from typer.testing import CliRunner
 
+from predrnn.checkpoint import load_model_dir
 from predrnn.cli import app
+from predrnn.predict import forecast_array
 
 pytestmark = [pytest.mark.slow, pytest.mark.ray, pytest.mark.mlflow]
 runner = CliRunner()
@@ -123,6 +126,24 @@ def test_static_field_end_to_end_in_mm_per_hour(local_ray, static_rain, tmp_path
         with urllib.request.urlopen(req, timeout=60) as resp:  # noqa: S310
             served = np.asarray(json.loads(resp.read())["predictions"], np.float32)
         np.testing.assert_allclose(served, from_dir, rtol=1e-6, atol=1e-5)
+        # another context length and frame size (the model has no layer norm) give predict's forecast
+        model_dir, dir_cfg = load_model_dir(tmp_path / "out" / "model")
+        other = np.nan_to_num(clips[-2:, :2, :16, :24, None], nan=1.0).astype(np.float64)
+        body = json.dumps({"inputs": other.tolist(), "params": {"horizon": 2}}).encode()
+        req = urllib.request.Request(f"http://127.0.0.1:{port}/invocations", data=body,
+                                     headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(req, timeout=60) as resp:  # noqa: S310
+            served = np.asarray(json.loads(resp.read())["predictions"], np.float32)
+        np.testing.assert_allclose(served, forecast_array(model_dir, dir_cfg, other, 2), rtol=1e-6, atol=1e-5)
+        # a context the model cannot take: HTTP 400 and one line naming what was expected, not the array
+        body = json.dumps({"inputs": np.zeros((1, 2, 16, 18, 1)).tolist()}).encode()
+        req = urllib.request.Request(f"http://127.0.0.1:{port}/invocations", data=body,
+                                     headers={"Content-Type": "application/json"})
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(req, timeout=60)  # noqa: S310
+        assert refused.value.code == 400
+        message = json.loads(refused.value.read())["message"]
+        assert "multiples of the patch size 4" in message and "\n" not in message and len(message) < 300
     finally:
         os.killpg(serve.pid, signal.SIGTERM)
         serve.wait(timeout=30)

@@ -97,6 +97,23 @@ def test_two_workers_track_and_register(local_ray, tiny_dataset, tracking_uri, t
     context = np.random.default_rng(0).random((3, 4, 32, 32, 1), dtype=np.float32)
     assert pyfunc.predict(context).shape == (3, 4, 32, 32, 1)
     assert pyfunc.predict(context, params={"horizon": 6}).shape == (3, 6, 32, 32, 1)
+    # what predict accepts, the registered model accepts, with the same forecast: 8-bit levels as uint8 or
+    # int64 and their /255 floats of any width; any context length; (no layer norm) any frame size
+    from predrnn.predict import forecast_array
+
+    levels = np.random.default_rng(1).integers(0, 256, (2, 4, 32, 32, 1)).astype(np.uint8)
+    direct, direct_cfg = load_registered_model("models:/predrnn-v2/1", tracking_uri=tracking_uri)
+    want = forecast_array(direct, direct_cfg, levels, 3)
+    for x in (levels, levels.astype(np.int64), levels.astype(np.float32) / 255, levels.astype(np.float64) / 255):
+        np.testing.assert_allclose(pyfunc.predict(x, params={"horizon": 3}), want, atol=1e-6, err_msg=str(x.dtype))
+    for t_in in (1, 10):
+        ctx = np.random.default_rng(t_in).random((2, t_in, 32, 32, 1))
+        np.testing.assert_allclose(pyfunc.predict(ctx, params={"horizon": 2}),
+                                   forecast_array(direct, direct_cfg, ctx, 2), atol=1e-6)
+    wide = np.random.default_rng(2).random((2, 4, 16, 48, 1))
+    assert pyfunc.predict(wide, params={"horizon": 2}).shape == (2, 2, 16, 48, 1)
+    with pytest.raises(mlflow.exceptions.MlflowException, match=r"frames are \(16, 18, 1\); the model expects"):
+        pyfunc.predict(np.zeros((2, 4, 16, 18, 1), np.float32))
     model, loaded_cfg = load_registered_model("models:/predrnn-v2/1", tracking_uri=tracking_uri)
     assert loaded_cfg.data.img_height == 32 and sum(p.numel() for p in model.parameters()) > 0
 
@@ -171,7 +188,7 @@ def test_resume_falls_back_past_a_corrupt_checkpoint(local_ray, tiny_dataset, tr
     latest = Path(first.latest_checkpoint)
     assert latest.name == "iter_0000008"
     (latest / STATE_FILE).write_bytes(b"corrupted on purpose")
-    again = train(tiny_config("optim.lr=0.5"), resume=first.run_dir, tracking_uri=tracking_uri, log_every=1)
+    again = train(tiny_config(), resume=first.run_dir, tracking_uri=tracking_uri, log_every=1)
     assert again.run_id == first.run_id and again.cfg.optim.lr == cfg.optim.lr  # the run's own config
     assert Path(again.latest_checkpoint).name == "iter_0000008.1"
     resumed = MlflowClient(tracking_uri).get_metric_history(first.run_id, "resumed_from_iteration")

@@ -1,0 +1,189 @@
+"""The run lifecycle on real Ray Train and MLflow: resume extends the same run, fork starts a new one
+from a run's training state, divergence stops training, and every MLflow run ends in a terminal state."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from train_helpers import TINY, last_json, tiny_config
+
+from predrnn.train import TrainError, configure, finish, train
+from predrnn.train.state import META_FILE, MODEL_DIR, iteration_of
+
+pytestmark = [pytest.mark.slow, pytest.mark.ray, pytest.mark.mlflow]
+
+
+def _cli(*args: str):
+    from typer.testing import CliRunner
+
+    from predrnn.cli import app
+
+    return CliRunner().invoke(app, list(args))
+
+
+def _sets(*items: str) -> list[str]:
+    out: list[str] = []
+    for item in items:
+        out += ["--set", item]
+    return out
+
+
+def _loss_steps(client, run_id: str) -> list[int]:
+    return sorted(m.step for m in client.get_metric_history(run_id, "loss"))
+
+
+def test_resume_extends_the_same_run_and_refuses_other_changes(local_ray, tiny_dataset, tracking_uri, tmp_path):
+    from mlflow import MlflowClient
+
+    common = ["--tracking-uri", tracking_uri, "--storage", str(tmp_path / "runs"), "--no-register",
+              "--out", str(tmp_path / "out")]
+    res = _cli("train", "--data", tiny_dataset, "--preset", "quick", "--workers", "1", *common,
+               *_sets(*TINY, "optim.max_iterations=4"))
+    assert res.exit_code == 0, res.output
+    first = last_json(res.output)
+    assert first["iterations"] == 4 and first["run_id"]
+    client = MlflowClient(tracking_uri)
+    assert client.get_run(first["run_id"]).info.status == "FINISHED"  # --no-register ends the run too
+
+    # any change but a larger optim.max_iterations is refused, naming it, before anything starts
+    t0 = time.perf_counter()
+    res = _cli("train", "--resume", first["run_dir"], *common, *_sets("optim.lr=0.5", "optim.max_iterations=8"))
+    assert res.exit_code == 2 and "refused: optim.lr 0.001 -> 0.5" in res.output, res.output
+    assert time.perf_counter() - t0 < 10
+    res = _cli("train", "--resume", first["run_dir"], "--preset", "quick", *common)
+    assert res.exit_code == 2 and "drop --preset/--config" in res.output, res.output
+
+    res = _cli("train", "--resume", first["run_dir"], *common, *_sets("optim.max_iterations=8"))
+    assert res.exit_code == 0, res.output
+    second = last_json(res.output)
+    assert second["run_id"] == first["run_id"] and second["iterations"] == 8
+    assert "iterations 5..8" in res.output
+    run = client.get_run(first["run_id"])
+    assert run.info.status == "FINISHED" and run.data.tags["resume.max_iterations"] == "4 -> 8"
+    assert _loss_steps(client, first["run_id"]) == list(range(1, 9))
+
+
+def test_fork_starts_a_new_run_from_the_training_state(local_ray, tiny_dataset, tracking_uri, tmp_path):
+    from mlflow import MlflowClient
+
+    parent = train(configure(tiny_config("optim.max_iterations=4"), workers=1), data=tiny_dataset,
+                   tracking_uri=tracking_uri, storage_path=str(tmp_path / "runs"), log_every=1)
+
+    class Broken:
+        def open(self, *args, **kwargs):
+            raise OSError("the dataset store went away")
+
+    # a failure in the final evaluation ends the MLflow run FAILED with the error, not RUNNING
+    with pytest.raises(OSError):
+        finish(parent, out_dir=tmp_path / "p", source=Broken())
+    client = MlflowClient(tracking_uri)
+    run = client.get_run(parent.run_id)
+    assert run.info.status == "FAILED" and "the dataset store went away" in run.data.tags["error"]
+    res = _cli("train", "--fork", parent.run_dir, "--tracking-uri", tracking_uri, "--storage",
+               str(tmp_path / "runs"), "--no-register", "--out", str(tmp_path / "f"),
+               *_sets("optim.max_iterations=6", "optim.lr=0.0005"))
+    assert res.exit_code == 0, res.output
+    child = last_json(res.output)
+    assert child["run_id"] != parent.run_id and child["iterations"] == 6
+    run = client.get_run(child["run_id"])
+    assert run.data.tags["fork.parent_run_id"] == parent.run_id and run.data.tags["fork.parent_iteration"] == "4"
+    assert run.data.params["optim.lr"] == "0.0005" and run.info.status == "FINISHED"
+    assert _loss_steps(client, child["run_id"]) == [5, 6]  # continues the parent's iterations
+    assert [m.value for m in client.get_metric_history(child["run_id"], "lr")] == [0.0005, 0.0005]
+    # a fork must train beyond the state it starts from
+    res = _cli("train", "--fork", parent.run_dir, "--tracking-uri", tracking_uri, "--storage",
+               str(tmp_path / "runs"), *_sets("optim.max_iterations=4"))
+    assert res.exit_code == 2 and "latest checkpoint is at iteration 4" in res.output, res.output
+
+
+def test_a_diverging_loss_stops_training_and_registers_nothing(local_ray, tiny_dataset, tracking_uri, tmp_path):
+    from mlflow import MlflowClient
+
+    res = _cli("train", "--data", tiny_dataset, "--preset", "quick", "--workers", "2", "--tracking-uri",
+               tracking_uri, "--storage", str(tmp_path / "runs"), "--out", str(tmp_path / "out"),
+               *_sets(*TINY, "optim.lr=1e30", "optim.max_iterations=20", "optim.checkpoint_interval=20"))
+    assert res.exit_code == 2, res.output
+    line = [ln for ln in res.output.splitlines() if ln.startswith("error:")]
+    assert len(line) == 1 and "training diverged at iteration" in line[0] and "nothing was registered" in line[0]
+    stopped = int(line[0].split("training diverged at iteration ")[1].split(":")[0])
+    assert stopped < 20
+    client = MlflowClient(tracking_uri)
+    (run,) = client.search_runs([client.get_experiment_by_name("predrnn").experiment_id])
+    assert run.info.status == "FAILED" and "training diverged" in run.data.tags["error"]
+    assert max(_loss_steps(client, run.info.run_id)) < stopped  # the non-finite loss itself is not logged
+    assert client.search_model_versions("name='predrnn-v2'") == []
+    assert not (tmp_path / "out" / "model").exists()
+
+
+def _weights(checkpoint: str) -> dict[str, torch.Tensor]:
+    from predrnn.checkpoint import load_model_dir
+
+    model, _ = load_model_dir(Path(checkpoint) / MODEL_DIR)
+    return model.state_dict()
+
+
+def _train_workers() -> list[int]:
+    out = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/cmdline", "rb") as fh:
+                    if b"RayTrainWorker" in fh.read():
+                        out.append(int(entry))
+            except OSError:
+                continue
+    return out
+
+
+def test_a_killed_run_resumes_from_its_latest_complete_checkpoint_exactly(local_ray, tiny_dataset, tracking_uri,
+                                                                           tmp_path):
+    """Checkpoints every 10, evaluation every 20 (checkpoints without an evaluation in between): a run
+    killed after iter_20 resumes from the newest complete checkpoint on disk, and ends bit-identical to an
+    uninterrupted run."""
+    from mlflow import MlflowClient
+
+    cfg = configure(tiny_config("optim.max_iterations=80", "optim.checkpoint_interval=10",
+                                "optim.eval_interval=20", "optim.keep_best=2"), workers=1)
+    reference = train(cfg, data=tiny_dataset, track=False, storage_path=str(tmp_path / "ref"), log_every=20)
+    storage, name = tmp_path / "runs", "killed"
+    killed: dict[str, int] = {}
+
+    def killer() -> None:
+        deadline = time.time() + 240
+        while time.time() < deadline:
+            done = [p for p in (storage / name).glob("iter_*") if (p / META_FILE).exists()]
+            if any((iteration_of(p.name) or 0) >= 20 for p in done):
+                for pid in _train_workers():
+                    os.kill(pid, signal.SIGKILL)
+                    killed["pid"] = pid
+                return
+            time.sleep(0.02)
+
+    thread = threading.Thread(target=killer, daemon=True)
+    thread.start()
+    with pytest.raises(TrainError):  # the worker died and no restart was allowed
+        train(cfg, data=tiny_dataset, tracking_uri=tracking_uri, storage_path=str(storage), run_name=name,
+              max_failures=0, log_every=20)
+    thread.join(timeout=5)
+    assert "pid" in killed, "no worker was killed"
+    client = MlflowClient(tracking_uri)
+    (run,) = client.search_runs([client.get_experiment_by_name("predrnn").experiment_id])
+    assert run.info.status == "FAILED"
+    complete = max(iteration_of(p.name) or 0 for p in (storage / name).glob("iter_*") if (p / META_FILE).exists())
+    assert complete >= 20
+
+    resumed = train(cfg, resume=str(storage / name), tracking_uri=tracking_uri, log_every=20)
+    assert resumed.run_id == run.info.run_id
+    assert client.get_run(resumed.run_id).info.status == "RUNNING"  # continued, until finish() ends it
+    starts = client.get_metric_history(resumed.run_id, "resumed_from_iteration")
+    assert [int(m.value) for m in starts] == [complete]
+    assert iteration_of(resumed.latest_checkpoint) == 80
+    ref, got = _weights(reference.latest_checkpoint), _weights(resumed.latest_checkpoint)
+    for key, value in ref.items():
+        assert torch.equal(value, got[key]), key
