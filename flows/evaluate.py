@@ -29,8 +29,8 @@ def evaluate_task(model: str, dataset: str, split: str = "test", max_clips: int 
         "scores": {"model": card, "persistence": card}, "summary": {"mse": .., "csi_m": .., ...},
         "persistence_summary": {...}, "table", "scorecard"}`` (a card as printed by ``predrnn score``).
     """
-    from predrnn.predict import load_forecaster
     from predrnn.scorecard import markdown, summary_values
+    from predrnn.tracking import load_forecaster
     from predrnn.train import ZarrSource, evaluate_split, lead_time_table, validate_dataset
     from predrnn.train.finalize import protocol, scorecards
     from predrnn.values import field_units

@@ -63,7 +63,8 @@ def predict_cmd(
     import numpy as np
 
     from predrnn.checkpoint import CheckpointError
-    from predrnn.predict import PredictError, check_context, forecast_array, load_forecaster
+    from predrnn.predict import PredictError, check_context, forecast_array
+    from predrnn.tracking import load_forecaster
 
     try:
         net, cfg = load_forecaster(model, tracking_uri=tracking_uri)

@@ -140,8 +140,7 @@ def register(app: typer.Typer) -> None:
         tool_env()
         from predrnn.checkpoint import CheckpointError
         from predrnn.cli import check_pools_and_scales, parse_list, score_labels
-        from predrnn.predict import load_forecaster
-        from predrnn.tracking import TrackingError
+        from predrnn.tracking import TrackingError, load_forecaster
         from predrnn.train import DatasetError, ZarrSource, evaluate_split, lead_time_table, validate_dataset
         from predrnn.train.finalize import protocol, scorecards
         from predrnn.values import field_units

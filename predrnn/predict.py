@@ -1,4 +1,5 @@
-"""Forecast numpy arrays with a model directory or a registered model."""
+"""Forecast numpy arrays with a loaded model (a model directory or a registered model, loaded by
+:func:`predrnn.checkpoint.load_model_dir` or :func:`predrnn.tracking.load_forecaster`); no tracking code."""
 
 from __future__ import annotations
 
@@ -13,17 +14,6 @@ from predrnn.config import ExperimentConfig
 
 class PredictError(ValueError):
     """The input to a forecast does not fit the model."""
-
-
-def load_forecaster(ref: str, *, tracking_uri: str | None = None) -> tuple[nn.Module, ExperimentConfig]:
-    """A model directory, or an MLflow registry URI (``models:/NAME@ALIAS``, ``models:/NAME/VERSION``)."""
-    if ref.startswith(("models:/", "runs:/", "mlflow-artifacts:/")):
-        from predrnn.tracking import load_registered_model  # MLflow stays at the edge
-
-        return load_registered_model(ref, tracking_uri=tracking_uri)
-    from predrnn.checkpoint import load_model_dir
-
-    return load_model_dir(ref)
 
 
 def as_unit_float(clips: np.ndarray) -> np.ndarray:

@@ -372,6 +372,21 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(name)
 
 
+def load_forecaster(ref: str, *, tracking_uri: str | None = None) -> tuple[Any, ExperimentConfig]:
+    """``(nn.Module, ExperimentConfig)`` of a model directory, or of an MLflow registry URI
+    (``models:/NAME@ALIAS``, ``models:/NAME/VERSION``, ``runs:/...``) from ``tracking_uri``.
+
+    Raises:
+        CheckpointError: a model directory that cannot be read.
+        TrackingError: the store is unreachable or the reference does not resolve.
+    """
+    if ref.startswith(("models:/", "runs:/", "mlflow-artifacts:/")):
+        return load_registered_model(ref, tracking_uri=tracking_uri)
+    from predrnn.checkpoint import load_model_dir
+
+    return load_model_dir(ref)
+
+
 def load_registered_model(ref: str, tracking_uri: str | None = None) -> tuple[Any, ExperimentConfig]:
     """``(nn.Module, ExperimentConfig)`` for ``models:/NAME@ALIAS``, ``models:/NAME/VERSION``, ``runs:/...``.
 

@@ -1,32 +1,38 @@
-"""Dependency direction: the library never imports flows/, and its core imports no orchestration tools."""
+"""Dependency direction, enforced by import-linter's contracts in pyproject.toml: the library never
+imports flows/, the core (model, data, metrics, steps, predict, checkpoint) imports neither the
+orchestration and tracking tools nor the library's edges, and no import circle joins two modules."""
 
 from __future__ import annotations
 
-import ast
+import subprocess
+import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1] / "predrnn"
-CORE = ["config.py", "patching.py", "sampling.py", "losses.py", "metrics.py", "steps.py", "checkpoint.py",
-        "predict.py", "viz.py", "bench.py", "models", "data"]
-EDGE_TOOLS = {"prefect", "ray", "mlflow"}
+ROOT = Path(__file__).resolve().parents[1]
 
 
-def _imports(path: Path) -> set[str]:
-    names: set[str] = set()
-    for node in ast.walk(ast.parse(path.read_text())):
-        if isinstance(node, ast.Import):
-            names |= {a.name.split(".")[0] for a in node.names}
-        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            names.add(node.module.split(".")[0])
-    return names
+def _lint_imports(cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([str(Path(sys.executable).parent / "lint-imports"), "--no-cache"], cwd=cwd,
+                          capture_output=True, text=True, timeout=300)
 
 
-def test_library_never_imports_flows():
-    offenders = [str(p.relative_to(ROOT)) for p in ROOT.rglob("*.py") if "flows" in _imports(p)]
-    assert offenders == []
+def test_import_contracts_are_kept():
+    res = _lint_imports(ROOT)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-2000:]
+    assert "Contracts: 4 kept, 0 broken." in res.stdout
 
 
-def test_core_imports_no_orchestration_tools():
-    files = [f for name in CORE for f in ((ROOT / name).rglob("*.py") if (ROOT / name).is_dir() else [ROOT / name])]
-    offenders = {str(f.relative_to(ROOT)): sorted(_imports(f) & EDGE_TOOLS) for f in files}
-    assert {k: v for k, v in offenders.items() if v} == {}
+def test_a_core_module_reaching_for_an_edge_breaks_a_contract(tmp_path):
+    """The contracts bite: a copy of the package whose metrics module imports MLflow and the tracking
+    edge is refused, naming both imports."""
+    import shutil
+
+    shutil.copytree(ROOT / "predrnn", tmp_path / "predrnn", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(ROOT / "flows", tmp_path / "flows", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(ROOT / "pyproject.toml", tmp_path / "pyproject.toml")
+    metrics = tmp_path / "predrnn" / "metrics.py"
+    leak = "\n\ndef _leak():\n    import mlflow\n\n    from predrnn import tracking\n"
+    metrics.write_text(metrics.read_text() + leak)
+    res = _lint_imports(tmp_path)
+    assert res.returncode != 0
+    assert "predrnn.metrics -> mlflow" in res.stdout and "predrnn.metrics -> predrnn.tracking" in res.stdout

@@ -19,17 +19,10 @@ from typing import Any
 
 from predrnn.config import ConfigError, ExperimentConfig
 from predrnn.tracking import state_dir
+from predrnn.train import storage
 from predrnn.train.data import ClipSource, DatasetInfo, ZarrSource, validate_dataset
-from predrnn.train.loop import (
-    DIVERGED,
-    SELECTION,
-    per_worker_batch,
-    read_run_file,
-    remove_run_file,
-    train_loop_per_worker,
-    write_run_file,
-)
-from predrnn.train.state import iteration_of, order_of
+from predrnn.train.loop import DIVERGED, SELECTION, per_worker_batch, train_loop_per_worker
+from predrnn.train.state import iteration_of
 
 RUN_INFO = "predrnn_run.json"
 
@@ -119,7 +112,7 @@ _RESUME_FREE = ("compute.", "tracking.tracking_uri", "values.", "data.dataset")
 
 def read_run_info(storage_path: str, run_name: str) -> dict[str, Any] | None:
     """The run's record (config, MLflow run id, dataset) written at its start, or None if absent."""
-    return read_run_file(f"{storage_path.rstrip('/')}/{run_name}", RUN_INFO)
+    return storage.read_json(f"{storage_path.rstrip('/')}/{run_name}", RUN_INFO)
 
 
 def run_config(ref: str, tracking_uri: str | None = None) -> ExperimentConfig:
@@ -135,24 +128,6 @@ def run_config(ref: str, tracking_uri: str | None = None) -> ExperimentConfig:
         raise TrainError(f"{ref}: {storage_path.rstrip('/')}/{run_name} holds no {RUN_INFO}; "
                          "pass a run directory written by predrnn train")
     return ExperimentConfig.from_dict(saved["cfg"]).validate()
-
-
-def latest_checkpoint(run_dir: str) -> str | None:
-    """The newest ``iter_*`` checkpoint directory of a run (local path or URI), or None."""
-    import pyarrow.fs as pafs
-
-    if "://" in run_dir:
-        fs, path = pafs.FileSystem.from_uri(run_dir)
-        scheme = run_dir.split("://", 1)[0] + "://"
-    else:
-        fs, path, scheme = pafs.LocalFileSystem(), str(Path(run_dir).absolute()), ""
-    try:
-        infos = fs.get_file_info(pafs.FileSelector(path))
-    except (FileNotFoundError, OSError):
-        return None
-    named = [(order_of(i.path), i.path) for i in infos if i.type == pafs.FileType.Directory]
-    found = sorted((o, p) for o, p in named if o is not None)
-    return scheme + found[-1][1] if found else None
 
 
 def resumed_config(saved: ExperimentConfig, given: ExperimentConfig) -> ExperimentConfig:
@@ -221,7 +196,7 @@ def _initial_weights(cfg: ExperimentConfig, ref: str, tracking_uri: str | None) 
     """The state dict of ``ref`` (model directory or registry URI), checked against ``cfg``'s model."""
     from predrnn.checkpoint import CheckpointError, load_state_checked
     from predrnn.models import build_model
-    from predrnn.predict import load_forecaster
+    from predrnn.tracking import load_forecaster
 
     try:
         source_model, _ = load_forecaster(ref, tracking_uri=tracking_uri)
@@ -324,7 +299,7 @@ def train(cfg: ExperimentConfig, *, data: str | None = None, tracking_uri: str |
     if fork and not resume:
         parent_storage, parent_name = resolve_resume(fork, uri)
         parent = read_run_info(parent_storage, parent_name) or {}
-        fork_checkpoint = latest_checkpoint(f"{parent_storage.rstrip('/')}/{parent_name}")
+        fork_checkpoint = storage.latest_checkpoint(f"{parent_storage.rstrip('/')}/{parent_name}")
         if fork_checkpoint is None:
             raise TrainError(f"--fork {fork}: the run has no checkpoint to start from")
         at = iteration_of(fork_checkpoint) or 0
@@ -349,10 +324,13 @@ def train(cfg: ExperimentConfig, *, data: str | None = None, tracking_uri: str |
         tracker.reopen_run(run_id)
         if extended_from is not None:
             tracker.set_tags(run_id, {"resume.max_iterations": f"{extended_from} -> {cfg.optim.max_iterations}"})
-    write_run_file(run_dir, RUN_INFO, {"cfg": cfg.to_dict(), "mlflow_run_id": run_id, "tracking_uri": uri,
-                                       "dataset": dataset_info.to_dict()})
-    remove_run_file(run_dir, DIVERGED)
+    storage.write_json(run_dir, RUN_INFO, {"cfg": cfg.to_dict(), "mlflow_run_id": run_id, "tracking_uri": uri,
+                                           "dataset": dataset_info.to_dict()})
+    storage.remove(run_dir, DIVERGED)
 
+    # Ray gets the filesystem opened with our S3 settings (a bare s3:// URI would make it look for AWS)
+    s3 = storage.settings() if storage_path.startswith("s3://") else None
+    ray_fs, ray_storage = storage.filesystem(storage_path, s3) if "://" in storage_path else (None, storage_path)
     from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
@@ -368,7 +346,7 @@ def train(cfg: ExperimentConfig, *, data: str | None = None, tracking_uri: str |
         raise
     loop_config = {"cfg": cfg.to_dict(), "source": source, "dataset": dataset_info.to_dict(),
                    "tracking_uri": uri, "mlflow_run_id": run_id, "init_state": init_state,
-                   "fork_checkpoint": fork_checkpoint, "run_dir": run_dir,
+                   "fork_checkpoint": fork_checkpoint, "run_dir": run_dir, "s3": s3,
                    "log_every": log_every or max(1, min(50, cfg.optim.max_iterations // 30))}
     trainer = TorchTrainer(
         train_loop_per_worker, train_loop_config=loop_config,
@@ -376,7 +354,7 @@ def train(cfg: ExperimentConfig, *, data: str | None = None, tracking_uri: str |
         scaling_config=ScalingConfig(num_workers=world, use_gpu=use_gpu, resources_per_worker=resources,
                                      placement_strategy=placement_strategy),
         run_config=RunConfig(  # type: ignore[call-arg]  # Train V2's RunConfig (typed as V1's)
-            name=run_name, storage_path=storage_path,
+            name=run_name, storage_path=ray_storage, storage_filesystem=ray_fs,
             # Plain prints from the workers (progress lines) instead of Train's print-to-logger tee.
             worker_runtime_env={"env_vars": {"RAY_TRAIN_ENABLE_PRINT_PATCH": "0"}},
             logging_config=LoggingConfig(log_level="WARNING"),
@@ -408,7 +386,7 @@ def train(cfg: ExperimentConfig, *, data: str | None = None, tracking_uri: str |
     if result.error is not None:
         raise failed(f"training run {run_dir} failed: {result.error}")
     report = dict(result.metrics or {})
-    diverged = read_run_file(run_dir, DIVERGED)
+    diverged = storage.read_json(run_dir, DIVERGED)
     if diverged is not None:
         loss = float(diverged["loss"])
         raise failed(f"training diverged at iteration {diverged['iteration']}: loss {loss:g}"

@@ -25,9 +25,9 @@ def local_checkpoint(path: str, dest: str | Path) -> Path:
     """A local copy of checkpoint ``path`` (returned as is when already local)."""
     if "://" not in path and Path(path).is_dir():
         return Path(path)
-    from ray.train import Checkpoint
+    from predrnn.train import storage
 
-    return Path(Checkpoint(path).to_directory(str(dest)))
+    return Path(storage.checkpoint(path).to_directory(str(dest)))
 
 
 def score_options(cfg: ExperimentConfig, thresholds: Sequence[float] | None = None,

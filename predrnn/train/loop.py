@@ -13,7 +13,6 @@ the optimisation problem the same (up to the data order); it only changes the sp
 
 from __future__ import annotations
 
-import contextlib
 import math
 import os
 import shutil
@@ -80,51 +79,6 @@ def evaluation_metrics(result: dict[str, Any], prefix: str) -> dict[str, float]:
 SELECTION = "selection_val_mse"
 WORST = 1e300
 DIVERGED = "diverged.json"  # written into the run directory by rank 0 when training diverges
-
-
-def write_run_file(run_dir: str, name: str, record: dict[str, Any]) -> None:
-    """Write ``record`` as JSON to ``run_dir/name`` (a local folder or a ``scheme://`` URI)."""
-    import json
-
-    data = json.dumps(record, indent=2).encode()
-    if "://" in run_dir:
-        import pyarrow.fs as pafs
-
-        fs, path = pafs.FileSystem.from_uri(run_dir)
-        fs.create_dir(path, recursive=True)
-        with fs.open_output_stream(f"{path}/{name}") as fh:
-            fh.write(data)
-    else:
-        Path(run_dir).mkdir(parents=True, exist_ok=True)
-        Path(run_dir, name).write_bytes(data)
-
-
-def read_run_file(run_dir: str, name: str) -> dict[str, Any] | None:
-    """The JSON record ``run_dir/name``, or None when absent."""
-    import json
-
-    try:
-        if "://" in run_dir:
-            import pyarrow.fs as pafs
-
-            fs, path = pafs.FileSystem.from_uri(run_dir)
-            with fs.open_input_stream(f"{path}/{name}") as fh:
-                return dict(json.loads(fh.read()))
-        return dict(json.loads(Path(run_dir, name).read_bytes()))
-    except (FileNotFoundError, OSError):
-        return None
-
-
-def remove_run_file(run_dir: str, name: str) -> None:
-    """Delete ``run_dir/name`` if present."""
-    if "://" in run_dir:
-        import pyarrow.fs as pafs
-
-        fs, path = pafs.FileSystem.from_uri(run_dir)
-        with contextlib.suppress(FileNotFoundError, OSError):
-            fs.delete_file(f"{path}/{name}")
-    else:
-        Path(run_dir, name).unlink(missing_ok=True)
 
 
 def diverged(loss: float, bound: float, world: int, device: torch.device) -> bool:
@@ -247,9 +201,9 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         if rank == 0:
             print(f"resuming from {state.path} at iteration {state.iteration}", flush=True)
     elif config.get("fork_checkpoint"):  # a new run from another run's full training state
-        from ray.train import Checkpoint
+        from predrnn.train import storage
 
-        state = restore_latest(Checkpoint(config["fork_checkpoint"]))
+        state = restore_latest(storage.checkpoint(config["fork_checkpoint"], config.get("s3")))
         load_weights_into(model, state)
         if rank == 0:
             print(f"fork: starting from {state.path} at iteration {state.iteration}", flush=True)
@@ -312,7 +266,10 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
                       + (f" above optim.divergence_loss={o.divergence_loss:g}" if math.isfinite(res.loss) else ""),
                       flush=True)
                 if config.get("run_dir"):
-                    write_run_file(config["run_dir"], DIVERGED, {"iteration": it, "loss": repr(float(res.loss))})
+                    from predrnn.train import storage
+
+                    storage.write_json(config["run_dir"], DIVERGED, {"iteration": it, "loss": repr(float(res.loss))},
+                                       config.get("s3"))
             return
         window["loss"] += res.loss
         window["mse"] += res.mse

@@ -187,3 +187,29 @@ def test_a_killed_run_resumes_from_its_latest_complete_checkpoint_exactly(local_
     ref, got = _weights(reference.latest_checkpoint), _weights(resumed.latest_checkpoint)
     for key, value in ref.items():
         assert torch.equal(value, got[key]), key
+
+
+def test_a_run_on_s3_storage_with_the_project_s3_settings_resumes_in_the_same_run(local_ray, tiny_dataset,
+                                                                                   tracking_uri, s3_env,
+                                                                                   monkeypatch):
+    """Run storage on S3 (SeaweedFS) with only the project's S3 settings (PREDRNN_S3_ENDPOINT_URL and the
+    AWS keys; no AWS_ENDPOINT_URL): checkpoints and the run record land in the bucket, resume reads them
+    back and continues the same MLflow run, and the final evaluation reads the best checkpoint from S3."""
+    from mlflow import MlflowClient
+
+    for var in ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3"):
+        monkeypatch.delenv(var, raising=False)
+    storage = f"s3://{s3_env.bucket}/runs"
+    cfg = configure(tiny_config("optim.max_iterations=4"), workers=1)
+    first = train(cfg, data=tiny_dataset, tracking_uri=tracking_uri, storage_path=storage, run_name="ons3")
+    assert first.latest_checkpoint == f"{storage}/ons3/iter_0000004"
+    keys = {o["Key"] for o in s3_env.client().list_objects_v2(Bucket=s3_env.bucket, Prefix="runs/ons3/")["Contents"]}
+    assert "runs/ons3/predrnn_run.json" in keys and any(k.startswith("runs/ons3/iter_0000004/") for k in keys)
+
+    again = train(configure(tiny_config("optim.max_iterations=6"), workers=1), resume=f"{storage}/ons3",
+                  tracking_uri=tracking_uri)
+    assert again.run_id == first.run_id and again.latest_checkpoint == f"{storage}/ons3/iter_0000006.1"
+    client = MlflowClient(tracking_uri)
+    assert [int(m.value) for m in client.get_metric_history(first.run_id, "resumed_from_iteration")] == [4]
+    summary = finish(again, out_dir=Path(tracking_uri.removeprefix("sqlite:///")).parent / "out", register=False)
+    assert summary["iterations"] == 6 and client.get_run(first.run_id).info.status == "FINISHED"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import threading
 from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -86,11 +87,8 @@ class Source:
     time_ordered: ClassVar[bool] = False  # one time-ordered sequence (a grid): split by time blocks
 
     def __new__(cls, source: str | Path | None = None, options: dict[str, Any] | None = None) -> Source:
-        if cls.needs_source and str(source or "").startswith("s3://"):
-            from predrnn.data.sources.remote import RemoteSource, remote_class
-
-            if not issubclass(cls, RemoteSource):  # the kind's reader, reporting the URI (remote.py)
-                return super().__new__(remote_class(cls))
+        if cls.needs_source and str(source or "").startswith("s3://") and not issubclass(cls, RemoteSource):
+            return super().__new__(remote_class(cls))  # the kind's reader over the local copy, reporting the URI
         return super().__new__(cls)
 
     def __init__(self, source: str | Path | None, options: dict[str, Any]):
@@ -319,3 +317,53 @@ def window_options(src: Source) -> tuple[int, int, tuple[int, int] | None, bool]
     if window < 1 or stride < 1:
         raise DataError(f"window and stride must be >= 1, got window={window}, stride={stride}")
     return window, stride, parse_resize(src.opts["resize"]), bool(src.opts["grayscale"])
+
+
+# ---------------------------------------------------------------------------------------------
+# The source side: a kind's reader over the local copy, reporting the S3 URI.
+
+
+class RemoteSource(Source):
+    """Placed before a file-based kind's class (see :func:`remote_class`) when its source is an S3 URI.
+
+    :meth:`Source.__init__` fetches the copy (``self.remote``) and points ``self.path`` at it; this
+    class reports ``remote.uri`` as the location and rewrites the local paths in error messages and
+    clip origins (``Clip.where``) to S3 URIs. Shapes, dtypes, splits and checksums are the kind's own.
+    """
+
+    def _mirror(self) -> Mirror:
+        assert self.remote is not None
+        return self.remote
+
+    def inspect(self) -> SourceInfo:
+        mirror = self._mirror()
+        with mirror.translating():
+            info = super().inspect()
+        info.location = mirror.uri
+        info.description = mirror.translate(info.description)
+        return info
+
+    def validate(self) -> None:
+        with self._mirror().translating():
+            super().validate()
+
+    def clips(self) -> Iterator[Clip]:
+        mirror = self._mirror()
+        with mirror.translating():
+            for clip in super().clips():
+                clip.where = mirror.translate(clip.where)
+                yield clip
+
+
+_REMOTE_CLASSES: dict[type[Source], type[Source]] = {}
+_classes_lock = threading.Lock()
+
+
+def remote_class(cls: type[Source]) -> type[Source]:
+    """``cls`` reading from S3: a subclass of (:class:`RemoteSource`, ``cls``), made once per kind."""
+    with _classes_lock:
+        if cls not in _REMOTE_CLASSES:
+            _REMOTE_CLASSES[cls] = type(f"{cls.__name__}OnS3", (RemoteSource, cls),
+                                        {"__module__": __name__, "__qualname__": f"{cls.__qualname__}OnS3",
+                                         "__doc__": cls.__doc__})
+        return _REMOTE_CLASSES[cls]

@@ -44,7 +44,6 @@ from pathlib import Path
 from typing import Any
 
 from predrnn.data.errors import DataError
-from predrnn.data.sources.base import Clip, Source, SourceInfo
 
 log = logging.getLogger("predrnn.data")
 
@@ -463,53 +462,3 @@ def _client(bucket: str) -> _Client:
     from predrnn.data.store import _obstore_usable
 
     return _ObstoreClient(bucket) if _obstore_usable() else _Boto3Client(bucket)
-
-
-# ---------------------------------------------------------------------------------------------
-# The source side: a kind's reader over the local copy, reporting the S3 URI.
-
-
-class RemoteSource(Source):
-    """Placed before a file-based kind's class (see :func:`remote_class`) when its source is an S3 URI.
-
-    :meth:`Source.__init__` fetches the copy (``self.remote``) and points ``self.path`` at it; this
-    class reports ``remote.uri`` as the location and rewrites the local paths in error messages and
-    clip origins (``Clip.where``) to S3 URIs. Shapes, dtypes, splits and checksums are the kind's own.
-    """
-
-    def _mirror(self) -> Mirror:
-        assert isinstance(self.remote, Mirror)
-        return self.remote
-
-    def inspect(self) -> SourceInfo:
-        mirror = self._mirror()
-        with mirror.translating():
-            info = super().inspect()
-        info.location = mirror.uri
-        info.description = mirror.translate(info.description)
-        return info
-
-    def validate(self) -> None:
-        with self._mirror().translating():
-            super().validate()
-
-    def clips(self) -> Iterator[Clip]:
-        mirror = self._mirror()
-        with mirror.translating():
-            for clip in super().clips():
-                clip.where = mirror.translate(clip.where)
-                yield clip
-
-
-_REMOTE_CLASSES: dict[type[Source], type[Source]] = {}
-_classes_lock = threading.Lock()
-
-
-def remote_class(cls: type[Source]) -> type[Source]:
-    """``cls`` reading from S3: a subclass of (:class:`RemoteSource`, ``cls``), made once per kind."""
-    with _classes_lock:
-        if cls not in _REMOTE_CLASSES:
-            _REMOTE_CLASSES[cls] = type(f"{cls.__name__}OnS3", (RemoteSource, cls),
-                                        {"__module__": __name__, "__qualname__": f"{cls.__qualname__}OnS3",
-                                         "__doc__": cls.__doc__})
-        return _REMOTE_CLASSES[cls]

@@ -1,0 +1,109 @@
+"""Where training runs live: a local folder or ``s3://bucket/prefix``, through pyarrow's filesystems.
+
+An ``s3://`` location is opened with the project's S3 settings, the same as the dataset store's
+(:func:`predrnn.data.store.s3_settings`: ``PREDRNN_S3_ENDPOINT_URL`` for SeaweedFS or MinIO, the
+standard ``AWS_*`` variables or the AWS default chain), so a run directory, its checkpoints and its
+records are reachable wherever the datasets are. Ray Train receives the same filesystem
+(``RunConfig(storage_filesystem=...)``) instead of resolving the URI by itself.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+
+def _s3(options: dict[str, Any] | None = None) -> Any:
+    import pyarrow.fs as pafs
+
+    from predrnn.data.store import s3_settings
+
+    cfg = options if options is not None else s3_settings()
+    kwargs: dict[str, Any] = {"region": cfg.get("region", "us-east-1")}
+    endpoint = cfg.get("endpoint")
+    if endpoint:
+        parsed = urlparse(endpoint if "://" in endpoint else f"https://{endpoint}")
+        kwargs["endpoint_override"] = parsed.netloc + parsed.path.rstrip("/")
+        kwargs["scheme"] = parsed.scheme or "https"
+    if cfg.get("access_key_id"):
+        kwargs.update(access_key=cfg["access_key_id"], secret_key=cfg["secret_access_key"])
+        if cfg.get("token"):
+            kwargs["session_token"] = cfg["token"]
+    return pafs.S3FileSystem(**kwargs)
+
+
+def settings() -> dict[str, Any]:
+    """The S3 settings to open ``s3://`` locations with, read once in the driver and handed to the
+    workers (which may not share its environment)."""
+    from predrnn.data.store import s3_settings
+
+    return s3_settings()
+
+
+def filesystem(location: str, s3: dict[str, Any] | None = None) -> tuple[Any, str]:
+    """``(pyarrow filesystem, path inside it)`` of a local path or a URI; ``s3://`` with ``s3``
+    (:func:`settings`; default: read now)."""
+    import pyarrow.fs as pafs
+
+    if location.startswith("s3://"):
+        return _s3(s3), location[len("s3://"):].rstrip("/")
+    if "://" in location and not location.startswith("file://"):
+        return pafs.FileSystem.from_uri(location)
+    return pafs.LocalFileSystem(), str(Path(location.removeprefix("file://")).absolute())
+
+
+def scheme_of(location: str) -> str:
+    """``"s3://"`` (or another scheme) of a URI; empty for a local path."""
+    return location.split("://", 1)[0] + "://" if "://" in location and not location.startswith("file://") else ""
+
+
+def write_json(location: str, name: str, record: dict[str, Any], s3: dict[str, Any] | None = None) -> None:
+    """Write ``record`` as JSON to ``location/name`` (the folder is created if needed)."""
+    fs, path = filesystem(location, s3)
+    fs.create_dir(path, recursive=True)
+    with fs.open_output_stream(f"{path}/{name}") as fh:
+        fh.write(json.dumps(record, indent=2).encode())
+
+
+def read_json(location: str, name: str) -> dict[str, Any] | None:
+    """The JSON record ``location/name``, or None when absent."""
+    fs, path = filesystem(location)
+    try:
+        with fs.open_input_stream(f"{path}/{name}") as fh:
+            return dict(json.loads(fh.read()))
+    except (FileNotFoundError, OSError):
+        return None
+
+
+def remove(location: str, name: str) -> None:
+    """Delete ``location/name`` if present."""
+    fs, path = filesystem(location)
+    with contextlib.suppress(FileNotFoundError, OSError):
+        fs.delete_file(f"{path}/{name}")
+
+
+def checkpoint(location: str, s3: dict[str, Any] | None = None) -> Any:
+    """A ``ray.train.Checkpoint`` of the checkpoint directory ``location`` on its filesystem."""
+    from ray.train import Checkpoint
+
+    fs, path = filesystem(location, s3)
+    return Checkpoint(path, filesystem=fs)
+
+
+def latest_checkpoint(run_dir: str) -> str | None:
+    """The newest ``iter_*`` checkpoint directory of a run (same form as ``run_dir``), or None."""
+    import pyarrow.fs as pafs
+
+    from predrnn.train.state import order_of
+
+    fs, path = filesystem(run_dir)
+    try:
+        infos = fs.get_file_info(pafs.FileSelector(path))
+    except (FileNotFoundError, OSError):
+        return None
+    found = sorted((o, i.path) for i in infos if i.type == pafs.FileType.Directory
+                   and (o := order_of(i.path)) is not None)
+    return scheme_of(run_dir) + found[-1][1] if found else None
