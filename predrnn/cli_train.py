@@ -91,8 +91,9 @@ def register(app: typer.Typer) -> None:
             raise _fail(f"{' and '.join(chosen)} exclude each other: --resume continues a run, --fork starts a "
                         "new run from a run's training state, --init-weights a new run from weights only")
         if (resume or fork) and (preset or config):
-            raise _fail(f"{chosen[0]} starts from the run's own config; drop --preset/--config and change it "
-                        "with --set")
+            raise _fail("--resume continues the run with its own config; drop --preset/--config (the one change it "
+                        "accepts is --set optim.max_iterations=N, larger)" if resume else
+                        "--fork starts from the run's own config; drop --preset/--config and change it with --set")
         try:
             if resume or fork:
                 cfg = apply_overrides(run_config(resume or fork or "", tracking_uri), set_ or [])

@@ -12,6 +12,7 @@ import datetime as dt
 import hashlib
 import json
 import logging
+import re
 import time
 import uuid
 from collections.abc import Callable
@@ -135,6 +136,11 @@ class _Stats:
                 "nan_fraction": self.nan / total if total else 0.0}
 
 
+def _natural(name: str) -> list[Any]:
+    """Sort key reading digit runs as numbers: ``time 64..79`` before ``time 164..179``, person2 before 10."""
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name)]
+
+
 def _split_codes(labels: list[str | None], groups: list[str],
                  opts: dict[str, Any]) -> tuple[np.ndarray, dict[str, Any]]:
     """Split codes per clip, assigned per source sequence (``groups``): no sequence straddles two splits.
@@ -180,7 +186,8 @@ def _split_codes(labels: list[str | None], groups: list[str],
         info = {"method": "seeded", "seed": int(opts["split_seed"]),
                 "fractions": {"val": float(opts["val_fraction"]), "test": float(opts["test_fraction"])}}
     info["sizes"] = {s: int((codes == SPLIT_CODES[s]).sum()) for s in SPLITS}
-    per_split = {s: sorted({names[g] for g in gid[codes == SPLIT_CODES[s]].tolist()}) for s in SPLITS}
+    per_split = {s: sorted({names[g] for g in gid[codes == SPLIT_CODES[s]].tolist()}, key=_natural)
+                 for s in SPLITS}
     info["sequences"] = {s: len(v) for s, v in per_split.items()}
     if len(names) < n:  # sequences cut into several clips: which split holds which (first 2000 per split)
         info["sequence_names"] = {s: v[:2000] for s, v in per_split.items()}

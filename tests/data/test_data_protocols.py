@@ -121,7 +121,7 @@ def test_a_grid_is_split_by_time_blocks_with_a_gap(root: Path, tmp_path: Path):
                      "test": ["time 40..49", "time 90..99"]}
 
     # a split asked for that cannot hold one window is refused up front, naming what to change
-    with pytest.raises(DataError, match=r"the test time blocks hold at most 5 of 100 time steps, fewer than window=8"):
+    with pytest.raises(DataError, match=r"the longest test time block holds 5 of 100 time steps, fewer than window=8"):
         ingest("netcdf", str(src), "radar3", str(root), window=8, test_fraction=0.05)
     with pytest.raises(DataError, match="split=seeded does not apply to kind netcdf"):
         ingest("netcdf", str(src), "radar3", str(root), window=4, split="seeded")

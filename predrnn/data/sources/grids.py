@@ -176,7 +176,7 @@ class GridSource(Source):
             if not any(n >= window for n in steps):
                 longest = max(steps, default=0)
                 raise DataError(
-                    f"{self.path}: the {split} time blocks hold at most {longest} of {total} time steps, fewer than "
+                    f"{self.path}: the longest {split} time block holds {longest} of {total} time steps, fewer than "
                     f"window={window} (split_blocks={blocks}, split_gap={gap}, val_fraction={fractions['val']:g}, "
                     f"test_fraction={fractions['test']:g}); raise the {split} fraction, lower split_blocks or the "
                     f"window, or set the fraction to 0")
