@@ -24,13 +24,14 @@ import torch
 from torch import nn
 
 from predrnn.config import DataConfig, ExperimentConfig, ModelConfig, SamplingConfig
+from predrnn.errors import PredrnnError
 from predrnn.models import build_model
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.pt"
 
 
-class CheckpointError(ValueError):
+class CheckpointError(PredrnnError, ValueError):
     """A checkpoint file or directory is missing, corrupt or does not fit the model."""
 
 

@@ -9,14 +9,11 @@ from typing import Annotated
 
 import typer
 
+from predrnn.cli_common import fail
+from predrnn.errors import PredrnnError
+
 app = typer.Typer(help="PredRNN-V2 spatiotemporal forecasting: data, training, tuning, tracking, serving.",
                   no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
-
-
-def fail(message: str, code: int = 2) -> typer.Exit:
-    """Print a one-line error to stderr and return the Exit to raise."""
-    typer.echo(f"error: {message}", err=True)
-    return typer.Exit(code)
 
 
 @app.command("import-official")
@@ -30,13 +27,12 @@ def import_official_cmd(
     width: Annotated[int | None, typer.Option("--width", help="frame width (inferred with layer norm)")] = None,
 ) -> None:
     """Convert an authors' checkpoint (architecture read from its tensor shapes) into a model directory."""
-    from predrnn.checkpoint import CheckpointError, import_official
-    from predrnn.config import ConfigError
+    from predrnn.checkpoint import import_official
 
     try:
         model, cfg = import_official(ckpt, out, patch_size=patch_size, channels=channels,
                                      input_length=input_length, img_height=height, img_width=width)
-    except (CheckpointError, ConfigError) as err:
+    except PredrnnError as err:
         raise fail(str(err)) from None
     n = sum(p.numel() for p in model.parameters())
     typer.echo(f"imported {cfg.model.arch} {len(cfg.model.num_hidden)}x{cfg.model.num_hidden[0]} "
@@ -62,7 +58,6 @@ def predict_cmd(
     """Forecast N frames for every context clip, in the data's units (the model directory records them)."""
     import numpy as np
 
-    from predrnn.checkpoint import CheckpointError
     from predrnn.predict import PredictError, check_context, forecast_array
     from predrnn.tracking import load_forecaster
 
@@ -76,7 +71,7 @@ def predict_cmd(
                                f"the context {context.shape}")
         ctx_units = check_context(context, cfg)
         true_units = check_context(true, cfg) if true is not None else None
-    except (PredictError, CheckpointError, ValueError, OSError) as err:
+    except (PredrnnError, ValueError, OSError) as err:
         raise fail(str(err)) from None
     output.parent.mkdir(parents=True, exist_ok=True)
     np.save(output, pred)

@@ -9,15 +9,12 @@ from typing import Annotated, Any
 
 import typer
 
-
-def _fail(message: str) -> typer.Exit:
-    typer.echo(f"error: {message}", err=True)
-    return typer.Exit(2)
+from predrnn.cli_common import fail
 
 
 def _parse_option(item: str) -> tuple[str, Any]:
     if "=" not in item:
-        raise _fail(f"--option {item!r} must look like key=value")
+        raise fail(f"--option {item!r} must look like key=value")
     key, raw = item.split("=", 1)
     try:
         value: Any = json.loads(raw)
@@ -76,7 +73,7 @@ def ingest_cmd(
     try:
         uri = ingest(kind, source or None, name, root, progress=progress, **options)
     except DataError as err:
-        raise _fail(str(err)) from None
+        raise fail(str(err)) from None
     typer.echo(uri)
 
 
@@ -87,7 +84,7 @@ def ls_cmd(root: Annotated[str, typer.Argument(help="a root folder or s3://bucke
     try:
         rows = list_datasets(root)
     except DataError as err:
-        raise _fail(str(err)) from None
+        raise fail(str(err)) from None
     if not rows:
         typer.echo(f"no datasets under {root}")
         return
@@ -175,18 +172,18 @@ def show_cmd(
             f"content:    sha256 {a.get('content_hash', '')}",
         ]
     except DataError as err:
-        raise _fail(str(err)) from None
+        raise fail(str(err)) from None
     except OSError as err:
-        raise _fail(f"cannot read {uri}: {err}") from None
+        raise fail(f"cannot read {uri}: {err}") from None
     try:
         if png is not None or not as_json:
             out = png or Path(f"{v.name}@{v.version}.png")
             out.parent.mkdir(parents=True, exist_ok=True)
             out.write_bytes(strip_png(v, clips=clips))
     except DataError as err:
-        raise _fail(str(err)) from None
+        raise fail(str(err)) from None
     except OSError as err:
-        raise _fail(f"cannot write {out}: {err}") from None
+        raise fail(f"cannot write {out}: {err}") from None
     if as_json:
         record = {"uri": v.uri, "name": v.name, "version": v.version, "shape": list(v.shape),
                   "dtype": v.dtype.name, "created": a.get("created", ""), "source": a.get("source", {}),
@@ -221,9 +218,9 @@ def export_cmd(
         arr.flush()
         del arr
     except DataError as err:
-        raise _fail(str(err)) from None
+        raise fail(str(err)) from None
     except OSError as err:
-        raise _fail(f"cannot write {out}: {err}") from None
+        raise fail(f"cannot write {out}: {err}") from None
     typer.echo(f"wrote {out} ({idx.size}, {', '.join(str(s) for s in v.shape[1:])}) {v.dtype}")
 
 

@@ -10,10 +10,7 @@ from typing import Annotated
 
 import typer
 
-
-def _fail(message: str, code: int = 2) -> typer.Exit:
-    typer.echo(f"error: {message}", err=True)
-    return typer.Exit(code)
+from predrnn.cli_common import fail
 
 
 def _tool_env() -> None:
@@ -53,7 +50,7 @@ def register(app: typer.Typer) -> None:
             decision = promote(model, version, force=force, margin=margin, tracking_uri=tracking_uri,
                                metric=metric_tag(metric))
         except (RegistryError, ValueError) as err:
-            raise _fail(str(err)) from None
+            raise fail(str(err)) from None
         typer.echo(decision.markdown())
         typer.echo(json.dumps(decision.to_dict()))
         if not decision.promoted:
@@ -71,7 +68,7 @@ def register(app: typer.Typer) -> None:
         try:
             decision = rollback(model, tracking_uri=tracking_uri)
         except RegistryError as err:
-            raise _fail(str(err)) from None
+            raise fail(str(err)) from None
         typer.echo(json.dumps(decision.to_dict()))
 
     @app.command("champion")
@@ -86,7 +83,7 @@ def register(app: typer.Typer) -> None:
         try:
             version = current_champion(model, tracking_uri=tracking_uri)
         except RegistryError as err:
-            raise _fail(str(err)) from None
+            raise fail(str(err)) from None
         typer.echo("" if version is None else str(version))
 
     @app.command("serve")
@@ -125,7 +122,7 @@ def register(app: typer.Typer) -> None:
         try:
             state = st.up(echo=typer.echo)
         except StackError as err:
-            raise _fail(str(err)) from None
+            raise fail(str(err)) from None
         typer.echo(f"stack up in {state['startup_s']} s; state in {st.root}")
         for name, url in state["urls"].items():
             typer.echo(f"{name:14} {url}")
@@ -153,7 +150,7 @@ def register(app: typer.Typer) -> None:
         try:
             Stack().restart(service, down_s=down_s, kill=kill, echo=typer.echo)
         except StackError as err:
-            raise _fail(str(err)) from None
+            raise fail(str(err)) from None
 
     @stack.command("status")
     def stack_status(as_json: Annotated[bool, typer.Option("--json", help="machine-readable")] = False) -> None:
@@ -192,4 +189,4 @@ def register(app: typer.Typer) -> None:
         out = Stack().deploy(project)
         typer.echo(out.stdout[-4000:])
         if out.returncode != 0:
-            raise _fail(f"prefect deploy failed:\n{out.stderr[-4000:]}")
+            raise fail(f"prefect deploy failed:\n{out.stderr[-4000:]}")

@@ -9,6 +9,9 @@ from typing import Annotated
 
 import typer
 
+from predrnn.cli_common import fail
+from predrnn.errors import PredrnnError
+
 
 def tool_env(state: Path | None = None) -> Path:
     """Keep every tool's state under ``.state`` and switch telemetry off (before the tools import)."""
@@ -30,11 +33,6 @@ def tool_env(state: Path | None = None) -> Path:
         os.environ.setdefault(key, value)
     Path(os.environ["PREFECT_HOME"]).mkdir(parents=True, exist_ok=True)  # Prefect creates only the leaf
     return root
-
-
-def _fail(message: str, code: int = 2) -> typer.Exit:
-    typer.echo(f"error: {message}", err=True)
-    return typer.Exit(code)
 
 
 def register(app: typer.Typer) -> None:
@@ -80,20 +78,18 @@ def register(app: typer.Typer) -> None:
         The last line printed is a JSON summary (model URI, test and persistence MSE per frame).
         """
         root = tool_env()
-        from predrnn.checkpoint import CheckpointError
-        from predrnn.config import ConfigError, apply_overrides, load_config
-        from predrnn.tracking import TrackingError
-        from predrnn.train import DatasetError, TrainError, configure, finish, run_config, train
+        from predrnn.config import apply_overrides, load_config
+        from predrnn.train import configure, finish, run_config, train
 
         chosen = [flag for flag, v in (("--resume", resume), ("--fork", fork), ("--init-weights", init_weights))
                   if v]
         if len(chosen) > 1:
-            raise _fail(f"{' and '.join(chosen)} exclude each other: --resume continues a run, --fork starts a "
-                        "new run from a run's training state, --init-weights a new run from weights only")
+            raise fail(f"{' and '.join(chosen)} exclude each other: --resume continues a run, --fork starts a "
+                       "new run from a run's training state, --init-weights a new run from weights only")
         if (resume or fork) and (preset or config):
-            raise _fail("--resume continues the run with its own config; drop --preset/--config (the one change it "
-                        "accepts is --set optim.max_iterations=N, larger)" if resume else
-                        "--fork starts from the run's own config; drop --preset/--config and change it with --set")
+            raise fail("--resume continues the run with its own config; drop --preset/--config (the one change it "
+                       "accepts is --set optim.max_iterations=N, larger)" if resume else
+                       "--fork starts from the run's own config; drop --preset/--config and change it with --set")
         try:
             if resume or fork:
                 cfg = apply_overrides(run_config(resume or fork or "", tracking_uri), set_ or [])
@@ -105,8 +101,8 @@ def register(app: typer.Typer) -> None:
                            max_failures=max_failures, ray_address=ray_address, init_weights=init_weights)
             summary = finish(result, out_dir=out or root / "runs" / Path(result.run_dir).name,
                              register=register_model)
-        except (ConfigError, DatasetError, TrackingError, TrainError, CheckpointError) as err:
-            raise _fail(str(err)) from None
+        except PredrnnError as err:
+            raise fail(str(err)) from None
         typer.echo(summary.pop("table"))
         typer.echo(json.dumps(summary))
 
@@ -139,10 +135,9 @@ def register(app: typer.Typer) -> None:
         "persistence" hold the per-lead-time scorecards (the keys of `predrnn score`).
         """
         tool_env()
-        from predrnn.checkpoint import CheckpointError
         from predrnn.cli import check_pools_and_scales, parse_list, score_labels
         from predrnn.tracking import TrackingError, load_forecaster
-        from predrnn.train import DatasetError, ZarrSource, evaluate_split, lead_time_table, validate_dataset
+        from predrnn.train import ZarrSource, evaluate_split, lead_time_table, validate_dataset
         from predrnn.train.finalize import protocol, scorecards
         from predrnn.values import field_units
 
@@ -158,8 +153,8 @@ def register(app: typer.Typer) -> None:
             metrics = evaluate_split(net, cfg, ZarrSource(info.uri), split, max_clips=max_clips,
                                      thresholds=thr, pools=pools, fss_scales=scales, labels=score_labels(thresholds),
                                      context=n_in, horizon=n_out)
-        except (DatasetError, TrackingError, CheckpointError, ValueError) as err:
-            raise _fail(str(err)) from None
+        except (PredrnnError, ValueError) as err:
+            raise fail(str(err)) from None
         units = field_units(cfg.values)
         typer.echo(lead_time_table(metrics, units=units))
         cards = scorecards(metrics)
@@ -189,7 +184,7 @@ def register(app: typer.Typer) -> None:
                         tracker.log_artifact(run.info.run_id, path, "evaluation")
                 tracker.end_run(run.info.run_id)
             except TrackingError as err:
-                raise _fail(str(err)) from None
+                raise fail(str(err)) from None
             out["run_id"] = run.info.run_id
             out["tracking_uri"] = tracker.uri
         typer.echo(json.dumps(out))

@@ -8,10 +8,8 @@ from typing import Annotated
 
 import typer
 
-
-def _fail(message: str, code: int = 2) -> typer.Exit:
-    typer.echo(f"error: {message}", err=True)
-    return typer.Exit(code)
+from predrnn.cli_common import fail
+from predrnn.errors import PredrnnError
 
 
 def register(app: typer.Typer) -> None:
@@ -61,10 +59,9 @@ def register(app: typer.Typer) -> None:
         from predrnn.cli_train import tool_env
 
         tool_env()
-        from predrnn.config import ConfigError, load_config
-        from predrnn.tracking import TrackingError
-        from predrnn.train import DatasetError, configure
-        from predrnn.tune import SearchSpace, TuneError, TuneSettings, tune
+        from predrnn.config import load_config
+        from predrnn.train import configure
+        from predrnn.tune import SearchSpace, TuneSettings, tune
         from predrnn.tune import resume as resume_search
 
         try:
@@ -79,8 +76,8 @@ def register(app: typer.Typer) -> None:
                 result = tune(cfg, settings=settings, space=SearchSpace().with_overrides(space or []),
                               tracking_uri=tracking_uri, storage_path=storage, name=name,
                               out_dir=str(out) if out else None, ray_address=ray_address)
-        except (ConfigError, DatasetError, TrackingError, TuneError) as err:
-            raise _fail(str(err)) from None
+        except PredrnnError as err:
+            raise fail(str(err)) from None
         typer.echo(result.table())
         summary = {"experiment_dir": result.experiment_dir, "trials_finished": len(result.trials),
                    "interrupted": result.interrupted, "best_config": result.best_config_path,

@@ -18,8 +18,10 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from predrnn.errors import PredrnnError
 
-class ConfigError(ValueError):
+
+class ConfigError(PredrnnError, ValueError):
     """A configuration value, key or combination is invalid."""
 
 

@@ -10,9 +10,10 @@ import torch
 from torch import nn
 
 from predrnn.config import ExperimentConfig
+from predrnn.errors import PredrnnError
 
 
-class PredictError(ValueError):
+class PredictError(PredrnnError, ValueError):
     """The input to a forecast does not fit the model."""
 
 

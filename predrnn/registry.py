@@ -25,6 +25,7 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from predrnn.errors import PredrnnError
 from predrnn.tracking import check_tracking, resolve_tracking_uri
 
 CHAMPION = "champion"
@@ -37,7 +38,7 @@ COMPARISON_TAG = TAG_PREFIX + "comparison"
 TIME_TAG = TAG_PREFIX + "time"
 
 
-class RegistryError(RuntimeError):
+class RegistryError(PredrnnError, RuntimeError):
     """The registry could not be read or changed; the message states the alias's final state."""
 
 

@@ -41,11 +41,13 @@ from typing import Any
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from predrnn.errors import PredrnnError
+
 SERVICES = ("s3", "mlflow", "prefect", "ray", "worker")
 STATE_FILE = "stack.json"
 
 
-class StackError(RuntimeError):
+class StackError(PredrnnError, RuntimeError):
     """A service did not start, or the stack is in an unexpected state."""
 
 

@@ -25,11 +25,12 @@ import numpy as np
 
 from predrnn import __version__
 from predrnn.config import ExperimentConfig
+from predrnn.errors import PredrnnError
 
 CHALLENGER = "challenger"
 
 
-class TrackingError(RuntimeError):
+class TrackingError(PredrnnError, RuntimeError):
     """The tracking store cannot be reached or refused a request."""
 
 

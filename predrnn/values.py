@@ -23,11 +23,12 @@ import numpy as np
 import torch
 
 from predrnn.config import ExperimentConfig, ValuesConfig
+from predrnn.errors import PredrnnError
 
 IMAGE = ValuesConfig()
 
 
-class ValuesError(ValueError):
+class ValuesError(PredrnnError, ValueError):
     """An input is not in the units or range the model expects."""
 
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from predrnn.errors import PredrnnError
 
-class DataError(ValueError):
+
+class DataError(PredrnnError, ValueError):
     """Bad input, a bad dataset name or URI, or a destination that cannot be written.
 
     The message names the file, the clip and the problem, so the CLI can print it as one line.

@@ -14,9 +14,10 @@ from typing import Any, Protocol
 import torch
 
 from predrnn.config import ExperimentConfig
+from predrnn.errors import PredrnnError
 
 
-class DatasetError(ValueError):
+class DatasetError(PredrnnError, ValueError):
     """The dataset is missing, unreadable or does not fit the experiment config."""
 
 

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from predrnn.config import ConfigError, ExperimentConfig
+from predrnn.errors import PredrnnError
 from predrnn.tracking import state_dir
 from predrnn.train import storage
 from predrnn.train.data import ClipSource, DatasetInfo, ZarrSource, validate_dataset
@@ -27,7 +28,7 @@ from predrnn.train.state import iteration_of
 RUN_INFO = "predrnn_run.json"
 
 
-class TrainError(RuntimeError):
+class TrainError(PredrnnError, RuntimeError):
     """Training could not start or did not finish."""
 
 

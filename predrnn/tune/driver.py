@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from predrnn.config import ConfigError, ExperimentConfig
+from predrnn.errors import PredrnnError
 from predrnn.tracking import state_dir
 from predrnn.tune.report import append_record, best_record, read_records, summary_markdown, trials_markdown
 from predrnn.tune.space import SearchSpace, apply_params
@@ -36,7 +37,7 @@ BEST_CONFIG = "best_config.json"
 TRIAL_CPU = 0.01  # the trial's driver function only waits on its TorchTrainer; Tune refuses 0
 
 
-class TuneError(RuntimeError):
+class TuneError(PredrnnError, RuntimeError):
     """A search could not start (cluster, budget, resume path) or failed."""
 
 
