@@ -317,7 +317,9 @@ def promote(model_name: str, version: int, *, force: bool = False, margin: float
     decision = Decision(model=model_name, candidate=version, previous=previous,
                         champion=version if move else previous, promoted=move, forced=force and move,
                         reason=reason, comparison=comparison)
-    tags = {DECISION_TAG: "promoted" if move else "refused", COMPARISON_TAG: json.dumps(comparison, default=str),
+    # A promotion is recorded as "pending" until the alias has moved: a store that fails in between leaves
+    # the candidate honestly unpromoted, never tagged "promoted" with the alias still on the champion.
+    tags = {DECISION_TAG: "pending" if move else "refused", COMPARISON_TAG: json.dumps(comparison, default=str),
             TIME_TAG: _now(), TAG_PREFIX + "reason": reason[:5000]}
     if move:
         tags[PREVIOUS_TAG] = "" if previous is None else str(previous)
@@ -331,9 +333,15 @@ def promote(model_name: str, version: int, *, force: bool = False, margin: float
         try:
             _move_alias(client, model_name, alias, version, previous, uri)
         except RegistryError:
-            with contextlib.suppress(Exception):  # the store is down; the error below already says so
+            with contextlib.suppress(Exception):  # the store is down: the tag stays "pending"
                 client.set_model_version_tag(model_name, str(version), DECISION_TAG, "failed")
             raise
+        try:
+            client.set_model_version_tag(model_name, str(version), DECISION_TAG, "promoted")
+        except Exception as err:
+            raise RegistryError(f"the {alias!r} alias of {model_name} moved to version {version}, but its decision "
+                                f"tag could not be written at {uri} ({type(err).__name__}: {_short(err)}); it reads "
+                                "'pending'") from err
     return decision
 
 

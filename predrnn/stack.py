@@ -87,6 +87,50 @@ class StackSettings(BaseSettings):
     buckets: list[str] = Field(default_factory=lambda: ["mlflow", "datasets", "ray"])
     startup_timeout_s: float = 180.0
 
+    def ports(self) -> dict[str, tuple[str, int]]:
+        """``{setting: (service, port)}`` for every port the enabled services bind."""
+        owner = {"prefect": "prefect", "mlflow": "mlflow", "s3": "s3", "weed": "s3", "ray": "ray"}
+        out = {}
+        for name in type(self).model_fields:
+            if name.endswith("_port"):
+                service = owner[name.split("_", 1)[0]]
+                if service in self.services:
+                    out[name] = (service, int(getattr(self, name)))
+        return out
+
+    def preflight(self) -> None:
+        """Check, before anything starts, that every port is distinct and free on ``host`` and that the state
+        folder is writable.
+
+        Raises:
+            StackError: naming the port, the service, and the setting that moves it
+                (``PREDRNN_STACK_<SETTING>``), or the folder.
+        """
+        seen: dict[int, str] = {}
+        for name, (_, port) in self.ports().items():
+            if port in seen:
+                raise StackError(f"port {port} is set for both {seen[port]} and {name}; move one with "
+                                 f"PREDRNN_STACK_{name.upper()}=PORT")
+            seen[port] = name
+        for name, (service, port) in self.ports().items():
+            with socket.socket() as sock:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                try:
+                    sock.bind((self.host, port))
+                except OSError:
+                    raise StackError(f"port {port} on {self.host} ({service}, setting {name}) is in use by another "
+                                     f"program: stop it, or move the stack's port with "
+                                     f"PREDRNN_STACK_{name.upper()}=PORT") from None
+        root = self.state_dir.absolute()
+        try:
+            root.mkdir(parents=True, exist_ok=True)
+            probe = root / f".write-test-{os.getpid()}"
+            probe.write_bytes(b"")
+            probe.unlink()
+        except OSError as err:
+            raise StackError(f"the stack's state folder {root} is not writable ({err.strerror}); set "
+                             "PREDRNN_STACK_STATE_DIR") from None
+
     def with_free_ports(self) -> StackSettings:
         """A copy with every port replaced by a free one (tests, or a second stack on one machine)."""
         names = [n for n in type(self).model_fields if n.endswith("_port")]
@@ -246,18 +290,25 @@ class Stack:
                 "AWS_SECRET_ACCESS_KEY": self.s.s3_secret_key.get_secret_value(), "AWS_REGION": self.s.s3_region}
 
     def _start_s3(self) -> subprocess.Popen[bytes]:
-        s = self.s
         data = self.root / "s3"
         data.mkdir(parents=True, exist_ok=True)
+        return self._spawn("s3", self.s3_command(data), self._env(self._s3_env()))
+
+    def s3_command(self, data: Path) -> list[str]:
+        """The ``weed mini`` command line of the S3 service, storing under ``data``."""
+        s = self.s
         ports = {"master.port": s.weed_master_port, "master.port.grpc": s.weed_master_grpc_port,
                  "volume.port": s.weed_volume_port, "volume.port.grpc": s.weed_volume_grpc_port,
                  "filer.port": s.weed_filer_port, "filer.port.grpc": s.weed_filer_grpc_port, "s3.port": s.s3_port,
                  "s3.port.grpc": s.s3_grpc_port, "admin.port": s.weed_admin_port,
                  "admin.port.grpc": s.weed_admin_grpc_port, "metricsPort": s.weed_metrics_port}
+        # SeaweedFS also opens an Iceberg catalog (8181) and a Lance namespace server (9101) by default:
+        # off, so that the stack binds only the ports its settings name (and preflight checks)
         cmd = [_bin("weed"), "mini", f"-dir={data}", f"-ip={s.host}", f"-ip.bind={s.host}", "-s3.port.iceberg=0",
+               "-s3.port.lance=0",
                "-webdav=false", "-admin.ui=false", "-master.telemetry=false",
                *[f"-{k}={v}" for k, v in ports.items()]]
-        return self._spawn("s3", cmd, self._env(self._s3_env()))
+        return cmd
 
     def s3_client(self) -> Any:
         import boto3
@@ -373,6 +424,7 @@ class Stack:
         unknown = set(s.services) - set(SERVICES)
         if unknown:
             raise StackError(f"unknown services {sorted(unknown)}; choose from {SERVICES}")
+        s.preflight()  # seconds, before any process starts
         self.root.mkdir(parents=True, exist_ok=True)
         t0 = time.monotonic()
         state: dict[str, Any] = {"settings": json.loads(s.model_dump_json(exclude={"s3_secret_key"})),

@@ -104,7 +104,7 @@ def s3_server(tmp_path_factory: pytest.TempPathFactory):
     data = tmp_path_factory.mktemp("seaweed")
     key, secret = "predrnn-test", uuid.uuid4().hex
     args = [str(WEED), "mini", f"-dir={data}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1", "-s3.port.iceberg=0",
-            "-webdav=false", "-admin.ui=false", "-master.telemetry=false",
+            "-s3.port.lance=0", "-webdav=false", "-admin.ui=false", "-master.telemetry=false",
             *[f"-{k}={v}" for k, v in ports.items()]]
     env = {**os.environ, "AWS_ACCESS_KEY_ID": key, "AWS_SECRET_ACCESS_KEY": secret}
     log = open(data / "weed.log", "wb")  # noqa: SIM115 - closed at teardown

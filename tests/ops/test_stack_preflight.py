@@ -1,0 +1,46 @@
+"""`stack up` checks its ports and state folder before starting anything, and fails in seconds naming
+the port, the service and the setting that moves it."""
+
+from __future__ import annotations
+
+import socket
+import time
+from pathlib import Path
+
+import pytest
+from ops_helpers import make_stack
+
+from predrnn.stack import StackError, StackSettings
+
+
+def test_a_port_held_by_another_program_is_named_before_anything_starts():
+    stack = make_stack(["s3", "mlflow", "prefect", "ray"])
+    port = stack.s.mlflow_port
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", port))
+        holder.listen()
+        t0 = time.monotonic()
+        with pytest.raises(StackError) as err:
+            stack.up(echo=lambda _m: None)
+        assert time.monotonic() - t0 < 5
+    assert str(err.value) == (f"port {port} on 127.0.0.1 (mlflow, setting mlflow_port) is in use by another program: "
+                              f"stop it, or move the stack's port with PREDRNN_STACK_MLFLOW_PORT=PORT")
+    assert not stack.running() and not (stack.root / "logs").exists()
+
+
+def test_two_settings_on_one_port_and_the_defaults():
+    s = StackSettings().with_free_ports()
+    clash = s.model_copy(update={"weed_metrics_port": s.ray_port})
+    with pytest.raises(StackError, match=r"set for both weed_metrics_port and ray_port; move one with "
+                                         r"PREDRNN_STACK_RAY_PORT=PORT"):
+        clash.preflight()
+    defaults = StackSettings().ports()
+    assert len({p for _, p in defaults.values()}) == len(defaults)  # no two services share a default port
+    # SeaweedFS's own default listeners (Iceberg 8181, Lance 9101: the default metrics port) are switched off,
+    # so the stack binds only the ports its settings name
+    from predrnn.stack import Stack
+
+    cmd = Stack(StackSettings()).s3_command(Path("/tmp/unused"))
+    assert "-s3.port.iceberg=0" in cmd and "-s3.port.lance=0" in cmd and "-metricsPort=9101" in cmd
+    assert {"prefect_port", "mlflow_port", "s3_port", "ray_port"} <= set(defaults)
+    assert set(StackSettings(services=["mlflow"]).ports()) == {"mlflow_port"}
