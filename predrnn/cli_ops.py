@@ -180,6 +180,14 @@ def register(app: typer.Typer) -> None:
         for k, v in StackSettings().client_env().items():
             typer.echo(f"export {k}={v}")
 
+    @stack.command("settings")
+    def stack_settings() -> None:
+        """Every stack setting (ports, state folder, services, ...) with its value and where it comes from."""
+        from predrnn.stack import StackSettings
+
+        for var, value, source in StackSettings().described():
+            typer.echo(f"{var:42} {value:28} {source}")
+
     @stack.command("deploy")
     def stack_deploy() -> None:
         """Register every deployment of prefect.yaml (repository root) with the stack's Prefect server."""

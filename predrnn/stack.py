@@ -87,6 +87,25 @@ class StackSettings(BaseSettings):
     buckets: list[str] = Field(default_factory=lambda: ["mlflow", "datasets", "ray"])
     startup_timeout_s: float = 180.0
 
+    def described(self, env: dict[str, str] | None = None,
+                  dotenv: Path | None = Path(".env")) -> list[tuple[str, str, str]]:
+        """``[(PREDRNN_STACK_<NAME>, value, source)]`` for every setting; source is ``environment``, ``.env``
+        or ``default``; the S3 secret is masked."""
+        env = dict(os.environ) if env is None else env
+        in_file: set[str] = set()
+        if dotenv is not None and dotenv.is_file():
+            in_file = {line.split("=", 1)[0].strip().upper() for line in dotenv.read_text().splitlines()
+                       if "=" in line and not line.lstrip().startswith("#")}
+        out = []
+        for name in type(self).model_fields:
+            var = f"PREDRNN_STACK_{name.upper()}"
+            value = getattr(self, name)
+            shown = "********" if isinstance(value, SecretStr) else (
+                ",".join(value) if isinstance(value, list) else str(value))
+            source = "environment" if var in env else ".env" if var in in_file else "default"
+            out.append((var, shown, source))
+        return out
+
     def ports(self) -> dict[str, tuple[str, int]]:
         """``{setting: (service, port)}`` for every port the enabled services bind."""
         owner = {"prefect": "prefect", "mlflow": "mlflow", "s3": "s3", "weed": "s3", "ray": "ray"}

@@ -44,3 +44,20 @@ def test_two_settings_on_one_port_and_the_defaults():
     assert "-s3.port.iceberg=0" in cmd and "-s3.port.lance=0" in cmd and "-metricsPort=9101" in cmd
     assert {"prefect_port", "mlflow_port", "s3_port", "ray_port"} <= set(defaults)
     assert set(StackSettings(services=["mlflow"]).ports()) == {"mlflow_port"}
+
+
+def test_settings_are_listed_with_their_source(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from predrnn.cli import app
+
+    (tmp_path / ".env").write_text("PREDRNN_STACK_PREFECT_PORT=4300\n# a comment\n")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("PREDRNN_STACK_MLFLOW_PORT", "5999")
+    res = CliRunner().invoke(app, ["stack", "settings"])
+    assert res.exit_code == 0, res.output
+    rows = {line.split()[0]: line.split()[1:] for line in res.output.strip().splitlines()}
+    assert rows["PREDRNN_STACK_MLFLOW_PORT"] == ["5999", "environment"]
+    assert rows["PREDRNN_STACK_PREFECT_PORT"] == ["4300", ".env"]
+    assert rows["PREDRNN_STACK_RAY_PORT"] == ["6390", "default"]
+    assert rows["PREDRNN_STACK_S3_SECRET_KEY"] == ["********", "default"]
