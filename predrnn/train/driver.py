@@ -111,9 +111,9 @@ def resolve_resume(resume: str, tracking_uri: str | None = None) -> tuple[str, s
 _RESUME_FREE = ("compute.", "tracking.tracking_uri", "values.", "data.dataset")
 
 
-def read_run_info(storage_path: str, run_name: str) -> dict[str, Any] | None:
+def read_run_info(storage_path: str, run_name: str, s3: dict[str, Any] | None = None) -> dict[str, Any] | None:
     """The run's record (config, MLflow run id, dataset) written at its start, or None if absent."""
-    return storage.read_json(f"{storage_path.rstrip('/')}/{run_name}", RUN_INFO)
+    return storage.read_json(f"{storage_path.rstrip('/')}/{run_name}", RUN_INFO, s3)
 
 
 def run_config(ref: str, tracking_uri: str | None = None) -> ExperimentConfig:
@@ -264,11 +264,12 @@ def train(cfg: ExperimentConfig, *, data: str | None = None, tracking_uri: str |
     from predrnn.tracking import Tracker, resolve_tracking_uri
 
     uri = resolve_tracking_uri(tracking_uri or cfg.tracking.tracking_uri) if track else None
+    s3 = storage.settings()  # read once; passed to every s3:// location of this run and to the workers
     run_id: str | None = None
     extended_from: int | None = None
     if resume:
         storage_path, run_name = resolve_resume(resume, uri)
-        saved = read_run_info(storage_path, run_name)
+        saved = read_run_info(storage_path, run_name, s3)
         if saved is None:
             raise TrainError(f"--resume {resume}: {storage_path.rstrip('/')}/{run_name} holds no {RUN_INFO}; "
                              "pass a run directory written by predrnn train")
@@ -299,8 +300,8 @@ def train(cfg: ExperimentConfig, *, data: str | None = None, tracking_uri: str |
     fork_checkpoint: str | None = None
     if fork and not resume:
         parent_storage, parent_name = resolve_resume(fork, uri)
-        parent = read_run_info(parent_storage, parent_name) or {}
-        fork_checkpoint = storage.latest_checkpoint(f"{parent_storage.rstrip('/')}/{parent_name}")
+        parent = read_run_info(parent_storage, parent_name, s3) or {}
+        fork_checkpoint = storage.latest_checkpoint(f"{parent_storage.rstrip('/')}/{parent_name}", s3)
         if fork_checkpoint is None:
             raise TrainError(f"--fork {fork}: the run has no checkpoint to start from")
         at = iteration_of(fork_checkpoint) or 0
@@ -326,11 +327,10 @@ def train(cfg: ExperimentConfig, *, data: str | None = None, tracking_uri: str |
         if extended_from is not None:
             tracker.set_tags(run_id, {"resume.max_iterations": f"{extended_from} -> {cfg.optim.max_iterations}"})
     storage.write_json(run_dir, RUN_INFO, {"cfg": cfg.to_dict(), "mlflow_run_id": run_id, "tracking_uri": uri,
-                                           "dataset": dataset_info.to_dict()})
-    storage.remove(run_dir, DIVERGED)
+                                           "dataset": dataset_info.to_dict()}, s3)
+    storage.remove(run_dir, DIVERGED, s3)
 
     # Ray gets the filesystem opened with our S3 settings (a bare s3:// URI would make it look for AWS)
-    s3 = storage.settings() if storage_path.startswith("s3://") else None
     ray_fs, ray_storage = storage.filesystem(storage_path, s3) if "://" in storage_path else (None, storage_path)
     from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
@@ -387,7 +387,7 @@ def train(cfg: ExperimentConfig, *, data: str | None = None, tracking_uri: str |
     if result.error is not None:
         raise failed(f"training run {run_dir} failed: {result.error}")
     report = dict(result.metrics or {})
-    diverged = storage.read_json(run_dir, DIVERGED)
+    diverged = storage.read_json(run_dir, DIVERGED, s3)
     if diverged is not None:
         loss = float(diverged["loss"])
         raise failed(f"training diverged at iteration {diverged['iteration']}: loss {loss:g}"

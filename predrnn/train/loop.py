@@ -128,17 +128,16 @@ def restore_latest(checkpoint: Any) -> TrainState:
     candidate (corrupt, or cut short by the stop) is reported on stderr with the file that failed, and
     the next older one is tried.
     """
-    import pyarrow.fs as pafs
     from ray.train import Checkpoint
+
+    from predrnn.train.storage import checkpoint_dirs
 
     fs, path = checkpoint.filesystem, checkpoint.path
     parent = str(Path(path).parent)
     own = order_of(path)
     candidates = [checkpoint]
     try:
-        infos = fs.get_file_info(pafs.FileSelector(parent))
-        named = [(order_of(i.path), i.path) for i in infos if i.type == pafs.FileType.Directory]
-        others = sorted(((o, p) for o, p in named if o is not None and o != own), reverse=True)
+        others = [(o, p) for o, p in reversed(checkpoint_dirs(fs, parent)) if o != own]
         newer = [Checkpoint(p, filesystem=fs) for o, p in others if own is not None and o > own]
         older = [Checkpoint(p, filesystem=fs) for o, p in others if own is None or o < own]
         candidates = [*newer, checkpoint, *older]

@@ -68,9 +68,9 @@ def write_json(location: str, name: str, record: dict[str, Any], s3: dict[str, A
         fh.write(json.dumps(record, indent=2).encode())
 
 
-def read_json(location: str, name: str) -> dict[str, Any] | None:
+def read_json(location: str, name: str, s3: dict[str, Any] | None = None) -> dict[str, Any] | None:
     """The JSON record ``location/name``, or None when absent."""
-    fs, path = filesystem(location)
+    fs, path = filesystem(location, s3)
     try:
         with fs.open_input_stream(f"{path}/{name}") as fh:
             return dict(json.loads(fh.read()))
@@ -78,9 +78,9 @@ def read_json(location: str, name: str) -> dict[str, Any] | None:
         return None
 
 
-def remove(location: str, name: str) -> None:
+def remove(location: str, name: str, s3: dict[str, Any] | None = None) -> None:
     """Delete ``location/name`` if present."""
-    fs, path = filesystem(location)
+    fs, path = filesystem(location, s3)
     with contextlib.suppress(FileNotFoundError, OSError):
         fs.delete_file(f"{path}/{name}")
 
@@ -93,17 +93,23 @@ def checkpoint(location: str, s3: dict[str, Any] | None = None) -> Any:
     return Checkpoint(path, filesystem=fs)
 
 
-def latest_checkpoint(run_dir: str) -> str | None:
-    """The newest ``iter_*`` checkpoint directory of a run (same form as ``run_dir``), or None."""
+def checkpoint_dirs(fs: Any, path: str) -> list[tuple[tuple[int, int], str]]:
+    """``[((iteration, session), path)]`` of the ``iter_*`` directories under ``path`` on ``fs``, oldest
+    first. Raises OSError when the folder cannot be listed."""
     import pyarrow.fs as pafs
 
     from predrnn.train.state import order_of
 
-    fs, path = filesystem(run_dir)
+    infos = fs.get_file_info(pafs.FileSelector(path))
+    return sorted((o, i.path) for i in infos if i.type == pafs.FileType.Directory
+                  and (o := order_of(i.path)) is not None)
+
+
+def latest_checkpoint(run_dir: str, s3: dict[str, Any] | None = None) -> str | None:
+    """The newest ``iter_*`` checkpoint directory of a run (same form as ``run_dir``), or None."""
+    fs, path = filesystem(run_dir, s3)
     try:
-        infos = fs.get_file_info(pafs.FileSelector(path))
+        found = checkpoint_dirs(fs, path)
     except (FileNotFoundError, OSError):
         return None
-    found = sorted((o, i.path) for i in infos if i.type == pafs.FileType.Directory
-                   and (o := order_of(i.path)) is not None)
     return scheme_of(run_dir) + found[-1][1] if found else None
