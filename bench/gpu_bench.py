@@ -17,7 +17,7 @@ import time
 
 import torch
 
-from predrnn.bench import _baseline_inputs, _build, bench_config
+from bench.perf import _baseline_inputs, _build, bench_config
 from predrnn.models import rollout_forecast, test_time_mask
 from predrnn.steps import train_step
 

@@ -20,10 +20,10 @@ import time
 import torch
 
 from predrnn.config import ExperimentConfig, load_config
+from predrnn.data.batches import ZarrSource, batch_indices, load_batch, mask_generator
 from predrnn.models import build_model
 from predrnn.sampling import sampling_mask
 from predrnn.steps import train_step
-from predrnn.train.data import ZarrSource, batch_indices, load_batch, mask_generator
 
 WARMUP = 5
 
@@ -49,11 +49,11 @@ def plain_loop(cfg: ExperimentConfig, uri: str, iterations: int) -> float:
 
 
 def ray_loop(cfg: ExperimentConfig, uri: str, workers: int, storage: str) -> dict[str, float]:
-    from predrnn.train import configure, train
+    from predrnn.train import configure, prepare, train
 
     cfg = configure(cfg, workers=workers)
     t0 = time.perf_counter()
-    result = train(cfg, data=uri, track=False, storage_path=storage, log_every=cfg.optim.max_iterations)
+    result = train(prepare(cfg, data=uri, storage_path=storage), log_every=cfg.optim.max_iterations)
     wall = time.perf_counter() - t0
     s_it = float(result.last_report["seconds_per_iteration"])
     return {"s_per_it": s_it, "wall_s": wall, "startup_s": wall - s_it * cfg.optim.max_iterations}

@@ -29,10 +29,11 @@ def evaluate_task(model: str, dataset: str, split: str = "test", max_clips: int 
         "scores": {"model": card, "persistence": card}, "summary": {"mse": .., "csi_m": .., ...},
         "persistence_summary": {...}, "table", "scorecard"}`` (a card as printed by ``predrnn score``).
     """
+    from predrnn.data import validate_dataset
+    from predrnn.data.batches import ZarrSource
+    from predrnn.evaluation import evaluate_split, lead_time_table, protocol, scorecards
+    from predrnn.forecaster import load_forecaster
     from predrnn.scorecard import markdown, summary_values
-    from predrnn.tracking import load_forecaster
-    from predrnn.train import ZarrSource, evaluate_split, lead_time_table, validate_dataset
-    from predrnn.train.finalize import protocol, scorecards
     from predrnn.values import field_units
 
     net, cfg = load_forecaster(model, tracking_uri=tracking_uri)
@@ -82,7 +83,7 @@ def evaluate_flow(
         thresholds: CSI/FSS thresholds in the data's units (default: recorded by the dataset).
         horizon, context: frames forecast and given (default: the model's training lengths).
     """
-    uri = tracking_uri or PipelineSettings().tracking_uri
+    uri = PipelineSettings().tracking(tracking_uri)
     result = evaluate_task(model, dataset, split, max_clips, uri, thresholds, horizon, context)
     get_run_logger().info("%s on %s/%s: MSE/frame %.4g (persistence %.4g)", model, result["dataset"], split,
                           result["mse"], result["persistence_mse"])

@@ -17,7 +17,6 @@ Two nightly runs never overlap: the deployment has a concurrency limit of 1 (see
 
 from __future__ import annotations
 
-import inspect
 import time
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -30,8 +29,9 @@ from flows.evaluate import evaluate_task
 from flows.ingest import SourceKind, ingest_flow
 from flows.promote import champion_task, gate_task, gate_value
 from flows.settings import PipelineSettings
-from predrnn.registry import metric_tag
+from flows.train import prepare_task
 from predrnn.scorecard import lower_is_better, markdown
+from predrnn.tracking.registry import metric_tag
 
 
 def _fmt(v: float | None) -> str:
@@ -54,9 +54,10 @@ def preflight_task(dataset: str, preset: str, overrides: list[str], workers: int
     """Check, before any worker starts, every split the run will read: the training version's train and
     val splits (enough clips for ``workers``, clips of ``data.total_length`` frames) and its test split, and
     the separate test version if one is given (a test split, the same frames and values as the training
-    data). Raises :class:`predrnn.train.DatasetError` naming what is missing."""
+    data). Raises :class:`predrnn.data.DataError` naming what is missing."""
     from predrnn.config import load_config
-    from predrnn.train import configure, validate_dataset
+    from predrnn.data import validate_dataset
+    from predrnn.train import configure
     from predrnn.values import with_values
 
     cfg = configure(load_config(preset, None, overrides), data=dataset, workers=workers)
@@ -70,27 +71,15 @@ def preflight_task(dataset: str, preset: str, overrides: list[str], workers: int
 
 
 @task(name="train-new-model")
-def train_task(dataset: str, preset: str, overrides: list[str], workers: int, tracking_uri: str | None,
-               ray_address: str | None, warm_start_from: str | None) -> dict[str, Any]:
+def train_task(spec: dict[str, Any], out_dir: str, s3: dict[str, Any]) -> dict[str, Any]:
     """Train on Ray Train, evaluate the best checkpoint, register it (alias ``challenger``)."""
-    from predrnn.config import load_config
-    from predrnn.tracking import state_dir
-    from predrnn.train import configure, finish, train
+    from predrnn.train import RunSpec, finish, train
 
-    cfg = configure(load_config(preset, None, overrides), data=dataset, workers=workers, tracking_uri=tracking_uri)
-    kwargs: dict[str, Any] = {}
-    note = "from scratch"
-    if warm_start_from:
-        params = inspect.signature(train).parameters
-        if "init_weights" in params:
-            kwargs["init_weights"] = warm_start_from
-            note = f"warm-started from {warm_start_from}"
-        else:
-            note = f"from scratch (warm start from {warm_start_from} asked, but train() has no init_weights hook)"
-    result = train(cfg, data=dataset, tracking_uri=tracking_uri, ray_address=ray_address,
-                   run_name=f"nightly-{time.strftime('%Y%m%d-%H%M%S')}", **kwargs)
-    summary = finish(result, out_dir=state_dir() / "runs" / Path(result.run_dir).name)
+    run = RunSpec.from_dict(spec)
+    result = train(run)
+    summary = finish(result, out_dir=Path(out_dir) / run.run_name, s3=s3)
     keep = ("model_uri", "model_version", "registered_model", "run_id", "test_mse", "persistence_mse", "dataset")
+    note = f"warm-started from {run.init_weights}" if run.init_weights else "from scratch"
     return {**{k: summary.get(k) for k in keep}, "init": note, "train_s": round(result.wall_s, 1)}
 
 
@@ -141,7 +130,7 @@ def nightly_retrain(
     settings = PipelineSettings()
     root = datasets_root or settings.datasets_root
     name = model_name or settings.model_name
-    uri = tracking_uri or settings.tracking_uri
+    uri = settings.tracking(tracking_uri)
     address = ray_address or settings.ray_address
     gate_margin = settings.margin if margin is None else margin
     opts = dict(source_options or {})
@@ -160,8 +149,11 @@ def nightly_retrain(
     preflight_task(dataset, preset, [*(overrides or []), f"tracking.registered_model={name}"], workers, test_dataset)
     champion = champion_task(name, uri)
     warm = f"models:/{name}/{champion}" if init == "champion" and champion is not None else None
-    trained = train_task(dataset, preset, [*(overrides or []), f"tracking.registered_model={name}"], workers, uri,
-                         address, warm)
+    s3 = settings.s3()
+    spec = prepare_task(preset, [*(overrides or []), f"tracking.registered_model={name}"], dataset, workers,
+                        tracking_uri=uri, state_dir=str(settings.state), ray_address=address, s3=s3,
+                        run_name=f"nightly-{time.strftime('%Y%m%d-%H%M%S')}", init_weights=warm)
+    trained = train_task(spec, str(settings.state / "runs"), s3)
     version = int(trained["model_version"])
     report.append(f"- **training**: {name} v{version} ({trained['init']}, {trained['train_s']} s, "
                   f"MLflow run `{trained['run_id']}`)")

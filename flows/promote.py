@@ -21,7 +21,7 @@ from flows.settings import PipelineSettings
 @task(name="current-champion", retries=2, retry_delay_seconds=5)
 def champion_task(model_name: str, tracking_uri: str | None) -> int | None:
     """The champion version, or None (also when the model is not registered yet)."""
-    from predrnn.registry import current_champion
+    from predrnn.tracking.registry import current_champion
 
     return current_champion(model_name, tracking_uri=tracking_uri, missing_ok=True)
 
@@ -32,7 +32,7 @@ def gate_task(model_name: str, version: int, *, force: bool, margin: float, trac
               dataset: str | None = None, metric: str = "test_mse") -> dict[str, Any]:
     """Compare on ``metric`` (a version tag, its direction from its name) and, if the gate passes (or
     ``force``), move ``champion`` atomically."""
-    from predrnn.registry import promote
+    from predrnn.tracking.registry import promote
 
     decision = promote(model_name, version, force=force, margin=margin, tracking_uri=tracking_uri,
                        candidate_value=candidate_value, champion_value=champion_value, dataset=dataset,
@@ -82,13 +82,13 @@ def promote_flow(
         tracking_uri: MLflow store (default ``$MLFLOW_TRACKING_URI``).
         metric: the score compared (mean over lead times), its direction known (:mod:`predrnn.scorecard`).
     """
-    from predrnn.registry import metric_tag
     from predrnn.scorecard import lower_is_better
+    from predrnn.tracking.registry import metric_tag
 
     lower_is_better(metric)  # an unknown score fails before any evaluation
     settings = PipelineSettings()
     name = model_name or settings.model_name
-    uri = tracking_uri or settings.tracking_uri
+    uri = settings.tracking(tracking_uri)
     gate_margin = settings.margin if margin is None else margin
     cand_val = champ_val = None
     table = ""

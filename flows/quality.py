@@ -17,8 +17,8 @@ DEFAULT_VARIANTS = ["persistence", "convlstm", "predrnn_v1", "v2_decouple", "v2_
 
 @task(name="ingest-benchmark-dataset", retries=2, retry_delay_seconds=5)
 def ingest_task(kind: str, root: str, clips: int, overrides: list[str], horizon: int | None = None) -> str:
+    from bench.ablation import prepare_dataset
     from predrnn.config import apply_overrides, preset
-    from predrnn.quality import prepare_dataset
 
     return prepare_dataset(kind, root, clips, apply_overrides(preset("quick"), overrides), horizon)
 
@@ -26,8 +26,8 @@ def ingest_task(kind: str, root: str, clips: int, overrides: list[str], horizon:
 @task(name="train-and-test-variant")
 def variant_task(kind: str, uri: str, variant: str, iterations: int, seeds: list[int], overrides: list[str],
                  tracking_uri: str, beta: float, horizon: int | None = None) -> dict[str, Any]:
+    from bench.ablation import run_variant
     from predrnn.config import apply_overrides, preset
-    from predrnn.quality import run_variant
 
     return run_variant(kind, uri, variant, iterations, seeds, apply_overrides(preset("quick"), overrides),
                        tracking_uri, beta, horizon)
@@ -36,7 +36,7 @@ def variant_task(kind: str, uri: str, variant: str, iterations: int, seeds: list
 @task(name="write-quality-report")
 def report_task(out: str, results: dict[str, dict[str, Any]], iterations: int, seeds: list[int],
                 command: str, horizon: int, beta: float) -> str:
-    from predrnn.quality import write_report
+    from bench.ablation import write_report
 
     return write_report(out, results, iterations=iterations, seeds=seeds, command=command, horizon=horizon,
                         beta=beta)
@@ -63,8 +63,8 @@ def quality_benchmark(iterations: int = 400, seeds: list[int] | None = None, cli
         beta: decoupling loss weight of the V2 variants that use it (the authors' 0.1).
         horizon: frames forecast at test time (default: the training horizon), e.g. 20 for KTH's 10 -> 20.
     """
+    from bench.ablation import eval_horizon
     from predrnn.config import apply_overrides, preset
-    from predrnn.quality import eval_horizon
 
     seeds = seeds or [0]
     overrides = overrides or []

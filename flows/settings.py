@@ -6,18 +6,16 @@ calls; a deployment parameter always wins over the environment.
 
 from __future__ import annotations
 
-from pydantic import AliasChoices, Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field
+
+from predrnn.settings import Settings
 
 
-class PipelineSettings(BaseSettings):
-    """Where the flows find their services (the local stack's worker exports all of these)."""
+class PipelineSettings(Settings):
+    """Where the flows find their services (the local stack's worker exports all of these): the
+    library's :class:`predrnn.settings.Settings` (state folder, MLflow store, Ray address) and the
+    pipeline's own (datasets root, registered model, promotion margin)."""
 
-    model_config = SettingsConfigDict(env_file=".env", extra="ignore", populate_by_name=True)
-
-    tracking_uri: str | None = Field(None, validation_alias=AliasChoices("MLFLOW_TRACKING_URI",
-                                                                        "PREDRNN_TRACKING_URI"))
     datasets_root: str = Field(".state/datasets", validation_alias="PREDRNN_DATASETS_ROOT")
-    ray_address: str | None = Field(None, validation_alias="PREDRNN_RAY_ADDRESS")
     model_name: str = Field("predrnn-v2", validation_alias="PREDRNN_MODEL_NAME")
     margin: float = Field(0.01, ge=0, lt=1, validation_alias="PREDRNN_PROMOTION_MARGIN")

@@ -1,7 +1,10 @@
-"""Prefect flow ``train``: validate, train on Ray Train, evaluate and register, each step a task.
+"""Prefect flow ``train``: resolve the run, train on Ray Train, evaluate and register, each step a task.
 
-Tasks return small serialisable values (dicts of paths, URIs and metrics); tensors never cross
-task boundaries. Only the tracking-store check retries (it is the one I/O step worth retrying).
+The flow is a door: it reads the settings once (:class:`flows.settings.PipelineSettings`), resolves
+the run into a :class:`predrnn.train.RunSpec` (config, dataset version, MLflow store, Ray address)
+and hands that to the tasks. Tasks return small serialisable values (dicts of paths, URIs and
+metrics); tensors never cross task boundaries. Only the tracking-store check retries (it is the one
+I/O step worth retrying).
 """
 
 from __future__ import annotations
@@ -10,65 +13,56 @@ from typing import Any
 
 from prefect import flow, get_run_logger, task
 
-
-@task(name="load-config")
-def load_config_task(preset: str, overrides: list[str], dataset: str, workers: int,
-                     tracking_uri: str | None) -> dict[str, Any]:
-    """The validated experiment config (unknown preset or override key fails here)."""
-    from predrnn.config import load_config
-    from predrnn.train import configure
-
-    cfg = configure(load_config(preset, None, overrides), data=dataset, workers=workers,
-                    tracking_uri=tracking_uri)
-    return cfg.to_dict()
-
-
-@task(name="validate-dataset")
-def validate_dataset_task(cfg: dict[str, Any], dataset: str, need_test: bool = False) -> dict[str, Any]:
-    """The dataset version checked against the config before any worker starts (with ``need_test``, also
-    that it has the test split the final evaluation uses)."""
-    from predrnn.config import ExperimentConfig
-    from predrnn.train import validate_dataset
-
-    c = ExperimentConfig.from_dict(cfg)
-    return validate_dataset(c, dataset, world_size=c.compute.num_workers, need_test=need_test).to_dict()
+from flows.settings import PipelineSettings
 
 
 @task(name="check-tracking", retries=2, retry_delay_seconds=5)
-def check_tracking_task(tracking_uri: str | None) -> str:
-    """The resolved MLflow URI, after checking that the store answers."""
-    from predrnn.tracking import check_tracking, resolve_tracking_uri
+def check_tracking_task(tracking_uri: str) -> str:
+    """The MLflow URI, after checking that the store answers."""
+    from predrnn.tracking import check_tracking
 
-    uri = resolve_tracking_uri(tracking_uri)
-    check_tracking(uri)
-    return uri
+    check_tracking(tracking_uri)
+    return tracking_uri
+
+
+@task(name="prepare-run")
+def prepare_task(preset: str, overrides: list[str], dataset: str, workers: int | None, *, tracking_uri: str | None,
+                 state_dir: str, storage_path: str | None = None, ray_address: str | None = None,
+                 s3: dict[str, Any] | None = None, run_name: str | None = None, init_weights: str | None = None,
+                 need_test: bool = True) -> dict[str, Any]:
+    """The run resolved once (:func:`predrnn.train.prepare`): an unknown preset or key, a dataset that
+    does not fit (frames, clip length, splits) or an unreachable store fails here, before any worker."""
+    from predrnn.config import load_config
+    from predrnn.train import configure, prepare
+
+    cfg = configure(load_config(preset, None, overrides), workers=workers)
+    spec = prepare(cfg, data=dataset, tracking_uri=tracking_uri, storage_path=storage_path, state_dir=state_dir,
+                   ray_address=ray_address, s3=s3, run_name=run_name, init_weights=init_weights, need_test=need_test)
+    return spec.to_dict()
 
 
 @task(name="train-ray")
-def train_task(cfg: dict[str, Any], dataset: str, tracking_uri: str,
-               storage_path: str | None) -> dict[str, Any]:
+def train_task(spec: dict[str, Any]) -> dict[str, Any]:
     """Distributed training; returns the run directory, checkpoints and MLflow run id."""
-    from predrnn.config import ExperimentConfig
-    from predrnn.train import train
+    from predrnn.train import RunSpec, train
 
-    result = train(ExperimentConfig.from_dict(cfg), data=dataset, tracking_uri=tracking_uri,
-                   storage_path=storage_path)
-    return result.to_dict()
+    return train(RunSpec.from_dict(spec)).to_dict()
 
 
 @task(name="evaluate-and-register")
-def finish_task(result: dict[str, Any], out_dir: str, split: str = "test") -> dict[str, Any]:
+def finish_task(result: dict[str, Any], out_dir: str, split: str = "test",
+                s3: dict[str, Any] | None = None) -> dict[str, Any]:
     """Test metrics, pictures, the MLflow model and its registry version (alias ``challenger``)."""
     from predrnn.train import finish
     from predrnn.train.driver import TrainResult
 
-    return finish(TrainResult.from_dict(result), out_dir=out_dir, split=split)
+    return finish(TrainResult.from_dict(result), out_dir=out_dir, split=split, s3=s3)
 
 
 @flow(name="train")
 def train_flow(dataset: str, preset: str = "quick", overrides: list[str] | None = None, workers: int = 2,
                tracking_uri: str | None = None, storage_path: str | None = None,
-               out_dir: str | None = None) -> dict[str, Any]:
+               out_dir: str | None = None, ray_address: str | None = None) -> dict[str, Any]:
     """Train ``preset`` on ``dataset`` with ``workers`` Ray Train workers and register the model.
 
     Args:
@@ -76,23 +70,26 @@ def train_flow(dataset: str, preset: str = "quick", overrides: list[str] | None 
         preset: a named preset (``quick``, ``moving_mnist_v2``, ...).
         overrides: ``section.field=value`` strings.
         workers: Ray Train workers; ``optim.batch_size`` is the global batch.
-        tracking_uri: MLflow store; default the local SQLite under ``.state/mlflow``.
-        storage_path: Ray run storage; default ``.state/ray/results``.
-        out_dir: folder for the GIF, plots and metrics; default ``.state/runs/<run>``.
+        tracking_uri: MLflow store; default ``$MLFLOW_TRACKING_URI``, else the local SQLite under the state folder.
+        storage_path: Ray run storage; default ``STATE/ray/results``.
+        out_dir: folder for the GIF, plots and metrics; default ``STATE/runs/<run>``.
+        ray_address: Ray cluster; default ``$PREDRNN_RAY_ADDRESS`` (the stack's head), else a local Ray.
     """
     from pathlib import Path
 
-    from predrnn.tracking import state_dir
-
     log = get_run_logger()
-    cfg = load_config_task(preset, list(overrides or []), dataset, workers, tracking_uri)
-    info = validate_dataset_task(cfg, dataset, need_test=True)
+    settings = PipelineSettings()
+    s3 = settings.s3()
+    uri = check_tracking_task(settings.tracking(tracking_uri))
+    spec = prepare_task(preset, list(overrides or []), dataset, workers, tracking_uri=uri,
+                        state_dir=str(settings.state), storage_path=storage_path,
+                        ray_address=ray_address or settings.ray_address, s3=s3)
+    info = spec["dataset"]
     log.info("dataset %s: %s clips (train %s, val %s, test %s)", info["uri"], info["shape"][0],
              info["splits"]["train"], info["splits"]["val"], info["splits"]["test"])
-    uri = check_tracking_task(tracking_uri)
-    result = train_task(cfg, info["uri"], uri, storage_path)
-    out = out_dir or str(state_dir() / "runs" / Path(result["run_dir"]).name)
-    summary = finish_task(result, out)
+    result = train_task(spec)
+    out = out_dir or str(settings.state / "runs" / Path(result["run_dir"]).name)
+    summary = finish_task(result, out, s3=s3)
     log.info("registered %s (test MSE/frame %.2f vs persistence %.2f)", summary.get("model_uri"),
              summary["test_mse"], summary["persistence_mse"])
     return summary

@@ -13,18 +13,8 @@ from typing import Any
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 
-from flows.train import check_tracking_task, validate_dataset_task
-
-
-@task(name="load-config")
-def load_config_task(preset: str, overrides: list[str], dataset: str, workers: int | None,
-                     tracking_uri: str | None) -> dict[str, Any]:
-    """The validated base config (unknown preset or override key fails here)."""
-    from predrnn.config import load_config
-    from predrnn.train import configure
-
-    return configure(load_config(preset, None, overrides), data=dataset, workers=workers,
-                     tracking_uri=tracking_uri).to_dict()
+from flows.settings import PipelineSettings
+from flows.train import check_tracking_task, prepare_task
 
 
 @task(name="check-space")
@@ -41,25 +31,23 @@ def check_space_task(cfg: dict[str, Any], space: list[str], settings: dict[str, 
 
 
 @task(name="search")
-def search_task(cfg: dict[str, Any], dataset: str, settings: dict[str, Any], space: dict[str, Any],
-                tracking_uri: str, storage_path: str | None, name: str | None,
+def search_task(spec: dict[str, Any], settings: dict[str, Any], space: dict[str, Any],
                 out_dir: str | None) -> dict[str, Any]:
     """The Ray Tune search (Optuna TPE + ASHA over Ray Train trials); returns its summary."""
-    from predrnn.config import ExperimentConfig
+    from predrnn.train import RunSpec
     from predrnn.tune import SearchSpace, TuneSettings, tune
 
-    result = tune(ExperimentConfig.from_dict(cfg), data=dataset, settings=TuneSettings(**settings),
-                  space=SearchSpace.from_dict(space), tracking_uri=tracking_uri, storage_path=storage_path,
-                  name=name, out_dir=out_dir)
+    result = tune(RunSpec.from_dict(spec), settings=TuneSettings(**settings), space=SearchSpace.from_dict(space),
+                  out_dir=out_dir)
     return {**result.to_dict(), "markdown": result.markdown()}
 
 
 @task(name="resume-search")
-def resume_task(experiment_dir: str) -> dict[str, Any]:
+def resume_task(experiment_dir: str, ray_address: str | None, s3: dict[str, Any]) -> dict[str, Any]:
     """Continue an interrupted search; finished trials are kept as they are."""
     from predrnn.tune import resume
 
-    result = resume(experiment_dir)
+    result = resume(experiment_dir, ray_address=ray_address, s3=s3)
     return {**result.to_dict(), "markdown": result.markdown()}
 
 
@@ -77,7 +65,8 @@ def tune_flow(dataset: str = "", preset: str = "quick", trials: int = 8, max_ite
               concurrency: int = 1, overrides: list[str] | None = None, space: list[str] | None = None,
               evaluations: int = 8, grace_evaluations: int = 1, reduction_factor: int = 2, seed: int = 0,
               workers: int | None = None, tracking_uri: str | None = None, storage_path: str | None = None,
-              name: str | None = None, out_dir: str | None = None, resume: str | None = None) -> dict[str, Any]:
+              name: str | None = None, out_dir: str | None = None, resume: str | None = None,
+              ray_address: str | None = None) -> dict[str, Any]:
     """Search the sampling schedules, decoupling weight and learning rate of ``preset`` on ``dataset``.
 
     Args:
@@ -93,24 +82,31 @@ def tune_flow(dataset: str = "", preset: str = "quick", trials: int = 8, max_ite
         reduction_factor: ASHA's halving rate.
         seed: TPE sampler seed.
         workers: Ray Train workers per trial.
-        tracking_uri: MLflow store; default the local SQLite under ``.state/mlflow``.
-        storage_path: Tune experiment storage; default ``.state/ray/tune``.
+        tracking_uri: MLflow store; default ``$MLFLOW_TRACKING_URI``, else the local SQLite under the state folder.
+        storage_path: Tune experiment storage; default ``STATE/ray/tune``.
         name: experiment name.
         out_dir: folder for ``best_config.json`` and the tables; default the experiment directory.
         resume: the experiment directory of an interrupted search to continue (other inputs ignored).
+        ray_address: Ray cluster; default ``$PREDRNN_RAY_ADDRESS`` (the stack's head), else a local Ray.
     """
+    import time
+
     log = get_run_logger()
+    env = PipelineSettings()
+    address = ray_address or env.ray_address
     if resume:
-        summary = resume_task(resume)
+        summary = resume_task(resume, address, env.s3())
     else:
         settings = {"trials": trials, "max_iterations": max_iterations, "concurrency": concurrency,
                     "evaluations": evaluations, "grace_evaluations": grace_evaluations,
                     "reduction_factor": reduction_factor, "seed": seed}
-        cfg = load_config_task(preset, list(overrides or []), dataset, workers, tracking_uri)
-        checked_space = check_space_task(cfg, list(space or []), settings)
-        info = validate_dataset_task(cfg, dataset)
-        uri = check_tracking_task(tracking_uri)
-        summary = search_task(cfg, info["uri"], settings, checked_space, uri, storage_path, name, out_dir)
+        uri = check_tracking_task(env.tracking(tracking_uri))
+        spec = prepare_task(preset, list(overrides or []), dataset, workers, tracking_uri=uri,
+                            state_dir=str(env.state), storage_path=storage_path or str(env.state / "ray" / "tune"),
+                            ray_address=address, s3=env.s3(), need_test=False,
+                            run_name=name or f"tune-{preset}-{time.strftime('%Y%m%d-%H%M%S')}")
+        checked_space = check_space_task(spec["cfg"], list(space or []), settings)
+        summary = search_task(spec, settings, checked_space, out_dir)
     summary["artifact_key"] = publish_task(summary)
     best = summary.get("best") or {}
     log.info("search %s: %d trial(s) finished%s; best %s (val MSE/frame %s); best config %s", summary["name"],

@@ -152,7 +152,7 @@ def infer_official_config(state: dict[str, torch.Tensor], *, patch_size: int, ch
     base = ExperimentConfig(name="imported")
     cfg = dataclasses.replace(
         base,
-        model=ModelConfig(arch=arch, num_hidden=[int(width)] * len(layers), filter_size=int(k),
+        model=ModelConfig(arch=arch, num_hidden=(int(width),) * len(layers), filter_size=int(k),
                           patch_size=patch_size, layer_norm=layer_norm),
         sampling=SamplingConfig(scheme="rss" if arch == "predrnn_v2" else "ss"),
         data=DataConfig(img_height=img_height or 64, img_width=img_width or 64, img_channel=channels,

@@ -1,11 +1,16 @@
 """Typed configuration: one frozen dataclass per concern, composed into :class:`ExperimentConfig`.
 
+A config validates on construction (field types by pydantic at the JSON/override door, cross-field
+rules in ``ExperimentConfig.__post_init__``), so an ``ExperimentConfig`` that exists is a valid one.
 Presets are functions returning a complete config (``moving_mnist_v2()``); overrides are dotted
 ``section.field=value`` strings whose values are parsed as JSON (falling back to a bare string)
-and type-checked against the field annotation, so ``model.num_hidden=[64,64]`` works and
+and checked against the field's type, so ``model.num_hidden=[64,64]`` works and
 ``model.num_hidden=64`` is refused with a message that names the key and the expected type.
+Sequences are tuples. Where a run is tracked, stored or executed is not part of the experiment: it
+travels in :class:`predrnn.train.RunSpec`.
 
-Only the standard library is used here so the model core stays importable with torch alone.
+Building configs needs only the standard library (the model core stays importable with torch
+alone); pydantic is imported when a config is read from JSON or overrides.
 """
 
 from __future__ import annotations
@@ -25,15 +30,24 @@ class ConfigError(PredrnnError, ValueError):
     """A configuration value, key or combination is invalid."""
 
 
+# pydantic reads this from each section: unknown keys are errors, not silently dropped.
+_STRICT_KEYS = {"extra": "forbid"}
+
+
 @dataclass(frozen=True)
 class ModelConfig:
     """Architecture. ``arch``: ``predrnn_v2`` (decoupling adapter), ``predrnn`` (V1) or ``convlstm``."""
 
+    __pydantic_config__ = _STRICT_KEYS
+
     arch: Literal["predrnn_v2", "predrnn", "convlstm"] = "predrnn_v2"
-    num_hidden: list[int] = field(default_factory=lambda: [128, 128, 128, 128])
+    num_hidden: tuple[int, ...] = (128, 128, 128, 128)
     filter_size: int = 5
     patch_size: int = 4
     layer_norm: bool = False
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "num_hidden", tuple(self.num_hidden))
 
 
 @dataclass(frozen=True)
@@ -44,6 +58,8 @@ class SamplingConfig:
     decoder, PredRNN-V2), ``ss`` (scheduled sampling on the decoder only, PredRNN V1), ``none``
     (encoder always true frames, decoder always own predictions).
     """
+
+    __pydantic_config__ = _STRICT_KEYS
 
     scheme: Literal["rss", "ss", "none"] = "rss"
     rss_curve: Literal["exp", "linear", "sigmoid"] = "exp"
@@ -58,6 +74,8 @@ class SamplingConfig:
 @dataclass(frozen=True)
 class OptimConfig:
     """Optimisation. ``decouple_beta`` multiplies the mean-reduced decoupling loss (authors' code)."""
+
+    __pydantic_config__ = _STRICT_KEYS
 
     lr: float = 1e-4
     batch_size: int = 8
@@ -76,6 +94,8 @@ class OptimConfig:
 @dataclass(frozen=True)
 class DataConfig:
     """Frames and sequence lengths. ``dataset`` is a version URI (``ROOT/NAME@VERSION``)."""
+
+    __pydantic_config__ = _STRICT_KEYS
 
     dataset: str = ""
     img_height: int = 64
@@ -99,18 +119,25 @@ class ValuesConfig:
     the data's units (e.g. mm/h 0.5, 2, 5, 10, 30 as HKO-7).
     """
 
+    __pydantic_config__ = _STRICT_KEYS
+
     kind: Literal["image", "field"] = "image"
     units: str = ""
     mean: float = 0.0
     std: float = 1.0
     valid_min: float | None = None
     valid_max: float | None = None
-    thresholds: list[float] = field(default_factory=list)
+    thresholds: tuple[float, ...] = ()
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "thresholds", tuple(float(t) for t in self.thresholds))
 
 
 @dataclass(frozen=True)
 class ComputeConfig:
     """Where and how to run. ``amp``: ``auto`` means bf16 autocast on CUDA, fp32 on CPU."""
+
+    __pydantic_config__ = _STRICT_KEYS
 
     num_workers: int = 1
     gpus_per_worker: float = 0.0
@@ -123,9 +150,14 @@ class ComputeConfig:
 
 @dataclass(frozen=True)
 class TrackingConfig:
-    """MLflow. Empty ``tracking_uri`` means the embedded default (a local SQLite file)."""
+    """MLflow names: the experiment a run is logged under and the registered model it produces.
 
-    tracking_uri: str = ""
+    The tracking URI is the machine's, not the experiment's: it is resolved at the door and travels
+    in :class:`predrnn.train.RunSpec`.
+    """
+
+    __pydantic_config__ = _STRICT_KEYS
+
     experiment: str = "predrnn"
     registered_model: str = "predrnn-v2"
 
@@ -141,9 +173,11 @@ class ExperimentConfig:
     compute: ComputeConfig = field(default_factory=ComputeConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
 
-    def validate(self) -> ExperimentConfig:
-        """Check cross-field constraints; returns ``self`` so calls chain."""
+    def __post_init__(self) -> None:
         _validate(self)
+
+    def validate(self) -> ExperimentConfig:
+        """The config itself: it was validated on construction (kept so calls chain)."""
         return self
 
     def to_dict(self) -> dict[str, Any]:
@@ -154,7 +188,13 @@ class ExperimentConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ExperimentConfig:
-        return _from_dict(cls, data, prefix="")
+        """The config of a ``to_dict()`` mapping (JSON types: lists for tuples).
+
+        Raises:
+            ConfigError: an unknown key, a value of the wrong type (key and expected type named), or
+                a contradiction between fields.
+        """
+        return _from_dict(data)
 
     @classmethod
     def from_json(cls, text: str) -> ExperimentConfig:
@@ -167,12 +207,13 @@ class ExperimentConfig:
         return cls.from_dict(data)
 
     def flat(self) -> dict[str, Any]:
-        """``{"model.num_hidden": [..], ...}``: every leaf with its dotted key (for tracking)."""
+        """``{"model.num_hidden": [..], ...}``: every leaf with its dotted key, sequences as lists (for
+        tracking and for comparing configs with their JSON form)."""
         out: dict[str, Any] = {}
         for section, values in self.to_dict().items():
             if isinstance(values, dict):
                 for key, value in values.items():
-                    out[f"{section}.{key}"] = value
+                    out[f"{section}.{key}"] = list(value) if isinstance(value, tuple) else value
             else:
                 out[section] = values
         return out
@@ -184,7 +225,7 @@ class ExperimentConfig:
 
 def moving_mnist_v2() -> ExperimentConfig:
     """PredRNN-V2 on Moving MNIST: 4 x 128, patch 4, lr 1e-4, batch 8, 80k its, RSS 25k/50k/2500."""
-    return ExperimentConfig(name="moving_mnist_v2").validate()
+    return ExperimentConfig(name="moving_mnist_v2")
 
 
 def moving_mnist_v1() -> ExperimentConfig:
@@ -195,7 +236,7 @@ def moving_mnist_v1() -> ExperimentConfig:
         sampling=SamplingConfig(scheme="ss"),
         optim=OptimConfig(lr=3e-4, decouple_beta=0.0, reverse_input=False),
         tracking=TrackingConfig(registered_model="predrnn-v1"),
-    ).validate()
+    )
 
 
 def kth_v2() -> ExperimentConfig:
@@ -205,20 +246,20 @@ def kth_v2() -> ExperimentConfig:
         sampling=SamplingConfig(r_sampling_step_1=5_000, r_sampling_step_2=50_000, r_exp_alpha=2_000.0),
         optim=OptimConfig(batch_size=4, decouple_beta=0.01),
         data=DataConfig(img_height=128, img_width=128),
-    ).validate()
+    )
 
 
 def quick() -> ExperimentConfig:
     """A CPU preset: 64x64, patch 8, 2 x 32, schedules scaled to 600 iterations."""
     return ExperimentConfig(
         name="quick",
-        model=ModelConfig(num_hidden=[32, 32], filter_size=5, patch_size=8),
+        model=ModelConfig(num_hidden=(32, 32), filter_size=5, patch_size=8),
         sampling=SamplingConfig(r_sampling_step_1=150, r_sampling_step_2=400, r_exp_alpha=40.0,
                                 sampling_stop_iter=400, sampling_changing_rate=1.0 / 400),
         optim=OptimConfig(lr=1e-3, batch_size=8, max_iterations=600, decouple_beta=0.1,
                           reverse_input=False, eval_interval=200, checkpoint_interval=100,
                           eval_clips=64),
-    ).validate()
+    )
 
 
 PRESETS: dict[str, Callable[[], ExperimentConfig]] = {
@@ -238,7 +279,7 @@ def preset(name: str) -> ExperimentConfig:
 
 def load_config(preset_name: str | None = None, config_file: str | None = None,
                 overrides: Iterable[str] = ()) -> ExperimentConfig:
-    """A preset or a JSON file (not both), then overrides, then validation."""
+    """A preset or a JSON file (not both), then overrides (the result is validated on construction)."""
     if preset_name and config_file:
         raise ConfigError("give a preset or a config file, not both")
     if config_file:
@@ -246,43 +287,50 @@ def load_config(preset_name: str | None = None, config_file: str | None = None,
             cfg = ExperimentConfig.from_json(fh.read())
     else:
         cfg = preset(preset_name or "quick")
-    return apply_overrides(cfg, overrides).validate()
+    return apply_overrides(cfg, overrides)
 
 
 # ---------------------------------------------------------------------------------------------
-# Overrides and type checking.
+# Overrides and reading configs: field types checked by pydantic, one construction at the end.
+
+# Keys that older configs carry and that no longer belong to the experiment (dropped when read).
+_RETIRED_KEYS = {("tracking", "tracking_uri")}
 
 
 def apply_overrides(cfg: ExperimentConfig, overrides: Iterable[str]) -> ExperimentConfig:
-    """Apply ``section.field=value`` strings; each value is type-checked against its field."""
+    """Apply ``section.field=value`` strings (values parsed as JSON, else a bare string) to ``cfg``.
+
+    All overrides land before the config is rebuilt, so their order never matters.
+
+    Raises:
+        ConfigError: a malformed item, an unknown section or key (the known ones listed), a value of
+            the wrong type (the key and expected type named), or a contradiction in the result.
+    """
+    data = cfg.to_dict()
     for item in overrides:
         if "=" not in item:
             raise ConfigError(f"override {item!r} must look like section.field=value")
         key, raw = item.split("=", 1)
         key = key.strip()
         parts = key.split(".")
-        if len(parts) == 1 and parts[0] == "name":
-            cfg = dataclasses.replace(cfg, name=raw)
+        if parts == ["name"]:
+            data["name"] = raw
             continue
         if len(parts) != 2:
             raise ConfigError(f"override key {key!r} must be section.field, e.g. model.num_hidden")
-        section_name, field_name = parts
-        sections = {f.name: f for f in dataclasses.fields(cfg) if dataclasses.is_dataclass(f.type)
-                    or f.name in _section_types()}
-        if section_name not in sections:
-            raise ConfigError(f"unknown config section {section_name!r} in {key!r}; "
-                              f"known sections: {sorted(_section_types())}")
-        section = getattr(cfg, section_name)
-        hints = typing.get_type_hints(type(section))
-        if field_name not in hints:
-            raise ConfigError(f"unknown config key {key!r}; {section_name} has: {sorted(hints)}")
+        section, name = parts
+        sections = _section_types()
+        if section not in sections:
+            raise ConfigError(f"unknown config section {section!r} in {key!r}; known sections: {sorted(sections)}")
+        known = [f.name for f in dataclasses.fields(sections[section])]
+        if name not in known:
+            raise ConfigError(f"unknown config key {key!r}; {section} has: {sorted(known)}")
         try:
             value: Any = json.loads(raw)
         except json.JSONDecodeError:
             value = raw
-        value = _check(value, hints[field_name], key)
-        cfg = dataclasses.replace(cfg, **{section_name: dataclasses.replace(section, **{field_name: value})})
-    return cfg
+        data[section][name] = value
+    return ExperimentConfig.from_dict(data)
 
 
 def _section_types() -> dict[str, type]:
@@ -296,67 +344,49 @@ def _type_name(tp: Any) -> str:
         return "one of " + ", ".join(repr(a) for a in typing.get_args(tp))
     if origin in (list, tuple):
         return f"list[{', '.join(_type_name(a) for a in typing.get_args(tp) if a is not Ellipsis)}]"
-    return getattr(tp, "__name__", str(tp))
-
-
-def _check(value: Any, tp: Any, key: str) -> Any:
-    """Return ``value`` coerced to ``tp`` (int -> float only) or raise a ConfigError naming ``key``."""
-    origin = typing.get_origin(tp)
-    bad = ConfigError(f"{key}: expected {_type_name(tp)}, got {value!r}")
-    if origin is Literal:
-        if value not in typing.get_args(tp):
-            raise bad
-        return value
     if origin in (typing.Union, types.UnionType):
-        for arg in typing.get_args(tp):
-            try:
-                return _check(value, arg, key)
-            except ConfigError:
-                continue
-        raise bad
-    if origin is list:
-        (item_tp,) = typing.get_args(tp)
-        if not isinstance(value, list):
-            raise bad
-        return [_check(v, item_tp, f"{key}[{i}]") for i, v in enumerate(value)]
-    if tp is type(None):
-        if value is not None:
-            raise bad
-        return None
-    if tp is bool:
-        if not isinstance(value, bool):
-            raise bad
-        return value
-    if tp is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise bad
-        return value
-    if tp is float:
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise bad
-        return float(value)
-    if tp is str:
-        if not isinstance(value, str):
-            raise bad
-        return value
-    raise ConfigError(f"{key}: unsupported type {tp!r}")
+        return " or ".join(_type_name(a) for a in typing.get_args(tp))
+    return "null" if tp is type(None) else getattr(tp, "__name__", str(tp))
 
 
-def _from_dict(cls: type, data: dict[str, Any], prefix: str) -> Any:
-    hints = typing.get_type_hints(cls)
-    unknown = set(data) - set(hints)
+def _from_dict(data: dict[str, Any]) -> ExperimentConfig:
+    from pydantic import TypeAdapter, ValidationError
+
+    sections = _section_types()
+    unknown = sorted(set(data) - {"name", *sections})
     if unknown:
-        raise ConfigError(f"unknown config key(s) {sorted(prefix + k for k in unknown)}")
-    kwargs = {}
-    for name, value in data.items():
-        tp = hints[name]
-        if dataclasses.is_dataclass(tp):
-            if not isinstance(value, dict):
-                raise ConfigError(f"{prefix}{name}: expected an object")
-            kwargs[name] = _from_dict(tp, value, f"{prefix}{name}.")  # type: ignore[arg-type]
-        else:
-            kwargs[name] = _check(value, tp, prefix + name)
-    return cls(**kwargs)
+        raise ConfigError(f"unknown config key(s) {unknown}; known: {sorted(['name', *sections])}")
+    if "name" in data and not isinstance(data["name"], str):
+        raise ConfigError(f"name: expected str, got {data['name']!r}")
+    built: dict[str, Any] = {}
+    for section, value in data.items():
+        if section == "name":
+            continue
+        if not isinstance(value, dict):
+            raise ConfigError(f"{section}: expected an object")
+        value = {k: v for k, v in value.items() if (section, k) not in _RETIRED_KEYS}
+        try:
+            built[section] = TypeAdapter(sections[section]).validate_json(json.dumps(value), strict=True)
+        except ValidationError as err:
+            raise _type_error(section, value, err) from None
+    return ExperimentConfig(**({"name": data["name"]} if "name" in data else {}), **built)
+
+
+def _type_error(section: str, value: dict[str, Any], err: Any) -> ConfigError:
+    """The first of pydantic's errors as one line: ``section.key[i]: expected TYPE, got VALUE``."""
+    first = err.errors()[0]
+    loc = first["loc"]
+    name = str(loc[0]) if loc else ""
+    key = f"{section}.{name}" + "".join(f"[{i}]" for i in loc[1:] if isinstance(i, int))
+    if first["type"] == "unexpected_keyword_argument":
+        known = sorted(f.name for f in dataclasses.fields(_section_types()[section]))
+        return ConfigError(f"unknown config key {key!r}; {section} has: {known}")
+    hint = typing.get_type_hints(_section_types()[section]).get(name)
+    for i in loc[1:]:  # the element type of a sequence
+        if isinstance(i, int) and hint is not None:
+            hint = next((a for a in typing.get_args(hint) if a is not Ellipsis), hint)
+    got = first.get("input", value.get(name))
+    return ConfigError(f"{key}: expected {_type_name(hint)}, got {got!r}")
 
 
 def _validate(cfg: ExperimentConfig) -> None:

@@ -94,7 +94,7 @@ def from_dataset_attrs(attrs: dict[str, Any]) -> ValuesConfig:
         return ValuesConfig(kind=rec.get("kind", "image"), units=str(rec.get("units", "")),
                             mean=float(rec.get("mean", 0.0)), std=float(rec.get("std", 1.0)),
                             valid_min=_opt_float(rec.get("valid_min")), valid_max=_opt_float(rec.get("valid_max")),
-                            thresholds=[float(t) for t in rec.get("thresholds", [])])
+                            thresholds=tuple(float(t) for t in rec.get("thresholds", [])))
     if attrs.get("value_kind") == "physical":
         norm = attrs.get("normalisation", {})
         return ValuesConfig(kind="field", units=str(attrs.get("units", "")), mean=float(norm.get("mean", 0.0)),

@@ -132,7 +132,7 @@ def test_model_dir_round_trip_and_v1_detection(tmp_path):
     assert "adapter.weight" not in read_official(tmp_path / "v1.ckpt")
     _, cfg3 = import_official(tmp_path / "v1.ckpt", tmp_path / "v1", patch_size=4, channels=1,
                               img_height=16, img_width=16)
-    assert cfg3.model.arch == "predrnn" and cfg3.model.num_hidden == [8, 8]
+    assert cfg3.model.arch == "predrnn" and cfg3.model.num_hidden == (8, 8)
 
 
 def test_an_imported_model_without_layer_norm_takes_any_frame_size(tmp_path):

@@ -15,7 +15,7 @@ from predrnn.config import (
 
 def test_presets_hold_the_authors_recipes():
     v2 = moving_mnist_v2()
-    assert v2.model.num_hidden == [128] * 4 and v2.model.patch_size == 4 and v2.model.filter_size == 5
+    assert v2.model.num_hidden == (128,) * 4 and v2.model.patch_size == 4 and v2.model.filter_size == 5
     assert (v2.optim.lr, v2.optim.batch_size, v2.optim.max_iterations) == (1e-4, 8, 80_000)
     assert (v2.sampling.r_sampling_step_1, v2.sampling.r_sampling_step_2, v2.sampling.r_exp_alpha) == (
         25_000, 50_000, 2_500.0)
@@ -33,7 +33,7 @@ def test_override_parses_and_type_checks():
     cfg = apply_overrides(preset("quick"), ["model.num_hidden=[64,64,64,64]", "optim.lr=1e-3",
                                             "model.layer_norm=true", "sampling.rss_curve=sigmoid",
                                             "optim.decouple_beta=1"])
-    assert cfg.model.num_hidden == [64] * 4 and cfg.model.layer_norm is True
+    assert cfg.model.num_hidden == (64,) * 4 and cfg.model.layer_norm is True
     assert cfg.optim.decouple_beta == 1.0 and isinstance(cfg.optim.decouple_beta, float)
     assert cfg.sampling.rss_curve == "sigmoid"
 

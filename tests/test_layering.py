@@ -27,8 +27,8 @@ def test_a_core_module_reaching_for_an_edge_breaks_a_contract(tmp_path):
     edge is refused, naming both imports."""
     import shutil
 
-    shutil.copytree(ROOT / "predrnn", tmp_path / "predrnn", ignore=shutil.ignore_patterns("__pycache__"))
-    shutil.copytree(ROOT / "flows", tmp_path / "flows", ignore=shutil.ignore_patterns("__pycache__"))
+    for package in ("predrnn", "flows", "infra", "bench"):  # every root package the contracts name
+        shutil.copytree(ROOT / package, tmp_path / package, ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copy(ROOT / "pyproject.toml", tmp_path / "pyproject.toml")
     metrics = tmp_path / "predrnn" / "metrics.py"
     leak = "\n\ndef _leak():\n    import mlflow\n\n    from predrnn import tracking\n"

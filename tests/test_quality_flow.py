@@ -41,8 +41,8 @@ def test_quality_flow_reports_each_variant(tmp_path):
 
 
 def test_variant_config_scales_schedules_and_beta():
+    from bench.ablation import variant_config
     from predrnn.config import preset
-    from predrnn.quality import variant_config
 
     both = variant_config(preset("quick"), "v2_both", 1000, beta=0.005)
     assert (both.sampling.r_sampling_step_1, both.sampling.r_sampling_step_2) == (250, 650)
@@ -55,8 +55,8 @@ def test_variant_config_scales_schedules_and_beta():
 def test_learning_curve_is_recorded_at_the_asked_iterations(tmp_path):
     import torch
 
+    from bench.ablation import train_and_evaluate, variant_config
     from predrnn.config import apply_overrides, preset
-    from predrnn.quality import train_and_evaluate, variant_config
 
     cfg = variant_config(apply_overrides(preset("quick"), TINY), "predrnn_v1", 4)
     clips = torch.rand(12, 8, 32, 32, 1)
@@ -66,7 +66,7 @@ def test_learning_curve_is_recorded_at_the_asked_iterations(tmp_path):
 
 
 def test_curve_summary_counts_lead_times_against_persistence():
-    from predrnn.quality import summarize_curves
+    from bench.ablation import summarize_curves
 
     pers = [1.0, 2.0, 3.0]
 

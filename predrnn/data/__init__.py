@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from predrnn.data.errors import DataError
+from predrnn.data.info import DatasetInfo, validate_dataset
 from predrnn.data.pipeline import (
     discard_version,
     find_existing,
@@ -36,6 +37,6 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(name)
 
 
-__all__ = ["KINDS", "ClipDataset", "DataError", "Version", "discard_version", "find_existing", "gc_orphans",
-           "ingest", "inspect_source", "list_datasets", "open_version", "parse_uri", "publish_version",
-           "validate_source", "verify_version", "write_version"]
+__all__ = ["KINDS", "ClipDataset", "DataError", "DatasetInfo", "Version", "discard_version", "find_existing",
+           "gc_orphans", "ingest", "inspect_source", "list_datasets", "open_version", "parse_uri", "publish_version",
+           "validate_dataset", "validate_source", "verify_version", "write_version"]

@@ -26,10 +26,18 @@ import torch
 
 from predrnn.checkpoint import CheckpointError, load_state_checked
 from predrnn.config import ExperimentConfig
+from predrnn.data.batches import (
+    batch_indices,
+    epoch_of,
+    iterate_batches,
+    load_batch,
+    mask_generator,
+    per_worker_batch,
+)
+from predrnn.evaluation import evaluation_metrics
 from predrnn.models import build_model
 from predrnn.sampling import sampling_mask
 from predrnn.steps import StepResult, evaluate, train_step
-from predrnn.train.data import batch_indices, epoch_of, iterate_batches, load_batch, mask_generator
 from predrnn.train.state import (
     TrainState,
     checkpoint_name,
@@ -41,37 +49,6 @@ from predrnn.train.state import (
     set_rng_state,
 )
 from predrnn.values import field_units
-
-EVAL_METRICS = ("mse", "mae", "rmse", "psnr", "ssim")
-
-
-def per_worker_batch(global_batch: int, world_size: int) -> int:
-    """The batch each rank trains on; the global batch must split evenly."""
-    if global_batch % world_size:
-        raise ValueError(f"optim.batch_size={global_batch} does not split evenly over {world_size} workers")
-    return global_batch // world_size
-
-
-def evaluation_metrics(result: dict[str, Any], prefix: str) -> dict[str, float]:
-    """Flatten ``evaluate()`` output into ``{prefix}_mse``, ``{prefix}_mse_f01``, ... and persistence."""
-    out: dict[str, float] = {}
-    for who, tag in (("model", prefix), ("persistence", f"{prefix}_persistence")):
-        block = result.get(who)
-        if not block:
-            continue
-        for key in EVAL_METRICS:
-            if block.get(key) is None:
-                continue
-            out[f"{tag}_{key}"] = float(block[key])
-            for k, v in enumerate(block[f"{key}_per_frame"], start=1):
-                if v is not None:
-                    out[f"{tag}_{key}_f{k:02d}"] = float(v)
-        if block.get("csi_m") is not None:
-            finite = [v for v in block["csi_m"] if v is not None]
-            if finite:
-                out[f"{tag}_csi_m"] = sum(finite) / len(finite)
-    return out
-
 
 # Ray keeps the ``keep_best`` checkpoints of lowest SELECTION (plus the latest). A checkpoint saved without
 # an evaluation ranks last with a finite WORST: Ray's run snapshot stores NaN as null, which it cannot
@@ -168,15 +145,19 @@ def _quiet_train_reports() -> None:
 
 
 def train_loop_per_worker(config: dict[str, Any]) -> None:
-    """Ray Train entry point. ``config`` holds the experiment config dict, the clip source, the
-    dataset info, and optionally the MLflow tracking URI and run id and the progress interval."""
+    """Ray Train entry point. ``config``: ``spec`` (a :class:`predrnn.train.RunSpec` as a dict: the
+    experiment, dataset, MLflow store and run, run directory, S3 settings, fork checkpoint),
+    ``source`` (the clip source), ``init_state`` (warm-start weights or None) and ``log_every``."""
     import ray.train
     import ray.train.torch as rtt
     import ray.util
 
-    cfg = ExperimentConfig.from_dict(config["cfg"]).validate()
+    from predrnn.train.spec import RunSpec
+
+    spec = RunSpec.from_dict(config["spec"])
+    cfg = spec.cfg
     source = config["source"]
-    dataset_info: dict[str, Any] = config["dataset"]
+    dataset_info: dict[str, Any] = spec.dataset.to_dict()
     log_every = int(config.get("log_every") or 10)
     o, d, c = cfg.optim, cfg.data, cfg.compute
 
@@ -199,10 +180,10 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         load_weights_into(model, state)
         if rank == 0:
             print(f"resuming from {state.path} at iteration {state.iteration}", flush=True)
-    elif config.get("fork_checkpoint"):  # a new run from another run's full training state
+    elif spec.fork_checkpoint:  # a new run from another run's full training state
         from predrnn.train import storage
 
-        state = restore_latest(storage.checkpoint(config["fork_checkpoint"], config.get("s3")))
+        state = restore_latest(storage.checkpoint(spec.fork_checkpoint, spec.s3))
         load_weights_into(model, state)
         if rank == 0:
             print(f"fork: starting from {state.path} at iteration {state.iteration}", flush=True)
@@ -236,10 +217,10 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     amp = c.amp if on_gpu else ("bf16" if c.amp == "bf16" else "none")
 
     logger = None
-    if rank == 0 and config.get("mlflow_run_id"):
+    if rank == 0 and spec.mlflow_run_id and spec.tracking_uri:
         from predrnn.tracking import MetricLogger
 
-        logger = MetricLogger(config["tracking_uri"], config["mlflow_run_id"])
+        logger = MetricLogger(spec.tracking_uri, spec.mlflow_run_id)
         if state is not None:
             logger.log({"resumed_from_iteration": float(state.iteration)}, step=state.iteration)
 
@@ -264,11 +245,9 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
                 print(f"it {it:>6}  training diverged: loss {res.loss:.4g}"
                       + (f" above optim.divergence_loss={o.divergence_loss:g}" if math.isfinite(res.loss) else ""),
                       flush=True)
-                if config.get("run_dir"):
-                    from predrnn.train import storage
+                from predrnn.train import storage
 
-                    storage.write_json(config["run_dir"], DIVERGED, {"iteration": it, "loss": repr(float(res.loss))},
-                                       config.get("s3"))
+                storage.write_json(spec.run_dir, DIVERGED, {"iteration": it, "loss": repr(float(res.loss))}, spec.s3)
             return
         window["loss"] += res.loss
         window["mse"] += res.mse

@@ -35,17 +35,9 @@ def _s3(options: dict[str, Any] | None = None) -> Any:
     return pafs.S3FileSystem(**kwargs)
 
 
-def settings() -> dict[str, Any]:
-    """The S3 settings to open ``s3://`` locations with, read once in the driver and handed to the
-    workers (which may not share its environment)."""
-    from predrnn.data.store import s3_settings
-
-    return s3_settings()
-
-
 def filesystem(location: str, s3: dict[str, Any] | None = None) -> tuple[Any, str]:
-    """``(pyarrow filesystem, path inside it)`` of a local path or a URI; ``s3://`` with ``s3``
-    (:func:`settings`; default: read now)."""
+    """``(pyarrow filesystem, path inside it)`` of a local path or a URI; ``s3://`` opened with the S3
+    settings ``s3`` (:meth:`predrnn.settings.Settings.s3`, read at the door; None: read now)."""
     import pyarrow.fs as pafs
 
     if location.startswith("s3://"):

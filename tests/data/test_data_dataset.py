@@ -70,7 +70,7 @@ def test_float_data_comes_in_its_units_with_no_data_as_nan(root: Path):
     assert torch.isnan(x[:, :, 0, 0]).all() and not torch.isnan(x[:, :, 12, 12]).any()
     v = ds.values
     assert (v.kind, v.units, v.valid_min, v.valid_max) == ("field", "mm/h", 0.0, None)
-    assert v.thresholds == [0.5, 2.0, 5.0, 10.0, 30.0]  # HKO-7's rain-rate thresholds for mm/h
+    assert v.thresholds == (0.5, 2.0, 5.0, 10.0, 30.0)  # HKO-7's rain-rate thresholds for mm/h
     finite = stored[np.isfinite(stored)].astype(np.float64)
     assert v.mean == pytest.approx(finite.mean(), rel=1e-6) and v.std == pytest.approx(finite.std(), rel=1e-5)
 

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from predrnn.stack import Stack, StackSettings
+from infra.stack import Stack, StackSettings
 
 pytestmark = [pytest.mark.slow, pytest.mark.s3, pytest.mark.prefect]
 

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 import pytest
 from ops_helpers import make_stack
 
-from predrnn.stack import Stack
+from infra.stack import Stack
 
 
 @pytest.fixture

@@ -5,7 +5,7 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
-from predrnn.stack import Stack, StackSettings
+from infra.stack import Stack, StackSettings
 
 TINY = [
     "data.img_height=32", "data.img_width=32", "data.input_length=4", "data.total_length=8",

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from predrnn.registry import (
+from predrnn.tracking.registry import (
     COMPARISON_TAG,
     DECISION_TAG,
     PREVIOUS_TAG,

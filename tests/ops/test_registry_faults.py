@@ -7,8 +7,8 @@ import signal
 
 import pytest
 
-from predrnn.registry import RegistryError, current_champion, promote
-from predrnn.stack import free_ports
+from infra.stack import free_ports
+from predrnn.tracking.registry import RegistryError, current_champion, promote
 
 pytestmark = [pytest.mark.slow, pytest.mark.mlflow]
 

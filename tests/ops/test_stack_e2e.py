@@ -29,7 +29,7 @@ from browser_helpers import (
 )
 from ops_helpers import TINY, make_stack
 
-from predrnn.stack import _group_alive, free_ports
+from infra.stack import _group_alive, free_ports
 
 pytestmark = [pytest.mark.slow, pytest.mark.ray, pytest.mark.mlflow, pytest.mark.s3, pytest.mark.prefect]
 

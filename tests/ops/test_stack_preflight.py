@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from ops_helpers import make_stack
 
-from predrnn.stack import StackError, StackSettings
+from infra.stack import StackError, StackSettings
 
 
 def test_a_port_held_by_another_program_is_named_before_anything_starts():
@@ -38,7 +38,7 @@ def test_two_settings_on_one_port_and_the_defaults():
     assert len({p for _, p in defaults.values()}) == len(defaults)  # no two services share a default port
     # SeaweedFS's own default listeners (Iceberg 8181, Lance 9101: the default metrics port) are switched off,
     # so the stack binds only the ports its settings name
-    from predrnn.stack import Stack
+    from infra.stack import Stack
 
     cmd = Stack(StackSettings()).s3_command(Path("/tmp/unused"))
     assert "-s3.port.iceberg=0" in cmd and "-s3.port.lance=0" in cmd and "-metricsPort=9101" in cmd

@@ -10,10 +10,12 @@ from train_helpers import free_port, tiny_config
 
 from predrnn.checkpoint import CheckpointError
 from predrnn.config import ConfigError
+from predrnn.data import DataError as DatasetError
+from predrnn.data import validate_dataset
+from predrnn.data.batches import batch_indices, mask_generator
 from predrnn.sampling import probabilities
 from predrnn.tracking import TrackingError
-from predrnn.train import DatasetError, configure, train, validate_dataset
-from predrnn.train.data import batch_indices, mask_generator
+from predrnn.train import configure, prepare, train
 
 
 def _ray_started() -> bool:
@@ -26,15 +28,15 @@ def test_missing_dataset_fails_before_workers(tmp_path, tracking_uri):
     cfg = tiny_config()
     t0 = time.perf_counter()
     with pytest.raises(DatasetError, match="cannot open dataset"):
-        train(cfg, data=str(tmp_path / "nothing@latest"), tracking_uri=tracking_uri,
-              storage_path=str(tmp_path / "runs"))
+        train(prepare(cfg, data=str(tmp_path / "nothing@latest"), tracking_uri=tracking_uri,
+                      storage_path=str(tmp_path / "runs")))
     assert time.perf_counter() - t0 < 10
     assert not _ray_started()
 
 
 def test_no_dataset_given(tmp_path):
     with pytest.raises(DatasetError, match="no dataset given"):
-        train(tiny_config(), track=False, storage_path=str(tmp_path))
+        train(prepare(tiny_config(), storage_path=str(tmp_path)))
 
 
 def test_wrong_frame_size_names_both_shapes(tiny_dataset):
@@ -73,7 +75,7 @@ def test_batch_must_split_over_workers():
 def test_unreachable_tracking_server_fails_before_workers(tiny_dataset, tmp_path):
     uri = f"http://127.0.0.1:{free_port()}"
     with pytest.raises(TrackingError, match="unreachable"):
-        train(tiny_config(), data=tiny_dataset, tracking_uri=uri, storage_path=str(tmp_path / "runs"))
+        train(prepare(tiny_config(), data=tiny_dataset, tracking_uri=uri, storage_path=str(tmp_path / "runs")))
     assert not _ray_started()
 
 

@@ -13,7 +13,7 @@ import pytest
 import torch
 from train_helpers import TINY, last_json, tiny_config
 
-from predrnn.train import TrainError, configure, finish, train
+from predrnn.train import TrainError, configure, finish, prepare, train
 from predrnn.train.state import META_FILE, MODEL_DIR, iteration_of
 
 pytestmark = [pytest.mark.slow, pytest.mark.ray, pytest.mark.mlflow]
@@ -72,8 +72,8 @@ def test_resume_extends_the_same_run_and_refuses_other_changes(local_ray, tiny_d
 def test_fork_starts_a_new_run_from_the_training_state(local_ray, tiny_dataset, tracking_uri, tmp_path):
     from mlflow import MlflowClient
 
-    parent = train(configure(tiny_config("optim.max_iterations=4"), workers=1), data=tiny_dataset,
-                   tracking_uri=tracking_uri, storage_path=str(tmp_path / "runs"), log_every=1)
+    parent = train(prepare(configure(tiny_config("optim.max_iterations=4"), workers=1), data=tiny_dataset,
+                           tracking_uri=tracking_uri, storage_path=str(tmp_path / "runs")), log_every=1)
 
     class Broken:
         def open(self, *args, **kwargs):
@@ -150,7 +150,7 @@ def test_a_killed_run_resumes_from_its_latest_complete_checkpoint_exactly(local_
 
     cfg = configure(tiny_config("optim.max_iterations=80", "optim.checkpoint_interval=10",
                                 "optim.eval_interval=20", "optim.keep_best=2"), workers=1)
-    reference = train(cfg, data=tiny_dataset, track=False, storage_path=str(tmp_path / "ref"), log_every=20)
+    reference = train(prepare(cfg, data=tiny_dataset, storage_path=str(tmp_path / "ref")), log_every=20)
     storage, name = tmp_path / "runs", "killed"
     killed: dict[str, int] = {}
 
@@ -168,8 +168,8 @@ def test_a_killed_run_resumes_from_its_latest_complete_checkpoint_exactly(local_
     thread = threading.Thread(target=killer, daemon=True)
     thread.start()
     with pytest.raises(TrainError):  # the worker died and no restart was allowed
-        train(cfg, data=tiny_dataset, tracking_uri=tracking_uri, storage_path=str(storage), run_name=name,
-              max_failures=0, log_every=20)
+        train(prepare(cfg, data=tiny_dataset, tracking_uri=tracking_uri, storage_path=str(storage), run_name=name),
+                      max_failures=0, log_every=20)
     thread.join(timeout=5)
     assert "pid" in killed, "no worker was killed"
     client = MlflowClient(tracking_uri)
@@ -178,7 +178,7 @@ def test_a_killed_run_resumes_from_its_latest_complete_checkpoint_exactly(local_
     complete = max(iteration_of(p.name) or 0 for p in (storage / name).glob("iter_*") if (p / META_FILE).exists())
     assert complete >= 20
 
-    resumed = train(cfg, resume=str(storage / name), tracking_uri=tracking_uri, log_every=20)
+    resumed = train(prepare(cfg, resume=str(storage / name), tracking_uri=tracking_uri), log_every=20)
     assert resumed.run_id == run.info.run_id
     assert client.get_run(resumed.run_id).info.status == "RUNNING"  # continued, until finish() ends it
     starts = client.get_metric_history(resumed.run_id, "resumed_from_iteration")
@@ -201,13 +201,17 @@ def test_a_run_on_s3_storage_with_the_project_s3_settings_resumes_in_the_same_ru
         monkeypatch.delenv(var, raising=False)
     storage = f"s3://{s3_env.bucket}/runs"
     cfg = configure(tiny_config("optim.max_iterations=4"), workers=1)
-    first = train(cfg, data=tiny_dataset, tracking_uri=tracking_uri, storage_path=storage, run_name="ons3")
+    from predrnn.settings import Settings
+
+    s3 = Settings.s3()  # what a door reads: the project's PREDRNN_S3_ENDPOINT_URL
+    first = train(prepare(cfg, data=tiny_dataset, tracking_uri=tracking_uri, storage_path=storage, run_name="ons3",
+                          s3=s3))
     assert first.latest_checkpoint == f"{storage}/ons3/iter_0000004"
     keys = {o["Key"] for o in s3_env.client().list_objects_v2(Bucket=s3_env.bucket, Prefix="runs/ons3/")["Contents"]}
     assert "runs/ons3/predrnn_run.json" in keys and any(k.startswith("runs/ons3/iter_0000004/") for k in keys)
 
-    again = train(configure(tiny_config("optim.max_iterations=6"), workers=1), resume=f"{storage}/ons3",
-                  tracking_uri=tracking_uri)
+    again = train(prepare(configure(tiny_config("optim.max_iterations=6"), workers=1), resume=f"{storage}/ons3",
+                          tracking_uri=tracking_uri, s3=s3))
     assert again.run_id == first.run_id and again.latest_checkpoint == f"{storage}/ons3/iter_0000006.1"
     client = MlflowClient(tracking_uri)
     assert [int(m.value) for m in client.get_metric_history(first.run_id, "resumed_from_iteration")] == [4]

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from train_helpers import TINY, free_port, tiny_config
 
-from predrnn.train import configure, finish, train
+from predrnn.train import configure, finish, prepare, train
 
 pytestmark = [pytest.mark.slow, pytest.mark.ray, pytest.mark.mlflow]
 
@@ -63,7 +63,7 @@ def test_remote_tracking_server(local_ray, mlflow_server, tiny_dataset, tmp_path
     import mlflow
 
     cfg = configure(tiny_config(), workers=1)
-    result = train(cfg, data=tiny_dataset, tracking_uri=mlflow_server, storage_path=str(tmp_path / "runs"))
+    result = train(prepare(cfg, data=tiny_dataset, tracking_uri=mlflow_server, storage_path=str(tmp_path / "runs")))
     summary = finish(result, out_dir=tmp_path / "out")
     assert summary["model_uri"] == "models:/predrnn-v2/1"
     run = mlflow.MlflowClient(mlflow_server).get_run(result.run_id)

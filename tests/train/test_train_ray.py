@@ -15,7 +15,7 @@ import pytest
 from train_helpers import last_json, tiny_config
 
 from predrnn.sampling import probabilities
-from predrnn.train import configure, finish, train
+from predrnn.train import configure, finish, prepare, train
 from predrnn.train.state import META_FILE, STATE_FILE, iteration_of
 
 pytestmark = [pytest.mark.slow, pytest.mark.ray, pytest.mark.mlflow]
@@ -60,8 +60,8 @@ def test_two_workers_track_and_register(local_ray, tiny_dataset, tracking_uri, t
     from predrnn.tracking import load_registered_model
 
     cfg = configure(tiny_config(), workers=2)
-    result = train(cfg, data=tiny_dataset, tracking_uri=tracking_uri, storage_path=str(tmp_path / "runs"),
-                   log_every=1)
+    result = train(prepare(cfg, data=tiny_dataset, tracking_uri=tracking_uri, storage_path=str(tmp_path / "runs")),
+                           log_every=1)
     assert iteration_of(result.latest_checkpoint) == 8
     meta = json.loads((Path(result.latest_checkpoint) / META_FILE).read_text())
     assert meta["world_size"] == 2 and meta["dataset"]["uri"] == result.dataset["uri"]
@@ -155,8 +155,8 @@ def test_worker_killed_mid_training_resumes_exactly(local_ray, tiny_dataset, tra
 
     thread = threading.Thread(target=killer, daemon=True)
     thread.start()
-    result = train(cfg, data=tiny_dataset, tracking_uri=tracking_uri, storage_path=str(storage),
-                   run_name=name, max_failures=2, log_every=1)
+    result = train(prepare(cfg, data=tiny_dataset, tracking_uri=tracking_uri, storage_path=str(storage),
+                           run_name=name), max_failures=2, log_every=1)
     thread.join(timeout=5)
     assert "pid" in killed, "no worker was killed"
     assert iteration_of(result.latest_checkpoint) == 120
@@ -183,12 +183,12 @@ def test_resume_falls_back_past_a_corrupt_checkpoint(local_ray, tiny_dataset, tr
     from mlflow import MlflowClient
 
     cfg = configure(tiny_config(), workers=1)
-    first = train(cfg, data=tiny_dataset, tracking_uri=tracking_uri, storage_path=str(tmp_path / "runs"),
-                  run_name="r", log_every=1)
+    first = train(prepare(cfg, data=tiny_dataset, tracking_uri=tracking_uri, storage_path=str(tmp_path / "runs"),
+                          run_name="r"), log_every=1)
     latest = Path(first.latest_checkpoint)
     assert latest.name == "iter_0000008"
     (latest / STATE_FILE).write_bytes(b"corrupted on purpose")
-    again = train(tiny_config(), resume=first.run_dir, tracking_uri=tracking_uri, log_every=1)
+    again = train(prepare(tiny_config(), resume=first.run_dir, tracking_uri=tracking_uri), log_every=1)
     assert again.run_id == first.run_id and again.cfg.optim.lr == cfg.optim.lr  # the run's own config
     assert Path(again.latest_checkpoint).name == "iter_0000008.1"
     resumed = MlflowClient(tracking_uri).get_metric_history(first.run_id, "resumed_from_iteration")
@@ -236,8 +236,8 @@ def test_warm_start_initialises_a_fresh_run_from_a_model(local_ray, tiny_dataset
     torch.manual_seed(123)  # differs from the run's own seed, so a fresh init would not match
     source = build_model(cfg)
     save_model_dir(tmp_path / "init", source, cfg)
-    result = train(cfg, data=tiny_dataset, track=False, storage_path=str(tmp_path / "runs"),
-                   init_weights=str(tmp_path / "init"))
+    result = train(prepare(cfg, data=tiny_dataset, storage_path=str(tmp_path / "runs"),
+                           init_weights=str(tmp_path / "init")))
     trained, _ = load_model_dir(Path(result.latest_checkpoint) / MODEL_DIR)
     torch.manual_seed(cfg.optim.seed)
     fresh = build_model(cfg)
@@ -247,5 +247,5 @@ def test_warm_start_initialises_a_fresh_run_from_a_model(local_ray, tiny_dataset
         assert not torch.allclose(a, c), key
     # Weights of another architecture are refused before any worker starts.
     with pytest.raises(TrainError, match="warm-start weights do not fit the config"):
-        train(configure(tiny_config("model.num_hidden=[4]"), workers=1), data=tiny_dataset, track=False,
-              storage_path=str(tmp_path / "runs2"), init_weights=str(tmp_path / "init"))
+        train(prepare(configure(tiny_config("model.num_hidden=[4]"), workers=1), data=tiny_dataset,
+                      storage_path=str(tmp_path / "runs2"), init_weights=str(tmp_path / "init")))

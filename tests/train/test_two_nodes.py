@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from train_helpers import free_port, tiny_config
 
-from predrnn.train import configure, train
+from predrnn.train import configure, prepare, train
 from predrnn.train.state import META_FILE
 
 pytestmark = [pytest.mark.slow, pytest.mark.ray]
@@ -70,8 +70,8 @@ def two_nodes(short_tmp: str):
 
 def test_one_worker_per_node(two_nodes, tiny_dataset, tmp_path):
     cfg = configure(tiny_config(), workers=2)
-    result = train(cfg, data=tiny_dataset, track=False, storage_path=str(tmp_path / "runs"),
-                   placement_strategy="STRICT_SPREAD", log_every=2)
+    result = train(prepare(cfg, data=tiny_dataset, storage_path=str(tmp_path / "runs")),
+                           placement_strategy="STRICT_SPREAD", log_every=2)
     meta = json.loads((Path(result.latest_checkpoint) / META_FILE).read_text())
     assert sorted(meta["nodes"]) == ["127.0.0.2", "127.0.0.3"]
     assert meta["iteration"] == 8 and meta["world_size"] == 2

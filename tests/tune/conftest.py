@@ -46,22 +46,15 @@ def local_ray(short_tmp: str):
     """
     import ray
 
-    from predrnn.tune.driver import _ensure_ray
+    from predrnn.train.launch import ensure_ray
 
     temp = os.path.join(short_tmp, f"r{free_port()}")
     os.makedirs(temp)
-    saved = {"PREDRNN_RAY_TEMP_DIR": os.environ.get("PREDRNN_RAY_TEMP_DIR")}
-    os.environ["PREDRNN_RAY_TEMP_DIR"] = temp
     try:
-        _ensure_ray(None, 2)
+        ensure_ray(None, num_cpus=2, temp_dir=temp)
         yield ray.get_runtime_context().gcs_address
     finally:
         ray.shutdown()
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
 
 
 @pytest.fixture

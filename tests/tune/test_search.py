@@ -20,6 +20,7 @@ import pytest
 from tune_helpers import TINY
 
 from predrnn.config import load_config
+from predrnn.train import prepare
 from predrnn.tune import TuneError, TuneSettings, tune
 from predrnn.tune.report import read_records
 
@@ -145,7 +146,7 @@ def test_flow_publishes_the_trials_table(search):
 
 
 def test_best_config_trains(search, tune_dataset):
-    from predrnn.train import train
+    from predrnn.train import prepare, train
     from predrnn.train.state import iteration_of
 
     path = Path(search["summary"]["best_config_path"])
@@ -154,7 +155,7 @@ def test_best_config_trains(search, tune_dataset):
     cfg = load_config(None, str(path), ["optim.max_iterations=4"])
     s = cfg.sampling
     assert s.r_sampling_step_1 < s.r_sampling_step_2
-    result = train(cfg, track=False, storage_path=str(search["tmp"] / "retrain"))
+    result = train(prepare(cfg, storage_path=str(search["tmp"] / "retrain")))
     assert iteration_of(result.latest_checkpoint) == 4
 
 
@@ -162,10 +163,10 @@ def test_unsatisfiable_resources_fail_before_any_trial(local_ray, tune_dataset, 
     cfg = load_config("quick", overrides=[*TINY, "compute.cpus_per_worker=3"])
     storage = tmp_path / "tune"
     with pytest.raises(TuneError, match="one trial needs 3.01 CPU .* the Ray cluster has 2"):
-        tune(cfg, data=tune_dataset, settings=TuneSettings(trials=2, max_iterations=8), track=False,
-             storage_path=str(storage), name="big")
+        tune(prepare(cfg, data=tune_dataset, storage_path=str(storage), run_name="big", need_test=False),
+             settings=TuneSettings(trials=2, max_iterations=8))
     cfg = load_config("quick", overrides=TINY)
     with pytest.raises(TuneError, match="--concurrency 2 needs 2.02 CPU .* use --concurrency 1"):
-        tune(cfg, data=tune_dataset, settings=TuneSettings(trials=2, max_iterations=8, concurrency=2),
-             track=False, storage_path=str(storage), name="wide")
+        tune(prepare(cfg, data=tune_dataset, storage_path=str(storage), run_name="wide", need_test=False),
+             settings=TuneSettings(trials=2, max_iterations=8, concurrency=2))
     assert not storage.exists() or not any(storage.rglob("experiment_state*"))

@@ -26,7 +26,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from predrnn.errors import PredrnnError
-from predrnn.tracking import check_tracking, resolve_tracking_uri
+from predrnn.tracking.runs import check_tracking, resolve_tracking_uri
 
 CHAMPION = "champion"
 DEFAULT_METRIC = "test_mse"

@@ -38,6 +38,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import psutil
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -602,17 +603,16 @@ def _stop_groups(groups: dict[str, int], echo: Callable[[str], None], grace_s: f
 
 
 def _group_members(pgid: int) -> list[int]:
+    """The live processes of process group ``pgid`` (zombies hold no resources, so they do not count)."""
     pids = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
+    for proc in psutil.process_iter(["pid", "status"]):
+        if proc.info["status"] == psutil.STATUS_ZOMBIE:
             continue
         try:
-            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
+            if os.getpgid(proc.info["pid"]) == pgid:
+                pids.append(proc.info["pid"])
+        except OSError:  # gone since the listing
             continue
-        # fields[0] is the state, fields[2] the process group; zombies hold no resources
-        if int(fields[2]) == pgid and fields[0] != "Z":
-            pids.append(int(entry.name))
     return pids
 
 
@@ -621,12 +621,11 @@ def _group_alive(pgid: int) -> bool:
 
 
 def _group_rss_kb(pgid: int) -> int:
+    """Resident memory of the group's processes, in KiB."""
     total = 0
     for pid in _group_members(pgid):
         try:
-            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-                if line.startswith("VmRSS:"):
-                    total += int(line.split()[1])
-        except OSError:
+            total += psutil.Process(pid).memory_info().rss // 1024
+        except psutil.Error:  # gone, or not ours to read
             continue
     return total

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from predrnn.cli_common import fail
+from predrnn.cli.common import fail
+
+if TYPE_CHECKING:
+    from predrnn.data import Version
 
 
 def _parse_option(item: str) -> tuple[str, Any]:
@@ -21,6 +23,10 @@ def _parse_option(item: str) -> tuple[str, Any]:
     except json.JSONDecodeError:
         value = raw
     return key.strip().replace("-", "_"), value
+
+
+def _echo_progress(n: int) -> None:
+    typer.echo(f"  {n} clips written", err=True)
 
 
 def ingest_cmd(
@@ -56,7 +62,7 @@ def ingest_cmd(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no progress on stderr")] = False,
 ) -> None:
     """Ingest a source into a new immutable dataset version; the last line printed is its URI."""
-    from predrnn.data import DataError, ingest
+    from predrnn.data import ingest
 
     given = {"num_clips": num_clips, "frames": frames, "height": height, "width": width, "seed": seed,
              "window": window, "stride": stride, "resize": resize, "grayscale": grayscale, "variable": variable,
@@ -65,26 +71,14 @@ def ingest_cmd(
              "split": split}
     options = {k: v for k, v in given.items() if v is not None}
     options.update(dict(_parse_option(o) for o in option or []))
-
-    def progress(n: int) -> None:
-        if not quiet:
-            typer.echo(f"  {n} clips written", err=True)
-
-    try:
-        uri = ingest(kind, source or None, name, root, progress=progress, **options)
-    except DataError as err:
-        raise fail(str(err)) from None
-    typer.echo(uri)
+    typer.echo(ingest(kind, source or None, name, root, progress=None if quiet else _echo_progress, **options))
 
 
 def ls_cmd(root: Annotated[str, typer.Argument(help="a root folder or s3://bucket/prefix")]) -> None:
     """List datasets and their versions (newest last; * marks latest)."""
-    from predrnn.data import DataError, list_datasets
+    from predrnn.data import list_datasets
 
-    try:
-        rows = list_datasets(root)
-    except DataError as err:
-        raise fail(str(err)) from None
+    rows = list_datasets(root)
     if not rows:
         typer.echo(f"no datasets under {root}")
         return
@@ -137,6 +131,48 @@ def _split_lines(summary: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _show_lines(v: Version, summary: dict[str, Any]) -> list[str]:
+    """The human-readable summary of a version, one field a line."""
+    a = v.attrs
+    return [
+        f"uri:        {v.uri}",
+        f"shape:      {v.shape} (clips, T, H, W, C)  dtype {v.dtype}",
+        f"created:    {a.get('created', '')}",
+        f"source:     {a['source']['kind']} {a['source'].get('location', '')} - "
+        f"{a['source'].get('description', '')}",
+        f"values:     {a.get('value_kind')} range {a.get('value_range')} {a.get('units', '')}",
+        "stats:      " + ", ".join(f"{k} {val:.4g}" for k, val in a.get("stats", {}).items()),
+        f"model sees: {_model_view(a)}",
+        f"split:      {a['split'].get('method')} {a['split'].get('sizes')}",
+        *_split_lines(summary),
+        f"content:    sha256 {a.get('content_hash', '')}",
+    ]
+
+
+def _show_record(v: Version, summary: dict[str, Any], sample: Path | None) -> dict[str, Any]:
+    """The summary of a version as one JSON object (``data show --json``)."""
+    a = v.attrs
+    return {"uri": v.uri, "name": v.name, "version": v.version, "shape": list(v.shape),
+            "dtype": v.dtype.name, "created": a.get("created", ""), "source": a.get("source", {}),
+            "value_kind": a.get("value_kind"), "value_range": a.get("value_range"),
+            "units": a.get("units", ""), "values": a.get("values"), "stats": a.get("stats", {}),
+            "model_sees": _model_view(a), **summary, "content_hash": a.get("content_hash", ""),
+            "sample": None if sample is None else str(sample)}
+
+
+def _write_sample(v: Version, png: Path | None, clips: int) -> Path:
+    """Write the PNG strip of sample clips (default ``NAME@VERSION.png``); return its path."""
+    from predrnn.data.preview import strip_png
+
+    out = png or Path(f"{v.name}@{v.version}.png")
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_bytes(strip_png(v, clips=clips))
+    except OSError as err:
+        raise fail(f"cannot write {out}: {err}") from None
+    return out
+
+
 def show_cmd(
     uri: Annotated[str, typer.Argument(help="ROOT/NAME[@VERSION|@latest]")],
     png: Annotated[Path | None, typer.Option("--png", help="sample strip to write (default NAME@VERSION.png; "
@@ -149,49 +185,18 @@ def show_cmd(
 ) -> None:
     """Print a version's summary, its splits (clips, sequences, frames) and frames shared between splits;
     write a PNG strip of sample clips."""
-    from predrnn.data import DataError, open_version
-    from predrnn.data.preview import strip_png
+    from predrnn.data import open_version
     from predrnn.data.report import split_summary
 
-    out: Path | None = None
     try:
         v = open_version(uri)
-        a = v.attrs
         summary = split_summary(v, check_overlap=check_overlap)
-        lines = [
-            f"uri:        {v.uri}",
-            f"shape:      {v.shape} (clips, T, H, W, C)  dtype {v.dtype}",
-            f"created:    {a.get('created', '')}",
-            f"source:     {a['source']['kind']} {a['source'].get('location', '')} - "
-            f"{a['source'].get('description', '')}",
-            f"values:     {a.get('value_kind')} range {a.get('value_range')} {a.get('units', '')}",
-            "stats:      " + ", ".join(f"{k} {val:.4g}" for k, val in a.get("stats", {}).items()),
-            f"model sees: {_model_view(a)}",
-            f"split:      {a['split'].get('method')} {a['split'].get('sizes')}",
-            *_split_lines(summary),
-            f"content:    sha256 {a.get('content_hash', '')}",
-        ]
-    except DataError as err:
-        raise fail(str(err)) from None
+        lines = _show_lines(v, summary)
     except OSError as err:
         raise fail(f"cannot read {uri}: {err}") from None
-    try:
-        if png is not None or not as_json:
-            out = png or Path(f"{v.name}@{v.version}.png")
-            out.parent.mkdir(parents=True, exist_ok=True)
-            out.write_bytes(strip_png(v, clips=clips))
-    except DataError as err:
-        raise fail(str(err)) from None
-    except OSError as err:
-        raise fail(f"cannot write {out}: {err}") from None
+    out = _write_sample(v, png, clips) if png is not None or not as_json else None
     if as_json:
-        record = {"uri": v.uri, "name": v.name, "version": v.version, "shape": list(v.shape),
-                  "dtype": v.dtype.name, "created": a.get("created", ""), "source": a.get("source", {}),
-                  "value_kind": a.get("value_kind"), "value_range": a.get("value_range"),
-                  "units": a.get("units", ""), "values": a.get("values"), "stats": a.get("stats", {}),
-                  "model_sees": _model_view(a), **summary, "content_hash": a.get("content_hash", ""),
-                  "sample": None if out is None else str(out)}
-        typer.echo(json.dumps(record, default=str))
+        typer.echo(json.dumps(_show_record(v, summary, out), default=str))
         return
     typer.echo("\n".join(lines))
     typer.echo(f"sample:     {out}")
@@ -205,7 +210,7 @@ def export_cmd(
     """Write the clips of a split as one (clips, T, H, W, C) array in stored order (streamed, not in RAM)."""
     import numpy as np
 
-    from predrnn.data import DataError, open_version
+    from predrnn.data import open_version
 
     try:
         v = open_version(uri)
@@ -217,22 +222,6 @@ def export_cmd(
             arr[i:i + step] = v.read(idx[i:i + step])
         arr.flush()
         del arr
-    except DataError as err:
-        raise fail(str(err)) from None
     except OSError as err:
         raise fail(f"cannot write {out}: {err}") from None
     typer.echo(f"wrote {out} ({idx.size}, {', '.join(str(s) for s in v.shape[1:])}) {v.dtype}")
-
-
-def register(app: typer.Typer) -> None:
-    """Add ``ingest`` and the ``data`` sub-app to the main CLI."""
-    app.command("ingest")(ingest_cmd)
-    data = typer.Typer(help="Inspect and export dataset versions.", no_args_is_help=True)
-    data.command("ls")(ls_cmd)
-    data.command("show")(show_cmd)
-    data.command("export")(export_cmd)
-    app.add_typer(data, name="data")
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(0)

@@ -395,19 +395,20 @@ def summarize_curves(curves: list[dict[str, Any]]) -> str:
 
 def _log_mlflow(tracking_uri: str, kind: str, uri: str, cfg: ExperimentConfig, variant: str, seeds: list[int],
                 per_seed: list[dict[str, Any]]) -> None:
-    import mlflow
+    """One run per seed in the ``quality-benchmark`` experiment of ``tracking_uri`` (through the tracking edge)."""
+    from predrnn.tracking import Tracker
 
-    mlflow.set_tracking_uri(tracking_uri)
-    mlflow.set_experiment("quality-benchmark")
+    tracker = Tracker(tracking_uri)
     for seed, r in zip(seeds, per_seed, strict=True):
-        with mlflow.start_run(run_name=f"{kind}-{variant}-seed{seed}"):
-            mlflow.log_params({k: str(v) for k, v in cfg.flat().items()})
-            mlflow.set_tags({"dataset": uri, "variant": variant, "seed": str(seed)})
-            m = r["metrics"]
-            mlflow.log_metrics({k: m[k] for k in ("mse", "mae", "rmse", "ssim", "psnr", "mse_pixel")
-                                if m.get(k) is not None})
-            for i, v in enumerate(m["mse_per_frame"], start=1):
-                mlflow.log_metric("mse_by_lead", v, step=i)
+        run_id = tracker.open_run("quality-benchmark", run_name=f"{kind}-{variant}-seed{seed}",
+                                  tags={"dataset": uri, "variant": variant, "seed": str(seed)})
+        tracker.log_params(run_id, cfg.flat())
+        m = r["metrics"]
+        tracker.log_metrics(run_id, {k: m[k] for k in ("mse", "mae", "rmse", "ssim", "psnr", "mse_pixel")
+                                     if m.get(k) is not None})
+        for i, v in enumerate(m["mse_per_frame"], start=1):
+            tracker.log_metrics(run_id, {"mse_by_lead": v}, step=i)
+        tracker.end_run(run_id)
 
 
 if __name__ == "__main__":

@@ -1,22 +1,22 @@
-"""The ``predrnn`` command line: each command is one call into the library."""
+"""``predrnn import-official``, ``predict``, ``score`` and ``bench``: forecasts and their scores."""
 
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from predrnn.cli_common import fail
+from predrnn.cli.common import check_pools_and_scales, fail, parse_list, score_labels
 from predrnn.errors import PredrnnError
 
-app = typer.Typer(help="PredRNN-V2 spatiotemporal forecasting: data, training, tuning, tracking, serving.",
-                  no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
+if TYPE_CHECKING:
+    import numpy as np
+
+    from predrnn.config import ExperimentConfig
 
 
-@app.command("import-official")
 def import_official_cmd(
     ckpt: Annotated[Path, typer.Argument(help="authors'-format file holding {'net_param': state_dict}")],
     patch_size: Annotated[int, typer.Option("--patch-size", help="space-to-depth factor the model was trained with")],
@@ -29,17 +29,35 @@ def import_official_cmd(
     """Convert an authors' checkpoint (architecture read from its tensor shapes) into a model directory."""
     from predrnn.checkpoint import import_official
 
-    try:
-        model, cfg = import_official(ckpt, out, patch_size=patch_size, channels=channels,
-                                     input_length=input_length, img_height=height, img_width=width)
-    except PredrnnError as err:
-        raise fail(str(err)) from None
+    model, cfg = import_official(ckpt, out, patch_size=patch_size, channels=channels,
+                                 input_length=input_length, img_height=height, img_width=width)
     n = sum(p.numel() for p in model.parameters())
     typer.echo(f"imported {cfg.model.arch} {len(cfg.model.num_hidden)}x{cfg.model.num_hidden[0]} "
                f"k={cfg.model.filter_size} layer_norm={cfg.model.layer_norm} ({n:,} parameters) -> {out}")
 
 
-@app.command("predict")
+def _forecast(model: str, input: Path, horizon: int, truth: Path | None, tracking_uri: str | None,
+              batch_size: int) -> tuple[ExperimentConfig, np.ndarray, np.ndarray, np.ndarray | None]:
+    """The model's config, the forecast, and the context and truth in the data's units (for the GIF)."""
+    import numpy as np
+
+    from predrnn.forecaster import is_registry_ref, load_forecaster
+    from predrnn.predict import PredictError, check_context, forecast_array
+    from predrnn.settings import Settings
+
+    registry = is_registry_ref(model)  # the store is resolved only for a registry URI
+    net, cfg = load_forecaster(model, tracking_uri=Settings().tracking(tracking_uri) if registry else None)
+    context = np.load(input, allow_pickle=False)
+    pred = forecast_array(net, cfg, context, horizon, batch_size=batch_size)
+    true = np.load(truth, allow_pickle=False) if truth is not None else None
+    if true is not None and true.shape[:1] + true.shape[2:] != context.shape[:1] + context.shape[2:]:
+        raise PredictError(f"--truth has shape {true.shape}; expected (clips, T, H, W, C) matching "
+                           f"the context {context.shape}")
+    ctx_units = check_context(context, cfg)
+    true_units = check_context(true, cfg) if true is not None else None
+    return cfg, pred, ctx_units, true_units
+
+
 def predict_cmd(
     model: Annotated[str, typer.Option(
         "--model", help="model directory, or models:/NAME@ALIAS / models:/NAME/VERSION")],
@@ -58,20 +76,11 @@ def predict_cmd(
     """Forecast N frames for every context clip, in the data's units (the model directory records them)."""
     import numpy as np
 
-    from predrnn.predict import PredictError, check_context, forecast_array
-    from predrnn.tracking import load_forecaster
-
     try:
-        net, cfg = load_forecaster(model, tracking_uri=tracking_uri)
-        context = np.load(input, allow_pickle=False)
-        pred = forecast_array(net, cfg, context, horizon, batch_size=batch_size)
-        true = np.load(truth, allow_pickle=False) if truth is not None else None
-        if true is not None and true.shape[:1] + true.shape[2:] != context.shape[:1] + context.shape[2:]:
-            raise PredictError(f"--truth has shape {true.shape}; expected (clips, T, H, W, C) matching "
-                               f"the context {context.shape}")
-        ctx_units = check_context(context, cfg)
-        true_units = check_context(true, cfg) if true is not None else None
-    except (PredrnnError, ValueError, OSError) as err:
+        cfg, pred, ctx_units, true_units = _forecast(model, input, horizon, truth, tracking_uri, batch_size)
+    except PredrnnError:
+        raise  # the CLI's error handler
+    except (ValueError, OSError) as err:
         raise fail(str(err)) from None
     output.parent.mkdir(parents=True, exist_ok=True)
     np.save(output, pred)
@@ -86,33 +95,59 @@ def predict_cmd(
         typer.echo(f"wrote {gif}")
 
 
-def parse_list(text: str | None, kind: type, option: str) -> list | None:
-    """``"0.5,2,5"`` -> ``[0.5, 2.0, 5.0]`` (``kind`` float or int); None stays None; raises typer.Exit(2)."""
-    if text is None:
-        return None
-    items = [t.strip() for t in text.split(",") if t.strip()]
-    examples = {"--thresholds": "0.5,2,5", "--pool": "4,16", "--fss-scales": "1,3,9,27"}
+def _read_scored(forecast: Path, truth: Path, mask: Path | None, image: bool) -> tuple[Any, Any, Any]:
+    """Forecast and truth as (clips, N, H, W, C) arrays (memory-mapped) and the mask broadcast to them (or
+    None); raises typer.Exit(2) naming the option that does not fit."""
+    import numpy as np
+
     try:
-        return [kind(t) for t in items]
+        f = np.load(forecast, mmap_mode="r", allow_pickle=False)
+        t = np.load(truth, mmap_mode="r", allow_pickle=False)
+        m = np.load(mask, allow_pickle=False) if mask is not None else None
+    except (OSError, ValueError) as err:
+        raise fail(f"cannot read the arrays: {err}") from None
+    if f.ndim == 4:
+        f, t = f[..., None], (t[..., None] if t.ndim == 4 else t)
+    if f.ndim != 5 or f.shape != t.shape:
+        raise fail(f"--forecast {f.shape} and --truth {t.shape} must both be (clips, N, H, W, C) of one shape")
+    for name, a in (("--forecast", f), ("--truth", t)):
+        if not (np.issubdtype(a.dtype, np.floating) or np.issubdtype(a.dtype, np.integer)):
+            raise fail(f"{name} must hold numbers, got dtype {a.dtype}")
+    if image and (np.isnan(t).any() or np.isnan(f).any()):
+        raise fail("--image data has no missing values: NaN found; score a physical field without --image")
+    return f, t, None if m is None else _broadcast_mask(m, f.shape)
+
+
+def _broadcast_mask(m: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """A boolean mask of one clip's shape, or of all clips' when given per clip."""
+    import numpy as np
+
+    if m.ndim == 2:  # a (H, W) map, e.g. a radar's range: every channel
+        m = m[..., None]
+    try:
+        return np.broadcast_to(m.astype(bool), shape[1:] if m.ndim < 5 else shape)
     except ValueError:
-        raise fail(f"{option} takes a comma-separated list of {'numbers' if kind is float else 'integers'}, "
-                   f"e.g. {examples.get(option, '1,2')}; got {text!r}") from None
+        raise fail(f"--mask {m.shape} does not broadcast to the forecast {shape}; give (H, W), (H, W, C), "
+                   "(N, H, W, C) or (clips, N, H, W, C)") from None
 
 
-def check_pools_and_scales(pools: list[int], scales: list[int]) -> None:
-    """Pooled-CSI blocks >= 1 and FSS windows odd and >= 1; raises typer.Exit(2) naming the option."""
-    if any(k < 1 for k in pools):
-        raise fail(f"--pool block sizes must be >= 1 pixel, got {pools}")
-    if any(n < 1 or n % 2 == 0 for n in scales):
-        raise fail(f"--fss-scales must be odd window sizes >= 1 pixel (centred windows), got {scales}")
+def _accumulate(acc: Any, f: Any, t: Any, m: np.ndarray | None, batch_size: int, image: bool) -> None:
+    """Feed the clips to the accumulator ``batch_size`` at a time (images: 8-bit data scaled to [0, 1])."""
+    import numpy as np
+
+    try:
+        for i in range(0, f.shape[0], batch_size):
+            fi = np.asarray(f[i:i + batch_size], dtype=np.float64 if not image else np.float32)
+            ti = np.asarray(t[i:i + batch_size], dtype=np.float64 if not image else np.float32)
+            if image and f.dtype == np.uint8:
+                fi, ti = np.divide(fi, 255.0), np.divide(ti, 255.0)
+            mi = None if m is None else (m[i:i + batch_size] if m.ndim == 5 and m.shape[0] == f.shape[0]
+                                         else np.broadcast_to(m, fi.shape))
+            acc.update(fi, ti, mi)
+    except ValueError as err:
+        raise fail(str(err)) from None
 
 
-def score_labels(text: str | None) -> list[str] | None:
-    """The thresholds as the user wrote them (``"0.5"``, ``"2"``), for the JSON keys."""
-    return None if text is None else [t.strip() for t in text.split(",") if t.strip()]
-
-
-@app.command("score")
 def score_cmd(
     forecast: Annotated[Path, typer.Option("--forecast",
                                            help="forecast .npy (clips, N, H, W, C) in the data's units")],
@@ -132,8 +167,6 @@ def score_cmd(
 ) -> None:
     """Score any forecast against the truth per lead time: MSE/MAE per frame, RMSE, CSI/POD/FAR/bias/HSS,
     pooled CSI, FSS and CSI-M (pysteps / SEVIR definitions). The last line is one JSON object."""
-    import numpy as np
-
     from predrnn.config import ValuesConfig
     from predrnn.metrics import MetricAccumulator, scorecard
     from predrnn.verification import default_thresholds
@@ -148,43 +181,11 @@ def score_cmd(
     check_pools_and_scales(pools, scales)
     if batch_size < 1:
         raise fail("--batch-size must be >= 1")
-    try:
-        f = np.load(forecast, mmap_mode="r", allow_pickle=False)
-        t = np.load(truth, mmap_mode="r", allow_pickle=False)
-        m = np.load(mask, allow_pickle=False) if mask is not None else None
-    except (OSError, ValueError) as err:
-        raise fail(f"cannot read the arrays: {err}") from None
-    if f.ndim == 4:
-        f, t = f[..., None], (t[..., None] if t.ndim == 4 else t)
-    if f.ndim != 5 or f.shape != t.shape:
-        raise fail(f"--forecast {f.shape} and --truth {t.shape} must both be (clips, N, H, W, C) of one shape")
-    for name, a in (("--forecast", f), ("--truth", t)):
-        if not (np.issubdtype(a.dtype, np.floating) or np.issubdtype(a.dtype, np.integer)):
-            raise fail(f"{name} must hold numbers, got dtype {a.dtype}")
-    if image and (np.isnan(t).any() or np.isnan(f).any()):
-        raise fail("--image data has no missing values: NaN found; score a physical field without --image")
-    if m is not None:
-        if m.ndim == 2:  # a (H, W) map, e.g. a radar's range: every channel
-            m = m[..., None]
-        try:
-            m = np.broadcast_to(m.astype(bool), f.shape[1:] if m.ndim < 5 else f.shape)
-        except ValueError:
-            raise fail(f"--mask {m.shape} does not broadcast to the forecast {f.shape}; give (H, W), (H, W, C), "
-                       "(N, H, W, C) or (clips, N, H, W, C)") from None
+    f, t, m = _read_scored(forecast, truth, mask, image)
     values = ValuesConfig() if image else ValuesConfig(kind="field", units=units)
     acc = MetricAccumulator(f.shape[1], values=values, thresholds=thr, pools=pools, fss_scales=scales,
                             labels=labels)
-    try:
-        for i in range(0, f.shape[0], batch_size):
-            fi = np.asarray(f[i:i + batch_size], dtype=np.float64 if not image else np.float32)
-            ti = np.asarray(t[i:i + batch_size], dtype=np.float64 if not image else np.float32)
-            if image and f.dtype == np.uint8:
-                fi, ti = np.divide(fi, 255.0), np.divide(ti, 255.0)
-            mi = None if m is None else (m[i:i + batch_size] if m.ndim == 5 and m.shape[0] == f.shape[0]
-                                         else np.broadcast_to(m, fi.shape))
-            acc.update(fi, ti, mi)
-    except ValueError as err:
-        raise fail(str(err)) from None
+    _accumulate(acc, f, t, m, batch_size, image)
     card = scorecard(acc.compute())
     sq = f" ({units})²" if units else ""
     typer.echo(f"scored {f.shape[0]} clips x {f.shape[1]} lead times; MSE per frame{sq} by lead time: "
@@ -195,7 +196,6 @@ def score_cmd(
     typer.echo(json.dumps(card))
 
 
-@app.command("bench")
 def bench_cmd(
     preset: Annotated[str | None, typer.Option(
         "--preset", help="start from a preset instead of the default bench config")] = None,
@@ -204,36 +204,7 @@ def bench_cmd(
     json_only: Annotated[bool, typer.Option("--json", help="print only the JSON line")] = False,
 ) -> None:
     """Time a training step and a forecast for our model and an authors'-style eager baseline."""
-    from predrnn.bench import run_bench
-    from predrnn.config import ConfigError
+    from bench.perf import run_bench
 
-    try:
-        result = run_bench(preset=preset, overrides=set_ or [], reps=reps, verbose=not json_only)
-    except ConfigError as err:
-        raise fail(str(err)) from None
+    result = run_bench(preset=preset, overrides=set_ or [], reps=reps, verbose=not json_only)
     typer.echo(json.dumps(result))
-
-
-# Commands that live in their own modules register themselves here.
-def _register_optional() -> None:
-    import importlib
-
-    for module in ("predrnn.cli_data", "predrnn.cli_train", "predrnn.cli_ops", "predrnn.cli_tune"):
-        try:
-            mod = importlib.import_module(module)
-        except ModuleNotFoundError as err:
-            if err.name != module:
-                raise
-            continue
-        mod.register(app)
-
-
-_register_optional()
-
-
-def main() -> None:  # pragma: no cover - console entry
-    app()
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(app())

@@ -1,0 +1,1 @@
+"""Running the project's services: the local stack supervisor (``infra.stack``) and the Kubernetes manifests."""

@@ -1,0 +1,5 @@
+"""``python -m predrnn.cli ...``: the ``predrnn`` command."""
+
+from predrnn.cli import main
+
+main()

@@ -1,0 +1,66 @@
+"""What every CLI command shares: the one way a command fails, the one handler of the library's errors,
+and the list options of ``score`` and ``evaluate``."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import ParamSpec, TypeVar
+
+import typer
+
+from predrnn.errors import PredrnnError
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def fail(message: str, code: int = 2) -> typer.Exit:
+    """Print ``error: <message>`` (one line) on stderr and return the exit to raise (code 2: bad input,
+    as for every :class:`predrnn.errors.PredrnnError`)."""
+    typer.echo(f"error: {message}", err=True)
+    return typer.Exit(code)
+
+
+def guarded(fn: Callable[P, R]) -> Callable[P, R]:
+    """The CLI's one error handler: a :class:`~predrnn.errors.PredrnnError` raised by the command ``fn``
+    becomes ``error: <message>`` on stderr and exit code 2 (no traceback).
+
+    The wrapper keeps ``fn``'s name, docstring and signature (``functools.wraps``), which typer reads for
+    the command's options and help.
+    """
+
+    @functools.wraps(fn)
+    def command(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return fn(*args, **kwargs)
+        except PredrnnError as err:
+            raise fail(str(err)) from None
+
+    return command
+
+
+def parse_list(text: str | None, kind: type, option: str) -> list | None:
+    """``"0.5,2,5"`` -> ``[0.5, 2.0, 5.0]`` (``kind`` float or int); None stays None; raises typer.Exit(2)."""
+    if text is None:
+        return None
+    items = [t.strip() for t in text.split(",") if t.strip()]
+    examples = {"--thresholds": "0.5,2,5", "--pool": "4,16", "--fss-scales": "1,3,9,27"}
+    try:
+        return [kind(t) for t in items]
+    except ValueError:
+        raise fail(f"{option} takes a comma-separated list of {'numbers' if kind is float else 'integers'}, "
+                   f"e.g. {examples.get(option, '1,2')}; got {text!r}") from None
+
+
+def check_pools_and_scales(pools: list[int], scales: list[int]) -> None:
+    """Pooled-CSI blocks >= 1 and FSS windows odd and >= 1; raises typer.Exit(2) naming the option."""
+    if any(k < 1 for k in pools):
+        raise fail(f"--pool block sizes must be >= 1 pixel, got {pools}")
+    if any(n < 1 or n % 2 == 0 for n in scales):
+        raise fail(f"--fss-scales must be odd window sizes >= 1 pixel (centred windows), got {scales}")
+
+
+def score_labels(text: str | None) -> list[str] | None:
+    """The thresholds as the user wrote them (``"0.5"``, ``"2"``), for the JSON keys."""
+    return None if text is None else [t.strip() for t in text.split(",") if t.strip()]

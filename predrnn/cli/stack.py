@@ -1,0 +1,93 @@
+"""``predrnn stack up|down|restart|status|env|settings|deploy``: the local stack (:mod:`infra.stack`)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from predrnn.cli.common import fail
+
+# the repository root, whose prefect.yaml `stack deploy` registers
+PROJECT = Path(__file__).resolve().parents[2]
+
+
+def up_cmd() -> None:
+    """Start every service, wait until healthy, print the URLs and the client environment."""
+    from infra.stack import Stack
+
+    st = Stack()
+    state = st.up(echo=typer.echo)
+    typer.echo(f"stack up in {state['startup_s']} s; state in {st.root}")
+    for name, url in state["urls"].items():
+        typer.echo(f"{name:14} {url}")
+    typer.echo("client environment (eval \"$(predrnn stack env)\"):")
+    for k, v in state["env"].items():
+        typer.echo(f"  {k}={v}")
+
+
+def down_cmd() -> None:
+    """Stop every service of the stack (by process group)."""
+    from infra.stack import Stack
+
+    stopped = Stack().down(echo=typer.echo)
+    typer.echo("nothing was running" if not stopped else f"stopped {', '.join(stopped)}")
+
+
+def restart_cmd(
+    service: Annotated[str, typer.Argument(help="s3, mlflow or prefect")],
+    down_s: Annotated[float, typer.Option("--down-s", help="seconds to stay down (an outage drill)")] = 0.0,
+    kill: Annotated[bool, typer.Option("--kill", help="SIGKILL instead of a clean stop")] = False,
+) -> None:
+    """Restart one service on the same ports and state; waits until it is healthy again."""
+    from infra.stack import Stack
+
+    Stack().restart(service, down_s=down_s, kill=kill, echo=typer.echo)
+
+
+def status_cmd(as_json: Annotated[bool, typer.Option("--json", help="machine-readable")] = False) -> None:
+    """Each service's health, memory and URL."""
+    from infra.stack import Stack
+
+    status = Stack().status()
+    if as_json:
+        typer.echo(json.dumps(status))
+        return
+    if not status["services"]:
+        typer.echo(f"no stack running from {status['root']}")
+    for name, info in status["services"].items():
+        state = "healthy" if info["healthy"] else ("up, not healthy" if info["alive"] else "stopped")
+        typer.echo(f"{name:8} {state:16} {info['rss_mb']:8.0f} MB  {info['url']}  (log {info['log']})")
+    for name, url in status["urls"].items():
+        typer.echo(f"{name:14} {url}")
+    if any(i["healthy"] for i in status["services"].values()):
+        raise typer.Exit(0)
+    raise typer.Exit(1)
+
+
+def env_cmd() -> None:
+    """Shell exports for talking to the stack (the S3 secret included)."""
+    from infra.stack import StackSettings
+
+    for k, v in StackSettings().client_env().items():
+        typer.echo(f"export {k}={v}")
+
+
+def settings_cmd() -> None:
+    """Every stack setting (ports, state folder, services, ...) with its value and where it comes from."""
+    from infra.stack import StackSettings
+
+    for var, value, source in StackSettings().described():
+        typer.echo(f"{var:42} {value:28} {source}")
+
+
+def deploy_cmd() -> None:
+    """Register every deployment of prefect.yaml (repository root) with the stack's Prefect server."""
+    from infra.stack import Stack
+
+    out = Stack().deploy(PROJECT)
+    typer.echo(out.stdout[-4000:])
+    if out.returncode != 0:
+        raise fail(f"prefect deploy failed:\n{out.stderr[-4000:]}")

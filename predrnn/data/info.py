@@ -1,0 +1,94 @@
+"""What a run knows about its dataset, checked against the experiment before any worker starts."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from predrnn.config import ExperimentConfig
+from predrnn.data.errors import DataError
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    """What training records about its data: the resolved version URI, its shape and what its values are
+    (``values``: a :class:`predrnn.config.ValuesConfig` as a dict, normalisation from the training split)."""
+
+    uri: str
+    name: str
+    version: str
+    shape: tuple[int, ...]
+    dtype: str
+    splits: dict[str, int]
+    values: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def validate_dataset(cfg: ExperimentConfig, uri: str, *, world_size: int = 1, for_model: bool = False,
+                     need_val: bool = True, need_test: bool = False, need_length: int | None = None) -> DatasetInfo:
+    """Open the version behind ``uri`` and check it against the config, before any worker starts.
+
+    Args:
+        for_model: ``cfg`` is a trained model's: its values (image or field, units) must be the
+            dataset's, since its normalisation was learnt on them (evaluation, scoring).
+        need_val: require a validation split (training does; evaluation does not).
+        need_test: require a test split (a training run that ends with the test evaluation does).
+        need_length: frames per clip the caller reads (default ``data.total_length``), e.g. an
+            evaluation at a longer horizon than the training one.
+
+    Raises:
+        DataError: the version does not exist or cannot be read, its frames differ from
+            ``cfg.data`` (height, width, channels), its clips are shorter than
+            ``data.total_length``, the train/val splits are too small for ``world_size`` ranks, a
+            split that is needed is empty, or (``for_model``) its values differ from the model's.
+    """
+    if not uri:
+        raise DataError("no dataset given: pass --data ROOT/NAME@VERSION (or set data.dataset)")
+    from predrnn.data.store import open_version
+
+    try:
+        version = open_version(uri)
+    except Exception as err:  # missing path, unknown version, unreadable metadata
+        raise DataError(f"cannot open dataset {uri!r}: {type(err).__name__}: {err}") from err
+    shape = tuple(int(s) for s in version.shape)
+    d = cfg.data
+    if len(shape) != 5:
+        raise DataError(f"dataset {version.uri} has shape {shape}; expected (clips, T, H, W, C)")
+    _, t, h, w, c = shape
+    want = (d.img_height, d.img_width, d.img_channel)
+    if (h, w, c) != want:
+        raise DataError(f"dataset {version.uri} has frames of {h}x{w}x{c} (H x W x C) but the config "
+                           f"expects {want[0]}x{want[1]}x{want[2]} (data.img_height/img_width/img_channel)")
+    if need_length is not None and t < need_length:
+        raise DataError(f"dataset {version.uri} has clips of {t} frames; context + horizon need {need_length}")
+    if need_length is None and t < d.total_length:
+        raise DataError(f"dataset {version.uri} has clips of {t} frames; the config needs "
+                           f"data.total_length={d.total_length}")
+    splits = {}
+    for split in ("train", "val", "test"):
+        try:
+            splits[split] = len(version.split_indices(split))
+        except Exception:  # a dataset may lack a split; train and val are checked below
+            splits[split] = 0
+    from predrnn.values import from_dataset_attrs
+
+    values = from_dataset_attrs(version.attrs)
+    if for_model:
+        mine = cfg.values
+        if (mine.kind, mine.units) != (values.kind, values.units):
+            def what(v: Any) -> str:
+                return "image data" if v.kind == "image" else f"a field in {v.units or 'unnamed units'!r}"
+            raise DataError(f"dataset {version.uri} holds {what(values)} but the model was trained on "
+                               f"{what(mine)}")
+    elif splits["train"] < world_size:
+        raise DataError(f"dataset {version.uri} has {splits['train']} training clips; "
+                           f"{world_size} workers need at least one each")
+    if need_val and not for_model and splits["val"] < 1:
+        raise DataError(f"dataset {version.uri} has no validation clips")
+    if need_test and splits["test"] < 1:
+        raise DataError(f"dataset {version.uri} has no test split, which the run's final evaluation needs: "
+                           "ingest a test source or pass --test-fraction to ingest")
+    return DatasetInfo(uri=str(version.uri), name=str(version.name), version=str(version.version),
+                       shape=shape, dtype=str(version.dtype), splits=splits, values=asdict(values))

@@ -1,0 +1,172 @@
+"""Evaluation of a model on a dataset split: metrics per lead time in the data's units, tables,
+plots, scorecards and forecast pictures (no Ray, no MLflow: the training and tracking edges call it)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from torch import nn
+
+from predrnn.config import ExperimentConfig
+from predrnn.data.batches import ClipSource, iterate_batches, load_batch
+from predrnn.steps import eval_step, evaluate
+
+# the metrics logged per lead time (and as means) for an evaluation
+EVAL_METRICS = ("mse", "mae", "rmse", "psnr", "ssim")
+
+
+def score_options(cfg: ExperimentConfig, thresholds: Sequence[float] | None = None,
+                  pools: Sequence[int] | None = None, fss_scales: Sequence[int] | None = None) -> dict[str, Any]:
+    """The verification options of an evaluation: the given ones, else the model's data defaults.
+
+    Fields are scored at ``cfg.values.thresholds`` (recorded by the dataset at ingest), images only
+    on request; pools and FSS scales default to :data:`predrnn.verification.DEFAULT_POOLS` and
+    :data:`predrnn.verification.DEFAULT_FSS_SCALES`.
+    """
+    from predrnn.verification import DEFAULT_FSS_SCALES, DEFAULT_POOLS
+
+    thr = list(cfg.values.thresholds) if thresholds is None else list(thresholds)
+    return {"thresholds": thr, "pools": list(DEFAULT_POOLS if pools is None else pools),
+            "fss_scales": list(DEFAULT_FSS_SCALES if fss_scales is None else fss_scales)}
+
+
+def protocol(cfg: ExperimentConfig, context: int | None = None, horizon: int | None = None) -> tuple[int, int]:
+    """``(context, horizon)`` of an evaluation: the given ones, else the model's training lengths.
+
+    Raises:
+        ValueError: either is below 1.
+    """
+    n_in = cfg.data.input_length if context is None else int(context)
+    n_out = cfg.data.total_length - cfg.data.input_length if horizon is None else int(horizon)
+    if n_in < 1 or n_out < 1:
+        raise ValueError(f"context and horizon must be >= 1 frame, got {n_in} and {n_out}")
+    return n_in, n_out
+
+
+def evaluate_split(model: nn.Module, cfg: ExperimentConfig, source: ClipSource, split: str = "test", *,
+                   batch: int = 16, max_clips: int = 0, thresholds: Sequence[float] | None = None,
+                   pools: Sequence[int] | None = None, fss_scales: Sequence[int] | None = None,
+                   labels: Sequence[str] | None = None, context: int | None = None,
+                   horizon: int | None = None) -> dict[str, Any]:
+    """Model and persistence metrics per lead time on every clip of ``split``, in the data's units.
+
+    Args:
+        cfg: the model's config; ``cfg.values`` says what the values are.
+        context, horizon: frames given and frames forecast (default the model's training
+            ``input_length`` and ``total_length - input_length``); e.g. KTH's protocol trains 10 -> 10
+            and evaluates 10 -> 20. Each clip's first ``context + horizon`` frames are used.
+        thresholds, pools, fss_scales: verification options (see :func:`score_options`).
+        labels: the thresholds' keys as the user wrote them (``"0.5"``, ``"2"``).
+
+    Returns:
+        ``{"model": {...}, "persistence": {...}}`` (:meth:`predrnn.metrics.MetricAccumulator.compute`).
+    """
+    n_in, n_out = protocol(cfg, context, horizon)
+    ds = source.open(split, length=n_in + n_out, rank=0, world_size=1)
+    opts = score_options(cfg, thresholds, pools, fss_scales)
+    return evaluate(model, iterate_batches(ds, batch, max_clips), n_in, max_clips=max_clips,
+                    values=cfg.values, labels=labels, **opts)
+
+
+def lead_time_table(result: dict[str, Any], metrics: tuple[str, ...] = ("mse", "mae", "rmse", "psnr", "ssim"),
+                    *, units: str = "") -> str:
+    """A printable per-lead-time table of model vs persistence (in the data's units, named by ``units``)."""
+    m, p = result["model"], result.get("persistence", {})
+    keys = [k for k in metrics if f"{k}_per_frame" in m and m.get(k) is not None]
+    head = "lead " + "".join(f"{k + ' model':>13}{k + ' persist':>15}" for k in keys)
+    lines = [f"values in {units}: mse per frame in ({units})², mae per frame and rmse in {units}"] if units else []
+    lines.append(head)
+    for i in range(len(m[f"{keys[0]}_per_frame"])):
+        row = f"{i + 1:>4} "
+        for k in keys:
+            pv = p.get(f"{k}_per_frame", [None] * (i + 1))[i]
+            row += f"{_num(m[f'{k}_per_frame'][i]):>13}{_num(pv):>15}"
+        lines.append(row)
+    lines.append("mean " + "".join(f"{_num(m[k]):>13}{_num(p.get(k)):>15}" for k in keys))
+    return "\n".join(lines)
+
+
+def _num(v: Any) -> str:
+    return "n/a" if v is None else f"{v:.4f}"
+
+
+def lead_time_plot(path: str | Path, result: dict[str, Any]) -> Path:
+    """MSE and SSIM per lead time, model vs persistence, as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from predrnn.viz import save_figure
+
+    keys = ["mse", "ssim" if "ssim_per_frame" in result["model"] else "rmse"]
+    fig, axes = plt.subplots(1, len(keys), figsize=(5 * len(keys), 3.5))
+    axes = np.atleast_1d(axes)
+    for ax, key in zip(axes, keys, strict=True):
+        for who in ("model", "persistence"):
+            if who in result:
+                vals = [float("nan") if v is None else v for v in result[who][f"{key}_per_frame"]]
+                ax.plot(range(1, len(vals) + 1), vals, marker="o", label=who)
+        ax.set_xlabel("lead time (frames)")
+        ax.set_ylabel(key.upper() + (" per frame" if key == "mse" else ""))
+        ax.grid(alpha=0.3)
+        ax.legend()
+    return save_figure(fig, path)
+
+
+def scorecards(metrics: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """``{"model": card, "persistence": card}`` (:func:`predrnn.metrics.scorecard`) from ``evaluate()``."""
+    from predrnn.metrics import scorecard
+
+    return {who: scorecard(metrics[who]) for who in ("model", "persistence") if who in metrics}
+
+
+def write_scorecard(out_dir: str | Path, cards: dict[str, dict[str, Any]], *, units: str = "") -> tuple[Path, Path]:
+    """``scorecard.md`` (tables per lead time) and ``scorecard.png`` (plot) in ``out_dir``."""
+    from predrnn import scorecard as sc
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    md = out / "scorecard.md"
+    md.write_text(sc.markdown(cards, units=units))
+    return md, sc.plot(out / "scorecard.png", cards, units=units)
+
+
+def pictures(out_dir: str | Path, model: nn.Module, cfg: ExperimentConfig, source: ClipSource,
+             split: str = "test", clips: int = 4) -> dict[str, Path]:
+    """A GIF and a PNG grid of truth vs forecast for the first ``clips`` clips of ``split``."""
+    from predrnn.viz import field_colours, forecast_gif, forecast_grid_png
+
+    ds = source.open(split, length=cfg.data.total_length, rank=0, world_size=1)
+    frames = load_batch(ds, list(range(min(clips, len(ds)))))
+    n_in = cfg.data.input_length
+    pred = eval_step(model, frames, n_in, values=cfg.values).numpy()
+    ctx, truth = frames[:, :n_in].numpy(), frames[:, n_in:].numpy()
+    out = Path(out_dir)
+    field = field_colours(cfg.values, ctx, truth, pred)
+    return {"gif": forecast_gif(out / "forecast.gif", ctx, pred, truth, field=field),
+            "png": forecast_grid_png(out / "forecast_grid.png", ctx, pred, truth, field=field)}
+
+
+def evaluation_metrics(result: dict[str, Any], prefix: str) -> dict[str, float]:
+    """Flatten ``evaluate()`` output into ``{prefix}_mse``, ``{prefix}_mse_f01``, ... and persistence."""
+    out: dict[str, float] = {}
+    for who, tag in (("model", prefix), ("persistence", f"{prefix}_persistence")):
+        block = result.get(who)
+        if not block:
+            continue
+        for key in EVAL_METRICS:
+            if block.get(key) is None:
+                continue
+            out[f"{tag}_{key}"] = float(block[key])
+            for k, v in enumerate(block[f"{key}_per_frame"], start=1):
+                if v is not None:
+                    out[f"{tag}_{key}_f{k:02d}"] = float(v)
+        if block.get("csi_m") is not None:
+            finite = [v for v in block["csi_m"] if v is not None]
+            if finite:
+                out[f"{tag}_csi_m"] = sum(finite) / len(finite)
+    return out

@@ -1,0 +1,238 @@
+"""The logged model: a pyfunc forecaster around a model directory, logged and loaded through a client.
+
+No process-wide tracking URI is set: logging goes through the caller's ``MlflowClient`` (MLflow 3's
+logged-model API), loading downloads the artifacts from the store named by the caller.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import tempfile
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from predrnn.config import ExperimentConfig
+from predrnn.tracking.runs import CHALLENGER, TrackingError, check_tracking, resolve_tracking_uri
+
+MODEL_NAME = "model"
+
+
+def signature(cfg: ExperimentConfig) -> Any:
+    """The pyfunc signature: no input schema, float32 output, ``params={"horizon": N}``.
+
+    MLflow would pin one dtype and one context length from an input schema, while a forecast takes any
+    T_in >= 1, integers 0..255 or floats of any width, and (without layer norm) any frame size divisible
+    by the patch; the model checks its input itself (:func:`predrnn.predict.check_context`) and answers
+    a bad one with a one-line error (HTTP 400 in ``serve``).
+    """
+    from mlflow.models import ModelSignature
+    from mlflow.types import ParamSchema, ParamSpec, Schema, TensorSpec
+
+    d = cfg.data
+    size = (d.img_height, d.img_width) if cfg.model.layer_norm else (-1, -1)
+    return ModelSignature(inputs=None,
+                          outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, -1, *size, d.img_channel))]),
+                          params=ParamSchema([ParamSpec("horizon", "long", d.total_length - d.input_length)]))
+
+
+def log_forecaster(client: Any, experiment_id: str, run_id: str, model_dir: str | Path, cfg: ExperimentConfig,
+                   example: np.ndarray) -> tuple[str, str]:
+    """Log ``model_dir`` as a pyfunc model of run ``run_id``; returns the logged model's id and artifact
+    location.
+
+    Raises:
+        ValueError: ``example`` holds fewer than 2 clips (a batch of 1 would pin the batch size).
+    """
+    import mlflow
+    import torch
+    from mlflow.entities import LoggedModelStatus
+    from mlflow.models import Model
+
+    if example.shape[0] < 2:
+        raise ValueError("the input example needs at least 2 clips (a batch of 1 pins the batch size)")
+    package_dir = Path(__file__).resolve().parents[1]
+    reqs = [f"torch=={torch.__version__.split('+')[0]}", f"numpy=={np.__version__}", "einops"]
+    logged = client.create_logged_model(experiment_id=experiment_id, name=MODEL_NAME, source_run_id=run_id)
+    try:
+        with tempfile.TemporaryDirectory(prefix="predrnn-pyfunc-") as tmp, warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # type hints and cloudpickle nags; the signature is explicit
+            local = Path(tmp) / MODEL_NAME
+            meta = Model(artifact_path=MODEL_NAME, run_id=run_id, model_id=logged.model_id)
+            mlflow.pyfunc.save_model(str(local), mlflow_model=meta, python_model=forecast_model_class()(),
+                                     artifacts={"model_dir": str(model_dir)}, code_paths=[str(package_dir)],
+                                     signature=signature(cfg), input_example=example.astype(np.float32),
+                                     pip_requirements=reqs)
+            client.log_model_artifacts(logged.model_id, str(local))
+    except BaseException:
+        client.finalize_logged_model(logged.model_id, LoggedModelStatus.FAILED)
+        raise
+    client.finalize_logged_model(logged.model_id, LoggedModelStatus.READY)
+    return str(logged.model_id), str(logged.artifact_location)
+
+
+def register_forecaster(tracker: Any, run_id: str, model_dir: str | Path, cfg: ExperimentConfig, example: np.ndarray,
+                        *, version_tags: dict[str, Any]) -> dict[str, Any]:
+    """Log the model directory as a pyfunc forecaster of run ``run_id`` and register it as a new version of
+    ``cfg.tracking.registered_model`` with alias ``challenger``, through ``tracker``'s client.
+
+    Args:
+        tracker: a :class:`predrnn.tracking.Tracker` on the run's store.
+        model_dir: a directory written by :func:`predrnn.checkpoint.save_model_dir`.
+        example: context clips (B >= 2, input_length, H, W, C) float32 used as the input example.
+        version_tags: tags set on the new model version (dataset, test metrics).
+
+    Returns:
+        ``{"name", "version", "model_uri" (models:/NAME/VERSION), "logged_model_uri", "alias"}``.
+    """
+    client = tracker.client
+    name = cfg.tracking.registered_model
+    experiment_id = client.get_run(run_id).info.experiment_id
+    model_id, location = log_forecaster(client, experiment_id, run_id, model_dir, cfg, example)
+    with contextlib.suppress(Exception):  # already registered
+        client.create_registered_model(name)
+    mv = client.create_model_version(name, source=location, run_id=run_id, model_id=model_id,
+                                     tags={k: str(v) for k, v in version_tags.items()})
+    client.set_registered_model_alias(name, CHALLENGER, mv.version)
+    return {"name": name, "version": int(mv.version), "model_uri": f"models:/{name}/{mv.version}",
+            "logged_model_uri": f"models:/{model_id}", "alias": f"models:/{name}@{CHALLENGER}"}
+
+
+def artifact_location(client: Any, ref: str) -> str:
+    """Where the files of ``ref`` are, asked of ``client``'s store (never of a process-wide URI):
+    ``models:/NAME/VERSION``, ``models:/NAME@ALIAS``, ``models:/MODEL_ID`` (a logged model) or
+    ``runs:/RUN_ID/PATH``; any other URI is returned as it is."""
+    if ref.startswith("models:/"):
+        body = ref[len("models:/"):].strip("/")
+        if "@" in body:
+            name, alias = body.split("@", 1)
+            source = client.get_model_version_by_alias(name, alias).source
+        elif "/" in body:
+            name, version = body.split("/", 1)
+            source = client.get_model_version(name, version).source
+        else:
+            return str(client.get_logged_model(body).artifact_location)
+        return artifact_location(client, source) if str(source).startswith("models:/") else str(source)
+    if ref.startswith("runs:/"):
+        run_id, _, path = ref[len("runs:/"):].partition("/")
+        return f"{client.get_run(run_id).info.artifact_uri.rstrip('/')}/{path}"
+    return ref
+
+
+def _python_model_base() -> type:
+    import mlflow.pyfunc
+
+    return mlflow.pyfunc.PythonModel
+
+
+def _input_error_class() -> type:
+    from mlflow.exceptions import INVALID_PARAMETER_VALUE, MlflowException
+
+    class ForecastInputError(MlflowException):  # type: ignore[misc]
+        """A context the model cannot take: HTTP 400 with the one-line reason.
+
+        MLflow's scoring server prefixes the message of an error raised by ``predict`` with the whole
+        request body (``Failed to predict data '<array>'. Error: ...``); the reason alone is kept.
+        """
+
+        def __init__(self, message: str) -> None:
+            super().__init__(message, error_code=INVALID_PARAMETER_VALUE)
+
+        @property
+        def message(self) -> str:
+            return self._reason
+
+        @message.setter
+        def message(self, value: str) -> None:
+            self._reason = value.rsplit("\nError: ", 1)[-1] if value.startswith("Failed to predict data") else value
+
+    return ForecastInputError
+
+
+def _context_array(model_input: Any) -> np.ndarray:
+    """The request's context as an array; JSON nulls (an object array) become NaN, no data."""
+    if isinstance(model_input, dict):  # a named-tensor request
+        model_input = next(iter(model_input.values()))
+    x = np.asarray(model_input)  # integers stay integers (0..255 levels) for image models
+    if x.dtype == object:
+        try:
+            missing = np.vectorize(lambda v: v is None, otypes=[bool])(x)
+            x = np.where(missing, np.nan, x).astype(np.float64)
+        except (TypeError, ValueError):
+            from predrnn.predict import PredictError
+
+            raise PredictError("the context must be numbers (null = no data)") from None
+    return x
+
+
+def _make_forecast_model() -> type:
+    base = _python_model_base()
+    input_error = _input_error_class()
+
+    class ForecastModel(base):  # type: ignore[misc, valid-type]
+        """Pyfunc wrapper: ``predict(context (B, T_in, H, W, C) float32, params={"horizon": N})``.
+
+        The context is in the data's units (an image model: floats in [0, 1] or uint8; a field
+        model: e.g. mm/h, NaN = no data); returns the forecast (B, N, H, W, C) float32 in the same
+        units (images in [0, 1]). The weights and config (with the values' transform: units, valid
+        range, training-split normalisation) are the model directory artifact ``model_dir``;
+        ``self.model`` and ``self.cfg`` expose them.
+        """
+
+        def load_context(self, context: Any) -> None:
+            from predrnn.checkpoint import load_model_dir
+
+            self.model, self.cfg = load_model_dir(context.artifacts["model_dir"])
+
+        def predict(self, context: Any, model_input: np.ndarray,
+                    params: dict[str, Any] | None = None) -> np.ndarray:
+            from predrnn.predict import PredictError, forecast_array
+
+            cfg = self.cfg
+            horizon = int((params or {}).get("horizon") or cfg.data.total_length - cfg.data.input_length)
+            try:
+                return forecast_array(self.model, cfg, _context_array(model_input), horizon)
+            except PredictError as err:  # one line, HTTP 400 in the scoring server; never the array
+                raise input_error(str(err)) from None
+
+    ForecastModel.__module__ = "predrnn.tracking"  # where pickles look it up
+    ForecastModel.__qualname__ = "ForecastModel"
+    return ForecastModel
+
+
+def forecast_model_class() -> type:
+    """The pyfunc class; it subclasses MLflow's PythonModel, so it is built on first use only."""
+    cls = globals().get("ForecastModel")
+    if cls is None:
+        with warnings.catch_warnings():  # MLflow warns about the untyped predict() at class creation
+            warnings.simplefilter("ignore", UserWarning)
+            cls = _make_forecast_model()
+        globals()["ForecastModel"] = cls
+    return cls
+
+
+
+
+def load_registered_model(ref: str, tracking_uri: str | None = None) -> tuple[Any, ExperimentConfig]:
+    """``(nn.Module, ExperimentConfig)`` for ``models:/NAME@ALIAS``, ``models:/NAME/VERSION``, ``runs:/...``.
+
+    Raises:
+        TrackingError: the store is unreachable or the reference does not resolve.
+    """
+    import mlflow
+
+    uri = resolve_tracking_uri(tracking_uri)
+    check_tracking(uri)
+    try:
+        with tempfile.TemporaryDirectory(prefix="predrnn-model-") as tmp:
+            from predrnn.tracking.runs import _client
+
+            location = artifact_location(_client(uri), ref)
+            local = mlflow.artifacts.download_artifacts(artifact_uri=location, dst_path=tmp, tracking_uri=uri)
+            loaded = mlflow.pyfunc.load_model(local)
+    except Exception as err:
+        raise TrackingError(f"cannot load {ref} from {uri}: {type(err).__name__}: {err}") from err
+    inner = loaded.unwrap_python_model()
+    return inner.model, inner.cfg

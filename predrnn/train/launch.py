@@ -1,0 +1,127 @@
+"""Ray in one place: connect to (or start) a cluster, the ``TorchTrainer`` recipe, and the stop path.
+
+``predrnn train`` and every Ray Tune trial build their worker group here, so a run and a trial get
+the same environment, failure policy and checkpoint rules. Ray is imported inside functions only.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import tempfile
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from predrnn.config import ExperimentConfig
+
+# Ray's unix socket paths (under its temp dir) have a length limit of about 107 bytes.
+_MAX_TEMP_DIR = 60
+
+
+def export_cluster_address() -> None:
+    """Ray worker setup hook: put the cluster's GCS address in ``RAY_ADDRESS`` of every worker process.
+
+    Ray Train's placement-group cleaner finds its cluster by address auto-detection, which fails when
+    several Ray instances run on one machine (a stack's head next to a local one); a stopped trial's
+    CPUs would then stay reserved and the next trial would time out.
+    """
+    import ray
+
+    with contextlib.suppress(Exception):  # not connected yet: auto-detection stays as it was
+        os.environ.setdefault("RAY_ADDRESS", ray.get_runtime_context().gcs_address)
+
+
+def ensure_ray(address: str | None, *, num_cpus: int | None = None, temp_dir: str | Path | None = None) -> bool:
+    """Connect to the cluster at ``address`` (``HOST:PORT``) or start a local one.
+
+    Args:
+        address: an existing cluster; None starts a local one (with its dashboard on 127.0.0.1, whose
+            state API Ray Train's placement-group cleaner polls).
+        num_cpus: CPUs of a local cluster; None: all of this machine's.
+        temp_dir: a local cluster's session folder; a path too long for Ray's sockets is replaced by a
+            fresh folder under the system temp dir.
+
+    Returns:
+        True when this call connected or started Ray (the caller shuts it down with :func:`shutdown`),
+        False when the process was already connected.
+    """
+    import ray
+
+    if ray.is_initialized():
+        return False
+    runtime_env = {"worker_process_setup_hook": export_cluster_address}
+    if address:
+        ray.init(address=address, log_to_driver=True, logging_level=logging.WARNING, runtime_env=runtime_env)
+        return True
+    temp = str(temp_dir) if temp_dir else ""
+    if not temp or len(temp) > _MAX_TEMP_DIR:
+        temp = tempfile.mkdtemp(prefix="predrnn-ray-")
+    Path(temp).mkdir(parents=True, exist_ok=True)
+    ray.init(num_cpus=num_cpus, include_dashboard=True, dashboard_host="127.0.0.1", _temp_dir=temp,
+             log_to_driver=True, configure_logging=True, logging_level=logging.WARNING, runtime_env=runtime_env)
+    return True
+
+
+def shutdown(started: bool) -> None:
+    """Disconnect from (or stop) Ray if :func:`ensure_ray` connected it."""
+    if started:
+        import ray
+
+        ray.shutdown()
+
+
+def disarm_native_abort() -> None:
+    """Cancel the abort that Ray's native failure handler arms when the driver gets SIGTERM.
+
+    On SIGTERM that handler sets a 3 s alarm whose expiry aborts the process (SIGABRT), however far the
+    clean-up has got. Stopping training (closing the MLflow run, marking the flow run crashed, stopping
+    Ray) takes longer than that on a busy machine, so the stop path cancels the alarm and finishes.
+    """
+    import signal
+    import threading
+
+    if threading.current_thread() is threading.main_thread() and hasattr(signal, "alarm"):
+        signal.alarm(0)
+
+
+def worker_resources(cfg: ExperimentConfig, extra: dict[str, float] | None = None) -> dict[str, float]:
+    """Ray resources of one training worker: ``compute.cpus_per_worker`` CPUs, its GPUs, and ``extra``."""
+    c = cfg.compute
+    gpus = {"GPU": c.gpus_per_worker} if c.gpus_per_worker > 0 else {}
+    return {"CPU": c.cpus_per_worker, **gpus, **(extra or {})}
+
+
+def torch_trainer(train_loop: Callable[[dict[str, Any]], None], loop_config: dict[str, Any], cfg: ExperimentConfig,
+                  *, name: str, storage_path: str, storage_filesystem: Any = None, max_failures: int,
+                  num_to_keep: int, score_attribute: str, callbacks: Sequence[Any] = (),
+                  placement_strategy: str = "PACK", extra_resources: dict[str, float] | None = None) -> Any:
+    """The ``TorchTrainer`` of one training run (a ``predrnn train`` run or one tuning trial).
+
+    ``cfg.compute.num_workers`` DDP ranks (NCCL on GPUs, gloo on CPUs), each with
+    :func:`worker_resources`; the run directory ``storage_path/name`` (``storage_filesystem``: a
+    pyarrow filesystem for remote storage); ``max_failures`` worker-group restarts; the
+    ``num_to_keep`` checkpoints with the lowest ``score_attribute``. Workers print their progress
+    lines plainly (not through Train's print-to-logger tee).
+    """
+    from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchConfig, TorchTrainer
+
+    use_gpu = cfg.compute.gpus_per_worker > 0
+    return TorchTrainer(
+        train_loop, train_loop_config=loop_config,
+        torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
+        scaling_config=ScalingConfig(num_workers=cfg.compute.num_workers, use_gpu=use_gpu,
+                                     resources_per_worker=worker_resources(cfg, extra_resources),
+                                     placement_strategy=placement_strategy),
+        run_config=RunConfig(  # type: ignore[call-arg]  # Train V2's RunConfig (typed as V1's)
+            name=name, storage_path=storage_path, storage_filesystem=storage_filesystem,
+            callbacks=list(callbacks),
+            worker_runtime_env={"env_vars": {"RAY_TRAIN_ENABLE_PRINT_PATCH": "0"}},
+            logging_config=LoggingConfig(log_level="WARNING"),
+            failure_config=FailureConfig(max_failures=max_failures),
+            checkpoint_config=CheckpointConfig(num_to_keep=num_to_keep, checkpoint_score_attribute=score_attribute,
+                                               checkpoint_score_order="min"),
+        ),
+    )
