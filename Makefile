@@ -40,7 +40,7 @@ test: $(STAMP) browser
 	PREDRNN_CHROMIUM=$(CHROMIUM) $(VENV)/bin/python -m pytest -q
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check predrnn flows tests bench
+	$(VENV)/bin/ruff check predrnn flows tests bench infra
 	$(VENV)/bin/mypy predrnn
 
 bench: $(STAMP)
