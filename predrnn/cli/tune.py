@@ -72,7 +72,7 @@ def tune_cmd(
     from predrnn.train import configure, prepare
     from predrnn.tune import SearchSpace, TuneSettings, tune
     from predrnn.tune import resume as resume_search
-    from predrnn.tune.driver import check_search
+    from predrnn.tune.plan import check_search
 
     env = Settings()  # read once, here; everything below takes values
     address = ray_address or env.ray_address

@@ -8,7 +8,7 @@ sees exactly the clips it would have seen without the interruption.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import torch
@@ -27,6 +27,7 @@ class ZarrSource:
     """A versioned Zarr dataset (``ROOT/NAME@VERSION``, local or ``s3://``) read with ``ClipDataset``."""
 
     uri: str
+    s3: dict[str, Any] | None = field(default=None, hash=False, compare=False)  # None: the environment's
 
     def open(self, split: str, *, length: int, rank: int = 0, world_size: int = 1, seed: int = 0) -> Any:
         """The split's clips as windows of ``length`` frames: the training split draws each window's start
@@ -36,7 +37,7 @@ class ZarrSource:
         from predrnn.data import ClipDataset
 
         return ClipDataset(self.uri, split=split, length=length, rank=rank, world_size=world_size,
-                           random_crop=split == "train", seed=seed)
+                           random_crop=split == "train", seed=seed, s3=self.s3)
 
 
 def per_worker_batch(global_batch: int, world_size: int) -> int:

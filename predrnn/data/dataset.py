@@ -30,11 +30,13 @@ class ClipDataset(Dataset):
         rank: this worker's rank when sharding across ``world_size`` distributed workers; shards are
             disjoint, cover the split and differ in size by at most one clip.
         world_size: number of shards.
+        s3: S3 settings for a version on S3 (as a door read them); None: this process's environment.
     """
 
     def __init__(self, uri: str | Version, split: str = "train", *, length: int | None = None,
-                 random_crop: bool = False, seed: int = 0, rank: int = 0, world_size: int = 1):
-        self.version = uri if isinstance(uri, Version) else open_version(uri)
+                 random_crop: bool = False, seed: int = 0, rank: int = 0, world_size: int = 1,
+                 s3: dict[str, Any] | None = None):
+        self.version = uri if isinstance(uri, Version) else open_version(uri, s3)
         if world_size < 1 or not 0 <= rank < world_size:
             raise DataError(f"need 0 <= rank < world_size, got rank={rank}, world_size={world_size}")
         self.split = split

@@ -27,7 +27,8 @@ class DatasetInfo:
 
 
 def validate_dataset(cfg: ExperimentConfig, uri: str, *, world_size: int = 1, for_model: bool = False,
-                     need_val: bool = True, need_test: bool = False, need_length: int | None = None) -> DatasetInfo:
+                     need_val: bool = True, need_test: bool = False, need_length: int | None = None,
+                     s3: dict[str, Any] | None = None) -> DatasetInfo:
     """Open the version behind ``uri`` and check it against the config, before any worker starts.
 
     Args:
@@ -35,6 +36,7 @@ def validate_dataset(cfg: ExperimentConfig, uri: str, *, world_size: int = 1, fo
             dataset's, since its normalisation was learnt on them (evaluation, scoring).
         need_val: require a validation split (training does; evaluation does not).
         need_test: require a test split (a training run that ends with the test evaluation does).
+        s3: S3 settings for a version on S3 (as the door read them); None: this process's environment.
         need_length: frames per clip the caller reads (default ``data.total_length``), e.g. an
             evaluation at a longer horizon than the training one.
 
@@ -49,7 +51,7 @@ def validate_dataset(cfg: ExperimentConfig, uri: str, *, world_size: int = 1, fo
     from predrnn.data.store import open_version
 
     try:
-        version = open_version(uri)
+        version = open_version(uri, s3)
     except Exception as err:  # missing path, unknown version, unreadable metadata
         raise DataError(f"cannot open dataset {uri!r}: {type(err).__name__}: {err}") from err
     shape = tuple(int(s) for s in version.shape)

@@ -186,7 +186,10 @@ def _obstore_usable() -> bool:
 
 
 class S3Backend(Backend):
-    def __init__(self, uri: str):
+    """A root on S3, opened with the S3 settings ``s3`` (:func:`s3_settings`' form, as a door read them);
+    None reads them from this process's environment."""
+
+    def __init__(self, uri: str, s3: dict[str, Any] | None = None):
         rest = uri[len("s3://"):]
         bucket, _, prefix = rest.partition("/")
         if not bucket:
@@ -194,19 +197,23 @@ class S3Backend(Backend):
         self.bucket = bucket
         self.prefix = prefix.strip("/")
         self.root_uri = f"s3://{bucket}" + (f"/{self.prefix}" if self.prefix else "")
+        self.s3 = dict(s3) if s3 is not None else None
         self.store = self._make(self.prefix)
 
     def __getstate__(self) -> dict[str, Any]:
-        return {"uri": self.root_uri}
+        return {"uri": self.root_uri, "s3": self.s3}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__init__(state["uri"])  # type: ignore[misc]
+        self.__init__(state["uri"], state.get("s3"))  # type: ignore[misc]
+
+    def settings(self) -> dict[str, Any]:
+        return self.s3 if self.s3 is not None else s3_settings()
 
     def _make(self, prefix: str) -> Any:
         from obstore.store import S3Store
 
         _obstore_usable()  # records the process that starts obstore's runtime
-        cfg = s3_settings()
+        cfg = self.settings()
         endpoint = cfg.get("endpoint", "")
         kwargs: dict[str, Any] = {"client_options": {"allow_http": endpoint.startswith("http://")}}
         if "access_key_id" not in cfg:
@@ -275,18 +282,19 @@ class S3Backend(Backend):
         prefix = f"{self.prefix}/{key}" if self.prefix else key
         if _obstore_usable():
             return ObjectStore(self._make(prefix), read_only=read_only)
-        cfg = s3_settings()
+        cfg = self.settings()
         options: dict[str, Any] = {"client_kwargs": {"region_name": cfg["region"]}, "skip_instance_cache": True}
         if cfg.get("endpoint"):
             options["endpoint_url"] = cfg["endpoint"]
         return FsspecStore.from_url(f"s3://{self.bucket}/{prefix}", storage_options=options, read_only=read_only)
 
 
-def open_backend(root: str | Path) -> Backend:
-    """A backend for a root URI: ``s3://bucket/prefix`` or a local folder (``file://`` allowed)."""
+def open_backend(root: str | Path, s3: dict[str, Any] | None = None) -> Backend:
+    """A backend for a root URI: ``s3://bucket/prefix`` (opened with the S3 settings ``s3``; None: this
+    process's environment) or a local folder (``file://`` allowed)."""
     root = str(root)
     if root.startswith("s3://"):
-        return S3Backend(root)
+        return S3Backend(root, s3)
     if root.startswith("file://"):
         root = root[len("file://"):]
     if "://" in root:
@@ -357,10 +365,10 @@ def list_datasets(root: str | Path) -> list[dict[str, Any]]:
     return rows
 
 
-def resolve(uri: str) -> tuple[Backend, dict[str, Any]]:
+def resolve(uri: str, s3: dict[str, Any] | None = None) -> tuple[Backend, dict[str, Any]]:
     """The backend and manifest of a version URI; ``@latest`` is the newest published version."""
     root, name, version = parse_uri(uri)
-    backend = open_backend(root)
+    backend = open_backend(root, s3)
     if version == "latest":
         manifests = list_manifests(backend, name)
         if not manifests:
@@ -467,7 +475,8 @@ class Version:
         self.__dict__.update(state)
 
 
-def open_version(uri: str) -> Version:
-    """Open a published version read-only: ``ROOT/NAME@VERSION``, ``ROOT/NAME@latest`` or ``ROOT/NAME``."""
-    backend, manifest = resolve(uri)
+def open_version(uri: str, s3: dict[str, Any] | None = None) -> Version:
+    """Open a published version read-only: ``ROOT/NAME@VERSION``, ``ROOT/NAME@latest`` or ``ROOT/NAME``
+    (on S3 with the settings ``s3``; None: this process's environment)."""
+    backend, manifest = resolve(uri, s3)
     return Version(backend, manifest)

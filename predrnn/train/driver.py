@@ -134,7 +134,7 @@ def train(spec: RunSpec, *, max_failures: int = 2, log_every: int | None = None,
     # Ray gets the filesystem opened with the run's S3 settings (a bare s3:// URI would make it look for AWS)
     ray_fs, ray_storage = (storage.filesystem(spec.storage_path, s3) if "://" in spec.storage_path
                            else (None, spec.storage_path))
-    loop_config = {"spec": spec.to_dict(), "source": source or ZarrSource(spec.dataset.uri),
+    loop_config = {"spec": spec.to_dict(), "source": source or ZarrSource(spec.dataset.uri, spec.s3 or None),
                    "init_state": init_state,
                    "log_every": log_every or max(1, min(50, cfg.optim.max_iterations // 30))}
     trainer = launch.torch_trainer(train_loop_per_worker, loop_config, cfg, name=spec.run_name,

@@ -90,7 +90,7 @@ def _finish(result: Any, tracker: Any, *, out_dir: str | Path, split: str, regis
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    source = source or ZarrSource(result.dataset["uri"])
+    source = source or ZarrSource(result.dataset["uri"], s3 or None)
     tmp = tempfile.mkdtemp(prefix="predrnn-best-")
     try:
         ckpt = local_checkpoint(result.best_checkpoint, tmp, s3)

@@ -236,7 +236,8 @@ def prepare(cfg: ExperimentConfig, *, data: str | None = None, tracking_uri: str
         run_id, data = saved.get("mlflow_run_id"), old.dataset.uri
         storage_path, run_name = old.storage_path, old.run_name
     cfg = configure(cfg, data=data or cfg.data.dataset)
-    info = validate_dataset(cfg, cfg.data.dataset, world_size=cfg.compute.num_workers, need_test=need_test)
+    info = validate_dataset(cfg, cfg.data.dataset, world_size=cfg.compute.num_workers, need_test=need_test,
+                            s3=s3 or None)
     if info.values:  # what the values are comes from the dataset, never from the preset
         from predrnn.values import with_values
 

@@ -4,8 +4,10 @@
 budget, dataset, tracking store, cluster resources), opens the MLflow parent run and runs a
 ``Tuner`` with Optuna's TPE sampler (``OptunaSearch`` over a define-by-run space) and ASHA on the
 validation MSE per frame. Each trial (:func:`run_trial`) opens a nested MLflow child run, then
-trains with the same per-worker loop as ``predrnn train``; that loop logs the child's curves and
-reports every evaluation, which ``TuneReportCallback`` forwards to Tune for ASHA.
+trains with the same launch recipe and per-worker loop as ``predrnn train``
+(:mod:`predrnn.train.launch`); that loop logs the child's curves and reports every evaluation, which
+``TuneReportCallback`` forwards to Tune for ASHA. The plan is :mod:`predrnn.tune.plan`, the MLflow
+record :mod:`predrnn.tune.recorder`.
 
 ``resume()`` continues an interrupted search with ``Tuner.restore``: finished trials are kept,
 an unfinished one continues from its last Ray Train checkpoint, the searcher and scheduler state
@@ -17,117 +19,27 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import sys
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from predrnn.config import ConfigError, ExperimentConfig
-from predrnn.errors import PredrnnError
+from predrnn.config import ExperimentConfig
 from predrnn.train.spec import RunSpec
-from predrnn.tune.report import append_record, best_record, read_records, summary_markdown, trials_markdown
+from predrnn.tune.plan import Search, TuneError, TuneResult, TuneSettings, check_search
+from predrnn.tune.recorder import (
+    close_parent,
+    log_parent,
+    open_child_run,
+    open_parent,
+    recorder_class,
+    reopen_parent,
+)
+from predrnn.tune.report import best_record, read_records
 from predrnn.tune.space import SearchSpace, apply_params
 
 CONTEXT_FILE = "predrnn_tune.json"
 BEST_CONFIG = "best_config.json"
 TRIAL_CPU = 0.01  # the trial's driver function only waits on its TorchTrainer; Tune refuses 0
-
-
-class TuneError(PredrnnError, RuntimeError):
-    """A search could not start (cluster, budget, resume path) or failed."""
-
-
-@dataclass(frozen=True)
-class TuneSettings:
-    """How the search runs (the space itself is :class:`~predrnn.tune.space.SearchSpace`).
-
-    Attributes:
-        trials: number of trials (points sampled).
-        max_iterations: each trial's iteration budget; ``None`` keeps the preset's.
-        concurrency: trials run at once (each needs its TorchTrainer's workers).
-        evaluations: validations per full-length trial; ASHA's rungs sit on them.
-        grace_evaluations: evaluations every trial gets before ASHA may stop it.
-        reduction_factor: ASHA's halving rate.
-        seed: seeds the TPE sampler.
-        startup_trials: random trials before TPE models the results; default half the trials (<= 10).
-        max_failures: worker-group restarts per trial.
-    """
-
-    trials: int = 8
-    max_iterations: int | None = None
-    concurrency: int = 1
-    evaluations: int = 8
-    grace_evaluations: int = 1
-    reduction_factor: int = 2
-    seed: int = 0
-    startup_trials: int | None = None
-    max_failures: int = 0
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-
-@dataclass
-class TuneResult:
-    """What a search left: records per trial, the best one and where things are."""
-
-    name: str
-    experiment_dir: str
-    dataset: str
-    tracking_uri: str | None
-    parent_run_id: str | None
-    settings: dict[str, Any]
-    budget: int
-    trials: list[dict[str, Any]]
-    best: dict[str, Any] | None
-    best_config: dict[str, Any] | None
-    best_config_path: str | None
-    interrupted: bool
-    wall_s: float
-    files: dict[str, str] = field(default_factory=dict)
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    def table(self) -> str:
-        return trials_markdown(self.trials, self.budget)
-
-    def markdown(self) -> str:
-        return summary_markdown(self.to_dict())
-
-
-def plan(cfg: ExperimentConfig, settings: TuneSettings) -> tuple[int, int, int]:
-    """``(budget, eval_interval, grace_period)`` in iterations, or a ConfigError before anything starts."""
-    if settings.trials < 1:
-        raise ConfigError(f"--trials must be >= 1, got {settings.trials}")
-    if settings.concurrency < 1:
-        raise ConfigError(f"--concurrency must be >= 1, got {settings.concurrency}")
-    if settings.evaluations < 1 or settings.grace_evaluations < 1 or settings.reduction_factor < 2:
-        raise ConfigError("evaluations and grace_evaluations must be >= 1 and reduction_factor >= 2")
-    budget = settings.max_iterations or cfg.optim.max_iterations
-    if budget < 2:
-        raise ConfigError(f"an iteration budget of {budget} is too small: a trial needs at least 2 iterations "
-                          "(r_sampling_step_1 < r_sampling_step_2) and one evaluation")
-    interval = max(1, budget // settings.evaluations)
-    grace = interval * settings.grace_evaluations
-    if grace > budget:
-        raise ConfigError(f"an iteration budget of {budget} is too small for {settings.grace_evaluations} "
-                          f"evaluation(s) every {interval} iterations before ASHA's first rung")
-    return budget, interval, grace
-
-
-def check_search(cfg: ExperimentConfig, settings: TuneSettings, space: SearchSpace) -> tuple[int, int, int]:
-    """:func:`plan`, then the space against the config and budget, and the rescaled preset itself: a door
-    calls this before resolving the dataset, so a bad search fails first and in milliseconds.
-
-    Raises:
-        ConfigError, SpaceError: naming the setting or range.
-    """
-    budget, interval, grace = plan(cfg, settings)
-    space.define_by_run(cfg, budget)
-    apply_params(cfg, {}, budget, eval_interval=interval)
-    return budget, interval, grace
 
 
 def check_resources(cfg: ExperimentConfig, concurrency: int) -> dict[str, float]:
@@ -153,38 +65,6 @@ def check_resources(cfg: ExperimentConfig, concurrency: int) -> dict[str, float]
     return need
 
 
-@dataclass(frozen=True)
-class Search:
-    """A search's fixed part, written to ``predrnn_tune.json`` and given to every trial.
-
-    ``spec`` is the base run (experiment, dataset, MLflow store, the experiment directory as
-    ``spec.run_dir``); ``budget``, ``interval`` and ``grace`` are each trial's iterations, evaluation
-    interval and ASHA grace period; ``parent_run_id`` the MLflow run of the search.
-    """
-
-    spec: RunSpec
-    settings: TuneSettings
-    space: dict[str, Any]
-    budget: int
-    interval: int
-    grace: int
-    out_dir: str
-    parent_run_id: str | None = None
-
-    @property
-    def experiment_dir(self) -> str:
-        return self.spec.run_dir
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON types; the S3 settings stay out (credentials never go to disk)."""
-        return {**dataclasses.asdict(self), "spec": {**self.spec.to_dict(), "s3": {}},
-                "settings": self.settings.to_dict()}
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> Search:
-        return cls(**{**data, "spec": RunSpec.from_dict(data["spec"]), "settings": TuneSettings(**data["settings"])})
-
-
 def run_trial(config: dict[str, Any], search: Search) -> None:
     """Tune's trainable: one PredRNN training on Ray Train for the point ``config``.
 
@@ -203,110 +83,16 @@ def run_trial(config: dict[str, Any], search: Search) -> None:
     base = search.spec.cfg
     cfg = apply_params(base, config, search.budget, eval_interval=search.interval)
     cfg = dataclasses.replace(cfg, name=f"{base.name}-{trial_id}")
-    run_id = _child_run(search, cfg, trial_id, config) if search.spec.tracking_uri else None
+    run_id = open_child_run(search, cfg, trial_id, config) if search.spec.tracking_uri else None
     spec = dataclasses.replace(search.spec, cfg=cfg, storage_path=f"{search.experiment_dir}/train",
                                run_name=f"trial-{trial_id}", mlflow_run_id=run_id, tags={})
-    loop_config = {"spec": spec.to_dict(), "source": ZarrSource(spec.dataset.uri), "init_state": None,
+    loop_config = {"spec": spec.to_dict(), "source": ZarrSource(spec.dataset.uri, spec.s3 or None), "init_state": None,
                    "log_every": search.interval}
     trainer = launch.torch_trainer(train_loop_per_worker, loop_config, cfg, name=spec.run_name,
                                    storage_path=spec.storage_path, max_failures=search.settings.max_failures,
                                    num_to_keep=max(2, min(cfg.optim.keep_best, 3)), score_attribute=SELECTION,
                                    callbacks=[TuneReportCallback()])
     trainer.fit()
-
-
-def _trial_tags(search: Search, trial_id: str) -> dict[str, str]:
-    return {"tune.trial_id": trial_id, "mlflow.parentRunId": str(search.parent_run_id)}
-
-
-def _child_run(search: Search, cfg: ExperimentConfig, trial_id: str, params: dict[str, Any]) -> str:
-    """The trial's nested MLflow run: created once, reopened when the trial resumes."""
-    from predrnn.tracking import Tracker
-
-    tracker = Tracker(search.spec.tracking_uri, check=False)
-    existing = tracker.find_run(cfg.tracking.experiment, _trial_tags(search, trial_id))
-    if existing is not None:
-        tracker.reopen_run(existing)
-        return existing
-    run_id = tracker.start_run(cfg, dataset=search.spec.dataset.to_dict(),
-                               run_name=f"{search.spec.run_name}-{trial_id}",
-                               tags={**_trial_tags(search, trial_id), "tune.experiment_dir": search.experiment_dir,
-                                     "tune.role": "trial"})
-    tracker.log_params(run_id, {f"search.{k}": v for k, v in sorted(params.items())})
-    return run_id
-
-
-def _callback_class() -> type:
-    from ray.tune import Callback
-
-    class TrialRecorder(Callback):
-        """Main-process side: closes each child run and appends the trial's record as trials end."""
-
-        def __init__(self, search: Search) -> None:
-            self.search = search
-
-        def _record(self, trial: Any, status: str) -> None:
-            search = self.search
-            last = trial.last_result or {}
-            analysis = (trial.metric_analysis or {}).get("val_mse", {})
-            best = float(analysis.get("min", math.nan))
-            its = int(last.get("iteration", 0) or 0)
-            early = status == "TERMINATED" and its < search.budget
-            rec = {"trial_id": trial.trial_id, "params": dict(trial.config), "best_val_mse": best,
-                   "last_val_mse": float(last.get("val_mse", math.nan)), "iterations": its,
-                   "stopped_early": early, "status": status, "child_run_id": None}
-            if search.spec.tracking_uri:
-                rec["child_run_id"] = _close_child(search, trial.trial_id, rec)
-            append_record(search.experiment_dir, rec)
-            done = len(read_records(search.experiment_dir))
-            val = "nan" if not math.isfinite(best) else f"{best:.3f}"
-            print(f"tune: trial {done}/{search.settings.trials} {trial.trial_id} {status.lower()}: best val "
-                  f"MSE/frame {val} at {its}/{search.budget} iterations"
-                  f"{' (stopped early by ASHA)' if early else ''}", flush=True)
-
-        def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-            self._record(trial, "TERMINATED")
-
-        def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-            self._record(trial, "ERROR")
-
-    TrialRecorder.__module__ = __name__
-    TrialRecorder.__qualname__ = "TrialRecorder"
-    return TrialRecorder
-
-
-def recorder_class() -> type:
-    """The Tune callback class (built on first use; it subclasses Ray's ``Callback``)."""
-    return globals().get("TrialRecorder") or __getattr__("TrialRecorder")
-
-
-def __getattr__(name: str) -> Any:
-    # The callback subclasses Ray's, so it is built on first use (also when a restored Tuner unpickles it).
-    if name == "TrialRecorder":
-        cls = _callback_class()
-        globals()["TrialRecorder"] = cls
-        return cls
-    raise AttributeError(name)
-
-
-def _close_child(search: Search, trial_id: str, rec: dict[str, Any]) -> str | None:
-    from predrnn.tracking import Tracker
-
-    try:
-        tracker = Tracker(search.spec.tracking_uri, check=False)
-        run_id = tracker.find_run(search.spec.cfg.tracking.experiment, _trial_tags(search, trial_id))
-        if run_id is None:
-            return None
-        metrics = {k: rec[k] for k in ("best_val_mse", "last_val_mse") if math.isfinite(rec[k])}
-        metrics["iterations_reached"] = float(rec["iterations"])
-        tracker.log_metrics(run_id, metrics, step=rec["iterations"])
-        tracker.set_tags(run_id, {"tune.stopped_early": str(rec["stopped_early"]).lower(),
-                                  "tune.status": rec["status"]})
-        tracker.end_run(run_id, "FINISHED" if rec["status"] == "TERMINATED" else "FAILED")
-        return run_id
-    except Exception as err:  # a tracking outage must not kill the search; the record still lands
-        print(f"warning: closing the MLflow run of trial {trial_id} failed: {err}", file=sys.stderr, flush=True)
-        return None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -358,14 +144,10 @@ def tune(spec: RunSpec, *, settings: TuneSettings | None = None, space: SearchSp
     experiment_dir.mkdir(parents=True, exist_ok=True)
     parent = None
     if spec.tracking_uri:
-        from predrnn.tracking import Tracker
-
-        tracker = Tracker(spec.tracking_uri, check=False)
-        parent = tracker.start_run(cfg, dataset=spec.dataset.to_dict(), run_name=spec.run_name,
-                                   tags={"tune.role": "search", "tune.experiment_dir": str(experiment_dir)})
-        tracker.log_params(parent, {**{f"tune.{k}": json.dumps(v) for k, v in settings.to_dict().items()},
-                                    "tune.budget": json.dumps(budget), "tune.eval_interval": json.dumps(interval),
-                                    **{f"space.{k}": json.dumps(v) for k, v in space.to_dict().items()}})
+        parent = open_parent(spec, cfg, {**{f"tune.{k}": json.dumps(v) for k, v in settings.to_dict().items()},
+                                         "tune.budget": json.dumps(budget), "tune.eval_interval": json.dumps(interval),
+                                         **{f"space.{k}": json.dumps(v) for k, v in space.to_dict().items()}},
+                             str(experiment_dir))
     search = Search(spec=spec, settings=settings, space=space.to_dict(), budget=budget, interval=interval,
                     grace=grace, out_dir=str(Path(out_dir).absolute()) if out_dir else str(experiment_dir),
                     parent_run_id=parent)
@@ -432,10 +214,7 @@ def resume(experiment_dir: str, *, ray_address: str | None = None, num_cpus: int
     except TuneError:
         launch.shutdown(started)
         raise
-    if search.spec.tracking_uri and search.parent_run_id:
-        from predrnn.tracking import Tracker
-
-        Tracker(search.spec.tracking_uri).reopen_run(search.parent_run_id)
+    reopen_parent(search)
     done = len(read_records(path))
     print(f"tune: resuming {path} ({done} of {search.settings.trials} trial(s) finished)", flush=True)
     tuner = rtune.Tuner.restore(str(path), trainable=_trainable(search), resume_unfinished=True,
@@ -449,22 +228,15 @@ def _run(tuner: Any, search: Search, started: bool, t0: float) -> TuneResult:
     try:
         tuner.fit()
     except Exception as err:
-        _close_parent(search, "FAILED", error=f"search failed: {err}")
+        close_parent(search, "FAILED", error=f"search failed: {err}")
         raise TuneError(f"search {search.experiment_dir} failed: {err}") from err
     except BaseException:  # SIGTERM or Ctrl-C: stopped, resumable with --resume
         launch.disarm_native_abort()
-        _close_parent(search, "KILLED", error="stopped (signal or interrupt)")
+        close_parent(search, "KILLED", error="stopped (signal or interrupt)")
         raise
     finally:
         launch.shutdown(started)
     return finalize(search, wall_s=time.perf_counter() - t0)
-
-
-def _close_parent(search: Search, status: str, error: str | None = None) -> None:
-    if search.spec.tracking_uri and search.parent_run_id:
-        from predrnn.tracking import Tracker
-
-        Tracker(search.spec.tracking_uri, check=False).end_run(search.parent_run_id, status, error=error)
 
 
 def finalize(search: Search, *, wall_s: float = math.nan) -> TuneResult:
@@ -497,34 +269,10 @@ def finalize(search: Search, *, wall_s: float = math.nan) -> TuneResult:
     result.files = files
     Path(files["summary_md"]).write_text(result.markdown())
     if search.spec.tracking_uri and search.parent_run_id:
-        _log_parent(search, result, files)
+        log_parent(search, result, files)
     state = "interrupted" if interrupted else "finished"
     best_s = "-" if best is None else f"{best['trial_id']} val MSE/frame {best['best_val_mse']:.3f}"
     print(f"tune: search {state}: {len(records)}/{total} trial(s); best {best_s}", flush=True)
     return result
 
 
-def _log_parent(search: Search, result: TuneResult, files: dict[str, str]) -> None:
-    from predrnn.tracking import Tracker
-
-    tracker = Tracker(search.spec.tracking_uri, check=False)
-    run_id = str(search.parent_run_id)
-    records = result.trials
-    metrics = {"trials_finished": float(len(records)),
-               "trials_stopped_early": float(sum(bool(r.get("stopped_early")) for r in records))}
-    if result.best is not None:
-        metrics["best_val_mse"] = float(result.best["best_val_mse"])
-        tracker.set_tags(run_id, {"tune.best_trial_id": result.best["trial_id"]})
-    if result.best is not None and not result.interrupted:  # params are immutable: log the final best once
-        existing = tracker.run_params(run_id)
-        params = {f"best.{k}": v for k, v in sorted(result.best["params"].items())}
-        params["best.trial_id"] = result.best["trial_id"]
-        try:
-            tracker.log_params(run_id, {k: v for k, v in params.items() if k not in existing})
-        except Exception as err:  # a resumed search may find a different best: params are immutable
-            print(f"warning: best params not logged on the parent run ({err}); see the best_config artifact",
-                  file=sys.stderr, flush=True)
-    tracker.log_metrics(run_id, metrics, step=len(records))
-    for path in files.values():
-        tracker.log_artifact(run_id, path)
-    tracker.end_run(run_id, "KILLED" if result.interrupted else "FINISHED")
