@@ -27,6 +27,7 @@ from pydantic import Field
 
 from flows.evaluate import evaluate_task
 from flows.ingest import SourceKind, ingest_flow
+from flows.progress import TrainingProgress
 from flows.promote import champion_task, gate_task, gate_value
 from flows.settings import PipelineSettings
 from flows.train import prepare_task
@@ -76,7 +77,8 @@ def train_task(spec: dict[str, Any], out_dir: str, s3: dict[str, Any]) -> dict[s
     from predrnn.train import RunSpec, finish, train
 
     run = RunSpec.from_dict(spec)
-    result = train(run)
+    with TrainingProgress("nightly", run.cfg.optim.max_iterations, run.tracking_uri) as progress:
+        result = train(run, on_start=progress.start)
     summary = finish(result, out_dir=Path(out_dir) / run.run_name, s3=s3)
     keep = ("model_uri", "model_version", "registered_model", "run_id", "test_mse", "persistence_mse", "dataset")
     note = f"warm-started from {run.init_weights}" if run.init_weights else "from scratch"

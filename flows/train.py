@@ -13,6 +13,7 @@ from typing import Any
 
 from prefect import flow, get_run_logger, task
 
+from flows.progress import TrainingProgress
 from flows.settings import PipelineSettings
 
 
@@ -43,10 +44,13 @@ def prepare_task(preset: str, overrides: list[str], dataset: str, workers: int |
 
 @task(name="train-ray")
 def train_task(spec: dict[str, Any]) -> dict[str, Any]:
-    """Distributed training; returns the run directory, checkpoints and MLflow run id."""
+    """Distributed training; returns the run directory, checkpoints and MLflow run id. Its progress is a
+    Prefect progress artifact and flow-run log lines; the MLflow run a markdown artifact."""
     from predrnn.train import RunSpec, train
 
-    return train(RunSpec.from_dict(spec)).to_dict()
+    run = RunSpec.from_dict(spec)
+    with TrainingProgress("train", run.cfg.optim.max_iterations, run.tracking_uri) as progress:
+        return train(run, on_start=progress.start).to_dict()
 
 
 @task(name="evaluate-and-register")

@@ -32,6 +32,7 @@ def tool_env(state: Path | None = None) -> Path:
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
         "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "90",
         "TQDM_DISABLE": "1",
+        "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",  # no download bar per registry forecast
     }
     for key, value in defaults.items():
         os.environ.setdefault(key, value)

@@ -52,7 +52,9 @@ def validate_dataset(cfg: ExperimentConfig, uri: str, *, world_size: int = 1, fo
 
     try:
         version = open_version(uri, s3)
-    except Exception as err:  # missing path, unknown version, unreadable metadata
+    except DataError as err:  # missing path, unknown version: already one line
+        raise DataError(f"cannot open dataset {uri!r}: {err}") from err
+    except Exception as err:  # unreadable metadata, a store that fails
         raise DataError(f"cannot open dataset {uri!r}: {type(err).__name__}: {err}") from err
     shape = tuple(int(s) for s in version.shape)
     d = cfg.data

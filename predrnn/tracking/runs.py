@@ -239,6 +239,11 @@ class Tracker:
         except Exception as err:
             raise TrackingError(f"no MLflow run {run_id} in {self.uri}: {err}") from err
 
+    def last_step(self, run_id: str, key: str) -> int | None:
+        """The latest step logged for metric ``key`` of run ``run_id`` (None: none yet)."""
+        history = self.client.get_metric_history(run_id, key)
+        return max((int(m.step) for m in history), default=None)
+
     def find_run(self, experiment: str, tags: dict[str, str]) -> str | None:
         """The id of the run of ``experiment`` carrying all ``tags``, or None."""
         where = " and ".join(f"tags.`{k}` = '{v}'" for k, v in tags.items())

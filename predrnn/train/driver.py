@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -69,7 +70,7 @@ def initial_weights(cfg: ExperimentConfig, ref: str, tracking_uri: str | None) -
 
 def train(spec: RunSpec, *, max_failures: int = 2, log_every: int | None = None, num_cpus: int | None = None,
           placement_strategy: str = "PACK", resources_per_worker: dict[str, float] | None = None,
-          source: ClipSource | None = None) -> TrainResult:
+          source: ClipSource | None = None, on_start: Callable[[str], None] | None = None) -> TrainResult:
     """Train ``spec`` on Ray Train and return where the checkpoints are.
 
     Args:
@@ -80,6 +81,8 @@ def train(spec: RunSpec, *, max_failures: int = 2, log_every: int | None = None,
         placement_strategy: ``PACK``, ``SPREAD``, ``STRICT_SPREAD`` (one worker per node) ...
         resources_per_worker: extra Ray resources per worker (besides ``cfg.compute``'s).
         source: an alternative clip source (tests); default reads ``spec.dataset``'s Zarr version.
+        on_start: called with the MLflow run id once the run is open, before Ray starts (e.g. a flow's
+            progress report); tracked runs only.
 
     Run lifecycle: a resumed spec (``spec.mlflow_run_id``) continues its MLflow run, a fork starts from
     ``spec.fork_checkpoint``, ``spec.init_weights`` warm-starts weights only. The MLflow run ends FAILED
@@ -114,6 +117,8 @@ def train(spec: RunSpec, *, max_failures: int = 2, log_every: int | None = None,
                 tracker.set_tags(run_id, {"resume.max_iterations":
                                           f"{spec.extended_from} -> {cfg.optim.max_iterations}"})
         spec = dataclasses.replace(spec, mlflow_run_id=run_id)
+        if on_start is not None:
+            on_start(run_id)
     if "://" not in spec.storage_path:
         from pathlib import Path
 

@@ -229,8 +229,16 @@ def prepare(cfg: ExperimentConfig, *, data: str | None = None, tracking_uri: str
                              "predrnn train")
         old = RunSpec.from_dict(saved["spec"])
         if data and data not in (old.dataset.uri, old.cfg.data.dataset):
-            raise TrainError(f"--resume continues on the run's own dataset {old.dataset.uri}; refused: --data {data}")
+            from predrnn.data.store import open_version
+
+            if str(open_version(data, s3 or None).uri) != old.dataset.uri:  # e.g. @latest has moved on
+                raise TrainError(f"--resume continues on the run's own dataset {old.dataset.uri}; "
+                                 f"refused: --data {data} (another version)")
         cfg = resumed_config(old.cfg, cfg)
+        done = iteration_of(storage.latest_checkpoint(run_dir, s3) or "") or 0
+        if cfg.optim.max_iterations <= done:
+            raise TrainError(f"--resume {resume}: the run has already trained to iteration {done}; continue it "
+                             f"with --set optim.max_iterations=N above {done}")
         if cfg.optim.max_iterations != old.cfg.optim.max_iterations:
             extended_from = old.cfg.optim.max_iterations
         run_id, data = saved.get("mlflow_run_id"), old.dataset.uri

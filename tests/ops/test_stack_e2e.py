@@ -119,6 +119,9 @@ def test_stack_nightly_promote_predict_serve(tmp_path, monkeypatch):
         report = next(a["data"] for a in arts if a["key"] == "nightly-retrain")
         assert "ingested `s3://datasets/nightly@" in report and "promoted v1 to champion" in report
         assert "### scorecard" in report and "persistence MSE/frame" in report
+        progress = next(a for a in arts if a["key"] == "nightly-progress")  # training progress in the UI
+        assert progress["type"] == "progress" and float(progress["data"]) == 100.0, progress
+        assert "MLflow run `" in next(a["data"] for a in arts if a["key"] == "nightly-mlflow-run")
 
         uri = s.mlflow_url
         from mlflow import MlflowClient

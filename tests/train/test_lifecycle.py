@@ -68,6 +68,14 @@ def test_resume_extends_the_same_run_and_refuses_other_changes(local_ray, tiny_d
     assert run.info.status == "FINISHED" and run.data.tags["resume.max_iterations"] == "4 -> 8"
     assert _loss_steps(client, first["run_id"]) == list(range(1, 9))
 
+    # nothing left to train is refused before anything starts (no re-evaluation, no new model version);
+    # --data naming the run's own version as @latest is the same dataset, not a refused change
+    t0 = time.perf_counter()
+    latest = tiny_dataset.rsplit("@", 1)[0] + "@latest"
+    res = _cli("train", "--resume", first["run_dir"], "--data", latest, *common, *_sets("optim.max_iterations=8"))
+    assert res.exit_code == 2 and "already trained to iteration 8" in res.output, res.output
+    assert time.perf_counter() - t0 < 10 and client.get_run(first["run_id"]).info.status == "FINISHED"
+
 
 def test_fork_starts_a_new_run_from_the_training_state(local_ray, tiny_dataset, tracking_uri, tmp_path):
     from mlflow import MlflowClient
