@@ -160,6 +160,29 @@ def run_config(ref: str, tracking_uri: str | None = None, s3: dict[str, Any] | N
     return ExperimentConfig.from_dict(saved["spec"]["cfg"])
 
 
+def trained_to(run_dir: str, s3: dict[str, Any] | None = None) -> int:
+    """The iteration of the run's newest readable checkpoint (0: none), where a resume continues; a
+    corrupt or cut-short checkpoint is skipped as the workers skip it."""
+    from ray.train import Checkpoint
+
+    from predrnn.checkpoint import CheckpointError
+    from predrnn.train.state import load_checkpoint
+
+    fs, path = storage.filesystem(run_dir, s3)
+    try:
+        dirs = storage.checkpoint_dirs(fs, path)
+    except OSError:
+        return 0
+    for (iteration, _), where in reversed(dirs):
+        try:
+            with Checkpoint(where, filesystem=fs).as_directory() as local:
+                load_checkpoint(local)
+            return iteration
+        except CheckpointError:
+            continue
+    return 0
+
+
 # What ``--resume`` may change: the cluster (compute.*), what the dataset says about its values, and
 # a larger ``optim.max_iterations``. Anything else would make the continued run a different experiment.
 _RESUME_FREE = ("compute.", "values.", "data.dataset")
@@ -235,7 +258,7 @@ def prepare(cfg: ExperimentConfig, *, data: str | None = None, tracking_uri: str
                 raise TrainError(f"--resume continues on the run's own dataset {old.dataset.uri}; "
                                  f"refused: --data {data} (another version)")
         cfg = resumed_config(old.cfg, cfg)
-        done = iteration_of(storage.latest_checkpoint(run_dir, s3) or "") or 0
+        done = trained_to(run_dir, s3)
         if cfg.optim.max_iterations <= done:
             raise TrainError(f"--resume {resume}: the run has already trained to iteration {done}; continue it "
                              f"with --set optim.max_iterations=N above {done}")
