@@ -67,7 +67,7 @@ def variant_config(base: ExperimentConfig, variant: str, iterations: int, beta: 
     return dataclasses.replace(
         base, name=variant, model=dataclasses.replace(base.model, arch=arch), sampling=sampling,
         optim=dataclasses.replace(base.optim, decouple_beta=beta, max_iterations=iterations, reverse_input=False),
-    ).validate()
+    )
 
 
 def _datasets(uri: str, test_length: int | None = None) -> tuple[Any, Any, ValuesConfig]:

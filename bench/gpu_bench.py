@@ -55,8 +55,7 @@ def main() -> None:
         torch.backends.cudnn.benchmark = True
         torch.backends.cuda.matmul.allow_tf32 = False
         torch.backends.cudnn.allow_tf32 = False
-    cfg = bench_config(overrides=[f"optim.batch_size={args.batch}",
-                                  f"model.num_hidden={[args.hidden] * args.layers}"])
+    cfg = bench_config(batch_size=args.batch, num_hidden=(args.hidden,) * args.layers)
     ours, base, frames, mask = _build(cfg, 0)
     ours, base = ours.to(device), base.to(device)
     frames, mask = frames.to(device), mask.to(device)

@@ -11,6 +11,7 @@ Only torch, numpy and einops are needed, so this runs on a bare GPU machine with
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import platform
@@ -29,20 +30,31 @@ from predrnn.models import build_model, test_time_mask
 from predrnn.patching import patch_channels_last, unpatch_channels_last
 from predrnn.steps import train_step
 
-BENCH_OVERRIDES = [
-    "model.num_hidden=[64,64,64,64]", "model.patch_size=4", "model.filter_size=5", "optim.batch_size=8",
-    "data.img_height=64", "data.img_width=64", "data.img_channel=1", "data.input_length=10",
-    "data.total_length=20", "compute.threads=2",
-]
+
+def _bench_default() -> ExperimentConfig:
+    """64x64x1, patch 4, 4 x 64, filter 5, batch 8, 10 -> 10, 2 threads: built from typed values, so it
+    needs nothing beyond the model core (the GPU machine has only torch, numpy and einops)."""
+    base = preset("moving_mnist_v2")
+    return dataclasses.replace(
+        base,
+        model=dataclasses.replace(base.model, num_hidden=(64, 64, 64, 64), patch_size=4, filter_size=5),
+        optim=dataclasses.replace(base.optim, batch_size=8),
+        data=dataclasses.replace(base.data, img_height=64, img_width=64, img_channel=1, input_length=10,
+                                 total_length=20),
+        compute=dataclasses.replace(base.compute, threads=2))
 
 
-def bench_config(preset_name: str | None = None, overrides: list[str] | None = None) -> ExperimentConfig:
-    """The default benchmark config (64x64x1, patch 4, 4 x 64, filter 5, batch 8, 10 -> 10, 2 threads)."""
-    if preset_name is None:
-        cfg = apply_overrides(preset("moving_mnist_v2"), BENCH_OVERRIDES)
-    else:
-        cfg = preset(preset_name)
-    return apply_overrides(cfg, overrides or []).validate()
+def bench_config(preset_name: str | None = None, overrides: list[str] | None = None, *,
+                 batch_size: int | None = None, num_hidden: tuple[int, ...] | None = None) -> ExperimentConfig:
+    """The default benchmark config (64x64x1, patch 4, 4 x 64, filter 5, batch 8, 10 -> 10, 2 threads) or
+    a preset; ``batch_size``/``num_hidden`` set typed values, ``overrides`` are ``--set`` strings (parsed
+    by :func:`predrnn.config.apply_overrides`, which needs pydantic)."""
+    cfg = _bench_default() if preset_name is None else preset(preset_name)
+    if batch_size is not None:
+        cfg = dataclasses.replace(cfg, optim=dataclasses.replace(cfg.optim, batch_size=batch_size))
+    if num_hidden is not None:
+        cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, num_hidden=tuple(num_hidden)))
+    return apply_overrides(cfg, overrides) if overrides else cfg
 
 
 # ---------------------------------------------------------------------------------------------

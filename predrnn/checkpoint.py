@@ -65,7 +65,7 @@ def load_model_dir(path: str | Path, *, map_location: str | torch.device = "cpu"
     cfg_file, weights = path / CONFIG_FILE, path / WEIGHTS_FILE
     if not cfg_file.is_file() or not weights.is_file():
         raise CheckpointError(f"{path} is not a model directory (needs {CONFIG_FILE} and {WEIGHTS_FILE})")
-    cfg = ExperimentConfig.from_json(cfg_file.read_text()).validate()
+    cfg = ExperimentConfig.from_json(cfg_file.read_text())
     model = build_model(cfg)
     state = _torch_load(weights, map_location)
     load_state_checked(model, state, source=str(weights))
@@ -160,7 +160,7 @@ def infer_official_config(state: dict[str, torch.Tensor], *, patch_size: int, ch
         optim=dataclasses.replace(base.optim, decouple_beta=base.optim.decouple_beta if arch == "predrnn_v2"
                                   else 0.0),
     )
-    return cfg.validate()
+    return cfg
 
 
 def import_official(file: str | Path, out_dir: str | Path, *, patch_size: int, channels: int,

@@ -106,7 +106,7 @@ def with_values(cfg: ExperimentConfig, values: ValuesConfig | dict[str, Any]) ->
     """``cfg`` with its ``values`` section replaced (the door sets it from the dataset)."""
     if isinstance(values, dict):
         values = ValuesConfig(**values)
-    return replace(cfg, values=values).validate()
+    return replace(cfg, values=values)
 
 
 def describe(values: ValuesConfig) -> str:

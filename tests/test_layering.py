@@ -36,3 +36,29 @@ def test_a_core_module_reaching_for_an_edge_breaks_a_contract(tmp_path):
     res = _lint_imports(tmp_path)
     assert res.returncode != 0
     assert "predrnn.metrics -> mlflow" in res.stdout and "predrnn.metrics -> predrnn.tracking" in res.stdout
+
+
+_BARE = """
+import sys
+class Block:
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in {"pydantic", "pydantic_core", "pydantic_settings", "mlflow", "ray", "prefect", "zarr"}:
+            raise ImportError("not on a bare GPU machine: " + name)
+        return None
+sys.meta_path.insert(0, Block())
+import torch
+from bench.perf import bench_config
+from predrnn.models import build_model, rollout_forecast
+cfg = bench_config(batch_size=2, num_hidden=(8, 8))
+net = build_model(cfg)
+out = rollout_forecast(net, torch.zeros(2, 10, 64, 64, 1), 3)
+print(tuple(out.shape))
+"""
+
+
+def test_the_model_core_and_the_gpu_bench_config_need_only_torch_numpy_einops():
+    """The GPU machine has torch, numpy and einops only: building the bench config and a forecast must
+    not import pydantic, MLflow, Ray, Prefect or Zarr."""
+    res = subprocess.run([sys.executable, "-c", _BARE], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert res.stdout.strip().endswith("(2, 3, 64, 64, 1)"), res.stdout

@@ -26,7 +26,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from predrnn.errors import PredrnnError
-from predrnn.tracking.runs import check_tracking, resolve_tracking_uri
+from predrnn.tracking.runs import _client, check_tracking, resolve_tracking_uri
 
 CHAMPION = "champion"
 DEFAULT_METRIC = "test_mse"
@@ -89,12 +89,6 @@ class Decision:
 
 def _fmt(v: Any) -> str:
     return f"{v:.6g}" if isinstance(v, float) else str(v)
-
-
-def _client(uri: str) -> Any:
-    from mlflow import MlflowClient
-
-    return MlflowClient(tracking_uri=uri, registry_uri=uri)
 
 
 def _connect(tracking_uri: str | None, action: str) -> tuple[str, Any]:

@@ -277,4 +277,4 @@ def apply_params(cfg: ExperimentConfig, params: dict[str, Any], budget: int, *,
         eval_interval = max(1, round(o.eval_interval * budget / cfg.optim.max_iterations))
     optim.update(eval_interval=eval_interval, checkpoint_interval=eval_interval)
     return dataclasses.replace(base, sampling=dataclasses.replace(s, **sampling),
-                               optim=dataclasses.replace(o, **optim)).validate()
+                               optim=dataclasses.replace(o, **optim))
