@@ -17,6 +17,8 @@ from pydantic import Field
 from flows.evaluate import evaluate_task
 from flows.settings import PipelineSettings
 
+FAILURE_RECORD_WAIT_S = 60.0  # how long a failed promotion waits for the store to record the failure
+
 
 @task(name="current-champion", retries=2, retry_delay_seconds=5)
 def champion_task(model_name: str, tracking_uri: str | None) -> int | None:
@@ -31,12 +33,25 @@ def gate_task(model_name: str, version: int, *, force: bool, margin: float, trac
               candidate_value: float | None = None, champion_value: float | None = None,
               dataset: str | None = None, metric: str = "test_mse") -> dict[str, Any]:
     """Compare on ``metric`` (a version tag, its direction from its name) and, if the gate passes (or
-    ``force``), move ``champion`` atomically."""
-    from predrnn.tracking.registry import promote
+    ``force``), move ``champion`` atomically.
 
-    decision = promote(model_name, version, force=force, margin=margin, tracking_uri=tracking_uri,
-                       candidate_value=candidate_value, champion_value=champion_value, dataset=dataset,
-                       metric=metric)
+    A promotion that fails (the store down mid-way) is recorded as ``promotion.decision=failed`` with the
+    error, waiting up to ``FAILURE_RECORD_WAIT_S`` for the store to come back, and reported as a
+    ``promotion`` artifact before the task fails."""
+    from predrnn.tracking.registry import RegistryError, promote, record_failure
+
+    try:
+        decision = promote(model_name, version, force=force, margin=margin, tracking_uri=tracking_uri,
+                           candidate_value=candidate_value, champion_value=champion_value, dataset=dataset,
+                           metric=metric)
+    except RegistryError as err:
+        written = tracking_uri is not None and record_failure(model_name, version, str(err),
+                                                              tracking_uri=tracking_uri, wait_s=FAILURE_RECORD_WAIT_S)
+        note = ("recorded on the version as `promotion.decision=failed`" if written else
+                "the store stayed unreachable: the version reads `pending` until the next promotion settles it")
+        create_markdown_artifact(key="promotion", markdown=f"**promotion of {model_name} v{version} failed**: "
+                                 f"{err}\n\n{note}", description=f"{model_name} v{version}: failed")
+        raise
     return {**decision.to_dict(), "markdown": decision.markdown()}
 
 

@@ -82,6 +82,8 @@ class StackSettings(BaseSettings):
     work_pool: str = "local-process"
     timezone: str = "UTC"
     worker_poll_seconds: int = 3
+    heartbeat_seconds: int = 30
+    zombie_after_s: int = 90
     s3_access_key: str = "predrnn"
     s3_secret_key: SecretStr = SecretStr("predrnn-local-secret")
     s3_region: str = "us-east-1"
@@ -366,7 +368,11 @@ class Stack:
 
     def _start_prefect(self) -> subprocess.Popen[bytes]:
         s = self.s
-        env = self._env({"PREFECT_API_URL": s.prefect_api_url})
+        # Deployment concurrency slots are held through leases; on disk (under PREFECT_HOME) they survive a
+        # server restart and expire when nobody renews them, instead of holding the slot for ever.
+        env = self._env({"PREFECT_API_URL": s.prefect_api_url,
+                         "PREFECT_SERVER_CONCURRENCY_LEASE_STORAGE":
+                             "prefect.server.concurrency.lease_storage.filesystem"})
         return self._spawn("prefect", [_bin("prefect"), "server", "start", "--host", s.host, "--port",
                                        str(s.prefect_port)], env)
 
@@ -405,21 +411,79 @@ class Stack:
         if out.returncode != 0:
             raise StackError(f"cannot create work pool {s.work_pool}: {out.stdout[-1500:]}{out.stderr[-1500:]}")
         env = self._env({**self.s.client_env(), "PREFECT_WORKER_QUERY_SECONDS": str(s.worker_poll_seconds),
-                         "PREFECT_WORKER_PREFETCH_SECONDS": "5"})
+                         "PREFECT_WORKER_PREFETCH_SECONDS": "5",
+                         "PREFECT_FLOWS_HEARTBEAT_FREQUENCY": str(s.heartbeat_seconds)})
         Path(env["PREDRNN_STATE_DIR"]).mkdir(parents=True, exist_ok=True)
         cmd = [_bin("prefect"), "worker", "start", "--pool", s.work_pool, "--type", "process",
                "--name", f"predrnn-{s.prefect_port}", "--install-policy", "never"]
         return self._spawn("worker", cmd, env)
 
     def _worker_online(self) -> bool:
-        req = urllib.request.Request(f"{self.s.prefect_api_url}/work_pools/{self.s.work_pool}/workers/filter",
-                                     data=b"{}", headers={"Content-Type": "application/json"}, method="POST")
         try:
-            with urllib.request.urlopen(req, timeout=3) as resp:  # noqa: S310 - loopback
-                workers = json.loads(resp.read())
+            workers = self._prefect_api(f"/work_pools/{self.s.work_pool}/workers/filter", {}, timeout=3)
         except (urllib.error.URLError, OSError, ValueError):
             return False
         return any(w.get("status") == "ONLINE" for w in workers)
+
+    def _prefect_api(self, path: str, body: Any = None, *, method: str = "POST", timeout: float = 15) -> Any:
+        """One call to the stack's Prefect REST API (JSON in and out)."""
+        req = urllib.request.Request(self.s.prefect_api_url + path,
+                                     data=None if body is None else json.dumps(body).encode(),
+                                     headers={"Content-Type": "application/json"}, method=method)
+        with urllib.request.urlopen(req, timeout=timeout) as resp:  # noqa: S310 - loopback
+            return json.loads(resp.read() or b"null")
+
+    # -- runs cut off by a stop or a crash -----------------------------------------------------------
+
+    def _flow_run_processes(self, worker_pid: int) -> list[psutil.Process]:
+        """The flow-run processes the worker started (each in a session of its own, so outside its group)."""
+        try:
+            return [p for p in psutil.Process(worker_pid).children(recursive=True) if os.getpgid(p.pid) == p.pid]
+        except (psutil.Error, OSError):
+            return []
+
+    def reconcile_runs(self, reason: str) -> list[str]:
+        """Move every flow run of the stack's work pool that is still Pending, Running or Cancelling but whose
+        process is gone to ``Crashed``, freeing its deployment concurrency slot.
+
+        Runs record their process id (``infrastructure_pid``) when the worker starts them; a run whose
+        process is not alive on this machine can never report again. Runs still alive are left alone.
+
+        Args:
+            reason: the state message (why the process is gone).
+
+        Returns:
+            The ids of the runs moved to ``Crashed``.
+        """
+        body = {"flow_runs": {"state": {"type": {"any_": ["PENDING", "RUNNING", "CANCELLING"]}}},
+                "work_pools": {"name": {"any_": [self.s.work_pool]}}}
+        crashed = []
+        for run in self._prefect_api("/flow_runs/filter", body):
+            pid = str(run.get("infrastructure_pid") or "").rsplit(":", 1)[-1]
+            if pid.isdigit() and _engine_alive(int(pid)):
+                continue
+            state = {"type": "CRASHED", "name": "Crashed", "message": reason}
+            self._prefect_api(f"/flow_runs/{run['id']}/set_state", {"state": state, "force": True})
+            crashed.append(str(run["id"]))
+        return crashed
+
+    def _install_zombie_automation(self) -> None:
+        """Prefect's own detector for runs whose process died with its worker (a lost machine): the engine
+        sends a heartbeat event every ``heartbeat_seconds``; a run that sends none for ``zombie_after_s``
+        and has not finished is set to ``Crashed`` by a proactive automation. Replaces an older copy."""
+        name = "predrnn: crash flow runs without heartbeats"
+        for old in self._prefect_api("/automations/filter", {"automations": {"name": {"any_": [name]}}}):
+            self._prefect_api(f"/automations/{old['id']}", method="DELETE")
+        finals = ["Completed", "Failed", "Cancelled", "Crashed"]
+        self._prefect_api("/automations/", {
+            "name": name, "enabled": True,
+            "description": f"no heartbeat for {self.s.zombie_after_s} s: the run's process is gone",
+            "trigger": {"type": "event", "posture": "Proactive", "after": ["prefect.flow-run.heartbeat"],
+                        "expect": ["prefect.flow-run.heartbeat", *[f"prefect.flow-run.{f}" for f in finals]],
+                        "match": {"prefect.resource.id": "prefect.flow-run.*"},
+                        "for_each": ["prefect.resource.id"], "threshold": 1, "within": self.s.zombie_after_s},
+            "actions": [{"type": "change-flow-run-state", "state": "CRASHED",
+                         "message": f"no heartbeat for {self.s.zombie_after_s} s: its process or machine is gone"}]})
 
     # -- public API ----------------------------------------------------------------------------------
 
@@ -484,6 +548,10 @@ class Stack:
             if "worker" in s.services:
                 if "prefect" not in s.services:
                     raise StackError("the worker needs the prefect service")
+                self._install_zombie_automation()
+                crashed = self.reconcile_runs("its process was gone when the stack started (stack down or a crash)")
+                if crashed:
+                    echo(f"{'prefect':8} {len(crashed)} run(s) cut off earlier set to Crashed; their slots are free")
                 record("worker", self._start_worker())
                 _wait("worker", self._worker_online, procs["worker"], self.logs / "worker.log", s.startup_timeout_s)
                 state["services"]["worker"]["ready_s"] = round(time.monotonic() - t0, 1)
@@ -511,8 +579,11 @@ class Stack:
         state = self.read_state()
         services = state.get("services", {})
         groups = {name: int(info["pgid"]) for name, info in services.items()}
-        order = [n for n in ("worker", "mlflow", "prefect", "ray", "s3") if n in groups]
+        if "worker" in groups:  # first the worker and its runs, so that they end while Prefect still listens
+            self._stop_worker(groups.pop("worker"), echo, grace_s, reason="stopped by `predrnn stack down`")
+        order = [n for n in ("mlflow", "prefect", "ray", "s3") if n in groups]
         _stop_groups({n: groups[n] for n in order}, echo, grace_s)
+        order = ["worker", *order] if "worker" in services else order
         if services:
             state["services"] = {}
             state["stopped_at"] = time.time()
@@ -520,12 +591,26 @@ class Stack:
         shutil.rmtree(self.s.ray_temp_dir, ignore_errors=True)
         return order
 
+    def _stop_worker(self, pgid: int, echo: Callable[[str], None], grace_s: float, reason: str) -> None:
+        """Stop the worker and the flow runs it started (TERM, then KILL), then set every run of the pool
+        left unfinished to ``Crashed`` with ``reason`` (when Prefect answers), so no slot stays taken."""
+        runs = {f"run {p.pid}": p.pid for p in self._flow_run_processes(pgid)}
+        _stop_groups({"worker": pgid, **runs}, echo, grace_s)
+        try:
+            crashed = self.reconcile_runs(reason)
+        except (urllib.error.URLError, OSError, ValueError) as err:
+            echo(f"{'worker':8} could not mark its unfinished runs ({err}); the next stack up will")
+            return
+        if crashed:
+            echo(f"{'worker':8} {len(crashed)} unfinished run(s) set to Crashed")
+
     def restart(self, name: str, *, down_s: float = 0.0, kill: bool = False,
                 echo: Callable[[str], None] = print) -> float:
         """Stop one running service and start it again on the same ports and state, waiting until healthy.
 
         Args:
-            name: ``s3``, ``mlflow`` or ``prefect`` (their state is on disk, so nothing is lost).
+            name: ``s3``, ``mlflow``, ``prefect`` (their state is on disk, so nothing is lost) or ``worker``
+                (its unfinished runs end ``Crashed``; so do runs cut off by an earlier crash).
             down_s: seconds to stay down between stop and start (an outage, for fault drills).
             kill: SIGKILL at once instead of TERM first (a crash rather than a shutdown).
 
@@ -533,7 +618,8 @@ class Stack:
             Seconds from the stop until the service was healthy again.
         """
         starters: dict[str, Callable[[], subprocess.Popen[bytes]]] = {
-            "s3": self._start_s3, "mlflow": self._start_mlflow, "prefect": self._start_prefect}
+            "s3": self._start_s3, "mlflow": self._start_mlflow, "prefect": self._start_prefect,
+            "worker": self._start_worker}
         if name not in starters:
             raise StackError(f"cannot restart {name!r}; restartable services: {sorted(starters)}")
         state = self.read_state()
@@ -541,12 +627,18 @@ class Stack:
         if not info:
             raise StackError(f"{name} is not part of the running stack in {self.root}")
         t0 = time.monotonic()
-        _stop_groups({name: int(info["pgid"])}, echo, 0.0 if kill else 10.0)
+        grace = 0.0 if kill else 10.0
+        if name == "worker":  # its runs end with it; those cut off earlier (a crash) are marked too
+            how = "killed" if kill else "stopped"
+            self._stop_worker(int(info["pgid"]), echo, grace, reason=f"its worker was restarted ({how})")
+        else:
+            _stop_groups({name: int(info["pgid"])}, echo, grace)
         time.sleep(max(0.0, down_s))
         proc = starters[name]()
         info["pgid"] = proc.pid
         self._write_state(state)
-        _wait(name, self._health_checks()[name], proc, self.logs / f"{name}.log", self.s.startup_timeout_s)
+        check = self._worker_online if name == "worker" else self._health_checks()[name]
+        _wait(name, check, proc, self.logs / f"{name}.log", self.s.startup_timeout_s)
         took = time.monotonic() - t0
         echo(f"{name:8} restarted, healthy {took:.1f} s after the stop")
         return took
@@ -614,6 +706,15 @@ def _group_members(pgid: int) -> list[int]:
         except OSError:  # gone since the listing
             continue
     return pids
+
+
+def _engine_alive(pid: int) -> bool:
+    """Whether ``pid`` is a live Prefect flow-run process (not a reused pid of something else)."""
+    try:
+        proc = psutil.Process(pid)
+        return proc.status() != psutil.STATUS_ZOMBIE and "prefect.engine" in " ".join(proc.cmdline())
+    except psutil.Error:
+        return False
 
 
 def _group_alive(pgid: int) -> bool:

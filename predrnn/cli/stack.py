@@ -37,7 +37,7 @@ def down_cmd() -> None:
 
 
 def restart_cmd(
-    service: Annotated[str, typer.Argument(help="s3, mlflow or prefect")],
+    service: Annotated[str, typer.Argument(help="s3, mlflow, prefect or worker")],
     down_s: Annotated[float, typer.Option("--down-s", help="seconds to stay down (an outage drill)")] = 0.0,
     kill: Annotated[bool, typer.Option("--kill", help="SIGKILL instead of a clean stop")] = False,
 ) -> None:

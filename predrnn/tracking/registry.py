@@ -11,6 +11,10 @@ commit point is the alias move:
    was and read back again, and a :class:`RegistryError` says what the final state is.
 
 A refused promotion changes no alias; its reason is recorded in tags on the candidate as well.
+The decision tag reads ``pending`` between steps 3 and 5 and ``promoted`` only after the alias was read
+back; a move that failed reads ``failed`` with the error in ``promotion.error``. When the store itself
+was down, so that not even ``failed`` could be written, the next promotion of the model settles the
+``pending`` version it finds (``promoted`` if the alias does point at it, otherwise ``failed``).
 :func:`rollback` moves ``champion`` back to the version recorded as the previous champion.
 
 MLflow is imported inside functions only, like every edge module of the package.
@@ -36,6 +40,7 @@ PREVIOUS_TAG = TAG_PREFIX + "previous_champion"
 DECISION_TAG = TAG_PREFIX + "decision"
 COMPARISON_TAG = TAG_PREFIX + "comparison"
 TIME_TAG = TAG_PREFIX + "time"
+ERROR_TAG = TAG_PREFIX + "error"
 
 
 class RegistryError(PredrnnError, RuntimeError):
@@ -235,6 +240,45 @@ def _record(client: Any, name: str, version: int, tags: dict[str, str], descript
         client.update_model_version(name, str(version), description=description)
 
 
+def record_failure(model_name: str, version: int, error: str, *, tracking_uri: str, wait_s: float = 0.0,
+                   poll_s: float = 2.0) -> bool:
+    """Tag ``version`` ``promotion.decision=failed`` with ``error`` (``promotion.error``), retrying for up to
+    ``wait_s`` seconds while the store is unreachable (an outage that interrupted the promotion).
+
+    Returns:
+        Whether the tags were written (False: the store stayed down; the version reads ``pending`` until
+        the next promotion settles it).
+    """
+    import time
+
+    client = _client(tracking_uri)
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            client.set_model_version_tag(model_name, str(version), ERROR_TAG, error[:5000])
+            client.set_model_version_tag(model_name, str(version), DECISION_TAG, "failed")
+            return True
+        except Exception:
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(poll_s)
+
+
+def _settle_pending(client: Any, name: str, alias: str, current: int | None) -> None:
+    """Versions whose promotion was cut off before its outcome could be written (tag ``pending``):
+    ``promoted`` if ``alias`` points at them, otherwise ``failed`` with the reason."""
+    for mv in client.search_model_versions(f"name='{name}'"):
+        if (mv.tags or {}).get(DECISION_TAG) != "pending":
+            continue
+        if int(mv.version) == current:
+            client.set_model_version_tag(name, mv.version, DECISION_TAG, "promoted")
+        else:
+            client.set_model_version_tag(name, mv.version, ERROR_TAG, (
+                f"the promotion was interrupted before the {alias!r} alias moved (store unreachable); "
+                f"{alias} stayed {'v' + str(current) if current is not None else 'unset'}"))
+            client.set_model_version_tag(name, mv.version, DECISION_TAG, "failed")
+
+
 def promote(model_name: str, version: int, *, force: bool = False, margin: float = DEFAULT_MARGIN,
             metric: str = DEFAULT_METRIC, tracking_uri: str | None = None, candidate_value: float | None = None,
             champion_value: float | None = None, dataset: str | None = None,
@@ -274,6 +318,10 @@ def promote(model_name: str, version: int, *, force: bool = False, margin: float
     uri, client = _connect(tracking_uri, f"promotion of {model_name} v{version}")
     version = int(version)
     previous = _aliases(client, model_name, uri).get(alias)
+    try:
+        _settle_pending(client, model_name, alias, previous)
+    except Exception as err:
+        raise RegistryError(f"cannot read the versions of {model_name} at {uri}: {_short(err)}") from err
     cand_val, cand_ds = _metric_of(client, model_name, version, metric, uri)
     if candidate_value is not None:
         cand_val, cand_ds = candidate_value, dataset or cand_ds
@@ -326,8 +374,9 @@ def promote(model_name: str, version: int, *, force: bool = False, margin: float
     if move:
         try:
             _move_alias(client, model_name, alias, version, previous, uri)
-        except RegistryError:
-            with contextlib.suppress(Exception):  # the store is down: the tag stays "pending"
+        except RegistryError as err:
+            with contextlib.suppress(Exception):  # the store is down: the tag stays "pending" (see record_failure)
+                client.set_model_version_tag(model_name, str(version), ERROR_TAG, str(err)[:5000])
                 client.set_model_version_tag(model_name, str(version), DECISION_TAG, "failed")
             raise
         try:

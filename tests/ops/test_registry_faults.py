@@ -49,7 +49,12 @@ def test_server_dies_during_the_alias_move(mlflow_only, monkeypatch):
     mlflow_only.up(echo=lambda _m: None)  # same database
     assert current_champion("m", tracking_uri=uri) == v1
     tags = MlflowClient(uri, uri).get_model_version("m", str(v2)).tags
-    assert tags["promotion.decision"] in ("pending", "failed")  # never "promoted" while the alias did not move
+    assert tags["promotion.decision"] == "pending"  # the store was down: not even "failed" could be written
+    assert not promote("m", v1, tracking_uri=uri).promoted  # the next promotion of the model settles it
+    tags = MlflowClient(uri, uri).get_model_version("m", str(v2)).tags
+    assert tags["promotion.decision"] == "failed"
+    assert tags["promotion.error"] == ("the promotion was interrupted before the 'champion' alias moved (store "
+                                       "unreachable); champion stayed v1")
 
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
     assert promote("m", v2, tracking_uri=uri).promoted  # once the server is back the move goes through

@@ -1,20 +1,28 @@
-"""End to end on the local stack: up -> deploy -> the Prefect UI lists nightly-retrain with its schedule ->
+"""The whole operations path on one local stack shared by this module (started once, on its default ports
+when they are free): up -> deploy -> the Prefect UI lists nightly-retrain with its schedule ->
 nightly-retrain started from the UI's Custom run form, and a second one through the Prefect API while it
 runs (rejected by the concurrency limit) -> a version registered and promoted, the MLflow UI shows the
-champion alias on it -> forecast from @champion by the CLI and over HTTP (equal) -> down, nothing left
-running. Browser screenshots are saved under ``.state/test-artifacts/browser``."""
+champion alias on it -> forecast from @champion by the CLI and over HTTP (equal) -> a nightly run whose
+worker and process are killed mid-training ends Crashed and frees its slot, and the next scheduled run
+(source unchanged, warm start, refused by the gate) completes -> the evaluate and promote flows, the
+promote/champion/rollback commands, MLflow killed mid-promotion -> down, nothing left running. Browser
+screenshots are saved under ``.state/test-artifacts/browser``."""
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
+import threading
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,9 +35,9 @@ from browser_helpers import (
     prefect_deployment_listed,
     prefect_run_page,
 )
-from ops_helpers import TINY, make_stack
+from ops_helpers import TINY
 
-from infra.stack import _group_alive, free_ports
+from infra.stack import Stack, StackError, StackSettings, _group_alive, free_ports
 
 pytestmark = [pytest.mark.slow, pytest.mark.ray, pytest.mark.mlflow, pytest.mark.s3, pytest.mark.prefect]
 
@@ -59,25 +67,82 @@ def _listening(port: int) -> bool:
         return s.connect_ex(("127.0.0.1", port)) == 0
 
 
-def test_stack_nightly_promote_predict_serve(tmp_path, monkeypatch):
-    stack = make_stack(["s3", "mlflow", "prefect", "ray", "worker"])
-    s = stack.s
-    timings: dict[str, float] = {}
-    groups: list[int] = []
-    serve: subprocess.Popen[bytes] | None = None
+SOURCE = {"num_clips": 48, "frames": 8, "height": 32, "width": 32, "seed": 0}
+MODEL = "predrnn-v2"
+
+
+class Shared:
+    """The module's stack and what the tests learn on it, in order."""
+
+    def __init__(self, stack: Stack, defaults_taken: str | None) -> None:
+        self.stack, self.defaults_taken = stack, defaults_taken
+        self.timings: dict[str, float] = {}
+        self.groups: list[int] = []
+        self.dataset: str | None = None
+
+    @property
+    def api(self) -> str:
+        return self.stack.s.prefect_api_url
+
+
+@pytest.fixture(scope="module")
+def shared() -> Iterator[Shared]:
+    """One stack for the module: on the default ports on a clean state folder (else free ports, saying why),
+    up and deployed once, down at the end whatever happened."""
+    root = Path(tempfile.mkdtemp(prefix="predrnn-stack-"))
+    settings = StackSettings(state_dir=root)
+    taken = None
+    try:
+        settings.preflight()
+    except StackError as err:
+        taken, settings = str(err), settings.with_free_ports()
+    sh = Shared(Stack(settings), taken)
     try:
         t0 = time.monotonic()
-        state = stack.up(echo=print)
-        timings["up"] = time.monotonic() - t0
-        groups = [int(v["pgid"]) for v in state["services"].values()]
-        rss = sum(v["rss_mb"] for v in stack.status()["services"].values())
-        print(f"stack up in {timings['up']:.1f} s, RSS of all service groups {rss:.0f} MB")
-        assert all(v["healthy"] for v in stack.status()["services"].values())
-
+        state = sh.stack.up(echo=print)
+        sh.timings["up"] = time.monotonic() - t0
+        sh.groups = [int(v["pgid"]) for v in state["services"].values()]
         t0 = time.monotonic()
-        out = stack.deploy(REPO)
-        timings["deploy"] = time.monotonic() - t0
+        out = sh.stack.deploy(REPO)
+        sh.timings["deploy"] = time.monotonic() - t0
         assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+        yield sh
+    finally:
+        sh.stack.down(echo=print)
+        print("timings (s):", {k: round(v, 1) for k, v in sh.timings.items()})
+
+
+def _wait_final(api: str, run_id: str, timeout: float) -> dict[str, Any]:
+    t0 = time.monotonic()
+    while True:
+        run = _api(api, f"/flow_runs/{run_id}", method="GET")
+        if run["state"]["type"] in FINAL:
+            return dict(run)
+        assert time.monotonic() - t0 < timeout, f"run {run_id} still {run['state']} after {timeout} s"
+        time.sleep(2)
+
+
+def _artifacts(api: str, run_id: str) -> dict[str, Any]:
+    return {a["key"]: a for a in _api(api, "/artifacts/filter", {"artifacts": {"flow_run_id": {"any_": [run_id]}}})
+            if a.get("key")}
+
+
+def test_stack_up_on_its_defaults(shared):
+    if shared.defaults_taken:
+        pytest.skip(f"a default port is taken on this machine: {shared.defaults_taken}")
+    s, defaults = shared.stack.s, StackSettings()
+    assert all(getattr(s, name) == port for name, (_, port) in defaults.ports().items())
+    status = shared.stack.status()["services"]
+    assert set(status) == {"s3", "mlflow", "prefect", "ray", "worker"} and all(v["healthy"] for v in status.values())
+    print(f"up on the defaults in {shared.timings['up']:.1f} s; RSS MB per service:",
+          {k: v["rss_mb"] for k, v in status.items()})
+
+
+def test_stack_nightly_promote_predict_serve(shared, tmp_path, monkeypatch):
+    stack, timings = shared.stack, shared.timings
+    s = stack.s
+    serve: subprocess.Popen[bytes] | None = None
+    try:
         api = s.prefect_api_url
         names = {d["name"] for d in _api(api, "/deployments/filter", {})}
         assert {"ingest", "train", "tune", "evaluate", "promote", "nightly-retrain"} <= names
@@ -85,8 +150,7 @@ def test_stack_nightly_promote_predict_serve(tmp_path, monkeypatch):
         assert nightly["schedules"][0]["schedule"]["cron"] == "0 2 * * *"
         assert nightly["global_concurrency_limit"]["limit"] == 1
 
-        params = {"source_options": {"num_clips": 48, "frames": 8, "height": 32, "width": 32, "seed": 0},
-                  "overrides": TINY, "workers": 1, "margin": 0.01}
+        params = {"source_options": SOURCE, "overrides": TINY, "workers": 1, "margin": 0.01}
         ui = api.removesuffix("/api")
         t0 = time.monotonic()
         with browser_page() as page:
@@ -118,6 +182,7 @@ def test_stack_nightly_promote_predict_serve(tmp_path, monkeypatch):
         arts = _api(api, "/artifacts/filter", {"artifacts": {"flow_run_id": {"any_": [done["id"]]}}})
         report = next(a["data"] for a in arts if a["key"] == "nightly-retrain")
         assert "ingested `s3://datasets/nightly@" in report and "promoted v1 to champion" in report
+        shared.dataset = report.split("ingested `", 1)[1].split("`", 1)[0]
         assert "### scorecard" in report and "persistence MSE/frame" in report
         progress = next(a for a in arts if a["key"] == "nightly-progress")  # training progress in the UI
         assert progress["type"] == "progress" and float(progress["data"]) == 100.0, progress
@@ -186,11 +251,126 @@ def test_stack_nightly_promote_predict_serve(tmp_path, monkeypatch):
                     break
                 except subprocess.TimeoutExpired:
                     continue
-        t0 = time.monotonic()
-        stack.down(echo=print)
-        timings["down"] = time.monotonic() - t0
-        print("timings (s):", {k: round(v, 1) for k, v in timings.items()})
-    assert not any(_group_alive(g) for g in groups)
+
+
+def test_a_crashed_nightly_run_frees_its_slot_and_the_next_scheduled_run_completes(shared):
+    """The worker and the run's process die mid-training (a lost machine): the run ends Crashed, its
+    concurrency slot is free, and the next scheduled run (same source: its version reused; warm start from
+    the champion; a margin no model meets: refused) completes."""
+    stack, api = shared.stack, shared.api
+    assert shared.dataset, "needs the promoted model of the nightly test above"
+    nightly = _api(api, "/deployments/name/nightly-retrain/nightly-retrain", method="GET")
+    params = {"source_options": SOURCE, "overrides": TINY, "workers": 1, "init": "champion", "margin": 0.99}
+    cut = _api(api, f"/deployments/{nightly['id']}/create_flow_run", {"parameters": params})
+    t0 = time.monotonic()
+    while "nightly-mlflow-run" not in _artifacts(api, cut["id"]):  # published once training has started
+        assert time.monotonic() - t0 < 240, _api(api, f"/flow_runs/{cut['id']}", method="GET")["state"]
+        time.sleep(1)
+    run = _api(api, f"/flow_runs/{cut['id']}", method="GET")
+    assert run["state"]["type"] == "RUNNING"
+    os.killpg(stack.read_state()["services"]["worker"]["pgid"], signal.SIGKILL)
+    os.kill(int(run["infrastructure_pid"]), signal.SIGKILL)
+    time.sleep(1)
+    assert _api(api, f"/flow_runs/{cut['id']}", method="GET")["state"]["type"] == "RUNNING"  # nobody told Prefect
+
+    stack.restart("worker", kill=True, echo=print)  # the worker comes back: the cut-off run is settled
+    state = _api(api, f"/flow_runs/{cut['id']}", method="GET")["state"]
+    assert state["type"] == "CRASHED" and "worker was restarted" in state["message"], state
+    assert nightly["global_concurrency_limit"]["name"]
+    limits = _api(api, "/v2/concurrency_limits/filter", {})
+    assert [lim["active_slots"] for lim in limits if lim["id"] == nightly["global_concurrency_limit"]["id"]] == [0]
+
+    when = (dt.datetime.now(dt.UTC) + dt.timedelta(seconds=2)).isoformat()
+    t0 = time.monotonic()
+    nxt = _api(api, f"/deployments/{nightly['id']}/create_flow_run", {
+        "parameters": params, "state": {"type": "SCHEDULED", "state_details": {"scheduled_time": when}}})
+    done = _wait_final(api, nxt["id"], 400)
+    shared.timings["nightly-warm"] = time.monotonic() - t0
+    assert done["state"]["type"] == "COMPLETED", done["state"]
+    report = _artifacts(api, nxt["id"])["nightly-retrain"]["data"]
+    assert "source unchanged (fingerprint" in report and f"reused `{shared.dataset}`" in report, report
+    assert "warm-started from models:/predrnn-v2/1" in report and "kept champion v1" in report, report
+
+    from mlflow import MlflowClient
+
+    uri = stack.s.mlflow_url
+    client = MlflowClient(uri, uri)
+    versions = {int(mv.version): mv.tags for mv in client.search_model_versions(f"name='{MODEL}'")}
+    assert client.get_model_version_by_alias(MODEL, "champion").version == "1"
+    refused = max(versions)
+    assert versions[refused]["promotion.decision"] == "refused", versions[refused]
+    shared.refused = refused
+
+
+def test_evaluate_and_promote_flows_and_the_registry_commands(shared, monkeypatch):
+    """Against the stack's Prefect and MLflow: the evaluate flow, the promote flow (both models evaluated on
+    one test version; refused), then `promote --force`, `champion`, `rollback`; MLflow killed mid-promotion
+    leaves the champion in place and the candidate `promotion.decision=failed` with the error."""
+    stack = shared.stack
+    candidate = getattr(shared, "refused", None)
+    assert candidate, "needs the refused version of the test above"
+    for k, v in stack.s.client_env().items():
+        monkeypatch.setenv(k, v)
+    uri = stack.s.mlflow_url
+    from mlflow import MlflowClient
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+    from typer.testing import CliRunner
+
+    from flows.evaluate import evaluate_flow
+    from flows.promote import promote_flow
+    from predrnn.cli import app
+    from predrnn.tracking.registry import RegistryError
+
+    client = MlflowClient(uri, uri)
+    with temporary_settings(updates={PREFECT_API_URL: stack.s.prefect_api_url}):  # flows run in this process
+        ev = evaluate_flow(model=f"models:/{MODEL}@champion", dataset=shared.dataset)
+        assert ev["clips"] > 0 and ev["mse"] > 0 and ev["dataset"] == shared.dataset
+        assert ev["mse"] == pytest.approx(float(client.get_model_version(MODEL, "1").tags["test_mse"]), rel=1e-6)
+
+        out = promote_flow(version=candidate, dataset=shared.dataset, margin=0.99)
+        assert out["promoted"] is False and out["champion"] == 1 and "is not below" in out["reason"]
+
+        cli = CliRunner()
+        res = cli.invoke(app, ["promote", MODEL, str(candidate), "--force", "--tracking-uri", uri])
+        assert res.exit_code == 0, res.output
+        assert cli.invoke(app, ["champion", MODEL, "--tracking-uri", uri]).output.strip() == str(candidate)
+        res = cli.invoke(app, ["rollback", MODEL, "--tracking-uri", uri])
+        assert res.exit_code == 0 and json.loads(res.output)["champion"] == 1, res.output
+        assert cli.invoke(app, ["champion", MODEL, "--tracking-uri", uri]).output.strip() == "1"
+        assert client.get_model_version(MODEL, str(candidate)).tags["promotion.decision"] == "rolled-back"
+
+        # MLflow dies between the recorded decision and the alias move, and comes back seconds later
+        monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+        monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "5")
+        original = MlflowClient.set_registered_model_alias
+        pgid = stack.read_state()["services"]["mlflow"]["pgid"]
+        back = threading.Event()
+
+        def dies_first(self, name, alias, version):
+            if version == str(candidate) and not back.is_set():
+                os.killpg(pgid, signal.SIGKILL)
+                threading.Thread(target=lambda: (time.sleep(2), stack.restart("mlflow", echo=print), back.set()),
+                                 daemon=True).start()
+            return original(self, name, alias, version)
+
+        monkeypatch.setattr(MlflowClient, "set_registered_model_alias", dies_first)
+        with pytest.raises(RegistryError, match=f"moving 'champion' of '{MODEL}' to version {candidate} failed"):
+            promote_flow(version=candidate, force=True)
+        monkeypatch.setattr(MlflowClient, "set_registered_model_alias", original)
+        assert back.wait(60)
+        tags = client.get_model_version(MODEL, str(candidate)).tags
+        assert tags["promotion.decision"] == "failed", tags
+        assert f"moving 'champion' of '{MODEL}' to version {candidate} failed" in tags["promotion.error"]
+        assert client.get_model_version_by_alias(MODEL, "champion").version == "1"
+
+
+def test_down_leaves_nothing_running(shared):
+    stack, s = shared.stack, shared.stack.s
+    groups = [int(v["pgid"]) for v in stack.read_state()["services"].values()]
+    t0 = time.monotonic()
+    stack.down(echo=print)
+    shared.timings["down"] = time.monotonic() - t0
+    assert not any(_group_alive(g) for g in {*groups, *shared.groups})
     assert not any(_listening(p) for p in (s.prefect_port, s.mlflow_port, s.s3_port, s.ray_port,
                                            s.ray_dashboard_port))
     assert not stack.running()
