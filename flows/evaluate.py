@@ -6,6 +6,7 @@ version, so their numbers are comparable.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from prefect import flow, get_run_logger, task
@@ -18,8 +19,10 @@ from flows.settings import PipelineSettings
 @task(name="evaluate-model", retries=2, retry_delay_seconds=5)
 def evaluate_task(model: str, dataset: str, split: str = "test", max_clips: int = 0,
                   tracking_uri: str | None = None, thresholds: list[float] | None = None,
-                  horizon: int | None = None, context: int | None = None) -> dict[str, Any]:
-    """Load ``model`` (directory or ``models:/`` URI) and evaluate it on ``split`` of ``dataset``.
+                  horizon: int | None = None, context: int | None = None,
+                  cache_dir: str | None = None) -> dict[str, Any]:
+    """Load ``model`` (directory or ``models:/`` URI; registry versions kept in ``cache_dir``) and evaluate
+    it on ``split`` of ``dataset``.
 
     Scores are in the data's units; fields are scored at ``thresholds`` (default: the dataset's).
     ``context``/``horizon`` default to the model's training lengths (KTH's protocol: 10 -> 20).
@@ -36,7 +39,7 @@ def evaluate_task(model: str, dataset: str, split: str = "test", max_clips: int 
     from predrnn.scorecard import markdown, summary_values
     from predrnn.values import field_units
 
-    net, cfg = load_forecaster(model, tracking_uri=tracking_uri)
+    net, cfg = load_forecaster(model, tracking_uri=tracking_uri, cache_dir=Path(cache_dir) if cache_dir else None)
     n_in, n_out = protocol(cfg, context, horizon)
     info = validate_dataset(cfg, dataset, for_model=True, need_length=n_in + n_out)
     metrics = evaluate_split(net, cfg, ZarrSource(info.uri), split, max_clips=max_clips, thresholds=thresholds,
@@ -83,8 +86,10 @@ def evaluate_flow(
         thresholds: CSI/FSS thresholds in the data's units (default: recorded by the dataset).
         horizon, context: frames forecast and given (default: the model's training lengths).
     """
-    uri = PipelineSettings().tracking(tracking_uri)
-    result = evaluate_task(model, dataset, split, max_clips, uri, thresholds, horizon, context)
+    settings = PipelineSettings()
+    uri = settings.tracking(tracking_uri)
+    result = evaluate_task(model, dataset, split, max_clips, uri, thresholds, horizon, context,
+                           cache_dir=str(settings.model_cache))
     get_run_logger().info("%s on %s/%s: MSE/frame %.4g (persistence %.4g)", model, result["dataset"], split,
                           result["mse"], result["persistence_mse"])
     create_markdown_artifact(key="evaluation", description=f"{model} on {result['dataset']}",

@@ -161,14 +161,16 @@ def nightly_retrain(
                   f"MLflow run `{trained['run_id']}`)")
 
     test_uri = test_dataset or dataset
-    new = evaluate_task(f"models:/{name}/{version}", test_uri, "test", 0, uri)
+    new = evaluate_task(f"models:/{name}/{version}", test_uri, "test", 0, uri,
+                      cache_dir=str(settings.model_cache))
     new_val = gate_value(new, metric)
     rows = [f"| v{version} (new) | {new['mse']:.4f} | {new['persistence_mse']:.4f} | {_fmt(new_val)} | "
             f"{new['clips']} |"]
     champ_val = None
     cards = {f"v{version} (new)": new["scores"]["model"]}
     if champion is not None:
-        old = evaluate_task(f"models:/{name}/{champion}", test_uri, "test", 0, uri)
+        old = evaluate_task(f"models:/{name}/{champion}", test_uri, "test", 0, uri,
+                      cache_dir=str(settings.model_cache))
         champ_val = gate_value(old, metric)
         cards[f"v{champion} (champion)"] = old["scores"]["model"]
         rows.append(f"| v{champion} (champion) | {old['mse']:.4f} | {old['persistence_mse']:.4f} | "

@@ -109,11 +109,13 @@ def promote_flow(
     table = ""
     if dataset:
         champion = champion_task(name, uri)
-        cand = evaluate_task(f"models:/{name}/{version}", dataset, "test", 0, uri)
+        cand = evaluate_task(f"models:/{name}/{version}", dataset, "test", 0, uri,
+                      cache_dir=str(settings.model_cache))
         cand_val, dataset = gate_value(cand, metric), cand["dataset"]
         table = f"candidate v{version}:\n```\n{cand['table']}\n```\n\n{cand['scorecard']}"
         if champion is not None and champion != version:
-            champ = evaluate_task(f"models:/{name}/{champion}", dataset, "test", 0, uri)
+            champ = evaluate_task(f"models:/{name}/{champion}", dataset, "test", 0, uri,
+                      cache_dir=str(settings.model_cache))
             champ_val = gate_value(champ, metric)
             table += f"\n\nchampion v{champion}:\n```\n{champ['table']}\n```\n\n{champ['scorecard']}"
     decision = gate_task(name, version, force=force, margin=gate_margin, tracking_uri=uri,

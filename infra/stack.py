@@ -75,9 +75,12 @@ class StackSettings(BaseSettings):
     weed_metrics_port: int = 9101
     ray_port: int = 6390
     ray_dashboard_port: int = 8266
+    ray_client_port: int = 10390
+    ray_agent_port: int = 52390
     ray_autoscaler_metrics_port: int = 44217
     ray_dashboard_metrics_port: int = 44227
     ray_cpus: int = 2
+    ray_dashboard: bool = False
     ray_object_store_bytes: int = 300_000_000
     work_pool: str = "local-process"
     timezone: str = "UTC"
@@ -114,6 +117,8 @@ class StackSettings(BaseSettings):
         owner = {"prefect": "prefect", "mlflow": "mlflow", "s3": "s3", "weed": "s3", "ray": "ray"}
         out = {}
         for name in type(self).model_fields:
+            if name == "ray_dashboard_port" and not self.ray_dashboard:
+                continue
             if name.endswith("_port"):
                 service = owner[name.split("_", 1)[0]]
                 if service in self.services:
@@ -186,9 +191,11 @@ class StackSettings(BaseSettings):
 
     def urls(self) -> dict[str, str]:
         """Every URL a person or a client needs."""
-        return {"prefect_ui": f"http://{self.host}:{self.prefect_port}", "prefect_api": self.prefect_api_url,
-                "mlflow": self.mlflow_url, "s3": self.s3_endpoint, "ray": self.ray_address,
-                "ray_dashboard": f"http://{self.host}:{self.ray_dashboard_port}"}
+        urls = {"prefect_ui": f"http://{self.host}:{self.prefect_port}", "prefect_api": self.prefect_api_url,
+                "mlflow": self.mlflow_url, "s3": self.s3_endpoint, "ray": self.ray_address}
+        if self.ray_dashboard:
+            urls["ray_dashboard"] = f"http://{self.host}:{self.ray_dashboard_port}"
+        return urls
 
     def tool_env(self) -> dict[str, str]:
         """Telemetry off and tool state inside the stack folder (every service and client)."""
@@ -386,10 +393,14 @@ class Stack:
         s = self.s
         temp = s.ray_temp_dir
         temp.mkdir(parents=True, exist_ok=True)
+        # The dashboard (a web UI of ten processes, about 1 GB resident) only when asked for; the client
+        # server and the dashboard agent get the stack's ports instead of Ray's defaults (10001, 52365).
+        dashboard = (["--include-dashboard=true", f"--dashboard-host={s.host}",
+                      f"--dashboard-port={s.ray_dashboard_port}"] if s.ray_dashboard else ["--include-dashboard=false"])
         cmd = [_bin("ray"), "start", "--head", f"--node-ip-address={s.host}", f"--port={s.ray_port}",
                f"--num-cpus={s.ray_cpus}", f"--object-store-memory={s.ray_object_store_bytes}",
-               f"--temp-dir={temp}", "--include-dashboard=true", f"--dashboard-host={s.host}",
-               f"--dashboard-port={s.ray_dashboard_port}", "--disable-usage-stats"]
+               f"--temp-dir={temp}", *dashboard, f"--ray-client-server-port={s.ray_client_port}",
+               f"--dashboard-agent-listen-port={s.ray_agent_port}", "--disable-usage-stats"]
         return self._spawn("ray", cmd, self._ray_env())
 
     def _ray_ready(self, starter: subprocess.Popen[bytes]) -> bool:
@@ -398,7 +409,15 @@ class Stack:
             return False
         if starter.returncode != 0:
             raise StackError(f"ray start exited with {starter.returncode}:\n{_tail(self.logs / 'ray.log')}")
-        return _http_ok(f"http://{self.s.host}:{self.s.ray_dashboard_port}/api/version")
+        return self._ray_healthy()
+
+    def _ray_healthy(self) -> bool:
+        s = self.s
+        if s.ray_dashboard:
+            return _http_ok(f"http://{s.host}:{s.ray_dashboard_port}/api/version")
+        with socket.socket() as sock:  # the head's GCS
+            sock.settimeout(2)
+            return sock.connect_ex((s.host, s.ray_port)) == 0
 
     def _prefect_cli(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
         env = self._env({"PREFECT_API_URL": self.s.prefect_api_url})
@@ -649,10 +668,11 @@ class Stack:
         s = self.s
         health: dict[str, Callable[[], bool]] = {
             **self._health_checks(),
-            "ray": lambda: _http_ok(f"http://{s.host}:{s.ray_dashboard_port}/api/version"),
+            "ray": self._ray_healthy,
             "worker": self._worker_online}
         urls = {"s3": s.s3_endpoint, "prefect": f"http://{s.host}:{s.prefect_port}", "mlflow": s.mlflow_url,
-                "ray": f"{s.ray_address} (dashboard http://{s.host}:{s.ray_dashboard_port})",
+                "ray": s.ray_address + (f" (dashboard http://{s.host}:{s.ray_dashboard_port})" if s.ray_dashboard
+                                        else ""),
                 "worker": f"pool {s.work_pool}"}
         out = {}
         for name, info in state.get("services", {}).items():

@@ -37,6 +37,11 @@ class Settings(BaseSettings):
         """``state_dir`` as an absolute path."""
         return self.state_dir.absolute()
 
+    @property
+    def model_cache(self) -> Path:
+        """Where registry model versions are kept once downloaded (``<state>/models``)."""
+        return self.state / "models"
+
     def tracking(self, given: str | None = None) -> str:
         """The MLflow store: ``given`` (an option), else the setting, else the embedded SQLite store."""
         from predrnn.tracking import default_tracking_uri

@@ -46,7 +46,9 @@ def _forecast(model: str, input: Path, horizon: int, truth: Path | None, trackin
     from predrnn.settings import Settings
 
     registry = is_registry_ref(model)  # the store is resolved only for a registry URI
-    net, cfg = load_forecaster(model, tracking_uri=Settings().tracking(tracking_uri) if registry else None)
+    settings = Settings()
+    net, cfg = load_forecaster(model, tracking_uri=settings.tracking(tracking_uri) if registry else None,
+                               cache_dir=settings.model_cache)
     context = np.load(input, allow_pickle=False)
     pred = forecast_array(net, cfg, context, horizon, batch_size=batch_size)
     true = np.load(truth, allow_pickle=False) if truth is not None else None

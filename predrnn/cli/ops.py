@@ -91,9 +91,19 @@ def serve_cmd(
     field models: e.g. mm/h, NaN = no data)}, optional {"params": {"horizon": N}};
     response: {"predictions": (B, N, H, W, C)} in the same units.
     """
+    from predrnn.forecaster import is_registry_ref
 
     bindir = str(Path(sys.executable).parent)  # the scoring server runs uvicorn from this environment
-    env = {**os.environ, "MLFLOW_TRACKING_URI": _store(tracking_uri),
-           "PATH": bindir + os.pathsep + os.environ.get("PATH", "")}
+    env = {**os.environ, "PATH": bindir + os.pathsep + os.environ.get("PATH", "")}
+    if is_registry_ref(model):  # a registry version is fetched once into the local cache, then served from there
+        from predrnn.settings import Settings
+        from predrnn.tracking.model import fetch_model
+
+        uri = _store(tracking_uri)
+        local = fetch_model(model, uri, Settings().model_cache)
+        typer.echo(f"serving {model} ({local.parent.name} version {local.name}, from {local})"
+                   if local.is_relative_to(Settings().model_cache) else f"serving {model} (from {local})")
+        env["MLFLOW_TRACKING_URI"] = uri
+        model = str(local)
     exe = str(Path(bindir) / "mlflow")
     os.execve(exe, [exe, "models", "serve", "-m", model, "--env-manager", "local", "-h", host, "-p", str(port)], env)

@@ -178,7 +178,8 @@ def evaluate_cmd(
     from predrnn.settings import Settings
     from predrnn.values import field_units
 
-    tracking_uri = Settings().tracking(tracking_uri)
+    settings = Settings()
+    tracking_uri = settings.tracking(tracking_uri)
 
     thr = parse_list(thresholds, float, "--thresholds")
     pools = parse_list(pool, int, "--pool") or []
@@ -186,7 +187,7 @@ def evaluate_cmd(
     check_pools_and_scales(pools, scales)
     try:
         ref = str(Path(model) / "model") if (Path(model) / "train_state.pt").is_file() else model
-        net, cfg = load_forecaster(ref, tracking_uri=tracking_uri)
+        net, cfg = load_forecaster(ref, tracking_uri=tracking_uri, cache_dir=settings.model_cache)
         n_in, n_out = protocol(cfg, context, horizon)
         info = validate_dataset(cfg, data, for_model=True, need_length=n_in + n_out)
         metrics = evaluate_split(net, cfg, ZarrSource(info.uri), split, max_clips=max_clips,

@@ -5,6 +5,7 @@ and every one takes the tracking URI its door resolved; no process-wide tracking
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from predrnn.tracking.runs import (
@@ -21,11 +22,12 @@ from predrnn.tracking.runs import (
 )
 
 
-def load_registered_model(ref: str, tracking_uri: str | None = None) -> tuple[Any, Any]:
+def load_registered_model(ref: str, tracking_uri: str | None = None,
+                          cache_dir: Path | None = None) -> tuple[Any, Any]:
     """See :func:`predrnn.tracking.model.load_registered_model`."""
     from predrnn.tracking.model import load_registered_model as load
 
-    return load(ref, tracking_uri)
+    return load(ref, tracking_uri, cache_dir)
 
 
 def __getattr__(name: str) -> Any:

@@ -215,24 +215,92 @@ def forecast_model_class() -> type:
 
 
 
-def load_registered_model(ref: str, tracking_uri: str | None = None) -> tuple[Any, ExperimentConfig]:
-    """``(nn.Module, ExperimentConfig)`` for ``models:/NAME@ALIAS``, ``models:/NAME/VERSION``, ``runs:/...``.
+def registry_version(client: Any, ref: str) -> tuple[str, str] | None:
+    """``(name, version)`` that ``models:/NAME@ALIAS`` or ``models:/NAME/VERSION`` points to now, else None
+    (a logged model id or a ``runs:/`` URI)."""
+    if not ref.startswith("models:/"):
+        return None
+    body = ref[len("models:/"):].strip("/")
+    if "@" in body:
+        name, alias = body.split("@", 1)
+        return name, str(client.get_model_version_by_alias(name, alias).version)
+    if "/" in body:
+        name, version = body.split("/", 1)
+        return name, str(client.get_model_version(name, version).version)
+    return None
+
+
+def fetch_model(ref: str, tracking_uri: str, cache_dir: Path | None = None) -> Path:
+    """A local directory holding the MLflow model behind ``ref`` (``models:/NAME@ALIAS``,
+    ``models:/NAME/VERSION``, ``models:/MODEL_ID``, ``runs:/...``).
+
+    With ``cache_dir``, a registry version's files are kept under
+    ``cache_dir/<store digest>/<name>/<version>`` and downloaded once: an alias is resolved to its
+    version on every call (one request), and a version's files never change. The directory appears
+    atomically (downloaded beside it, then renamed), so concurrent callers never see half a model.
+    Without ``cache_dir`` (or for a non-registry reference) the files go to a new temporary folder
+    that the caller owns.
 
     Raises:
         TrackingError: the store is unreachable or the reference does not resolve.
     """
+    import hashlib
+    import shutil
+    import urllib.parse
+
     import mlflow
+
+    from predrnn.tracking.runs import _client
 
     uri = resolve_tracking_uri(tracking_uri)
     check_tracking(uri)
     try:
-        with tempfile.TemporaryDirectory(prefix="predrnn-model-") as tmp:
-            from predrnn.tracking.runs import _client
-
-            location = artifact_location(_client(uri), ref)
-            local = mlflow.artifacts.download_artifacts(artifact_uri=location, dst_path=tmp, tracking_uri=uri)
-            loaded = mlflow.pyfunc.load_model(local)
+        client = _client(uri)
+        version = registry_version(client, ref) if cache_dir is not None else None
+        if cache_dir is None or version is None:
+            tmp = tempfile.mkdtemp(prefix="predrnn-model-")
+            return Path(mlflow.artifacts.download_artifacts(artifact_uri=artifact_location(client, ref),
+                                                            dst_path=tmp, tracking_uri=uri))
+        name, number = version
+        store = hashlib.sha1(uri.encode()).hexdigest()[:12]
+        final = Path(cache_dir) / store / urllib.parse.quote(name, safe="") / number
+        if (final / "MLmodel").is_file():
+            return final
+        final.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{number}-", dir=final.parent))
+        try:
+            local = mlflow.artifacts.download_artifacts(artifact_uri=artifact_location(client, f"models:/{name}/"
+                                                        f"{number}"), dst_path=str(staging), tracking_uri=uri)
+            with contextlib.suppress(FileExistsError, OSError):  # another caller finished first: use theirs
+                Path(local).rename(final)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+        return final
     except Exception as err:
         raise TrackingError(f"cannot load {ref} from {uri}: {type(err).__name__}: {err}") from err
+
+
+def load_registered_model(ref: str, tracking_uri: str | None = None,
+                          cache_dir: Path | None = None) -> tuple[Any, ExperimentConfig]:
+    """``(nn.Module, ExperimentConfig)`` for ``models:/NAME@ALIAS``, ``models:/NAME/VERSION``, ``runs:/...``;
+    registry versions are kept in ``cache_dir`` when given (:func:`fetch_model`).
+
+    Raises:
+        TrackingError: the store is unreachable or the reference does not resolve.
+    """
+    import shutil
+
+    import mlflow
+
+    uri = resolve_tracking_uri(tracking_uri)
+    local = fetch_model(ref, uri, cache_dir)
+    try:
+        loaded = mlflow.pyfunc.load_model(str(local))
+    except Exception as err:
+        raise TrackingError(f"cannot load {ref} from {uri}: {type(err).__name__}: {err}") from err
+    finally:
+        if cache_dir is None or not local.is_relative_to(cache_dir):
+            shutil.rmtree(local.parent if local.parent.name.startswith("predrnn-model-") else local,
+                          ignore_errors=True)
     inner = loaded.unwrap_python_model()
     return inner.model, inner.cfg

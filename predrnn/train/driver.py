@@ -12,6 +12,7 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from predrnn.config import ExperimentConfig
@@ -49,14 +50,16 @@ class TrainResult:
         return cls(**{**data, "cfg": ExperimentConfig.from_dict(data["cfg"])})
 
 
-def initial_weights(cfg: ExperimentConfig, ref: str, tracking_uri: str | None) -> dict[str, Any]:
-    """The state dict of ``ref`` (model directory or registry URI), checked against ``cfg``'s model."""
+def initial_weights(cfg: ExperimentConfig, ref: str, tracking_uri: str | None,
+                    cache_dir: Path | None = None) -> dict[str, Any]:
+    """The state dict of ``ref`` (model directory or registry URI; a registry version kept in ``cache_dir``),
+    checked against ``cfg``'s model."""
     from predrnn.checkpoint import CheckpointError, load_state_checked
     from predrnn.forecaster import load_forecaster
     from predrnn.models import build_model
 
     try:
-        source_model, _ = load_forecaster(ref, tracking_uri=tracking_uri)
+        source_model, _ = load_forecaster(ref, tracking_uri=tracking_uri, cache_dir=cache_dir)
     except Exception as err:
         raise TrainError(f"cannot load the warm-start weights {ref}: {err}") from err
     core = getattr(source_model, "module", source_model)
@@ -100,7 +103,8 @@ def train(spec: RunSpec, *, max_failures: int = 2, log_every: int | None = None,
 
     t0 = time.perf_counter()
     cfg, uri, s3, run_dir = spec.cfg, spec.tracking_uri, spec.s3, spec.run_dir
-    init_state = initial_weights(cfg, spec.init_weights, uri) if spec.init_weights else None
+    cache = Path(spec.state_dir) / "models" if spec.state_dir else None
+    init_state = initial_weights(cfg, spec.init_weights, uri, cache) if spec.init_weights else None
     tracker = None
     run_id = spec.mlflow_run_id
     if uri:
@@ -120,8 +124,6 @@ def train(spec: RunSpec, *, max_failures: int = 2, log_every: int | None = None,
         if on_start is not None:
             on_start(run_id)
     if "://" not in spec.storage_path:
-        from pathlib import Path
-
         Path(run_dir).mkdir(parents=True, exist_ok=True)
     storage.write_json(run_dir, RUN_INFO, run_record(spec, run_id), s3)
     storage.remove(run_dir, DIVERGED, s3)

@@ -53,7 +53,7 @@ def _train_workers() -> list[int]:
     return pids
 
 
-def test_two_workers_track_and_register(local_ray, tiny_dataset, tracking_uri, tmp_path):
+def test_two_workers_track_and_register(local_ray, tiny_dataset, tracking_uri, tmp_path, monkeypatch):
     import mlflow
     from mlflow import MlflowClient
 
@@ -127,6 +127,21 @@ def test_two_workers_track_and_register(local_ray, tiny_dataset, tracking_uri, t
                                    str(tmp_path / "pred.npy"), "--tracking-uri", tracking_uri])
     assert res.exit_code == 0, res.output
     assert np.load(tmp_path / "pred.npy").shape == (3, 5, 32, 32, 1)
+
+    # a registry version is downloaded once into the cache, whichever reference names it
+    import hashlib
+
+    cache, downloads = tmp_path / "model-cache", []
+    download = mlflow.artifacts.download_artifacts
+    monkeypatch.setattr(mlflow.artifacts, "download_artifacts",
+                        lambda *a, **k: downloads.append(k["artifact_uri"]) or download(*a, **k))
+    for ref in ("models:/predrnn-v2@challenger", "models:/predrnn-v2/1", "models:/predrnn-v2@challenger"):
+        cached, cached_cfg = load_registered_model(ref, tracking_uri=tracking_uri, cache_dir=cache)
+        np.testing.assert_array_equal(forecast_array(cached, cached_cfg, levels, 3), want)
+    assert len(downloads) == 1, downloads
+    store = hashlib.sha1(tracking_uri.encode()).hexdigest()[:12]
+    assert sorted(p.name for p in (cache / store / "predrnn-v2").iterdir()) == ["1"]  # no staging left behind
+    assert (cache / store / "predrnn-v2" / "1" / "MLmodel").is_file()
 
 
 def test_worker_killed_mid_training_resumes_exactly(local_ray, tiny_dataset, tracking_uri, tmp_path):
