@@ -75,8 +75,10 @@ class StackSettings(BaseSettings):
     weed_metrics_port: int = 9101
     ray_port: int = 6390
     ray_dashboard_port: int = 8266
-    ray_client_port: int = 10390
+    ray_client_port: int = 6391
     ray_agent_port: int = 52390
+    ray_worker_port_min: int = 20400
+    ray_worker_port_max: int = 20999
     ray_autoscaler_metrics_port: int = 44217
     ray_dashboard_metrics_port: int = 44227
     ray_cpus: int = 2
@@ -134,7 +136,12 @@ class StackSettings(BaseSettings):
                 (``PREDRNN_STACK_<SETTING>``), or the folder.
         """
         seen: dict[int, str] = {}
+        low, high = self.ray_worker_port_min, self.ray_worker_port_max
         for name, (_, port) in self.ports().items():
+            if "ray" in self.services and low <= port <= high:
+                raise StackError(f"port {port} ({name}) lies in Ray's worker port range {low}-{high}; move it "
+                                 f"with PREDRNN_STACK_{name.upper()}=PORT or the range with "
+                                 "PREDRNN_STACK_RAY_WORKER_PORT_MIN / PREDRNN_STACK_RAY_WORKER_PORT_MAX")
             if port in seen:
                 raise StackError(f"port {port} is set for both {seen[port]} and {name}; move one with "
                                  f"PREDRNN_STACK_{name.upper()}=PORT")
@@ -390,18 +397,24 @@ class Stack:
                           "DASHBOARD_METRIC_PORT": str(self.s.ray_dashboard_metrics_port)})
 
     def _start_ray(self) -> subprocess.Popen[bytes]:
+        self.s.ray_temp_dir.mkdir(parents=True, exist_ok=True)
+        return self._spawn("ray", self.ray_command(), self._ray_env())
+
+    def ray_command(self) -> list[str]:
+        """The ``ray start --head`` command line of the Ray service."""
         s = self.s
         temp = s.ray_temp_dir
-        temp.mkdir(parents=True, exist_ok=True)
         # The dashboard (a web UI of ten processes, about 1 GB resident) only when asked for; the client
-        # server and the dashboard agent get the stack's ports instead of Ray's defaults (10001, 52365).
+        # server, the dashboard agent and the workers get the stack's ports instead of Ray's defaults
+        # (10001, 52365, and 10002-19999, where SeaweedFS's gRPC ports are).
         dashboard = (["--include-dashboard=true", f"--dashboard-host={s.host}",
                       f"--dashboard-port={s.ray_dashboard_port}"] if s.ray_dashboard else ["--include-dashboard=false"])
         cmd = [_bin("ray"), "start", "--head", f"--node-ip-address={s.host}", f"--port={s.ray_port}",
                f"--num-cpus={s.ray_cpus}", f"--object-store-memory={s.ray_object_store_bytes}",
                f"--temp-dir={temp}", *dashboard, f"--ray-client-server-port={s.ray_client_port}",
-               f"--dashboard-agent-listen-port={s.ray_agent_port}", "--disable-usage-stats"]
-        return self._spawn("ray", cmd, self._ray_env())
+               f"--dashboard-agent-listen-port={s.ray_agent_port}", f"--min-worker-port={s.ray_worker_port_min}",
+               f"--max-worker-port={s.ray_worker_port_max}", "--disable-usage-stats"]
+        return cmd
 
     def _ray_ready(self, starter: subprocess.Popen[bytes]) -> bool:
         # ``ray start`` returns once the head is up; its daemons stay in the starter's process group.

@@ -42,7 +42,18 @@ def test_two_settings_on_one_port_and_the_defaults():
 
     cmd = Stack(StackSettings()).s3_command(Path("/tmp/unused"))
     assert "-s3.port.iceberg=0" in cmd and "-s3.port.lance=0" in cmd and "-metricsPort=9101" in cmd
-    assert {"prefect_port", "mlflow_port", "s3_port", "ray_port"} <= set(defaults)
+    assert {"prefect_port", "mlflow_port", "s3_port", "ray_port", "ray_client_port", "ray_agent_port"} <= set(defaults)
+    assert "ray_dashboard_port" not in defaults  # no dashboard unless PREDRNN_STACK_RAY_DASHBOARD=true
+    assert "ray_dashboard_port" in StackSettings(ray_dashboard=True).ports()
+    # Ray's workers take ports from their own range, which no stack port may fall into (Ray's default range,
+    # 10002-19999, holds SeaweedFS's gRPC ports)
+    low, high = StackSettings().ray_worker_port_min, StackSettings().ray_worker_port_max
+    assert not any(low <= port <= high for _, port in defaults.values())
+    inside = s.model_copy(update={"s3_grpc_port": low + 1})
+    with pytest.raises(StackError, match=rf"port {low + 1} \(s3_grpc_port\) lies in Ray's worker port range"):
+        inside.preflight()
+    ray_cmd_ports = ("--ray-client-server-port", "--dashboard-agent-listen-port", "--min-worker-port")
+    assert all(any(a.startswith(flag) for a in Stack(StackSettings()).ray_command()) for flag in ray_cmd_ports)
     assert set(StackSettings(services=["mlflow"]).ports()) == {"mlflow_port"}
 
 
