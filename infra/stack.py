@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Any
 
 import psutil
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from predrnn.errors import PredrnnError
@@ -87,13 +87,20 @@ class StackSettings(BaseSettings):
     work_pool: str = "local-process"
     timezone: str = "UTC"
     worker_poll_seconds: int = 3
-    heartbeat_seconds: int = 30
-    zombie_after_s: int = 90
+    heartbeat_seconds: int = Field(default=30, ge=30)  # Prefect's minimum
+    zombie_after_s: int = Field(default=90, ge=60)
     s3_access_key: str = "predrnn"
     s3_secret_key: SecretStr = SecretStr("predrnn-local-secret")
     s3_region: str = "us-east-1"
     buckets: list[str] = Field(default_factory=lambda: ["mlflow", "datasets", "ray"])
     startup_timeout_s: float = 180.0
+
+    @model_validator(mode="after")
+    def _zombie_after_heartbeats(self) -> StackSettings:
+        if self.zombie_after_s < 2 * self.heartbeat_seconds:
+            raise ValueError(f"zombie_after_s ({self.zombie_after_s}) must be at least twice heartbeat_seconds "
+                             f"({self.heartbeat_seconds}), or a live run would be crashed between two heartbeats")
+        return self
 
     def described(self, env: dict[str, str] | None = None,
                   dotenv: Path | None = Path(".env")) -> list[tuple[str, str, str]]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -14,11 +14,29 @@ from predrnn.cli.common import fail
 PROJECT = Path(__file__).resolve().parents[2]
 
 
-def up_cmd() -> None:
-    """Start every service, wait until healthy, print the URLs and the client environment."""
+def _settings() -> Any:
+    """The stack's settings (environment, ``.env``); a bad value is one line naming the variable."""
+    from pydantic import ValidationError
+
+    from infra.stack import StackSettings
+
+    try:
+        return StackSettings()
+    except ValidationError as err:
+        first = err.errors()[0]
+        where = "PREDRNN_STACK_" + str(first["loc"][0]).upper() if first["loc"] else "the stack settings"
+        raise fail(f"{where}: {first['msg']}") from None
+
+
+def _stack() -> Any:
     from infra.stack import Stack
 
-    st = Stack()
+    return Stack(_settings())
+
+
+def up_cmd() -> None:
+    """Start every service, wait until healthy, print the URLs and the client environment."""
+    st = _stack()
     state = st.up(echo=typer.echo)
     typer.echo(f"stack up in {state['startup_s']} s; state in {st.root}")
     for name, url in state["urls"].items():
@@ -30,28 +48,23 @@ def up_cmd() -> None:
 
 def down_cmd() -> None:
     """Stop every service of the stack (by process group)."""
-    from infra.stack import Stack
-
-    stopped = Stack().down(echo=typer.echo)
+    stopped = _stack().down(echo=typer.echo)
     typer.echo("nothing was running" if not stopped else f"stopped {', '.join(stopped)}")
 
 
 def restart_cmd(
-    service: Annotated[str, typer.Argument(help="s3, mlflow, prefect or worker")],
+    service: Annotated[str, typer.Argument(help="s3, mlflow, prefect or worker (its unfinished runs end "
+                                           "Crashed)")],
     down_s: Annotated[float, typer.Option("--down-s", help="seconds to stay down (an outage drill)")] = 0.0,
     kill: Annotated[bool, typer.Option("--kill", help="SIGKILL instead of a clean stop")] = False,
 ) -> None:
     """Restart one service on the same ports and state; waits until it is healthy again."""
-    from infra.stack import Stack
-
-    Stack().restart(service, down_s=down_s, kill=kill, echo=typer.echo)
+    _stack().restart(service, down_s=down_s, kill=kill, echo=typer.echo)
 
 
 def status_cmd(as_json: Annotated[bool, typer.Option("--json", help="machine-readable")] = False) -> None:
     """Each service's health, memory and URL."""
-    from infra.stack import Stack
-
-    status = Stack().status()
+    status = _stack().status()
     if as_json:
         typer.echo(json.dumps(status))
         return
@@ -69,25 +82,19 @@ def status_cmd(as_json: Annotated[bool, typer.Option("--json", help="machine-rea
 
 def env_cmd() -> None:
     """Shell exports for talking to the stack (the S3 secret included)."""
-    from infra.stack import StackSettings
-
-    for k, v in StackSettings().client_env().items():
+    for k, v in _settings().client_env().items():
         typer.echo(f"export {k}={v}")
 
 
 def settings_cmd() -> None:
     """Every stack setting (ports, state folder, services, ...) with its value and where it comes from."""
-    from infra.stack import StackSettings
-
-    for var, value, source in StackSettings().described():
+    for var, value, source in _settings().described():
         typer.echo(f"{var:42} {value:28} {source}")
 
 
 def deploy_cmd() -> None:
     """Register every deployment of prefect.yaml (repository root) with the stack's Prefect server."""
-    from infra.stack import Stack
-
-    out = Stack().deploy(PROJECT)
+    out = _stack().deploy(PROJECT)
     typer.echo(out.stdout[-4000:])
     if out.returncode != 0:
         raise fail(f"prefect deploy failed:\n{out.stderr[-4000:]}")

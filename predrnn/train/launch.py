@@ -43,6 +43,11 @@ def ensure_ray(address: str | None, *, num_cpus: int | None = None, temp_dir: st
         temp_dir: a local cluster's session folder; a path too long for Ray's sockets is replaced by a
             fresh folder under the system temp dir.
 
+    Ray Train's controller polls its workers every 0.5 s instead of 2 s, and on a local cluster runs
+    without its preemption watcher (``RAY_TRAIN_HEALTH_CHECK_INTERVAL_S``,
+    ``RAY_TRAIN_ENABLE_PREEMPTION_WATCHER``; values already in the environment win): about 6 s less per
+    training run on 2 cores.
+
     Returns:
         True when this call connected or started Ray (the caller shuts it down with :func:`shutdown`),
         False when the process was already connected.
@@ -51,7 +56,17 @@ def ensure_ray(address: str | None, *, num_cpus: int | None = None, temp_dir: st
 
     if ray.is_initialized():
         return False
-    runtime_env = {"worker_process_setup_hook": export_cluster_address}
+    # Ray Train's controller reads its settings from the environment of the process that calls fit() (this
+    # driver, or a Tune trial's worker). It polls its workers every 2 s by default, which adds up to 2 s at
+    # each start and end of a worker group; and it runs an extra actor (a process) watching for node
+    # preemption, which only a cluster with drained nodes needs. A value the user exported is kept.
+    train_env = {"RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.5"}
+    if not address:
+        train_env["RAY_TRAIN_ENABLE_PREEMPTION_WATCHER"] = "0"
+    train_env = {k: os.environ.get(k, v) for k, v in train_env.items()}
+    for k, v in train_env.items():
+        os.environ.setdefault(k, v)
+    runtime_env = {"worker_process_setup_hook": export_cluster_address, "env_vars": train_env}
     if address:
         ray.init(address=address, log_to_driver=True, logging_level=logging.WARNING, runtime_env=runtime_env)
         return True

@@ -94,10 +94,19 @@ def prefect_custom_run(page: Any, ui: str, name: str, parameters: dict[str, Any]
     return run_name
 
 
-def prefect_run_page(page: Any, ui: str, run_id: str, state: str) -> None:
+def prefect_run_page(page: Any, ui: str, run_id: str, state: str, *, log_text: str | None = None,
+                     artifact_key: str | None = None, name: str = "prefect-flow-run") -> None:
+    """The run's page shows ``state`` (and ``log_text`` among its logs); then, with ``artifact_key``, its
+    Artifacts tab lists that artifact."""
     page.goto(f"{ui}/runs/flow-run/{run_id}")
     page.get_by_text(state, exact=True).first.wait_for()
-    shot(page, "prefect-flow-run")
+    if log_text:
+        page.get_by_text(log_text).first.wait_for()
+    shot(page, name)
+    if artifact_key:
+        page.get_by_role("tab", name="Artifacts").first.click()
+        page.get_by_text(artifact_key, exact=True).first.wait_for()
+        shot(page, f"{name}-artifacts")
 
 
 def mlflow_model_alias(page: Any, url: str, model: str, version: str, alias: str) -> None:

@@ -201,7 +201,8 @@ def test_stack_nightly_promote_predict_serve(shared, tmp_path, monkeypatch):
         assert done["id"] == ui_run[0]["id"]  # the UI's run ran; the API's was rejected while it did
 
         with browser_page() as page:
-            prefect_run_page(page, ui, done["id"], "Completed")
+            prefect_run_page(page, ui, done["id"], "Completed", log_text="promoted v1 to champion",
+                             artifact_key="nightly-progress")
             mlflow_model_alias(page, uri, "predrnn-v2", "1", "champion")
 
         # forecast from @champion with the CLI (artifacts come through the server from S3)
@@ -276,6 +277,8 @@ def test_a_crashed_nightly_run_frees_its_slot_and_the_next_scheduled_run_complet
     stack.restart("worker", kill=True, echo=print)  # the worker comes back: the cut-off run is settled
     state = _api(api, f"/flow_runs/{cut['id']}", method="GET")["state"]
     assert state["type"] == "CRASHED" and "worker was restarted" in state["message"], state
+    with browser_page() as page:
+        prefect_run_page(page, api.removesuffix("/api"), cut["id"], "Crashed", name="prefect-flow-run-crashed")
     assert nightly["global_concurrency_limit"]["name"]
     limits = _api(api, "/v2/concurrency_limits/filter", {})
     assert [lim["active_slots"] for lim in limits if lim["id"] == nightly["global_concurrency_limit"]["id"]] == [0]

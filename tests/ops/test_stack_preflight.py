@@ -72,3 +72,20 @@ def test_settings_are_listed_with_their_source(tmp_path, monkeypatch):
     assert rows["PREDRNN_STACK_PREFECT_PORT"] == ["4300", ".env"]
     assert rows["PREDRNN_STACK_RAY_PORT"] == ["6390", "default"]
     assert rows["PREDRNN_STACK_S3_SECRET_KEY"] == ["********", "default"]
+
+
+def test_a_bad_setting_is_one_line_naming_the_variable(monkeypatch):
+    from typer.testing import CliRunner
+
+    from predrnn.cli import app
+
+    monkeypatch.setenv("PREDRNN_STACK_ZOMBIE_AFTER_S", "59")
+    res = CliRunner().invoke(app, ["stack", "up"])
+    assert res.exit_code == 2
+    assert res.output.strip() == "error: PREDRNN_STACK_ZOMBIE_AFTER_S: Input should be greater than or equal to 60"
+    monkeypatch.setenv("PREDRNN_STACK_ZOMBIE_AFTER_S", "70")
+    monkeypatch.setenv("PREDRNN_STACK_HEARTBEAT_SECONDS", "40")
+    res = CliRunner().invoke(app, ["stack", "settings"])
+    assert res.exit_code == 2 and res.output.strip() == (
+        "error: the stack settings: Value error, zombie_after_s (70) must be at least twice heartbeat_seconds (40), "
+        "or a live run would be crashed between two heartbeats")

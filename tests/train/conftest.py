@@ -30,15 +30,15 @@ def short_tmp() -> str:
 
 @pytest.fixture(scope="module")
 def local_ray(short_tmp: str):
-    """One local Ray instance shared by a module's tests, shut down at the end of the module."""
-    import ray
+    """One local Ray instance shared by a module's tests (started as ``predrnn train`` starts one), shut
+    down at the end of the module."""
+    from predrnn.train.launch import ensure_ray, shutdown
 
     temp = os.path.join(short_tmp, f"r{free_port()}")
     os.makedirs(temp)
-    ray.init(num_cpus=2, include_dashboard=True, dashboard_host="127.0.0.1", dashboard_port=free_port(),
-             _temp_dir=temp, configure_logging=True, logging_level="WARNING")
+    started = ensure_ray(None, num_cpus=2, temp_dir=temp)
     yield
-    ray.shutdown()
+    shutdown(started)
 
 
 @pytest.fixture
