@@ -451,7 +451,9 @@ class Stack:
             raise StackError(f"cannot create work pool {s.work_pool}: {out.stdout[-1500:]}{out.stderr[-1500:]}")
         env = self._env({**self.s.client_env(), "PREFECT_WORKER_QUERY_SECONDS": str(s.worker_poll_seconds),
                          "PREFECT_WORKER_PREFETCH_SECONDS": "5",
-                         "PREFECT_FLOWS_HEARTBEAT_FREQUENCY": str(s.heartbeat_seconds)})
+                         "PREFECT_FLOWS_HEARTBEAT_FREQUENCY": str(s.heartbeat_seconds),
+                         # flow runs log at INFO to the API (their progress lines), whatever the caller's shell has
+                         "PREFECT_LOGGING_LEVEL": "INFO", "PREFECT_LOGGING_TO_API_ENABLED": "true"})
         Path(env["PREDRNN_STATE_DIR"]).mkdir(parents=True, exist_ok=True)
         cmd = [_bin("prefect"), "worker", "start", "--pool", s.work_pool, "--type", "process",
                "--name", f"predrnn-{s.prefect_port}", "--install-policy", "never"]

@@ -101,11 +101,21 @@ def prefect_run_page(page: Any, ui: str, run_id: str, state: str, *, log_text: s
     page.goto(f"{ui}/runs/flow-run/{run_id}")
     page.get_by_text(state, exact=True).first.wait_for()
     if log_text:
-        page.get_by_text(log_text).first.wait_for()
+        try:
+            page.get_by_text(log_text).first.wait_for()
+        except Exception:
+            (artifacts_dir() / f"{name}-body.txt").write_text(page.inner_text("body"))
+            shot(page, f"{name}-failed")
+            raise
     shot(page, name)
     if artifact_key:
-        page.get_by_role("tab", name="Artifacts").first.click()
-        page.get_by_text(artifact_key, exact=True).first.wait_for()
+        page.get_by_text("Artifacts", exact=True).first.click()
+        try:
+            page.get_by_text(artifact_key).first.wait_for()
+        except Exception:
+            (artifacts_dir() / f"{name}-artifacts-body.txt").write_text(page.inner_text("body"))
+            shot(page, f"{name}-artifacts-failed")
+            raise
         shot(page, f"{name}-artifacts")
 
 

@@ -201,7 +201,7 @@ def test_stack_nightly_promote_predict_serve(shared, tmp_path, monkeypatch):
         assert done["id"] == ui_run[0]["id"]  # the UI's run ran; the API's was rejected while it did
 
         with browser_page() as page:
-            prefect_run_page(page, ui, done["id"], "Completed", log_text="promoted v1 to champion",
+            prefect_run_page(page, ui, done["id"], "Completed", log_text="dataset s3://datasets/nightly@",
                              artifact_key="nightly-progress")
             mlflow_model_alias(page, uri, "predrnn-v2", "1", "champion")
 
@@ -278,7 +278,8 @@ def test_a_crashed_nightly_run_frees_its_slot_and_the_next_scheduled_run_complet
     state = _api(api, f"/flow_runs/{cut['id']}", method="GET")["state"]
     assert state["type"] == "CRASHED" and "worker was restarted" in state["message"], state
     with browser_page() as page:
-        prefect_run_page(page, api.removesuffix("/api"), cut["id"], "Crashed", name="prefect-flow-run-crashed")
+        prefect_run_page(page, api.removesuffix("/api"), cut["id"], "Crashed", log_text="dataset s3://datasets/nightly@",
+                         name="prefect-flow-run-crashed")
     assert nightly["global_concurrency_limit"]["name"]
     limits = _api(api, "/v2/concurrency_limits/filter", {})
     assert [lim["active_slots"] for lim in limits if lim["id"] == nightly["global_concurrency_limit"]["id"]] == [0]
