@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -31,9 +32,9 @@ def tool_env(state: Path | None = None) -> Path:
         "PREFECT_HOME": str(root / "prefect"),
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
         "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "90",
-        "TQDM_DISABLE": "1",
-        "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",  # no download bar per registry forecast
     }
+    if not sys.stderr.isatty():  # progress bars on a terminal; in a log or a pipe, only the plain lines
+        defaults.update({"TQDM_DISABLE": "1", "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"})
     for key, value in defaults.items():
         os.environ.setdefault(key, value)
     Path(os.environ["PREFECT_HOME"]).mkdir(parents=True, exist_ok=True)  # Prefect creates only the leaf

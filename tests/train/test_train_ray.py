@@ -127,6 +127,7 @@ def test_two_workers_track_and_register(local_ray, tiny_dataset, tracking_uri, t
                                    str(tmp_path / "pred.npy"), "--tracking-uri", tracking_uri])
     assert res.exit_code == 0, res.output
     assert np.load(tmp_path / "pred.npy").shape == (3, 5, 32, 32, 1)
+    assert "Downloading artifacts" not in res.output  # not a terminal: no progress bar in the output
 
     # a registry version is downloaded once into the cache, whichever reference names it
     import hashlib
