@@ -103,7 +103,7 @@ class DataConfig:
     img_channel: int = 1
     input_length: int = 10
     total_length: int = 20
-    loader_workers: int = 0
+    prefetch: int = 2  # training batches read ahead in a background thread (0: read when needed)
 
 
 @dataclass(frozen=True)
@@ -294,7 +294,7 @@ def load_config(preset_name: str | None = None, config_file: str | None = None,
 # Overrides and reading configs: field types checked by pydantic, one construction at the end.
 
 # Keys that older configs carry and that no longer belong to the experiment (dropped when read).
-_RETIRED_KEYS = {("tracking", "tracking_uri")}
+_RETIRED_KEYS = {("tracking", "tracking_uri"), ("data", "loader_workers")}
 
 
 def apply_overrides(cfg: ExperimentConfig, overrides: Iterable[str]) -> ExperimentConfig:
@@ -406,6 +406,8 @@ def _validate(cfg: ExperimentConfig) -> None:
                       f"model.patch_size ({m.patch_size})")
     if d.img_channel < 1:
         errors.append("data.img_channel must be >= 1")
+    if d.prefetch < 0:
+        errors.append(f"data.prefetch (batches read ahead) must be >= 0, got {d.prefetch}")
     if not 1 <= d.input_length < d.total_length:
         errors.append(f"need 1 <= data.input_length < data.total_length, got {d.input_length}, "
                       f"{d.total_length}")

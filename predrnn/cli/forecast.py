@@ -46,6 +46,10 @@ def _forecast(model: str, input: Path, horizon: int, truth: Path | None, trackin
     from predrnn.settings import Settings
 
     registry = is_registry_ref(model)  # the store is resolved only for a registry URI
+    if registry:
+        from predrnn.cli.train import tool_env
+
+        tool_env()  # MLflow's telemetry off; its download bar only on a terminal
     settings = Settings()
     net, cfg = load_forecaster(model, tracking_uri=settings.tracking(tracking_uri) if registry else None,
                                cache_dir=settings.model_cache)

@@ -26,14 +26,8 @@ import torch
 
 from predrnn.checkpoint import CheckpointError, load_state_checked
 from predrnn.config import ExperimentConfig
-from predrnn.data.batches import (
-    batch_indices,
-    epoch_of,
-    iterate_batches,
-    load_batch,
-    mask_generator,
-    per_worker_batch,
-)
+from predrnn.data.batches import iterate_batches, mask_generator, per_worker_batch
+from predrnn.data.prefetch import BatchPrefetcher, read_iteration
 from predrnn.evaluation import evaluation_metrics
 from predrnn.models import build_model
 from predrnn.sampling import sampling_mask
@@ -70,17 +64,18 @@ def diverged(loss: float, bound: float, world: int, device: torch.device) -> boo
 
 def train_iteration(model: torch.nn.Module, optimizer: torch.optim.Optimizer, train_ds: Any, it: int,
                     cfg: ExperimentConfig, *, rank: int, batch: int, device: torch.device | str = "cpu",
-                    amp: str = "none") -> tuple[StepResult, float, float]:
-    """Global iteration ``it`` (from 1) on one rank: its batch of its shard, the sampling mask of the
-    schedule (reverse scheduled sampling or scheduled sampling, :func:`predrnn.sampling.sampling_mask`,
-    drawn from a generator seeded by (seed, rank, iteration)), and one :func:`predrnn.steps.train_step`
-    with the decoupling weight ``optim.decouple_beta``. Returns the step's losses and the schedule's
-    ``(r_eta, eta)``; batch, mask and update are a pure function of (seed, rank, iteration, weights)."""
+                    amp: str = "none", frames: torch.Tensor | None = None) -> tuple[StepResult, float, float]:
+    """Global iteration ``it`` (from 1) on one rank: its batch of its shard (``frames``, (B, T, H, W, C),
+    when already read, e.g. by a :class:`predrnn.data.prefetch.BatchPrefetcher`; else read here), the
+    sampling mask of the schedule (reverse scheduled sampling or scheduled sampling,
+    :func:`predrnn.sampling.sampling_mask`, drawn from a generator seeded by (seed, rank, iteration)), and
+    one :func:`predrnn.steps.train_step` with the decoupling weight ``optim.decouple_beta``. Returns the
+    step's losses and the schedule's ``(r_eta, eta)``; batch, mask and update are a pure function of
+    (seed, rank, iteration, weights)."""
     o, d = cfg.optim, cfg.data
-    idx = batch_indices(it, shard_size=len(train_ds), batch=batch, seed=o.seed, rank=rank)
-    if hasattr(train_ds, "set_epoch"):  # new random windows of long clips each epoch, a function of `it`
-        train_ds.set_epoch(epoch_of(it, shard_size=len(train_ds), batch=batch))
-    frames = load_batch(train_ds, idx).to(device, non_blocking=True)
+    if frames is None:
+        frames = read_iteration(train_ds, it, batch=batch, seed=o.seed, rank=rank)
+    frames = frames.to(device, non_blocking=True)
     mask, r_eta, eta = sampling_mask(it, cfg.sampling, batch=batch, input_length=d.input_length,
                                      total_length=d.total_length, generator=mask_generator(o.seed, rank, it))
     res = train_step(model, optimizer, frames, mask.to(device), beta=o.decouple_beta,
@@ -225,7 +220,29 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             logger.log({"resumed_from_iteration": float(state.iteration)}, step=state.iteration)
 
     last_val: dict[str, float] = dict(state.metrics) if state else {}
-    window = {"loss": 0.0, "mse": 0.0, "decouple": 0.0, "n": 0}
+    window = {"loss": 0.0, "mse": 0.0, "decouple": 0.0, "n": 0, "stall_s": 0.0}
+    # the next batches are read in the background while the model trains (same order as reading each one
+    # when needed); the time spent waiting for them is the data stall
+    prefetcher = BatchPrefetcher(train_ds, start + 1, o.max_iterations, batch=batch, seed=o.seed, rank=rank,
+                                 depth=d.prefetch, pin_memory=on_gpu)
+    try:
+        _train(model, optimizer, core, prefetcher, val_ds, cfg, spec, start=start, rank=rank, world=world,
+               batch=batch, device=device, amp=amp, logger=logger, last_val=last_val, window=window,
+               log_every=log_every, session=session, dataset_info=dataset_info)
+    finally:
+        prefetcher.close()
+
+
+def _train(model: Any, optimizer: torch.optim.Optimizer, core: torch.nn.Module, prefetcher: BatchPrefetcher,
+           val_ds: Any, cfg: ExperimentConfig, spec: Any, *, start: int, rank: int, world: int, batch: int,
+           device: torch.device, amp: str, logger: Any, last_val: dict[str, float], window: dict[str, float],
+           log_every: int, session: int, dataset_info: dict[str, Any]) -> None:
+    """Iterations ``start + 1 .. optim.max_iterations`` of one rank (see :func:`train_loop_per_worker`)."""
+    import ray.train
+    import ray.util
+
+    o, d = cfg.optim, cfg.data
+    train_ds = prefetcher.dataset
     t_start = t_window = time.perf_counter()
     done_here = 0
     warmup = start + 5  # steady-state timing starts after a few iterations (first all-reduce, caches)
@@ -236,8 +253,11 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
               f"{batch} (global {o.batch_size}), lr {o.lr}, device {device}", flush=True)
 
     for it in range(start + 1, o.max_iterations + 1):
+        stalled = prefetcher.stall_s
+        frames = prefetcher.get(it)
+        window["stall_s"] += prefetcher.stall_s - stalled
         res, r_eta, eta = train_iteration(model, optimizer, train_ds, it, cfg, rank=rank, batch=batch,
-                                          device=device, amp=amp)
+                                          device=device, amp=amp, frames=frames)
         if diverged(res.loss, o.divergence_loss, world, device):
             # every rank stops at the same iteration (the flag is all-reduced), reports once and returns:
             # the driver marks the run FAILED and nothing is registered; no worker-group restart
@@ -260,25 +280,28 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         last = it == o.max_iterations
 
         if it % log_every == 0 or last:
-            stats = torch.tensor([window["loss"], window["mse"], window["decouple"]], dtype=torch.float64)
+            now = time.perf_counter()
+            stall = window["stall_s"] / max(now - t_window, 1e-9)  # this rank's data-stall fraction
+            stats = torch.tensor([window["loss"], window["mse"], window["decouple"], stall * max(1, window["n"])],
+                                 dtype=torch.float64)
             if world > 1:
                 torch.distributed.all_reduce(stats)
                 stats /= world
             stats /= max(1, window["n"])
-            now = time.perf_counter()
             clips_s = window["n"] * o.batch_size / max(now - t_window, 1e-9)
             rate = done_here / max(now - t_start, 1e-9)
             if rank == 0:
                 metrics = {"loss": float(stats[0]), "mse": float(stats[1]), "decouple": float(stats[2]),
                            "r_eta": r_eta, "eta": eta, "lr": optimizer.param_groups[0]["lr"],
-                           "clips_per_s": clips_s}
+                           "clips_per_s": clips_s, "data_stall_fraction": float(stats[3])}
                 norm = " (normalised)" if cfg.values.kind == "field" else ""
                 print(f"it {it:>6}/{o.max_iterations}  loss{norm} {metrics['loss']:.5f}  mse {metrics['mse']:.5f}  "
                       f"decouple {metrics['decouple']:.4f}  r_eta {r_eta:.3f}  eta {eta:.3f}  "
-                      f"{clips_s:.1f} clips/s  ETA {_fmt_eta((o.max_iterations - it) / rate)}", flush=True)
+                      f"{clips_s:.1f} clips/s  stall {100 * float(stats[3]):.0f}%  "
+                      f"ETA {_fmt_eta((o.max_iterations - it) / rate)}", flush=True)
                 if logger:
                     logger.log(metrics, step=it)
-            window = {"loss": 0.0, "mse": 0.0, "decouple": 0.0, "n": 0}
+            window.update(loss=0.0, mse=0.0, decouple=0.0, n=0, stall_s=0.0)
             t_window = now
 
         evaluated = False

@@ -84,11 +84,19 @@ def prefect_custom_run(page: Any, ui: str, name: str, parameters: dict[str, Any]
     page.wait_for_url("**/run?**")
     encoded = urllib.parse.quote(urllib.parse.quote(json.dumps(parameters, separators=(",", ":"))))
     page.goto(page.url.split("?")[0] + "?parameters=" + encoded)
+    page.wait_for_load_state("networkidle")  # the form is filled in and no overlay covers it
+    submit = page.get_by_role("button", name="Submit", exact=True)
+    submit.wait_for()
     run_name = page.get_by_role("textbox").first.input_value()
     assert run_name, "the custom-run form has no run name"
     shot(page, f"prefect-custom-run-{name}")
-    page.get_by_role("button", name="Submit", exact=True).click()
-    page.get_by_text("scheduled to start").first.wait_for()  # the UI's confirmation toast
+    submit.click()
+    try:
+        page.get_by_text("scheduled to start").first.wait_for()  # the UI's confirmation toast
+    except Exception:
+        (artifacts_dir() / f"prefect-custom-run-{name}-body.txt").write_text(page.inner_text("body"))
+        shot(page, f"prefect-custom-run-{name}-failed")
+        raise
     assert run_name in page.inner_text("body")
     shot(page, f"prefect-custom-run-{name}-submitted")
     return run_name

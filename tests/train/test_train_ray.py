@@ -80,6 +80,8 @@ def test_two_workers_track_and_register(local_ray, tiny_dataset, tracking_uri, t
     for key in ("loss", "mse", "decouple", "r_eta", "eta", "lr", "clips_per_s", "val_mse", "val_mse_f01",
                 "val_ssim_f04", "val_persistence_mse_f04", "test_mse_f04", "test_persistence_mse"):
         assert key in run.data.metrics, key
+    stall = client.get_metric_history(result.run_id, "data_stall_fraction")  # one per logging interval (1)
+    assert [m.step for m in stall] == list(range(1, 9)) and all(0 <= m.value <= 1 for m in stall), stall
     assert [d.dataset.name for d in run.inputs.dataset_inputs] == [f"tiny@{result.dataset['version']}"]
     artifacts = {a.path for a in client.list_artifacts(result.run_id, "evaluation")}
     assert {"evaluation/forecast.gif", "evaluation/forecast_grid.png", "evaluation/lead_time_metrics.png",
