@@ -17,6 +17,7 @@ app = typer.Typer(help="PredRNN-V2 spatiotemporal forecasting: data, training, t
 
 app.command("import-official")(guarded(forecast.import_official_cmd))
 app.command("predict")(guarded(forecast.predict_cmd))
+app.command("forecast")(guarded(forecast.forecast_cmd))
 app.command("score")(guarded(forecast.score_cmd))
 app.command("bench")(guarded(forecast.bench_cmd))
 app.command("ingest")(guarded(data.ingest_cmd))

@@ -1,4 +1,4 @@
-"""``predrnn import-official``, ``predict``, ``score`` and ``bench``: forecasts and their scores."""
+"""``predrnn import-official``, ``predict``, ``forecast``, ``score`` and ``bench``: forecasts and their scores."""
 
 from __future__ import annotations
 
@@ -101,25 +101,146 @@ def predict_cmd(
         typer.echo(f"wrote {gif}")
 
 
-def _read_scored(forecast: Path, truth: Path, mask: Path | None, image: bool) -> tuple[Any, Any, Any]:
-    """Forecast and truth as (clips, N, H, W, C) arrays (memory-mapped) and the mask broadcast to them (or
-    None); raises typer.Exit(2) naming the option that does not fit."""
+def _model_version(model: str, tracking_uri: str, cache_dir: Path) -> str | None:
+    """``models:/NAME/VERSION`` a registry reference resolves to now (fetching it into the cache), else None."""
+    from urllib.parse import unquote
+
+    from predrnn.tracking.model import fetch_model
+
+    if not model.startswith("models:/"):
+        return None
+    local = fetch_model(model, tracking_uri, cache_dir)
+    return f"models:/{unquote(local.parent.name)}/{local.name}" if local.is_relative_to(cache_dir) else None
+
+
+def forecast_cmd(
+    model: Annotated[str, typer.Option(
+        "--model", help="model directory, or models:/NAME@ALIAS / models:/NAME/VERSION")],
+    data: Annotated[str, typer.Option("--data", help="source dataset version ROOT/NAME[@VERSION] (local or s3://)")],
+    out: Annotated[str, typer.Option("--out", help="forecast dataset ROOT/NAME (a new version is added)")],
+    split: Annotated[str, typer.Option("--split", help="train, val, test or all")] = "test",
+    horizon: Annotated[int | None, typer.Option(
+        "--horizon", help="frames to forecast (default: the model's output length)")] = None,
+    workers: Annotated[int, typer.Option("--workers", help="Ray Data actors, each holding the model")] = 1,
+    gpus_per_worker: Annotated[float, typer.Option("--gpus-per-worker", help="GPUs per actor (0: CPU)")] = 0.0,
+    batch_size: Annotated[int, typer.Option("--batch-size", help="clips per forward pass")] = 16,
+    tracking_uri: Annotated[str | None, typer.Option(
+        "--tracking-uri", help="MLflow tracking URI for models:/ URIs")] = None,
+    ray_address: Annotated[str | None, typer.Option(
+        "--ray-address", help="existing Ray cluster HOST:PORT (default: the stack's, else a local one)")] = None,
+) -> None:
+    """Forecast every clip of a dataset split on Ray Data into a new forecast dataset version (Zarr, atomic,
+    resumable). The clips' first context frames are the input; the last line printed is the version's URI."""
+    import sys
+
+    from predrnn.batch_forecast import check_job, forecast_dataset
+    from predrnn.cli.train import tool_env
+    from predrnn.forecaster import is_registry_ref, load_forecaster
+    from predrnn.settings import Settings
+
+    if workers < 1 or batch_size < 1 or gpus_per_worker < 0:
+        raise fail("--workers and --batch-size must be >= 1, --gpus-per-worker >= 0")
+    root = tool_env()
+    settings = Settings()
+    s3 = settings.s3()
+    registry = is_registry_ref(model)
+    uri = settings.tracking(tracking_uri) if registry else None
+    version = _model_version(model, uri, settings.model_cache) if uri else None
+    net, cfg = load_forecaster(version or model, tracking_uri=uri, cache_dir=settings.model_cache)
+    job = check_job(cfg, data, out, split=split, horizon=horizon, s3=s3)  # before any worker starts
+    typer.echo(f"forecasting {job.source_index.size} {split} clips of {job.source_uri}: {job.context} context "
+               f"frames -> {job.horizon} lead times, with {version or model} on {workers} worker(s)")
+    result = forecast_dataset(net, cfg, job, model_ref=model, model_version=version, workers=workers,
+                              gpus_per_worker=gpus_per_worker, batch_size=batch_size,
+                              ray_address=ray_address or settings.ray_address,
+                              ray_temp_dir=str(root / "ray" / "forecast"), s3=s3,
+                              progress_bars=sys.stderr.isatty(), progress=typer.echo)
+    if not result["reused"]:
+        rate = f" ({result['clips_per_s']} clips/s)" if result["clips_per_s"] else ""
+        typer.echo(f"forecast {result['clips']} clips in {result['forecast_s']:.1f} s{rate}"
+                   + (f"; {result['resumed']} written by an earlier run" if result["resumed"] else ""))
+    typer.echo(result["uri"])
+
+
+class _ForecastClips:
+    """The clips of a forecast dataset version, or the matching frames of its source (``truth``): an array
+    of shape (clips, N, H, W, C) read a slice at a time, as :func:`_accumulate` reads it."""
+
+    def __init__(self, uri: str, truth: bool = False) -> None:
+        import numpy as np
+
+        from predrnn.data import open_version
+
+        self.version = fc = open_version(uri)
+        meta = fc.attrs.get("forecast")
+        if not isinstance(meta, dict):
+            raise fail(f"{fc.uri} is not a forecast dataset (written by `predrnn forecast`); score arrays with "
+                       "--forecast F.npy --truth T.npy")
+        self.meta = meta
+        self.index: Any = None
+        self.source: Any = None
+        if truth:
+            import zarr
+
+            self.source = open_version(meta["source"])
+            group: Any = zarr.open_group(fc.backend.zarr_store(fc.manifest["path"], read_only=True), mode="r")
+            self.index = np.asarray(group["source_index"][:], np.int64)
+            t_src = self.source.shape[1]
+            need = meta["context"] + meta["horizon"]
+            if t_src < need:
+                raise fail(f"the source {self.source.uri} has clips of {t_src} frames: no truth for lead times "
+                           f"beyond {t_src - meta['context']} of the {meta['horizon']} forecast")
+        self.shape = fc.shape
+        self.dtype = self.source.dtype if self.source is not None else fc.dtype
+        self.ndim = 5
+
+    def __getitem__(self, sl: slice) -> Any:
+        import numpy as np
+
+        if self.source is None:
+            return self.version.read(np.arange(self.shape[0])[sl])
+        c, n = self.meta["context"], self.meta["horizon"]
+        return self.source.read(self.index[sl])[:, c:c + n]
+
+
+def _is_array_file(path: str) -> bool:
+    return path.endswith(".npy") or Path(path).is_file()
+
+
+def _read_scored(forecast: str, truth: str | None, mask: Path | None, image: bool) -> tuple[Any, Any, Any]:
+    """Forecast and truth as (clips, N, H, W, C) arrays (memory-mapped, or read from a forecast dataset and
+    its source a slice at a time) and the mask broadcast to them (or None); raises typer.Exit(2) naming
+    the option that does not fit."""
     import numpy as np
 
     try:
-        f = np.load(forecast, mmap_mode="r", allow_pickle=False)
-        t = np.load(truth, mmap_mode="r", allow_pickle=False)
+        if _is_array_file(forecast):
+            if truth is None:
+                raise fail("--truth T.npy is needed with a --forecast array (a forecast dataset brings its source)")
+            f: Any = np.load(forecast, mmap_mode="r", allow_pickle=False)
+        else:
+            f = _ForecastClips(forecast)
+        if truth is None:
+            t: Any = _ForecastClips(forecast, truth=True)
+        elif _is_array_file(truth):
+            t = np.load(truth, mmap_mode="r", allow_pickle=False)
+        else:
+            raise fail(f"--truth {truth!r} is not a .npy file; a forecast dataset is scored against its own "
+                       "source (leave --truth out)")
         m = np.load(mask, allow_pickle=False) if mask is not None else None
+    except PredrnnError as err:
+        raise fail(f"cannot read {forecast!r}: {err}") from None
     except (OSError, ValueError) as err:
         raise fail(f"cannot read the arrays: {err}") from None
-    if f.ndim == 4:
+    if isinstance(f, np.ndarray) and f.ndim == 4:
         f, t = f[..., None], (t[..., None] if t.ndim == 4 else t)
-    if f.ndim != 5 or f.shape != t.shape:
-        raise fail(f"--forecast {f.shape} and --truth {t.shape} must both be (clips, N, H, W, C) of one shape")
+    if f.ndim != 5 or tuple(f.shape) != tuple(t.shape):
+        raise fail(f"--forecast {tuple(f.shape)} and --truth {tuple(t.shape)} must both be (clips, N, H, W, C) "
+                   "of one shape")
     for name, a in (("--forecast", f), ("--truth", t)):
         if not (np.issubdtype(a.dtype, np.floating) or np.issubdtype(a.dtype, np.integer)):
             raise fail(f"{name} must hold numbers, got dtype {a.dtype}")
-    if image and (np.isnan(t).any() or np.isnan(f).any()):
+    if image and isinstance(t, np.ndarray) and (np.isnan(t).any() or np.isnan(f).any()):
         raise fail("--image data has no missing values: NaN found; score a physical field without --image")
     return f, t, None if m is None else _broadcast_mask(m, f.shape)
 
@@ -145,8 +266,10 @@ def _accumulate(acc: Any, f: Any, t: Any, m: np.ndarray | None, batch_size: int,
         for i in range(0, f.shape[0], batch_size):
             fi = np.asarray(f[i:i + batch_size], dtype=np.float64 if not image else np.float32)
             ti = np.asarray(t[i:i + batch_size], dtype=np.float64 if not image else np.float32)
-            if image and f.dtype == np.uint8:
-                fi, ti = np.divide(fi, 255.0), np.divide(ti, 255.0)
+            if image and f.dtype == np.uint8:  # 8-bit images (either side) to [0, 1]
+                fi = np.divide(fi, 255.0)
+            if image and t.dtype == np.uint8:
+                ti = np.divide(ti, 255.0)
             mi = None if m is None else (m[i:i + batch_size] if m.ndim == 5 and m.shape[0] == f.shape[0]
                                          else np.broadcast_to(m, fi.shape))
             acc.update(fi, ti, mi)
@@ -155,9 +278,11 @@ def _accumulate(acc: Any, f: Any, t: Any, m: np.ndarray | None, batch_size: int,
 
 
 def score_cmd(
-    forecast: Annotated[Path, typer.Option("--forecast",
-                                           help="forecast .npy (clips, N, H, W, C) in the data's units")],
-    truth: Annotated[Path, typer.Option("--truth", help="observed .npy, same shape and units (NaN = no data)")],
+    forecast: Annotated[str, typer.Option(
+        "--forecast", help="forecast .npy (clips, N, H, W, C) in the data's units, or a forecast dataset "
+        "ROOT/NAME@VERSION written by `predrnn forecast` (scored against its source)")],
+    truth: Annotated[str | None, typer.Option(
+        "--truth", help="observed .npy, same shape and units (NaN = no data); not with a forecast dataset")] = None,
     thresholds: Annotated[str | None, typer.Option(
         "--thresholds", help="event thresholds in the data's units, e.g. 0.5,2,5 (event: value >= threshold)")] = None,
     pool: Annotated[str, typer.Option("--pool", help="pooled-CSI block sizes in pixels")] = "4,16",
@@ -165,28 +290,40 @@ def score_cmd(
     mask: Annotated[Path | None, typer.Option(
         "--mask", help="valid-pixel mask .npy (nonzero = scored), broadcastable to the forecast, e.g. (H, W, 1)",
     )] = None,
-    units: Annotated[str, typer.Option("--units", help="the data's units; without --thresholds, mm/h and VIL "
-                                       "get the HKO-7 / SEVIR thresholds")] = "",
+    units: Annotated[str | None, typer.Option(
+        "--units", help="the data's units; without --thresholds, mm/h and VIL get the HKO-7 / SEVIR thresholds "
+        "(a forecast dataset: its own units and thresholds)")] = None,
     image: Annotated[bool, typer.Option("--image", help="image data in [0, 1]: clip to [0, 1], add PSNR and "
-                                        "SSIM (8-bit)")] = False,
+                                        "SSIM (8-bit); a forecast dataset of images sets it")] = False,
     batch_size: Annotated[int, typer.Option("--batch-size", help="clips scored at a time (memory)")] = 16,
 ) -> None:
     """Score any forecast against the truth per lead time: MSE/MAE per frame, RMSE, CSI/POD/FAR/bias/HSS,
-    pooled CSI, FSS and CSI-M (pysteps / SEVIR definitions). The last line is one JSON object."""
+    pooled CSI, FSS and CSI-M (pysteps / SEVIR definitions). A forecast dataset is scored against the
+    frames of its source that it forecast, in the units and at the thresholds the source records. The last
+    line is one JSON object."""
     from predrnn.config import ValuesConfig
     from predrnn.metrics import MetricAccumulator, scorecard
     from predrnn.verification import default_thresholds
 
+    if batch_size < 1:
+        raise fail("--batch-size must be >= 1")
+    recorded: list[float] | None = None
+    if not _is_array_file(forecast):  # a forecast dataset: what its values are is recorded
+        from predrnn.values import from_dataset_attrs
+
+        vals = from_dataset_attrs(_ForecastClips(forecast).version.attrs)
+        image = image or vals.kind == "image"
+        units = vals.units if units is None else units
+        recorded = list(vals.thresholds) or None
+    units = units or ""
     thr = parse_list(thresholds, float, "--thresholds")
     labels = score_labels(thresholds)
     if thr is None:
-        thr = default_thresholds(units)
+        thr = recorded if recorded is not None else default_thresholds(units)
         labels = None
     pools = parse_list(pool, int, "--pool") or []
     scales = parse_list(fss_scales, int, "--fss-scales") or []
     check_pools_and_scales(pools, scales)
-    if batch_size < 1:
-        raise fail("--batch-size must be >= 1")
     f, t, m = _read_scored(forecast, truth, mask, image)
     values = ValuesConfig() if image else ValuesConfig(kind="field", units=units)
     acc = MetricAccumulator(f.shape[1], values=values, thresholds=thr, pools=pools, fss_scales=scales,

@@ -471,15 +471,17 @@ def verify_version(staged: dict[str, Any]) -> dict[str, Any]:
     return {"uri": where, "clips": shape[0], "verified": True}
 
 
-def publish_version(staged: dict[str, Any], preview_png: bytes | None = None) -> str:
+def publish_version(staged: dict[str, Any], preview_png: bytes | None = None, *,
+                    s3: dict[str, Any] | None = None) -> str:
     """Make a verified staged version visible by writing its manifest (last); returns its URI.
 
     If a version with the same content id already exists, the staged copy is deleted and the
     existing URI returned: re-ingesting the same content is a no-op. A retry after a lost reply finds
     its own manifest and keeps the data it points to. On a store error the staged data is kept for
-    a retry, as in :func:`verify_version`.
+    a retry, as in :func:`verify_version`. ``s3``: the S3 settings of a root on S3 (None: this process's
+    environment).
     """
-    backend = open_backend(staged["root"])
+    backend = open_backend(staged["root"], s3)
     name, version = staged["name"], staged["version"]
     uri = backend.join(f"{name}@{version}")
     try:

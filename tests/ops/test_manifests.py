@@ -22,7 +22,7 @@ def test_prefect_yaml_deployments_reuse_definitions():
     text = (REPO / "prefect.yaml").read_text()
     doc = yaml.safe_load(text)
     deps = {d["name"]: d for d in doc["deployments"]}
-    assert set(deps) == {"ingest", "train", "tune", "evaluate", "promote", "nightly-retrain"}
+    assert set(deps) == {"ingest", "train", "tune", "evaluate", "forecast", "promote", "nightly-retrain"}
     assert "*local_pool" in text and "*nightly_0200" in text  # anchors, not copies
     for d in deps.values():
         path, func = d["entrypoint"].split(":")

@@ -368,6 +368,37 @@ def test_evaluate_and_promote_flows_and_the_registry_commands(shared, monkeypatc
         assert client.get_model_version_by_alias(MODEL, "champion").version == "1"
 
 
+def test_forecast_flow_writes_the_champions_forecasts_to_s3_on_the_stacks_ray(shared, monkeypatch):
+    """The forecast flow against the stack (Prefect, MLflow, SeaweedFS, its Ray head): the champion's
+    forecasts of the nightly test split become a forecast dataset version on S3 that records the model
+    version, equal clip by clip to the library's forecast; the same job again reuses it."""
+    assert shared.dataset, "needs the nightly run above"
+    stack = shared.stack
+    for k, v in stack.s.client_env().items():
+        monkeypatch.setenv(k, v)
+    import numpy as np
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    from flows.forecast import forecast_flow
+    from predrnn.data import open_version
+    from predrnn.forecaster import load_forecaster
+    from predrnn.predict import forecast_array
+
+    with temporary_settings(updates={PREFECT_API_URL: stack.s.prefect_api_url}):
+        out = forecast_flow(model=f"models:/{MODEL}@champion", dataset=shared.dataset, workers=1, batch_size=8)
+        again = forecast_flow(model=f"models:/{MODEL}@champion", dataset=shared.dataset, workers=1, batch_size=8)
+    name = shared.dataset.rsplit("/", 1)[1].split("@")[0]
+    assert out["uri"].startswith(f"s3://datasets/{name}-forecast@") and out["clips"] > 0, out
+    assert again["reused"] and again["uri"] == out["uri"]
+    fc, src = open_version(out["uri"]), open_version(shared.dataset)
+    f = fc.attrs["forecast"]
+    assert f["model_version"] == f"models:/{MODEL}/1" and f["source"] == src.uri and f["split"] == "test"
+    net, cfg = load_forecaster(f"models:/{MODEL}/1", tracking_uri=stack.s.mlflow_url)
+    test = src.split_indices("test")
+    want = forecast_array(net, cfg, src.read(test)[:, :f["context"]], f["horizon"])
+    np.testing.assert_allclose(fc.read(np.arange(test.size)), want, rtol=0, atol=1e-5)
+
+
 def test_down_leaves_nothing_running(shared):
     stack, s = shared.stack, shared.stack.s
     groups = [int(v["pgid"]) for v in stack.read_state()["services"].values()]

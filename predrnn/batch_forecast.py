@@ -1,0 +1,255 @@
+"""Batch forecasting of a whole dataset split on Ray Data, written as a new forecast dataset version.
+
+The job reads the source version's split in its stored order, forecasts the clips in parallel actors
+that each hold the model (``workers`` of them, ``gpus_per_worker`` GPUs each), and writes each forecast
+at its position in a staged forecast dataset (:mod:`predrnn.data.forecasts`), which is published only
+when every clip is written and reads back as written. The driver holds only clip positions, so its
+memory does not grow with the dataset. Ray Data restarts an actor that dies and retries its batch; a
+job killed as a whole publishes nothing, and its rerun forecasts only the clips still missing.
+
+Ray is imported inside functions only; the model, data and forecast code it runs are the core's.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from predrnn.config import ExperimentConfig
+from predrnn.data.errors import DataError
+
+
+@dataclass(frozen=True)
+class ForecastJob:
+    """A checked forecast job: the source, the clips to forecast and the model's context and horizon."""
+
+    source_uri: str
+    split: str
+    source_index: np.ndarray  # (n,) int64, the split's clips in stored order
+    split_codes: np.ndarray  # (n,) uint8
+    frame_shape: tuple[int, int, int]  # (H, W, C)
+    context: int
+    horizon: int
+    root: str
+    name: str
+
+
+def weights_digest(model: Any) -> str:
+    """SHA-256 (hex) of a model's parameters and buffers, in state-dict order: the model's identity."""
+    h = hashlib.sha256()
+    for key, value in model.state_dict().items():
+        h.update(key.encode())
+        h.update(np.ascontiguousarray(value.detach().cpu().numpy()).tobytes())
+    return h.hexdigest()
+
+
+def check_job(cfg: ExperimentConfig, data: str, out: str, *, split: str = "test", horizon: int | None = None,
+              s3: dict[str, Any] | None = None) -> ForecastJob:
+    """Check a forecast job before any worker starts: the output place, the source split, and the model
+    against the data (frame size, channels, value kind and units, clip length), reading one clip.
+
+    Args:
+        cfg: the model's experiment config (its context is ``data.input_length`` frames).
+        data: the source dataset version ``ROOT/NAME[@VERSION]`` (``@latest`` by default).
+        out: the forecast dataset ``ROOT/NAME`` (a new version is added to it).
+        horizon: frames to forecast (default: the model's ``data.total_length - data.input_length``).
+
+    Raises:
+        DataError: an unusable ``out``, a missing or empty split, clips shorter than the context, or a
+            model/dataset mismatch (one line naming both sides).
+    """
+    from predrnn.data.store import open_version, parse_uri
+    from predrnn.predict import PredictError, check_context
+    from predrnn.values import from_dataset_attrs
+
+    if "@" in out.rsplit("/", 1)[-1]:
+        raise DataError(f"--out {out!r} names a version; give ROOT/NAME (the job adds a new version)")
+    root, name, _ = parse_uri(out)
+    horizon = cfg.data.total_length - cfg.data.input_length if horizon is None else horizon
+    if horizon < 1:
+        raise DataError(f"horizon must be >= 1 frame, got {horizon}")
+    try:
+        version = open_version(data, s3)
+        index = version.split_indices(split)
+    except DataError as err:
+        raise DataError(f"cannot open dataset {data!r}: {err}") from None
+    if index.size == 0:
+        raise DataError(f"dataset {version.uri} has no {split!r} clips to forecast")
+    _, t, h, w, c = version.shape
+    context = cfg.data.input_length
+    if t < context:
+        raise DataError(f"dataset {version.uri} has clips of {t} frames; the model's context needs {context}")
+    values = from_dataset_attrs(version.attrs)
+    mine = cfg.values
+    if (mine.kind, mine.units) != (values.kind, values.units):
+        def what(v: Any) -> str:
+            return "image data" if v.kind == "image" else f"a field in {v.units or 'unnamed units'!r}"
+        raise DataError(f"dataset {version.uri} holds {what(values)} but the model was trained on {what(mine)}")
+    try:
+        check_context(version.read(index[:1])[:, :context], cfg)
+    except PredictError as err:
+        raise DataError(f"dataset {version.uri} does not fit the model: {err}") from None
+    return ForecastJob(source_uri=version.uri, split=split, source_index=index,
+                       split_codes=version.split_codes[index], frame_shape=(h, w, c), context=context,
+                       horizon=horizon, root=root, name=name)
+
+
+class _ForecastActor:
+    """A Ray Data actor holding the model: forecasts a batch of positions and writes them to the stage."""
+
+    def __init__(self, cfg_json: str, state: dict[str, Any], staged: Any, source_uri: str,
+                 source_index: np.ndarray, context: int, horizon: int, device: str,
+                 s3: dict[str, Any] | None) -> None:
+        import torch
+
+        from predrnn.data.store import open_version
+        from predrnn.models import build_model
+
+        self.cfg = ExperimentConfig.from_json(cfg_json)
+        self.model = build_model(self.cfg)
+        self.model.load_state_dict({k: torch.tensor(v) for k, v in state.items()})
+        self.device = device
+        self.model.to(device).eval()
+        self.source = open_version(source_uri, s3)
+        self.staged, self.index = staged, source_index
+        self.context, self.horizon = context, horizon
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        from predrnn.predict import forecast_array
+
+        positions = np.asarray(batch["position"], dtype=np.int64)
+        clips = self.source.read(self.index[positions])[:, :self.context]
+        pred = forecast_array(self.model, self.cfg, clips, self.horizon, batch_size=len(positions),
+                              device=self.device)
+        self.staged.write(positions, pred)
+        return {"position": positions}
+
+
+def forecast_dataset(model: Any, cfg: ExperimentConfig, job: ForecastJob, *, model_ref: str,
+                     model_version: str | None = None, workers: int = 1, gpus_per_worker: float = 0.0,
+                     batch_size: int = 16, ray_address: str | None = None, ray_temp_dir: str | None = None,
+                     s3: dict[str, Any] | None = None, progress_bars: bool = False,
+                     progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Forecast every clip of a checked job (:func:`check_job`) on Ray Data; publish the forecast version.
+
+    Each clip's first ``job.context`` frames are the context; its forecast, (horizon, H, W, C) float32
+    in the data's units, is stored at the clip's position in the split's stored order. The same job
+    (same weights, source version, split, context, horizon) already published returns that version
+    without forecasting; a staged, unpublished one (a killed run) is completed.
+
+    Args:
+        model: the loaded forecaster (an ``nn.Module`` with ``forecast``); its weights go to every actor.
+        model_ref: the model as the user named it; ``model_version``: the registry version it resolved to.
+        workers: Ray Data actors, each holding the model; ``gpus_per_worker``: GPUs each (0: CPU).
+        batch_size: clips per forward pass (and per Ray Data batch).
+        ray_address: an existing cluster (``HOST:PORT``); None starts a local one.
+        progress: called with one plain line at each stage and after each batch.
+
+    Returns:
+        ``{"uri", "clips", "resumed", "reused", "forecast_s", "clips_per_s", "workers", "job"}``:
+        the published version, clips forecast by this call, clips a killed run had written, whether the
+        version already existed, and the throughput of the forecasting stage.
+
+    Raises:
+        DataError: a clip missing or not as written when publishing (nothing is published).
+    """
+    from predrnn.data.forecasts import find_published, job_id, publish_forecast, stage_forecast
+    from predrnn.values import from_dataset_attrs
+
+    say = progress or (lambda line: None)
+    if workers < 1 or gpus_per_worker < 0 or batch_size < 1:
+        raise DataError("workers and batch size must be >= 1 and GPUs per worker >= 0")
+    digest = weights_digest(model)
+    spec = {"weights_sha256": digest, "source": job.source_uri, "split": job.split, "context": job.context,
+            "horizon": job.horizon}
+    jid = job_id(spec)
+    n = int(job.source_index.size)
+    found = find_published(job.root, job.name, jid, s3)
+    if found:
+        say(f"the same forecast is published already: {found}")
+        return {"uri": found, "clips": 0, "resumed": n, "reused": True, "forecast_s": 0.0, "clips_per_s": None,
+                "workers": workers, "job": jid}
+    from predrnn.data.store import open_version
+
+    source = open_version(job.source_uri, s3)
+    values = from_dataset_attrs(source.attrs)
+    image = values.kind == "image"
+    forecast_attrs = {**spec, "job": jid, "model": model_ref, "model_version": model_version,
+                      "source_name": source.name, "source_version": source.version,
+                      "lead_time_frames": list(range(1, job.horizon + 1)), "first_lead_frame": job.context}
+    attrs = {
+        "source": {"kind": "forecast", "location": job.source_uri,
+                   "description": f"forecasts of {model_version or model_ref} for {job.source_uri} ({job.split})",
+                   "checksum": "", "options": {}},
+        "frame_shape": list(job.frame_shape), "clip_length": job.horizon,
+        "value_kind": "image" if image else "physical", "units": values.units,
+        "value_range": [0.0, 1.0] if image else None,
+        "values": {**source.attrs.get("values", {}), "kind": values.kind, "units": values.units},
+        "normalisation": source.attrs.get("normalisation", {}),
+        "split": {"sizes": {s: int((job.split_codes == code).sum()) for s, code in
+                            (("train", 0), ("val", 1), ("test", 2))}, "source_split": job.split},
+        "forecast": forecast_attrs,
+    }
+    shape = (n, job.horizon, *job.frame_shape)
+    staged = stage_forecast(job.root, job.name, job=jid, shape=shape, split_codes=job.split_codes,
+                            source_index=job.source_index, attrs=attrs, s3=s3)
+    pending = staged.pending()
+    if staged.resumed:
+        say(f"resuming job {jid}: {staged.resumed} of {n} clips were written by an earlier run")
+    started = time.perf_counter()
+    if pending.size:
+        _run_actors(model, cfg, job, staged, pending, workers=workers, gpus_per_worker=gpus_per_worker,
+                    batch_size=batch_size, ray_address=ray_address, ray_temp_dir=ray_temp_dir, s3=s3,
+                    progress_bars=progress_bars, say=say)
+    forecast_s = time.perf_counter() - started
+    say(f"checking {n} clips against their digests and publishing")
+    uri = publish_forecast(staged)
+    return {"uri": uri, "clips": int(pending.size), "resumed": staged.resumed, "reused": False,
+            "forecast_s": round(forecast_s, 3),
+            "clips_per_s": round(pending.size / forecast_s, 2) if pending.size and forecast_s > 0 else None,
+            "workers": workers, "job": jid}
+
+
+def _run_actors(model: Any, cfg: ExperimentConfig, job: ForecastJob, staged: Any, pending: np.ndarray, *,
+                workers: int, gpus_per_worker: float, batch_size: int, ray_address: str | None,
+                ray_temp_dir: str | None, s3: dict[str, Any] | None, progress_bars: bool,
+                say: Callable[[str], None]) -> None:
+    """Forecast the ``pending`` positions with ``workers`` Ray Data actors (Ray started or joined here)."""
+    import ray
+    import ray.data
+
+    from predrnn.train.launch import ensure_ray, shutdown
+
+    started = ensure_ray(ray_address, temp_dir=ray_temp_dir)
+    try:
+        ctx = ray.data.DataContext.get_current()
+        ctx.enable_progress_bars = progress_bars
+        if not progress_bars:  # the plain progress lines below stand in for the bars; no notice about them
+            logging.getLogger("ray.data._internal.progress").setLevel(logging.ERROR)
+        ctx.print_on_execution_start = False
+        state = {k: v.detach().cpu().numpy() for k, v in model.state_dict().items()}
+        device = "cuda" if gpus_per_worker > 0 else "cpu"
+        positions = ray.data.from_items([{"position": int(p)} for p in pending])
+        ds = positions.map_batches(
+            _ForecastActor, batch_size=batch_size, batch_format="numpy",
+            compute=ray.data.ActorPoolStrategy(size=workers),
+            num_cpus=1, num_gpus=gpus_per_worker or None,
+            fn_constructor_kwargs={"cfg_json": cfg.to_json(), "state": state, "staged": staged,
+                                   "source_uri": job.source_uri, "source_index": job.source_index,
+                                   "context": job.context, "horizon": job.horizon, "device": device, "s3": s3})
+        # Ray Data restarts an actor that dies and retries its batch (its defaults for actor pools)
+        done, total, t0, last = 0, int(pending.size), time.perf_counter(), 0.0
+        for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
+            done += len(batch["position"])
+            now = time.perf_counter()
+            if now - last >= 5.0 or done == total:
+                last = now
+                say(f"forecast {done}/{total} clips ({done / max(now - t0, 1e-9):.1f} clips/s, {workers} workers)")
+    finally:
+        shutdown(started)
