@@ -333,6 +333,16 @@ def run_bench(preset: str | None = None, overrides: list[str] | None = None, rep
         "machine_matmul_gflops": rates["matmul_gflops"], "machine_conv_gflops": rates["conv_gflops"],
         "threads": threads, "torch": torch.__version__, "cpu": platform.processor() or platform.machine(),
         "max_abs_diff": diff,
+        "device": "cpu", "batch_size": o.batch_size, "dtype": "fp32",
+        "input": f"{d.img_height}x{d.img_width}x{d.img_channel}, {d.input_length} -> {horizon} frames",
+        "model": f"{len(cfg.model.num_hidden)} x {cfg.model.num_hidden[0]}, patch {cfg.model.patch_size}, "
+                 f"filter {cfg.model.filter_size}",
+        "params": sum(p.numel() for p in ours.parameters()),
+        "gmac_per_clip_train_forward": fwd_flops / 2 / o.batch_size / 1e9,
+        "gmac_per_clip_forecast": fc_flops / 2 / o.batch_size / 1e9,
+        "train_clips_per_s": o.batch_size / med["train"], "forecast_clips_per_s": o.batch_size / med["forecast"],
+        "baseline_train_clips_per_s": o.batch_size / med["base_train"],
+        "baseline_forecast_clips_per_s": o.batch_size / med["base_forecast"],
     }
     if measure_memory:
         mem_ours = peak_forecast_memory(cfg, "ours", threads)
@@ -346,6 +356,10 @@ def run_bench(preset: str | None = None, overrides: list[str] | None = None, rep
         f"speed-up x{result['train_speedup']:.2f}")
     say(f"forecast:      ours {med['forecast']:.3f} s, baseline {med['base_forecast']:.3f} s, "
         f"speed-up x{result['forecast_speedup']:.2f}")
+    say(f"{result['params']:,} parameters; per clip {result['gmac_per_clip_forecast']:.2f} GMAC to forecast "
+        f"({result['gmac_per_clip_train_forward']:.2f} GMAC in the training forward); training "
+        f"{result['train_clips_per_s']:.2f} clips/s, forecast {result['forecast_clips_per_s']:.2f} clips/s "
+        f"(batch {o.batch_size}, warm-up excluded)")
     say(f"achieved: train {result['train_gflops']:.1f} GFLOP/s (3x forward convs), forecast "
         f"{result['forecast_gflops']:.1f} GFLOP/s; machine fp32 matmul {rates['matmul_gflops']:.1f}, "
         f"conv {rates['conv_gflops']:.1f} GFLOP/s")

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 import urllib.error
 import urllib.request
 import warnings
@@ -112,8 +113,6 @@ class MetricLogger:
         self.failures = 0
 
     def log(self, metrics: dict[str, float], step: int) -> None:
-        import time
-
         from mlflow.entities import Metric
 
         if self._client is None:
@@ -249,3 +248,33 @@ class Tracker:
         where = " and ".join(f"tags.`{k}` = '{v}'" for k, v in tags.items())
         runs = self.client.search_runs([self.experiment_id(experiment)], filter_string=where, max_results=1)
         return str(runs[0].info.run_id) if runs else None
+
+
+def log_benchmark(result: dict[str, Any], tracking_uri: str, *, experiment: str = "predrnn-bench",
+                  run_name: str | None = None) -> str:
+    """Record one benchmark result as an MLflow run: its numbers as metrics, everything else (device,
+    torch version, config) as params; returns the run id.
+
+    Raises:
+        TrackingError: the store is unreachable.
+    """
+    from mlflow.entities import Metric, Param
+
+    tracker = Tracker(tracking_uri)
+    tags = {"predrnn.version": __version__, "predrnn.kind": "benchmark"}
+    commit = git_commit()
+    if commit:
+        tags["mlflow.source.git.commit"] = commit
+    try:
+        run = tracker.client.create_run(tracker.experiment_id(experiment), run_name=run_name, tags=tags)
+    except Exception as err:
+        raise TrackingError(f"cannot create an MLflow run in {tracker.uri}: {err}") from err
+    run_id = run.info.run_id
+    ts = int(time.time() * 1000)
+    metrics = [Metric(k, float(v), ts, 0) for k, v in result.items()
+               if isinstance(v, int | float) and not isinstance(v, bool) and np.isfinite(v)]
+    params = [Param(k, (json.dumps(v) if isinstance(v, list | dict) else str(v))[:6000]) for k, v in result.items()
+              if not (isinstance(v, int | float) and not isinstance(v, bool))]
+    tracker.client.log_batch(run_id, metrics=metrics, params=params)
+    tracker.client.set_terminated(run_id, "FINISHED")
+    return str(run_id)
