@@ -8,7 +8,12 @@ version (actors start, model shipped to them, clips read, forecast, written, rea
 and the forecasting stage alone. For reference, the same clips forecast in this process by
 :func:`predrnn.predict.forecast_array` on all the machine's threads (what ``predrnn predict`` does).
 
+Then the driver's memory against dataset size: ``predrnn forecast`` itself (a fresh process each time,
+its peak resident memory read when it ends) over a moving-digits split of 32x32 clips at 1x and 10x
+the size, with a tiny model (one layer of 8 channels), 2 workers.
+
     .venv/bin/python bench/forecast_bench.py [--clips 48] [--batch-size 8] [--workers 1,2]
+                                             [--memory-clips 200] [--memory-scales 1,10]
 """
 
 from __future__ import annotations
@@ -30,11 +35,58 @@ def _hwm_mb() -> float:
     return float("nan")
 
 
+_DRIVER = """
+import resource, sys
+from predrnn.cli import app
+try:
+    app(sys.argv[1:], standalone_mode=False)
+finally:
+    print("peak_rss_mb", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, flush=True)
+"""
+
+
+def driver_memory(tmp: Path, clips: int, scales: list[int]) -> list[dict[str, Any]]:
+    """Peak RSS of the ``predrnn forecast`` process over a split of ``clips * scale`` clips, per scale."""
+    import subprocess
+
+    import torch
+
+    from predrnn.checkpoint import save_model_dir
+    from predrnn.config import load_config
+    from predrnn.data import ingest
+    from predrnn.models import build_model
+
+    cfg = load_config("quick", overrides=["data.img_height=32", "data.img_width=32", "data.input_length=4",
+                                          "data.total_length=8", "model.patch_size=4", "model.num_hidden=[8]",
+                                          "model.filter_size=3"])
+    torch.manual_seed(0)
+    save_model_dir(tmp / "tiny", build_model(cfg), cfg)
+    rows = []
+    for scale in scales:
+        n = clips * scale
+        src = ingest("moving-digits", "", f"m{scale}", str(tmp / "mem"), num_clips=n, frames=8, height=32,
+                     width=32, seed=scale)
+        t0 = time.perf_counter()
+        out = subprocess.run([sys.executable, "-c", _DRIVER, "forecast", "--model", str(tmp / "tiny"), "--data",
+                              src, "--out", str(tmp / "mem-fc" / f"m{scale}"), "--split", "all", "--workers", "2",
+                              "--batch-size", "16"], capture_output=True, text=True, timeout=1800)
+        wall = time.perf_counter() - t0
+        peak = [float(line.split()[1]) for line in out.stdout.splitlines() if line.startswith("peak_rss_mb")]
+        if out.returncode != 0 or not peak:
+            raise SystemExit(f"predrnn forecast failed: {out.stdout[-2000:]}{out.stderr[-2000:]}")
+        rows.append({"clips": n, "driver_peak_rss_mb": round(peak[0], 1), "wall_s": round(wall, 1)})
+        print(f"{n} clips: driver peak RSS {peak[0]:.0f} MB, {wall:.1f} s including Ray's start")
+    return rows
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--clips", type=int, default=48)
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--workers", default="1,2")
+    p.add_argument("--memory-clips", type=int, default=200, help="clips at 1x for the driver-memory figure "
+                   "(0: skip it)")
+    p.add_argument("--memory-scales", default="1,10")
     args = p.parse_args(argv)
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
@@ -83,7 +135,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                   f"version), {out['clips_per_s']} clips/s in the forecasting stage")
     finally:
         shutdown(started)
-    result["driver_peak_mb"] = round(_hwm_mb(), 1)
+    result["bench_process_peak_mb"] = round(_hwm_mb(), 1)
+    if args.memory_clips:
+        result["driver_memory"] = driver_memory(tmp, args.memory_clips,
+                                                [int(x) for x in args.memory_scales.split(",")])
     print(json.dumps(result))
     return result
 

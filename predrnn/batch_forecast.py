@@ -81,6 +81,7 @@ def check_job(cfg: ExperimentConfig, data: str, out: str, *, split: str = "test"
         raise DataError(f"cannot open dataset {data!r}: {err}") from None
     if index.size == 0:
         raise DataError(f"dataset {version.uri} has no {split!r} clips to forecast")
+    _check_out(root, name, version, s3)
     _, t, h, w, c = version.shape
     context = cfg.data.input_length
     if t < context:
@@ -98,6 +99,24 @@ def check_job(cfg: ExperimentConfig, data: str, out: str, *, split: str = "test"
     return ForecastJob(source_uri=version.uri, split=split, source_index=index,
                        split_codes=version.split_codes[index], frame_shape=(h, w, c), context=context,
                        horizon=horizon, root=root, name=name)
+
+
+def _check_out(root: str, name: str, source: Any, s3: dict[str, Any] | None) -> None:
+    """Forecasts go to a dataset of their own: not the source's name, nor a dataset of observations.
+
+    Raises:
+        DataError: ``ROOT/NAME`` is the source dataset, or holds versions that are not forecasts.
+    """
+    from predrnn.data.store import list_manifests, open_backend
+
+    backend = open_backend(root, s3)
+    if (backend.root_uri, name) == (source.backend.root_uri, source.name):
+        raise DataError(f"--out {backend.join(name)} is the source dataset; forecasts go to a dataset of their own, "
+                        f"e.g. {backend.join(name + '-forecast')}")
+    for m in list_manifests(backend, name):
+        if not isinstance(m.get("attrs", {}).get("forecast"), dict):
+            raise DataError(f"--out {backend.join(name)} holds observations (version {m['version']} was ingested); "
+                            "forecasts go to a dataset of their own")
 
 
 class _ForecastActor:

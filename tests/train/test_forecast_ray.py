@@ -111,6 +111,20 @@ def test_a_model_that_does_not_fit_the_data_is_refused_before_any_worker_starts(
     assert not (tmp_path / "fc").exists()  # nothing staged
 
 
+def test_forecasts_never_go_into_a_dataset_of_observations(tiny_dataset, model_dir, tmp_path):
+    from predrnn.data import parse_uri
+
+    root, name, _ = parse_uri(tiny_dataset)
+    for out, message in ((f"{root}/{name}", "is the source dataset"), (f"{root}/{name}@v1", "names a version")):
+        res = CliRunner().invoke(app, ["forecast", "--model", str(model_dir), "--data", tiny_dataset, "--out", out])
+        assert res.exit_code == 2 and message in res.output, res.output
+    other = ingest("moving-digits", "", "obs", str(tmp_path), num_clips=8, frames=8, height=32, width=32, seed=2)
+    res = CliRunner().invoke(app, ["forecast", "--model", str(model_dir), "--data", tiny_dataset, "--out",
+                                   other.split("@")[0]])
+    assert res.exit_code == 2 and "holds observations" in res.output, res.output
+    assert [r["name"] for r in list_datasets(tmp_path)] == ["obs"]
+
+
 def _written(root: Path) -> int:
     """Clips the staged (unpublished) forecast group under ``root`` holds so far."""
     import zarr
