@@ -36,12 +36,13 @@ def _hwm_mb() -> float:
 
 
 _DRIVER = """
-import resource, sys
+import sys
 from predrnn.cli import app
 try:
     app(sys.argv[1:], standalone_mode=False)
-finally:
-    print("peak_rss_mb", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, flush=True)
+finally:  # VmHWM: this process's own peak (ru_maxrss would keep the forking parent's across exec)
+    hwm = [ln for ln in open("/proc/self/status") if ln.startswith("VmHWM:")][0].split()[1]
+    print("peak_rss_mb", int(hwm) / 1024, flush=True)
 """
 
 
