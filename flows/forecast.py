@@ -56,7 +56,10 @@ def forecast_task(model: str, dataset: str, out: str, split: str, horizon: int |
     log = get_run_logger()
     net, cfg, version = _load(model, tracking_uri, cache_dir)
     job = check_job(cfg, dataset, out, split=split, horizon=horizon, s3=s3)
-    return forecast_dataset(net, cfg, job, model_ref=model, model_version=version, workers=workers,
+    from pathlib import Path
+
+    ref = model if model.startswith(("models:/", "runs:/")) else str(Path(model).resolve())
+    return forecast_dataset(net, cfg, job, model_ref=ref, model_version=version, workers=workers,
                             gpus_per_worker=gpus_per_worker, batch_size=batch_size, ray_address=ray_address,
                             s3=s3, progress=log.info)
 

@@ -23,6 +23,11 @@ import numpy as np
 
 from predrnn.config import ExperimentConfig
 from predrnn.data.errors import DataError
+from predrnn.errors import PredrnnError
+
+
+class ForecastError(PredrnnError, ValueError):
+    """A forecast job the cluster cannot run as asked (e.g. more GPUs than it has)."""
 
 
 @dataclass(frozen=True)
@@ -81,6 +86,9 @@ def check_job(cfg: ExperimentConfig, data: str, out: str, *, split: str = "test"
         raise DataError(f"cannot open dataset {data!r}: {err}") from None
     if index.size == 0:
         raise DataError(f"dataset {version.uri} has no {split!r} clips to forecast")
+    if isinstance(version.attrs.get("forecast"), dict):
+        raise DataError(f"dataset {version.uri} is a forecast dataset; forecast from observations (its source is "
+                        f"{version.attrs['forecast'].get('source')})")
     _check_out(root, name, version, s3)
     _, t, h, w, c = version.shape
     context = cfg.data.input_length
@@ -102,34 +110,46 @@ def check_job(cfg: ExperimentConfig, data: str, out: str, *, split: str = "test"
 
 
 def _check_out(root: str, name: str, source: Any, s3: dict[str, Any] | None) -> None:
-    """Forecasts go to a dataset of their own: not the source's name, nor a dataset of observations.
+    """Forecasts go to a dataset of their own, one per source dataset: ``ROOT/NAME`` must not be the
+    source, a dataset of observations, or a forecast dataset of another source.
 
     Raises:
-        DataError: ``ROOT/NAME`` is the source dataset, or holds versions that are not forecasts.
+        DataError: ``ROOT/NAME`` is the source dataset, holds versions that are not forecasts, or holds
+            forecasts of another dataset.
     """
     from predrnn.data.store import list_manifests, open_backend
 
     backend = open_backend(root, s3)
-    if (backend.root_uri, name) == (source.backend.root_uri, source.name):
+    mine = source.backend.join(source.name)
+    if backend.join(name) == mine:
         raise DataError(f"--out {backend.join(name)} is the source dataset; forecasts go to a dataset of their own, "
                         f"e.g. {backend.join(name + '-forecast')}")
     for m in list_manifests(backend, name):
-        if not isinstance(m.get("attrs", {}).get("forecast"), dict):
+        f = m.get("attrs", {}).get("forecast")
+        if not isinstance(f, dict):
             raise DataError(f"--out {backend.join(name)} holds observations (version {m['version']} was ingested); "
                             "forecasts go to a dataset of their own")
+        theirs = str(f.get("source", "")).rsplit("@", 1)[0]
+        if theirs != mine:
+            raise DataError(f"--out {backend.join(name)} holds forecasts of {theirs}, not of {mine}; give each source "
+                            "dataset a forecast dataset of its own")
 
 
 class _ForecastActor:
     """A Ray Data actor holding the model: forecasts a batch of positions and writes them to the stage."""
 
-    def __init__(self, cfg_json: str, state: dict[str, Any], staged: Any, source_uri: str,
-                 source_index: np.ndarray, context: int, horizon: int, device: str,
-                 s3: dict[str, Any] | None) -> None:
+    def __init__(self, cfg_json: str, shared: list[Any], source_uri: str, context: int, horizon: int,
+                 device: str, s3: dict[str, Any] | None) -> None:
+        import ray
         import torch
 
         from predrnn.data.store import open_version
         from predrnn.models import build_model
 
+        # The weights, the stage and the clip index come as one object ref inside a list, which Ray does not
+        # resolve: they are put in the object store once, and the driver keeps them alive for the whole job,
+        # so an actor that Ray restarts finds them again.
+        state, staged, source_index = ray.get(shared[0])
         self.cfg = ExperimentConfig.from_json(cfg_json)
         self.model = build_model(self.cfg)
         self.model.load_state_dict({k: torch.tensor(v) for k, v in state.items()})
@@ -211,22 +231,29 @@ def forecast_dataset(model: Any, cfg: ExperimentConfig, job: ForecastJob, *, mod
         "value_range": [0.0, 1.0] if image else None,
         "values": {**source.attrs.get("values", {}), "kind": values.kind, "units": values.units},
         "normalisation": source.attrs.get("normalisation", {}),
-        "split": {"sizes": {s: int((job.split_codes == code).sum()) for s, code in
-                            (("train", 0), ("val", 1), ("test", 2))}, "source_split": job.split},
+        "split": {"method": "source", "source_split": job.split,
+                  "sizes": {s: int((job.split_codes == code).sum())
+                            for s, code in (("train", 0), ("val", 1), ("test", 2))}},
         "forecast": forecast_attrs,
     }
-    shape = (n, job.horizon, *job.frame_shape)
-    staged = stage_forecast(job.root, job.name, job=jid, shape=shape, split_codes=job.split_codes,
-                            source_index=job.source_index, attrs=attrs, s3=s3)
-    pending = staged.pending()
-    if staged.resumed:
-        say(f"resuming job {jid}: {staged.resumed} of {n} clips were written by an earlier run")
-    started = time.perf_counter()
-    if pending.size:
-        _run_actors(model, cfg, job, staged, pending, workers=workers, gpus_per_worker=gpus_per_worker,
-                    batch_size=batch_size, ray_address=ray_address, ray_temp_dir=ray_temp_dir, s3=s3,
-                    progress_bars=progress_bars, say=say)
-    forecast_s = time.perf_counter() - started
+    from predrnn.train.launch import ensure_ray, shutdown
+
+    ray_started = ensure_ray(ray_address, temp_dir=ray_temp_dir, dashboard=False)
+    try:
+        _check_gpus(workers, gpus_per_worker)  # before anything is staged
+        shape = (n, job.horizon, *job.frame_shape)
+        staged = stage_forecast(job.root, job.name, job=jid, shape=shape, split_codes=job.split_codes,
+                                source_index=job.source_index, attrs=attrs, s3=s3)
+        pending = staged.pending()
+        if staged.resumed:
+            say(f"resuming job {jid}: {staged.resumed} of {n} clips were written by an earlier run")
+        started = time.perf_counter()
+        if pending.size:
+            _run_actors(model, cfg, job, staged, pending, workers=workers, gpus_per_worker=gpus_per_worker,
+                        batch_size=batch_size, s3=s3, progress_bars=progress_bars, say=say)
+        forecast_s = time.perf_counter() - started
+    finally:
+        shutdown(ray_started)
     say(f"checking {n} clips against their digests and publishing")
     uri = publish_forecast(staged)
     return {"uri": uri, "clips": int(pending.size), "resumed": staged.resumed, "reused": False,
@@ -235,40 +262,51 @@ def forecast_dataset(model: Any, cfg: ExperimentConfig, job: ForecastJob, *, mod
             "workers": workers, "job": jid}
 
 
+def _check_gpus(workers: int, gpus_per_worker: float) -> None:
+    """Raises ForecastError when the connected Ray cluster has fewer GPUs than the workers ask for (Ray
+    would wait for them forever)."""
+    import ray
+
+    gpus = float(ray.cluster_resources().get("GPU", 0))
+    if gpus_per_worker > 0 and gpus < gpus_per_worker * workers:
+        raise ForecastError(f"{workers} worker(s) x {gpus_per_worker:g} GPU need {workers * gpus_per_worker:g} GPUs; "
+                            f"the Ray cluster has {gpus:g} (fewer workers, fewer GPUs each, or 0 for the CPU)")
+
+
 def _run_actors(model: Any, cfg: ExperimentConfig, job: ForecastJob, staged: Any, pending: np.ndarray, *,
-                workers: int, gpus_per_worker: float, batch_size: int, ray_address: str | None,
-                ray_temp_dir: str | None, s3: dict[str, Any] | None, progress_bars: bool,
-                say: Callable[[str], None]) -> None:
-    """Forecast the ``pending`` positions with ``workers`` Ray Data actors (Ray started or joined here)."""
+                workers: int, gpus_per_worker: float, batch_size: int, s3: dict[str, Any] | None,
+                progress_bars: bool, say: Callable[[str], None]) -> None:
+    """Forecast the ``pending`` positions with ``workers`` Ray Data actors on the connected cluster."""
     import ray
     import ray.data
 
-    from predrnn.train.launch import ensure_ray, shutdown
-
-    started = ensure_ray(ray_address, temp_dir=ray_temp_dir)
+    ctx = ray.data.DataContext.get_current()
+    ctx.enable_progress_bars = progress_bars
+    if not progress_bars:  # the plain progress lines below stand in for the bars; no notice about them
+        logging.getLogger("ray.data._internal.progress").setLevel(logging.ERROR)
+    ctx.print_on_execution_start = False
+    logging.getLogger("ray.data").setLevel(logging.WARNING)  # its "execution finished" even when interrupted
+    state = {k: v.detach().cpu().numpy() for k, v in model.state_dict().items()}
+    shared = ray.put((state, staged, job.source_index))
+    device = "cuda" if gpus_per_worker > 0 else "cpu"
+    positions = ray.data.from_items([{"position": int(p)} for p in pending])
+    ds = positions.map_batches(
+        _ForecastActor, batch_size=batch_size, batch_format="numpy",
+        compute=ray.data.ActorPoolStrategy(size=workers),
+        num_cpus=1, num_gpus=gpus_per_worker or None,
+        fn_constructor_kwargs={"cfg_json": cfg.to_json(), "shared": [shared], "source_uri": job.source_uri,
+                               "context": job.context, "horizon": job.horizon, "device": device, "s3": s3})
+    # Ray Data restarts an actor that dies and retries its batch (its defaults for actor pools)
+    done, total, t0, last = 0, int(pending.size), time.perf_counter(), 0.0
     try:
-        ctx = ray.data.DataContext.get_current()
-        ctx.enable_progress_bars = progress_bars
-        if not progress_bars:  # the plain progress lines below stand in for the bars; no notice about them
-            logging.getLogger("ray.data._internal.progress").setLevel(logging.ERROR)
-        ctx.print_on_execution_start = False
-        state = {k: v.detach().cpu().numpy() for k, v in model.state_dict().items()}
-        device = "cuda" if gpus_per_worker > 0 else "cpu"
-        positions = ray.data.from_items([{"position": int(p)} for p in pending])
-        ds = positions.map_batches(
-            _ForecastActor, batch_size=batch_size, batch_format="numpy",
-            compute=ray.data.ActorPoolStrategy(size=workers),
-            num_cpus=1, num_gpus=gpus_per_worker or None,
-            fn_constructor_kwargs={"cfg_json": cfg.to_json(), "state": state, "staged": staged,
-                                   "source_uri": job.source_uri, "source_index": job.source_index,
-                                   "context": job.context, "horizon": job.horizon, "device": device, "s3": s3})
-        # Ray Data restarts an actor that dies and retries its batch (its defaults for actor pools)
-        done, total, t0, last = 0, int(pending.size), time.perf_counter(), 0.0
         for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
             done += len(batch["position"])
             now = time.perf_counter()
             if now - last >= 5.0 or done == total:
                 last = now
-                say(f"forecast {done}/{total} clips ({done / max(now - t0, 1e-9):.1f} clips/s, {workers} workers)")
-    finally:
-        shutdown(started)
+                say(f"forecast {done}/{total} clips ({done / max(now - t0, 1e-9):.1f} clips/s, "
+                    f"{workers} workers)")
+    except KeyboardInterrupt:
+        say(f"interrupted after {done} of {total} clips: nothing is published; the same command completes the "
+            "job, forecasting only the clips still missing")
+        raise

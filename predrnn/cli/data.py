@@ -117,6 +117,9 @@ def _split_lines(summary: dict[str, Any]) -> list[str]:
         lines.append(f"{pad}{s:<6}{r['clips']:>9}{cell(r['sequences']):>11}{r['frames']:>10}"
                      f"{cell(r['unique_frames']):>15}{names}")
     shared = summary["shared_frames"]
+    if summary["overlap_check"] == "not applicable":
+        lines.append("overlap:    not applicable (forecasts of the source's clips, in its splits)")
+        return lines
     if shared is None:
         lines.append("overlap:    not recorded at ingest (a version made before the check); --check-overlap "
                      "computes it from the data")
@@ -144,9 +147,20 @@ def _show_lines(v: Version, summary: dict[str, Any]) -> list[str]:
         "stats:      " + ", ".join(f"{k} {val:.4g}" for k, val in a.get("stats", {}).items()),
         f"model sees: {_model_view(a)}",
         f"split:      {a['split'].get('method')} {a['split'].get('sizes')}",
+        *_forecast_lines(a),
         *_split_lines(summary),
         f"content:    sha256 {a.get('content_hash', '')}",
     ]
+
+
+def _forecast_lines(a: dict[str, Any]) -> list[str]:
+    """What made a forecast dataset (model, weights, source, lead times); nothing for other versions."""
+    f = a.get("forecast")
+    if not isinstance(f, dict):
+        return []
+    return [f"forecast:   {f.get('model_version') or f.get('model')} (weights sha256 "
+            f"{str(f.get('weights_sha256', ''))[:16]}...) on {f.get('source')} ({f.get('split')}): "
+            f"{f.get('context')} context frames -> lead times 1..{f.get('horizon')}"]
 
 
 def _show_record(v: Version, summary: dict[str, Any], sample: Path | None) -> dict[str, Any]:
@@ -156,7 +170,8 @@ def _show_record(v: Version, summary: dict[str, Any], sample: Path | None) -> di
             "dtype": v.dtype.name, "created": a.get("created", ""), "source": a.get("source", {}),
             "value_kind": a.get("value_kind"), "value_range": a.get("value_range"),
             "units": a.get("units", ""), "values": a.get("values"), "stats": a.get("stats", {}),
-            "model_sees": _model_view(a), **summary, "content_hash": a.get("content_hash", ""),
+            "model_sees": _model_view(a), **summary, "forecast": a.get("forecast"),
+            "content_hash": a.get("content_hash", ""),
             "sample": None if sample is None else str(sample)}
 
 
@@ -215,6 +230,9 @@ def export_cmd(
     try:
         v = open_version(uri)
         idx = v.split_indices(split)
+        if idx.size == 0:
+            raise fail(f"{v.uri} has no {split!r} clips (splits: "
+                       f"{', '.join(f'{k} {n}' for k, n in v.attrs.get('split', {}).get('sizes', {}).items())})")
         out.parent.mkdir(parents=True, exist_ok=True)
         arr = np.lib.format.open_memmap(out, mode="w+", dtype=v.dtype, shape=(idx.size, *v.shape[1:]))
         step = 64

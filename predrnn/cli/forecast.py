@@ -150,7 +150,8 @@ def forecast_cmd(
     job = check_job(cfg, data, out, split=split, horizon=horizon, s3=s3)  # before any worker starts
     typer.echo(f"forecasting {job.source_index.size} {split} clips of {job.source_uri}: {job.context} context "
                f"frames -> {job.horizon} lead times, with {version or model} on {workers} worker(s)")
-    result = forecast_dataset(net, cfg, job, model_ref=model, model_version=version, workers=workers,
+    ref = model if registry else str(Path(model).resolve())  # recorded as given for the registry, else absolute
+    result = forecast_dataset(net, cfg, job, model_ref=ref, model_version=version, workers=workers,
                               gpus_per_worker=gpus_per_worker, batch_size=batch_size,
                               ray_address=ray_address or settings.ray_address,
                               ray_temp_dir=str(root / "ray" / "forecast"), s3=s3,
@@ -312,8 +313,16 @@ def score_cmd(
         from predrnn.values import from_dataset_attrs
 
         vals = from_dataset_attrs(_ForecastClips(forecast).version.attrs)
-        image = image or vals.kind == "image"
-        units = vals.units if units is None else units
+        if truth is not None:
+            raise fail("a forecast dataset is scored against its own source; leave --truth out (or score arrays: "
+                       "--forecast F.npy --truth T.npy)")
+        if units is not None and units != vals.units:
+            raise fail(f"--units {units!r}: the forecast dataset's values are in {vals.units or 'no units'!r} "
+                       "(recorded); leave --units out")
+        if image and vals.kind != "image":
+            raise fail(f"--image: the forecast dataset holds a field in {vals.units!r}, not images")
+        image = vals.kind == "image"
+        units = vals.units
         recorded = list(vals.thresholds) or None
     units = units or ""
     thr = parse_list(thresholds, float, "--thresholds")

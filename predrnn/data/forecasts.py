@@ -196,14 +196,20 @@ def publish_forecast(staged: StagedForecast, progress: Callable[[int], None] | N
     step = max(1, _READ_BYTES // (int(np.prod(staged.shape[1:])) * 4))
     data_hash = hashlib.sha256()
     lo, hi = np.inf, -np.inf
+    count = nans = 0
+    total = total_sq = 0.0
     for i in range(0, n, step):
         block = np.ascontiguousarray(arr[i:i + step], dtype=np.float32)
         for j, clip in enumerate(block):
             if hashlib.sha256(clip.data).digest() != dig[i + j].tobytes():
                 raise DataError(f"forecast {staged.name}: clip {i + j} reads back different from what was written")
         data_hash.update(block.data)
-        if np.isfinite(block).any():
-            lo, hi = min(lo, float(np.nanmin(block))), max(hi, float(np.nanmax(block)))
+        finite = block[np.isfinite(block)].astype(np.float64)
+        nans += int(block.size - finite.size)
+        if finite.size:
+            lo, hi = min(lo, float(finite.min())), max(hi, float(finite.max()))
+            count += finite.size
+            total, total_sq = total + float(finite.sum()), total_sq + float((finite ** 2).sum())
         if progress is not None:
             progress(min(n, i + step))
     codes = np.asarray(g["split"][:], np.uint8)
@@ -216,6 +222,10 @@ def publish_forecast(staged: StagedForecast, progress: Callable[[int], None] | N
     version = content.hexdigest()[:16]
     if attrs.get("value_kind") != "image":
         attrs["value_range"] = [lo, hi] if np.isfinite(lo) else [0.0, 0.0]
+    mean = total / count if count else 0.0
+    attrs["stats"] = {"mean": mean, "std": float(np.sqrt(max(total_sq / count - mean ** 2, 0.0))) if count else 0.0,
+                      "min": lo if count else 0.0, "max": hi if count else 0.0,
+                      "nan_fraction": nans / max(nans + count, 1)}
     attrs.update({"schema_version": SCHEMA_VERSION, "name": staged.name, "version": version, "created": _now(),
                   "content_hash": content.hexdigest(), "data_hash": data_hash.hexdigest(),
                   "chunks": [1, *staged.shape[1:]]})

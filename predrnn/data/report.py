@@ -52,7 +52,8 @@ def split_summary(v: Version, *, check_overlap: bool = False) -> dict[str, Any]:
         ``{"split_method", "split": the other split attributes (seed, fractions, ...), "splits": {split: {"clips",
         "sequences", "frames" (clips x T), "unique_frames", "constant_frames"[, "sequence_names"]}},
         "shared_frames": {"train/test": k, "train/val": k, "val/test": k} or None, "overlap_check":
-        "ingest" | "computed" | "not recorded"}``. Counts not recorded (older versions) are None.
+        "ingest" | "computed" | "not recorded" | "not applicable"}`` (the last: a forecast dataset).
+        Counts not recorded (older versions) are None.
     """
     info = dict(v.attrs.get("split", {}))
     t = v.shape[1]
@@ -60,6 +61,8 @@ def split_summary(v: Version, *, check_overlap: bool = False) -> dict[str, Any]:
     if check_overlap:
         info.update(overlap_from_data(v))
         how = "computed"
+    elif isinstance(v.attrs.get("forecast"), dict):
+        how = "not applicable"  # forecasts: their source's splits were checked when it was ingested
     else:
         how = "ingest" if "shared_frames" in info else "not recorded"
     splits: dict[str, dict[str, Any]] = {}
@@ -127,7 +130,9 @@ def _split_rows(summary: dict[str, Any]) -> list[tuple[str, str]]:
         uniq = "" if r["unique_frames"] is None else f" ({r['unique_frames']} distinct)"
         rows.append((f"split {s}", f"{r['clips']} clips, {seq} sequences, {r['frames']} frames{uniq}"))
     shared = summary["shared_frames"]
-    if shared is None:
+    if summary["overlap_check"] == "not applicable":
+        rows.append(("shared frames", "not applicable: forecasts of the source's clips"))
+    elif shared is None:
         rows.append(("shared frames", "not recorded at ingest (`predrnn data show URI --check-overlap`)"))
     else:
         warning = shared_warning(shared)

@@ -81,6 +81,26 @@ def test_forecast_on_two_workers_equals_predict_clip_by_clip_and_is_a_dataset_ve
     assert res_export.exit_code == 0, res_export.output
     assert np.array_equal(np.load(exported), got)
 
+    # `data show` says what made it; an empty split is refused by `data export`
+    shown = CliRunner().invoke(app, ["data", "show", uri, "--png", str(tmp_path / "s.png")])
+    assert shown.exit_code == 0, shown.output
+    assert f"forecast:   {model_dir} (weights sha256 {f['weights_sha256'][:16]}...) on {src.uri} (test)" in shown.output
+    assert "overlap:    not applicable" in shown.output and "split:      source" in shown.output
+    empty = CliRunner().invoke(app, ["data", "export", uri, "--out", str(tmp_path / "e.npy"), "--split", "train"])
+    assert empty.exit_code == 2 and "has no 'train' clips" in empty.output and not (tmp_path / "e.npy").exists()
+
+    # forecasts are made from observations, one forecast dataset per source; GPUs the cluster lacks are refused
+    other = ingest("moving-digits", "", "other", f"{tmp_path}/obs", num_clips=8, frames=8, height=32, width=32,
+                   seed=4)
+    for data, dest, message in ((uri, f"{tmp_path}/forecasts/x", "is a forecast dataset; forecast from observations"),
+                                (other, out, f"holds forecasts of {src.backend.join(src.name)}, not of")):
+        res = CliRunner().invoke(app, ["forecast", "--model", str(model_dir), "--data", data, "--out", dest])
+        assert res.exit_code == 2 and message in res.output, res.output
+    res = CliRunner().invoke(app, ["forecast", "--model", str(model_dir), "--data", tiny_dataset, "--out",
+                                   f"{tmp_path}/gpu/fc", "--gpus-per-worker", "1"])
+    assert res.exit_code == 2 and "need 1 GPUs; the Ray cluster has 0" in res.output, res.output
+    assert not (tmp_path / "gpu").exists()
+
     # scoring it needs the source's frames at every lead time: 4 context + 5 lead times > 8 frames
     short = CliRunner().invoke(app, ["score", "--forecast", uri])
     assert short.exit_code == 2 and "no truth for lead times beyond 4 of the 5 forecast" in short.output
@@ -184,3 +204,7 @@ def test_a_killed_job_publishes_nothing_and_its_rerun_completes_it(local_ray, mo
     assert arrays.exit_code == 0, arrays.output
     card, card_arrays = json.loads(scored.output.splitlines()[-1]), json.loads(arrays.output.splitlines()[-1])
     assert card == card_arrays and len(card["mse"]) == 4 and card["ssim"]
+    for extra, message in ((["--truth", str(tmp_path / "t.npy")], "scored against its own source"),
+                           (["--units", "mm/h"], "values are in 'no units'")):
+        res = CliRunner().invoke(app, ["score", "--forecast", fc.uri, *extra])
+        assert res.exit_code == 2 and message in res.output, res.output
