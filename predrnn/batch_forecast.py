@@ -66,8 +66,9 @@ def check_job(cfg: ExperimentConfig, data: str, out: str, *, split: str = "test"
         horizon: frames to forecast (default: the model's ``data.total_length - data.input_length``).
 
     Raises:
-        DataError: an unusable ``out``, a missing or empty split, clips shorter than the context, or a
-            model/dataset mismatch (one line naming both sides).
+        DataError: an ``out`` that names a version, is the source, holds observations or another source's
+            forecasts; a missing or empty split; a forecast dataset as the source; clips shorter than the
+            context; or a model/dataset mismatch (one line naming both sides).
     """
     from predrnn.data.store import open_version, parse_uri
     from predrnn.predict import PredictError, check_context
@@ -187,8 +188,11 @@ def forecast_dataset(model: Any, cfg: ExperimentConfig, job: ForecastJob, *, mod
         model_ref: the model as the user named it; ``model_version``: the registry version it resolved to.
         workers: Ray Data actors, each holding the model; ``gpus_per_worker``: GPUs each (0: CPU).
         batch_size: clips per forward pass (and per Ray Data batch).
-        ray_address: an existing cluster (``HOST:PORT``); None starts a local one.
-        progress: called with one plain line at each stage and after each batch.
+        ray_address: an existing cluster (``HOST:PORT``); None starts a local one (no dashboard) in
+            ``ray_temp_dir``.
+        s3: S3 settings for roots on S3 (as the door read them); None: this process's environment.
+        progress_bars: Ray Data's progress bars (a terminal); off, the plain ``progress`` lines stand in.
+        progress: called with one plain line at each stage and every 5 s while forecasting.
 
     Returns:
         ``{"uri", "clips", "resumed", "reused", "forecast_s", "clips_per_s", "workers", "job"}``:
@@ -196,6 +200,7 @@ def forecast_dataset(model: Any, cfg: ExperimentConfig, job: ForecastJob, *, mod
         version already existed, and the throughput of the forecasting stage.
 
     Raises:
+        ForecastError: the workers ask for more GPUs than the cluster has (before anything is staged).
         DataError: a clip missing or not as written when publishing (nothing is published).
     """
     from predrnn.data.forecasts import find_published, job_id, publish_forecast, stage_forecast
