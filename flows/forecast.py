@@ -20,15 +20,11 @@ from flows.settings import PipelineSettings
 def _load(model: str, tracking_uri: str | None, cache_dir: str) -> tuple[Any, Any, str | None]:
     """The forecaster, its config and the registry version it resolved to (None for a model directory)."""
     from pathlib import Path
-    from urllib.parse import unquote
 
     from predrnn.forecaster import load_forecaster
-    from predrnn.tracking.model import fetch_model
+    from predrnn.tracking.model import pinned_ref
 
-    version = None
-    if model.startswith("models:/") and tracking_uri:
-        local = fetch_model(model, tracking_uri, Path(cache_dir))
-        version = f"models:/{unquote(local.parent.name)}/{local.name}"
+    version = pinned_ref(model, tracking_uri) if tracking_uri else None
     net, cfg = load_forecaster(version or model, tracking_uri=tracking_uri, cache_dir=Path(cache_dir))
     return net, cfg, version
 

@@ -43,6 +43,7 @@ class ForecastJob:
     horizon: int
     root: str
     name: str
+    source_attrs: dict[str, Any]  # the source version's attributes (values, normalisation)
 
 
 def weights_digest(model: Any) -> str:
@@ -70,6 +71,7 @@ def check_job(cfg: ExperimentConfig, data: str, out: str, *, split: str = "test"
             forecasts; a missing or empty split; a forecast dataset as the source; clips shorter than the
             context; or a model/dataset mismatch (one line naming both sides).
     """
+    from predrnn.data.info import check_values_match
     from predrnn.data.store import open_version, parse_uri
     from predrnn.predict import PredictError, check_context
     from predrnn.values import from_dataset_attrs
@@ -95,19 +97,14 @@ def check_job(cfg: ExperimentConfig, data: str, out: str, *, split: str = "test"
     context = cfg.data.input_length
     if t < context:
         raise DataError(f"dataset {version.uri} has clips of {t} frames; the model's context needs {context}")
-    values = from_dataset_attrs(version.attrs)
-    mine = cfg.values
-    if (mine.kind, mine.units) != (values.kind, values.units):
-        def what(v: Any) -> str:
-            return "image data" if v.kind == "image" else f"a field in {v.units or 'unnamed units'!r}"
-        raise DataError(f"dataset {version.uri} holds {what(values)} but the model was trained on {what(mine)}")
+    check_values_match(version.uri, from_dataset_attrs(version.attrs), cfg.values)
     try:
         check_context(version.read(index[:1])[:, :context], cfg)
     except PredictError as err:
         raise DataError(f"dataset {version.uri} does not fit the model: {err}") from None
     return ForecastJob(source_uri=version.uri, split=split, source_index=index,
                        split_codes=version.split_codes[index], frame_shape=(h, w, c), context=context,
-                       horizon=horizon, root=root, name=name)
+                       horizon=horizon, root=root, name=name, source_attrs=version.attrs)
 
 
 def _check_out(root: str, name: str, source: Any, s3: dict[str, Any] | None) -> None:
@@ -219,13 +216,14 @@ def forecast_dataset(model: Any, cfg: ExperimentConfig, job: ForecastJob, *, mod
         say(f"the same forecast is published already: {found}")
         return {"uri": found, "clips": 0, "resumed": n, "reused": True, "forecast_s": 0.0, "clips_per_s": None,
                 "workers": workers, "job": jid}
-    from predrnn.data.store import open_version
+    from predrnn.data.store import parse_uri
 
-    source = open_version(job.source_uri, s3)
-    values = from_dataset_attrs(source.attrs)
+    src = job.source_attrs
+    _, src_name, src_version = parse_uri(job.source_uri)
+    values = from_dataset_attrs(src)
     image = values.kind == "image"
     forecast_attrs = {**spec, "job": jid, "model": model_ref, "model_version": model_version,
-                      "source_name": source.name, "source_version": source.version,
+                      "source_name": src_name, "source_version": src_version,
                       "lead_time_frames": list(range(1, job.horizon + 1)), "first_lead_frame": job.context}
     attrs = {
         "source": {"kind": "forecast", "location": job.source_uri,
@@ -234,8 +232,8 @@ def forecast_dataset(model: Any, cfg: ExperimentConfig, job: ForecastJob, *, mod
         "frame_shape": list(job.frame_shape), "clip_length": job.horizon,
         "value_kind": "image" if image else "physical", "units": values.units,
         "value_range": [0.0, 1.0] if image else None,
-        "values": {**source.attrs.get("values", {}), "kind": values.kind, "units": values.units},
-        "normalisation": source.attrs.get("normalisation", {}),
+        "values": {**src.get("values", {}), "kind": values.kind, "units": values.units},
+        "normalisation": src.get("normalisation", {}),
         "split": {"method": "source", "source_split": job.split,
                   "sizes": {s: int((job.split_codes == code).sum())
                             for s, code in (("train", 0), ("val", 1), ("test", 2))}},

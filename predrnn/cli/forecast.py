@@ -101,18 +101,6 @@ def predict_cmd(
         typer.echo(f"wrote {gif}")
 
 
-def _model_version(model: str, tracking_uri: str, cache_dir: Path) -> str | None:
-    """``models:/NAME/VERSION`` a registry reference resolves to now (fetching it into the cache), else None."""
-    from urllib.parse import unquote
-
-    from predrnn.tracking.model import fetch_model
-
-    if not model.startswith("models:/"):
-        return None
-    local = fetch_model(model, tracking_uri, cache_dir)
-    return f"models:/{unquote(local.parent.name)}/{local.name}" if local.is_relative_to(cache_dir) else None
-
-
 def forecast_cmd(
     model: Annotated[str, typer.Option(
         "--model", help="model directory, or models:/NAME@ALIAS / models:/NAME/VERSION")],
@@ -145,7 +133,9 @@ def forecast_cmd(
     s3 = settings.s3()
     registry = is_registry_ref(model)
     uri = settings.tracking(tracking_uri) if registry else None
-    version = _model_version(model, uri, settings.model_cache) if uri else None
+    from predrnn.tracking.model import pinned_ref
+
+    version = pinned_ref(model, uri) if uri else None  # the job loads and records this one version
     net, cfg = load_forecaster(version or model, tracking_uri=uri, cache_dir=settings.model_cache)
     job = check_job(cfg, data, out, split=split, horizon=horizon, s3=s3)  # before any worker starts
     typer.echo(f"forecasting {job.source_index.size} {split} clips of {job.source_uri}: {job.context} context "
@@ -164,12 +154,10 @@ def forecast_cmd(
 
 
 class _ForecastClips:
-    """The clips of a forecast dataset version, or the matching frames of its source (``truth``): an array
-    of shape (clips, N, H, W, C) read a slice at a time, as :func:`_accumulate` reads it."""
+    """The clips of a forecast dataset version: an array of shape (clips, N, H, W, C) read a slice at a
+    time, as :func:`_accumulate` reads it; :meth:`truth` is its source's frames at the same lead times."""
 
-    def __init__(self, uri: str, truth: bool = False) -> None:
-        import numpy as np
-
+    def __init__(self, uri: str) -> None:
         from predrnn.data import open_version
 
         self.version = fc = open_version(uri)
@@ -177,60 +165,72 @@ class _ForecastClips:
         if not isinstance(meta, dict):
             raise fail(f"{fc.uri} is not a forecast dataset (written by `predrnn forecast`); score arrays with "
                        "--forecast F.npy --truth T.npy")
-        self.meta = meta
-        self.index: Any = None
-        self.source: Any = None
-        if truth:
-            import zarr
-
-            self.source = open_version(meta["source"])
-            group: Any = zarr.open_group(fc.backend.zarr_store(fc.manifest["path"], read_only=True), mode="r")
-            self.index = np.asarray(group["source_index"][:], np.int64)
-            t_src = self.source.shape[1]
-            need = meta["context"] + meta["horizon"]
-            if t_src < need:
-                raise fail(f"the source {self.source.uri} has clips of {t_src} frames: no truth for lead times "
-                           f"beyond {t_src - meta['context']} of the {meta['horizon']} forecast")
-        self.shape = fc.shape
-        self.dtype = self.source.dtype if self.source is not None else fc.dtype
-        self.ndim = 5
+        self.meta: dict[str, Any] = meta
+        self.shape, self.dtype, self.ndim = fc.shape, fc.dtype, 5
 
     def __getitem__(self, sl: slice) -> Any:
         import numpy as np
 
-        if self.source is None:
-            return self.version.read(np.arange(self.shape[0])[sl])
-        c, n = self.meta["context"], self.meta["horizon"]
-        return self.source.read(self.index[sl])[:, c:c + n]
+        return self.version.read(np.arange(self.shape[0])[sl])
+
+    def truth(self) -> _SourceFrames:
+        return _SourceFrames(self)
+
+
+class _SourceFrames:
+    """The frames of a forecast dataset's source that it forecast: clip ``source_index[i]``, frames
+    context .. context + horizon - 1, in the source's stored dtype, read a slice at a time."""
+
+    def __init__(self, fc: _ForecastClips) -> None:
+        import numpy as np
+        import zarr
+
+        from predrnn.data import open_version
+
+        meta, v = fc.meta, fc.version
+        self.source = open_version(meta["source"])
+        group: Any = zarr.open_group(v.backend.zarr_store(v.manifest["path"], read_only=True), mode="r")
+        self.index = np.asarray(group["source_index"][:], np.int64)
+        self.context, self.horizon = int(meta["context"]), int(meta["horizon"])
+        t_src = self.source.shape[1]
+        if t_src < self.context + self.horizon:
+            raise fail(f"the source {self.source.uri} has clips of {t_src} frames: no truth for lead times "
+                       f"beyond {t_src - self.context} of the {self.horizon} forecast")
+        self.shape, self.dtype, self.ndim = fc.shape, self.source.dtype, 5
+
+    def __getitem__(self, sl: slice) -> Any:
+        return self.source.read(self.index[sl])[:, self.context:self.context + self.horizon]
 
 
 def _is_array_file(path: str) -> bool:
     return path.endswith(".npy") or Path(path).is_file()
 
 
-def _read_scored(forecast: str, truth: str | None, mask: Path | None, image: bool) -> tuple[Any, Any, Any]:
-    """Forecast and truth as (clips, N, H, W, C) arrays (memory-mapped, or read from a forecast dataset and
-    its source a slice at a time) and the mask broadcast to them (or None); raises typer.Exit(2) naming
+def _read_scored(forecast: str | _ForecastClips, truth: str | None, mask: Path | None,
+                 image: bool) -> tuple[Any, Any, Any]:
+    """Forecast and truth as (clips, N, H, W, C) arrays (memory-mapped, or an opened forecast dataset and its
+    source, read a slice at a time) and the mask broadcast to them (or None); raises typer.Exit(2) naming
     the option that does not fit."""
     import numpy as np
 
     try:
-        if _is_array_file(forecast):
-            if truth is None:
-                raise fail("--truth T.npy is needed with a --forecast array (a forecast dataset brings its source)")
-            f: Any = np.load(forecast, mmap_mode="r", allow_pickle=False)
+        if isinstance(forecast, _ForecastClips):
+            f: Any = forecast
+        elif truth is None:
+            raise fail("--truth T.npy is needed with a --forecast array (a forecast dataset brings its source)")
         else:
-            f = _ForecastClips(forecast)
-        if truth is None:
-            t: Any = _ForecastClips(forecast, truth=True)
-        elif _is_array_file(truth):
+            f = np.load(forecast, mmap_mode="r", allow_pickle=False)
+        if isinstance(f, _ForecastClips):
+            t: Any = f.truth()
+        elif truth is not None and _is_array_file(truth):
             t = np.load(truth, mmap_mode="r", allow_pickle=False)
         else:
             raise fail(f"--truth {truth!r} is not a .npy file; a forecast dataset is scored against its own "
                        "source (leave --truth out)")
         m = np.load(mask, allow_pickle=False) if mask is not None else None
-    except PredrnnError as err:
-        raise fail(f"cannot read {forecast!r}: {err}") from None
+    except PredrnnError as err:  # the forecast dataset's source cannot be read
+        where = forecast.version.uri if isinstance(forecast, _ForecastClips) else forecast
+        raise fail(f"cannot read the source of {where}: {err}") from None
     except (OSError, ValueError) as err:
         raise fail(f"cannot read the arrays: {err}") from None
     if isinstance(f, np.ndarray) and f.ndim == 4:
@@ -309,10 +309,15 @@ def score_cmd(
     if batch_size < 1:
         raise fail("--batch-size must be >= 1")
     recorded: list[float] | None = None
+    scored: str | _ForecastClips = forecast
     if not _is_array_file(forecast):  # a forecast dataset: what its values are is recorded
         from predrnn.values import from_dataset_attrs
 
-        vals = from_dataset_attrs(_ForecastClips(forecast).version.attrs)
+        try:
+            scored = _ForecastClips(forecast)
+        except PredrnnError as err:
+            raise fail(f"cannot read {forecast!r}: {err}") from None
+        vals = from_dataset_attrs(scored.version.attrs)
         if truth is not None:
             raise fail("a forecast dataset is scored against its own source; leave --truth out (or score arrays: "
                        "--forecast F.npy --truth T.npy)")
@@ -333,7 +338,7 @@ def score_cmd(
     pools = parse_list(pool, int, "--pool") or []
     scales = parse_list(fss_scales, int, "--fss-scales") or []
     check_pools_and_scales(pools, scales)
-    f, t, m = _read_scored(forecast, truth, mask, image)
+    f, t, m = _read_scored(scored, truth, mask, image)
     values = ValuesConfig() if image else ValuesConfig(kind="field", units=units)
     acc = MetricAccumulator(f.shape[1], values=values, thresholds=thr, pools=pools, fss_scales=scales,
                             labels=labels)

@@ -26,6 +26,21 @@ class DatasetInfo:
         return asdict(self)
 
 
+def check_values_match(uri: str, data: Any, model: Any) -> None:
+    """A model's normalisation was learnt on values of one kind and unit: the dataset's must be the same.
+
+    Args:
+        data, model: :class:`predrnn.config.ValuesConfig` of the dataset and of the model.
+
+    Raises:
+        DataError: image data for a field model, a field for an image model, or other units.
+    """
+    if (model.kind, model.units) != (data.kind, data.units):
+        def what(v: Any) -> str:
+            return "image data" if v.kind == "image" else f"a field in {v.units or 'unnamed units'!r}"
+        raise DataError(f"dataset {uri} holds {what(data)} but the model was trained on {what(model)}")
+
+
 def validate_dataset(cfg: ExperimentConfig, uri: str, *, world_size: int = 1, for_model: bool = False,
                      need_val: bool = True, need_test: bool = False, need_length: int | None = None,
                      s3: dict[str, Any] | None = None) -> DatasetInfo:
@@ -80,12 +95,7 @@ def validate_dataset(cfg: ExperimentConfig, uri: str, *, world_size: int = 1, fo
 
     values = from_dataset_attrs(version.attrs)
     if for_model:
-        mine = cfg.values
-        if (mine.kind, mine.units) != (values.kind, values.units):
-            def what(v: Any) -> str:
-                return "image data" if v.kind == "image" else f"a field in {v.units or 'unnamed units'!r}"
-            raise DataError(f"dataset {version.uri} holds {what(values)} but the model was trained on "
-                               f"{what(mine)}")
+        check_values_match(version.uri, values, cfg.values)
     elif splits["train"] < world_size:
         raise DataError(f"dataset {version.uri} has {splits['train']} training clips; "
                            f"{world_size} workers need at least one each")

@@ -230,6 +230,25 @@ def registry_version(client: Any, ref: str) -> tuple[str, str] | None:
     return None
 
 
+def pinned_ref(ref: str, tracking_uri: str) -> str | None:
+    """``models:/NAME/VERSION`` that ``models:/NAME@ALIAS`` or ``models:/NAME/VERSION`` points to now (one
+    request to the store), so a job records and loads one fixed version; None for other references.
+
+    Raises:
+        TrackingError: the store is unreachable or the reference does not resolve.
+    """
+    from predrnn.tracking.runs import _client
+
+    if not ref.startswith("models:/"):
+        return None
+    uri = resolve_tracking_uri(tracking_uri)
+    try:
+        found = registry_version(_client(uri), ref)
+    except Exception as err:
+        raise TrackingError(f"cannot load {ref} from {uri}: {type(err).__name__}: {err}") from err
+    return None if found is None else f"models:/{found[0]}/{found[1]}"
+
+
 def fetch_model(ref: str, tracking_uri: str, cache_dir: Path | None = None) -> Path:
     """A local directory holding the MLflow model behind ``ref`` (``models:/NAME@ALIAS``,
     ``models:/NAME/VERSION``, ``models:/MODEL_ID``, ``runs:/...``).

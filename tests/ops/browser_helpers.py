@@ -91,15 +91,21 @@ def prefect_custom_run(page: Any, ui: str, name: str, parameters: dict[str, Any]
     assert run_name, "the custom-run form has no run name"
     shot(page, f"prefect-custom-run-{name}")
     submit.click()
-    try:
-        page.get_by_text("scheduled to start").first.wait_for()  # the UI's confirmation toast
-    except Exception:
-        (artifacts_dir() / f"prefect-custom-run-{name}-body.txt").write_text(page.inner_text("body"))
-        shot(page, f"prefect-custom-run-{name}-failed")
-        raise
+    wait_for_text(page, "scheduled to start", f"prefect-custom-run-{name}")  # the UI's confirmation toast
     assert run_name in page.inner_text("body")
     shot(page, f"prefect-custom-run-{name}-submitted")
     return run_name
+
+
+def wait_for_text(page: Any, text: str, name: str) -> None:
+    """Wait until ``text`` shows on the page; if it never does, keep the page's text and a screenshot
+    (``<name>-body.txt``, ``<name>-failed``) before the timeout propagates."""
+    try:
+        page.get_by_text(text).first.wait_for()
+    except Exception:
+        (artifacts_dir() / f"{name}-body.txt").write_text(page.inner_text("body"))
+        shot(page, f"{name}-failed")
+        raise
 
 
 def prefect_run_page(page: Any, ui: str, run_id: str, state: str, *, log_text: str | None = None,
@@ -109,21 +115,11 @@ def prefect_run_page(page: Any, ui: str, run_id: str, state: str, *, log_text: s
     page.goto(f"{ui}/runs/flow-run/{run_id}")
     page.get_by_text(state, exact=True).first.wait_for()
     if log_text:
-        try:
-            page.get_by_text(log_text).first.wait_for()
-        except Exception:
-            (artifacts_dir() / f"{name}-body.txt").write_text(page.inner_text("body"))
-            shot(page, f"{name}-failed")
-            raise
+        wait_for_text(page, log_text, name)
     shot(page, name)
     if artifact_key:
         page.get_by_text("Artifacts", exact=True).first.click()
-        try:
-            page.get_by_text(artifact_key).first.wait_for()
-        except Exception:
-            (artifacts_dir() / f"{name}-artifacts-body.txt").write_text(page.inner_text("body"))
-            shot(page, f"{name}-artifacts-failed")
-            raise
+        wait_for_text(page, artifact_key, f"{name}-artifacts")
         shot(page, f"{name}-artifacts")
 
 
