@@ -11,7 +11,6 @@ export RAY_USAGE_STATS_ENABLED := 0
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS := 90
 export PREFECT_HOME := $(CURDIR)/.state/prefect
-export RAY_AUTH_MODE := disabled
 
 CHROMIUM ?= /usr/bin/chromium
 

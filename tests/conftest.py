@@ -23,7 +23,6 @@ _DEFAULTS = {
     "MLFLOW_DISABLE_TELEMETRY": "true",
     "DO_NOT_TRACK": "true",
     "RAY_USAGE_STATS_ENABLED": "0",
-    "RAY_AUTH_MODE": "disabled",
     "PREFECT_HOME": os.path.join(_STATE, "prefect"),
     "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
     "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "90",
@@ -31,6 +30,12 @@ _DEFAULTS = {
 }
 for _k, _v in _DEFAULTS.items():
     os.environ.setdefault(_k, _v)
+# every Ray of the suite runs as the project runs it: token authentication, the token in the state folder
+if os.environ.get("RAY_AUTH_MODE") == "disabled":  # an old shell setting: the suite never runs Ray without it
+    del os.environ["RAY_AUTH_MODE"]
+from predrnn.security import ray_auth_env  # noqa: E402 - after the environment above
+
+os.environ.update(ray_auth_env(_STATE, os.environ))
 
 
 @pytest.fixture(autouse=True)

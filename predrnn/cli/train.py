@@ -18,17 +18,23 @@ if TYPE_CHECKING:
 
 
 def tool_env(state: Path | None = None) -> Path:
-    """Keep every tool's state under the state folder (``PREDRNN_STATE_DIR``, default ``./.state``) and
-    switch telemetry off, before the tools import; returns the state folder."""
+    """Keep every tool's state under the state folder (``PREDRNN_STATE_DIR``, default ``./.state``),
+    switch telemetry off and put Ray under token authentication (:func:`predrnn.security.ray_auth_env`),
+    before the tools import; returns the state folder.
+
+    Raises:
+        SecurityError: ``RAY_AUTH_MODE`` asks for no authentication, or ``RAY_AUTH_TOKEN_PATH`` is unusable.
+    """
+    from predrnn.security import ray_auth_env
     from predrnn.settings import Settings
 
     root = (state or Settings().state).absolute()
     os.environ.setdefault("PREDRNN_STATE_DIR", str(root))
+    os.environ.update(ray_auth_env(root, os.environ))
     defaults = {
         "MLFLOW_DISABLE_TELEMETRY": "true",
         "DO_NOT_TRACK": "true",
         "RAY_USAGE_STATS_ENABLED": "0",
-        "RAY_AUTH_MODE": "disabled",
         "PREFECT_HOME": str(root / "prefect"),
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
         "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "90",

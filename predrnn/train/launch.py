@@ -33,9 +33,42 @@ def export_cluster_address() -> None:
         os.environ.setdefault("RAY_ADDRESS", ray.get_runtime_context().gcs_address)
 
 
+def _require_token_auth() -> None:
+    """Refuse to start or join a Ray without token authentication (the door sets it up).
+
+    Raises:
+        SecurityError: ``RAY_AUTH_MODE`` is not ``token``, or no token is given.
+    """
+    from predrnn.security import SecurityError
+
+    if os.environ.get("RAY_AUTH_MODE", "").lower() != "token" or not (
+            os.environ.get("RAY_AUTH_TOKEN") or os.environ.get("RAY_AUTH_TOKEN_PATH")):
+        raise SecurityError("Ray needs token authentication: set RAY_AUTH_MODE=token and RAY_AUTH_TOKEN_PATH (a "
+                            "predrnn command does this with predrnn.security.ray_auth_env)")
+
+
+def _local_only(on: bool) -> None:
+    """Make Ray keep a cluster on this machine's loopback address (``on``), or resolve it to the external one.
+
+    Ray turns ``127.0.0.1`` into the machine's external address and binds its GCS, raylet, workers and
+    agents there (or on every interface), unless it runs as a single-machine cluster
+    (``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0``, read when :mod:`ray` is imported and again here for a Ray
+    already imported). A local-only process can neither join nor be joined from another machine, so
+    this is set only for a cluster on 127.0.0.1 (a local one, or the stack's head).
+    """
+    from ray._private import ray_constants
+
+    os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0" if on else "1"
+    ray_constants.ENABLE_RAY_CLUSTER = not on
+
+
 def ensure_ray(address: str | None, *, num_cpus: int | None = None, temp_dir: str | Path | None = None,
                dashboard: bool = True) -> bool:
-    """Connect to the cluster at ``address`` (``HOST:PORT``) or start a local one.
+    """Connect to the cluster at ``address`` (``HOST:PORT``) or start a local one, with token authentication.
+
+    A local cluster, and a cluster at ``127.0.0.1``/``localhost``, listen on the loopback address only
+    (every Ray port: GCS, raylet, object manager, workers, agents, dashboard); a cluster elsewhere was
+    asked for by its address and is joined as it is (its token is required all the same).
 
     Args:
         address: an existing cluster; None starts a local one (with its dashboard on 127.0.0.1, whose
@@ -54,11 +87,18 @@ def ensure_ray(address: str | None, *, num_cpus: int | None = None, temp_dir: st
     Returns:
         True when this call connected or started Ray (the caller shuts it down with :func:`shutdown`),
         False when the process was already connected.
+
+    Raises:
+        SecurityError: token authentication is not set up (``RAY_AUTH_MODE=token`` and a token).
     """
     import ray
 
     if ray.is_initialized():
         return False
+    _require_token_auth()
+    # the addresses Ray would turn into the external one (other loopback addresses, 127.0.0.2 say, it binds
+    # as they are)
+    _local_only(not address or address.rsplit(":", 1)[0] in ("127.0.0.1", "localhost", "[::1]"))
     # Ray Train's controller reads its settings from the environment of the process that calls fit() (this
     # driver, or a Tune trial's worker). It polls its workers every 2 s by default, which adds up to 2 s at
     # each start and end of a worker group; and it runs an extra actor (a process) watching for node

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from listeners import Watch
 from train_helpers import last_json, tiny_config
 
 from predrnn.sampling import probabilities
@@ -53,6 +54,26 @@ def _train_workers() -> list[int]:
     return pids
 
 
+def test_ray_refuses_a_client_without_the_token(local_ray, tmp_path):
+    """The local Ray (as ``predrnn train`` starts it) takes a client holding the token and refuses one
+    without: Ray's token authentication on, not only its loopback binding."""
+    import subprocess
+    import sys
+
+    import ray
+
+    gcs = ray.get_runtime_context().gcs_address
+    probe = f"import ray; ray.init(address={gcs!r}, logging_level='ERROR'); print('joined', ray.cluster_resources()['CPU'])"
+    base = {**os.environ, "HOME": str(tmp_path), "RAY_py_gcs_connect_timeout_s": "5"}
+    ok = subprocess.run([sys.executable, "-c", probe], env=base, capture_output=True, text=True, timeout=120)
+    assert ok.returncode == 0 and "joined" in ok.stdout, ok.stderr[-2000:]
+    intruder = {k: v for k, v in base.items() if not k.startswith("RAY_AUTH")} | {"RAY_AUTH_MODE": "disabled"}
+    refused = subprocess.run([sys.executable, "-c", probe], env=intruder, capture_output=True, text=True,
+                             timeout=120)
+    assert refused.returncode != 0 and "joined" not in refused.stdout
+    assert "InvalidAuthToken" in refused.stderr, refused.stderr[-2000:]
+
+
 def test_two_workers_track_and_register(local_ray, tiny_dataset, tracking_uri, tmp_path, monkeypatch):
     import mlflow
     from mlflow import MlflowClient
@@ -60,9 +81,13 @@ def test_two_workers_track_and_register(local_ray, tiny_dataset, tracking_uri, t
     from predrnn.tracking import load_registered_model
 
     cfg = configure(tiny_config(), workers=2)
-    result = train(prepare(cfg, data=tiny_dataset, tracking_uri=tracking_uri, storage_path=str(tmp_path / "runs")),
-                           log_every=1)
+    with Watch([os.getpid()]) as sockets:  # every listener of this process's Ray, sampled during the run
+        result = train(prepare(cfg, data=tiny_dataset, tracking_uri=tracking_uri,
+                               storage_path=str(tmp_path / "runs")), log_every=1)
     assert iteration_of(result.latest_checkpoint) == 8
+    names = {name for name, _, _ in sockets.seen}
+    assert {"gcs_server", "raylet"} <= names, sockets.seen
+    assert not sockets.outside, f"Ray listens beyond loopback: {sorted(sockets.outside)}"
     meta = json.loads((Path(result.latest_checkpoint) / META_FILE).read_text())
     assert meta["world_size"] == 2 and meta["dataset"]["uri"] == result.dataset["uri"]
     assert np.isfinite(result.best_metrics["val_mse"])

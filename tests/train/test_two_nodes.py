@@ -34,7 +34,10 @@ def two_nodes(short_tmp: str):
     temp = os.path.join(short_tmp, f"n{free_port()}")
     os.makedirs(temp)
     port = free_port()
-    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0",
+    # a cluster asked for by address: its nodes join each other (on loopback addresses here), under the
+    # suite's token (RAY_AUTH_MODE=token and RAY_AUTH_TOKEN_PATH, from conftest)
+    assert os.environ["RAY_AUTH_MODE"] == "token"
+    env = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "1", "RAY_USAGE_STATS_ENABLED": "0",
            "AUTOSCALER_METRIC_PORT": str(free_port()), "DASHBOARD_METRIC_PORT": str(free_port())}
     common = ["--num-cpus=1", "--object-store-memory=200000000", f"--temp-dir={temp}",
               "--disable-usage-stats"]
