@@ -21,7 +21,7 @@ _MAX_TEMP_DIR = 60
 
 
 def export_cluster_address() -> None:
-    """Ray worker setup hook: put the cluster's GCS address in ``RAY_ADDRESS`` of every worker process.
+    """Put the cluster's GCS address in ``RAY_ADDRESS`` of this worker process.
 
     Ray Train's placement-group cleaner finds its cluster by address auto-detection, which fails when
     several Ray instances run on one machine (a stack's head next to a local one); a stopped trial's
@@ -31,6 +31,50 @@ def export_cluster_address() -> None:
 
     with contextlib.suppress(Exception):  # not connected yet: auto-detection stays as it was
         os.environ.setdefault("RAY_ADDRESS", ray.get_runtime_context().gcs_address)
+
+
+def bind_rendezvous_to_loopback() -> None:
+    """Make rank 0's DDP rendezvous store listen on its loopback address when the master address is one.
+
+    ``torch.distributed`` (the ``tcp://`` rendezvous Ray Train uses) starts a ``TCPStore`` server on
+    rank 0 that listens on every interface (``::``), whatever ``MASTER_ADDR`` says, with no
+    authentication. When the master address is a loopback address (a cluster on this machine) the
+    store is handed a socket bound to exactly that address (``TCPStore``'s ``master_listen_fd``):
+    nothing changes for the ranks, which connect to that address anyway, and nothing listens beyond
+    the machine. A master address elsewhere (a real multi-node cluster) is left as torch binds it.
+    """
+    import importlib
+    import socket
+
+    from predrnn.security import is_loopback
+
+    # the module (``torch.distributed.rendezvous`` the attribute is a function of the same name)
+    rendezvous = importlib.import_module("torch.distributed.rendezvous")
+
+    tcp_store = rendezvous.TCPStore
+    if getattr(tcp_store, "binds_loopback", False):
+        return
+
+    def store(host_name: str, port: int, world_size: int | None = None, is_master: bool = False,
+              **kwargs: Any) -> Any:
+        if is_master and port and kwargs.get("master_listen_fd") is None and is_loopback(host_name):
+            family = socket.AF_INET6 if ":" in host_name else socket.AF_INET
+            sock = socket.socket(family, socket.SOCK_STREAM)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind((host_name, port))
+            sock.listen(1024)
+            kwargs["master_listen_fd"] = sock.detach()  # the store owns the descriptor from here on
+        return tcp_store(host_name, port, world_size, is_master, **kwargs)
+
+    store.binds_loopback = True  # type: ignore[attr-defined]
+    rendezvous.TCPStore = store  # type: ignore[assignment,misc]
+
+
+def setup_worker_process() -> None:
+    """Ray's ``worker_process_setup_hook`` for every worker of our jobs: :func:`export_cluster_address` and
+    :func:`bind_rendezvous_to_loopback`."""
+    export_cluster_address()
+    bind_rendezvous_to_loopback()
 
 
 def _require_token_auth() -> None:
@@ -109,7 +153,7 @@ def ensure_ray(address: str | None, *, num_cpus: int | None = None, temp_dir: st
     train_env = {k: os.environ.get(k, v) for k, v in train_env.items()}
     for k, v in train_env.items():
         os.environ.setdefault(k, v)
-    runtime_env = {"worker_process_setup_hook": export_cluster_address, "env_vars": train_env}
+    runtime_env = {"worker_process_setup_hook": setup_worker_process, "env_vars": train_env}
     if address:
         ray.init(address=address, log_to_driver=True, logging_level=logging.WARNING, runtime_env=runtime_env)
         return True
