@@ -37,13 +37,15 @@ def gate_task(model_name: str, version: int, *, force: bool, margin: float, trac
 
     A promotion that fails (the store down mid-way) is recorded as ``promotion.decision=failed`` with the
     error, waiting up to ``FAILURE_RECORD_WAIT_S`` for the store to come back, and reported as a
-    ``promotion`` artifact before the task fails."""
+    ``promotion`` artifact before the task fails. The alias moves as the promoter
+    (``PREDRNN_PROMOTER_USERNAME``/``PREDRNN_PROMOTER_PASSWORD``, the stack's ``promoter`` account)."""
+    from predrnn.settings import Settings
     from predrnn.tracking.registry import RegistryError, promote, record_failure
 
-    try:
+    try:  # the promoter's account is read here, in the flow's process: never a parameter of the task
         decision = promote(model_name, version, force=force, margin=margin, tracking_uri=tracking_uri,
                            candidate_value=candidate_value, champion_value=champion_value, dataset=dataset,
-                           metric=metric)
+                           metric=metric, promoter=Settings().promoter())
     except RegistryError as err:
         written = tracking_uri is not None and record_failure(model_name, version, str(err),
                                                               tracking_uri=tracking_uri, wait_s=FAILURE_RECORD_WAIT_S)

@@ -10,7 +10,13 @@ Services (each in its own process group, each waited on until healthy, one log f
 
 All state lives under one folder (``.state/stack`` by default): data, logs, ``PREFECT_HOME`` and
 ``stack.json`` with the process groups and URLs. Settings come from ``PREDRNN_STACK_*`` variables
-or a ``.env`` file. Stopping kills each service's process group (never ``ray stop``, which would
+or a ``.env`` file.
+
+Every service authenticates its callers (:class:`StackSecrets`: generated once per state folder
+into ``secrets/``, mode 0600, never printed): SeaweedFS its S3 keys, MLflow basic auth with a
+``pipeline`` account and a ``promoter`` account (only promoters move ``@champion``,
+:mod:`predrnn.tracking.auth_app`), Prefect its API auth string, Ray its token. With the default host
+every port is on 127.0.0.1. Stopping kills each service's process group (never ``ray stop``, which would
 kill every Ray process of the user).
 
     predrnn stack up        # prints the URLs and the environment for clients
@@ -33,6 +39,7 @@ import tempfile
 import threading
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
@@ -46,6 +53,11 @@ from predrnn.errors import PredrnnError
 
 SERVICES = ("s3", "mlflow", "prefect", "ray", "worker")
 STATE_FILE = "stack.json"
+SECRET_SETTINGS = frozenset({"s3_secret_key"})
+# MLflow accounts of the stack: the admin (user management), the pipeline (runs, model versions) and the
+# promoter (the only non-admin that moves @champion: the `promoter` role of predrnn.tracking.auth_app)
+ADMIN_USER, PIPELINE_USER, PROMOTER_USER = "admin", "pipeline", "promoter"
+PREFECT_USER = "predrnn"
 
 
 class StackError(PredrnnError, RuntimeError):
@@ -90,10 +102,12 @@ class StackSettings(BaseSettings):
     heartbeat_seconds: int = Field(default=30, ge=30)  # Prefect's minimum
     zombie_after_s: int = Field(default=90, ge=60)
     s3_access_key: str = "predrnn"
-    s3_secret_key: SecretStr = SecretStr("predrnn-local-secret")
+    s3_secret_key: SecretStr | None = None  # None: generated once into the state folder's secrets
     s3_region: str = "us-east-1"
     buckets: list[str] = Field(default_factory=lambda: ["mlflow", "datasets", "ray"])
     startup_timeout_s: float = 180.0
+    # Ray's token: the user's own (RAY_AUTH_TOKEN_PATH, as every predrnn command takes it), else generated
+    ray_auth_token_path: Path | None = Field(default=None, validation_alias="RAY_AUTH_TOKEN_PATH")
 
     @model_validator(mode="after")
     def _zombie_after_heartbeats(self) -> StackSettings:
@@ -112,11 +126,16 @@ class StackSettings(BaseSettings):
             in_file = {line.split("=", 1)[0].strip().upper() for line in dotenv.read_text().splitlines()
                        if "=" in line and not line.lstrip().startswith("#")}
         out = []
-        for name in type(self).model_fields:
-            var = f"PREDRNN_STACK_{name.upper()}"
+        for name, info in type(self).model_fields.items():
+            alias = info.validation_alias
+            var = alias if isinstance(alias, str) else f"PREDRNN_STACK_{name.upper()}"
             value = getattr(self, name)
-            shown = "********" if isinstance(value, SecretStr) else (
-                ",".join(value) if isinstance(value, list) else str(value))
+            if name == "ray_auth_token_path":
+                shown = str(self.ray_token_path)
+            elif name in SECRET_SETTINGS:
+                shown = "********" if value is not None else f"(generated in {self.secrets_dir})"
+            else:
+                shown = ",".join(value) if isinstance(value, list) else str(value)
             source = "environment" if var in env else ".env" if var in in_file else "default"
             out.append((var, shown, source))
         return out
@@ -182,6 +201,17 @@ class StackSettings(BaseSettings):
         return self.state_dir.absolute()
 
     @property
+    def secrets_dir(self) -> Path:
+        """The stack's credentials (mode 0700; each file 0600): see :class:`StackSecrets`."""
+        return self.root / "secrets"
+
+    @property
+    def ray_token_path(self) -> Path:
+        """Ray's token file: ``RAY_AUTH_TOKEN_PATH`` when the user gives one, else ``secrets/ray_auth_token``."""
+        given = self.ray_auth_token_path
+        return given.expanduser().absolute() if given else self.secrets_dir / "ray_auth_token"
+
+    @property
     def prefect_api_url(self) -> str:
         return f"http://{self.host}:{self.prefect_port}/api"
 
@@ -212,23 +242,48 @@ class StackSettings(BaseSettings):
         return urls
 
     def tool_env(self) -> dict[str, str]:
-        """Telemetry off and tool state inside the stack folder (every service and client)."""
+        """Telemetry off, tool state inside the stack folder, Ray under token authentication and, on a
+        loopback host, on loopback only (every service and client)."""
+        # Ray turns 127.0.0.1 into the machine's external address unless it runs as a one-machine cluster
+        local_ray = "0" if self.host in ("127.0.0.1", "localhost", "::1") else "1"
         return {"PREFECT_HOME": str(self.root / "prefect" / "home"), "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
                 "PREFECT_SERVER_UI_API_URL": self.prefect_api_url, "MLFLOW_DISABLE_TELEMETRY": "true",
-                "DO_NOT_TRACK": "true", "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"}
+                "DO_NOT_TRACK": "true", "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "token",
+                "RAY_AUTH_TOKEN_PATH": str(self.ray_token_path), "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": local_ray}
 
     def client_env(self) -> dict[str, str]:
-        """The environment a client (CLI, flow run, test) uses to talk to this stack."""
+        """The environment a client (CLI, flow run, test) uses to talk to this stack, without its secrets
+        (:meth:`Stack.client_env` adds them)."""
         env = {**self.tool_env(), "PREFECT_API_URL": self.prefect_api_url, "MLFLOW_TRACKING_URI": self.mlflow_url,
                "PREDRNN_STATE_DIR": str(self.root / "work"), "PREDRNN_DATASETS_ROOT": "s3://datasets"}
+        if "mlflow" in self.services:
+            env.update(MLFLOW_TRACKING_USERNAME=PIPELINE_USER, PREDRNN_PROMOTER_USERNAME=PROMOTER_USER)
         if "s3" in self.services:
-            env.update(AWS_ACCESS_KEY_ID=self.s3_access_key,
-                       AWS_SECRET_ACCESS_KEY=self.s3_secret_key.get_secret_value(), AWS_REGION=self.s3_region,
+            env.update(AWS_ACCESS_KEY_ID=self.s3_access_key, AWS_REGION=self.s3_region,
                        PREDRNN_S3_ENDPOINT_URL=self.s3_endpoint,
                        MLFLOW_S3_ENDPOINT_URL=self.s3_endpoint)
         if "ray" in self.services:
             env["PREDRNN_RAY_ADDRESS"] = self.ray_address
         return env
+
+
+def check_dotenv(path: Path) -> None:
+    """Refuse a ``.env`` that sets a secret (``*SECRET*``, ``*PASSWORD*``, ``*TOKEN*``) and that others can read.
+
+    Raises:
+        StackError: naming the file and the ``chmod`` that fixes it.
+    """
+    from predrnn.security import SecurityError, check_private
+
+    if not path.is_file():
+        return
+    keys = [line.split("=", 1)[0].strip().upper() for line in path.read_text(errors="replace").splitlines()
+            if "=" in line and not line.lstrip().startswith("#")]
+    if any(word in key for key in keys for word in ("SECRET", "PASSWORD", "TOKEN", "AUTH_STRING")):
+        try:
+            check_private(path.absolute())
+        except SecurityError as err:
+            raise StackError(str(err)) from None
 
 
 def free_ports(n: int) -> list[int]:
@@ -286,6 +341,121 @@ def _tail(path: Path, n: int = 3000) -> str:
         return "(no log)"
 
 
+class StackSecrets:
+    """The stack's credentials: generated once per state folder, kept in ``<state>/secrets`` (0700).
+
+    - ``stack.env`` (0600): the MLflow admin, pipeline and promoter passwords, MLflow's Flask secret
+      key, the Prefect API password and, unless ``PREDRNN_STACK_S3_SECRET_KEY`` is set, the S3 secret
+      key. Keys missing from an older file are added; to rotate one, delete its line (or the file) and
+      restart the stack (``predrnn stack down && predrnn stack up``): passwords are set again at start.
+    - ``ray_auth_token`` (0600): Ray's cluster token.
+    - ``client.env`` (0600): the secret half of the client environment, ``export`` lines that
+      ``predrnn stack env`` sources instead of printing them.
+    - ``mlflow_auth.ini`` (0600): MLflow's basic-auth configuration (its user database, the admin's name).
+
+    Each value is 256 bits from :func:`secrets.token_hex`; none is ever printed or logged.
+    """
+
+    KEYS = ("MLFLOW_ADMIN_PASSWORD", "MLFLOW_PIPELINE_PASSWORD", "MLFLOW_PROMOTER_PASSWORD", "MLFLOW_FLASK_SECRET_KEY",
+            "PREFECT_API_PASSWORD", "S3_SECRET_KEY")
+
+    def __init__(self, settings: StackSettings) -> None:
+        self.s = settings
+        self.folder = settings.secrets_dir
+        self._values: dict[str, str] | None = None
+
+    @property
+    def path(self) -> Path:
+        return self.folder / "stack.env"
+
+    def values(self) -> dict[str, str]:
+        """Every secret of :attr:`KEYS`, generating (and saving) the missing ones.
+
+        Raises:
+            StackError: the file is readable by others.
+        """
+        if self._values is None:
+            from predrnn.security import SecurityError, check_private, new_secret, write_private
+
+            have: dict[str, str] = {}
+            if self.path.exists():
+                try:
+                    check_private(self.path)
+                except SecurityError as err:
+                    raise StackError(str(err)) from None
+                for line in self.path.read_text().splitlines():
+                    key, sep, value = line.partition("=")
+                    if sep and not key.startswith("#"):
+                        have[key.strip()] = value.strip()
+            missing = [k for k in self.KEYS if not have.get(k)]
+            if missing:
+                have.update({k: new_secret() for k in missing})
+                body = "".join(f"{k}={have[k]}\n" for k in self.KEYS)
+                write_private(self.path, "# predrnn stack credentials: generated, never printed; mode 0600\n" + body)
+            self._values = have
+        return self._values
+
+    def s3_secret(self) -> str:
+        given = self.s.s3_secret_key
+        return given.get_secret_value() if given is not None else self.values()["S3_SECRET_KEY"]
+
+    def ray_token(self) -> Path:
+        """The Ray token file (generated on first use unless the user gave it).
+
+        Raises:
+            StackError: the user's token file is missing or others can read it.
+        """
+        from predrnn.security import SecurityError, ensure_secret_file
+
+        path = self.s.ray_token_path
+        if self.s.ray_auth_token_path is not None and not path.is_file():
+            raise StackError(f"RAY_AUTH_TOKEN_PATH={path} is not a file holding a token")
+        try:
+            return ensure_secret_file(path)
+        except SecurityError as err:
+            raise StackError(str(err)) from None
+
+    def prefect_auth_string(self) -> str:
+        """``user:password`` of Prefect's API auth (``PREFECT_SERVER_API_AUTH_STRING``/``PREFECT_API_AUTH_STRING``)."""
+        return f"{PREFECT_USER}:{self.values()['PREFECT_API_PASSWORD']}"
+
+    def client(self) -> dict[str, str]:
+        """The secret half of a client's environment (S3 secret, MLflow and Prefect passwords)."""
+        v, s = self.values(), self.s
+        out: dict[str, str] = {}
+        if "s3" in s.services:
+            out["AWS_SECRET_ACCESS_KEY"] = self.s3_secret()
+        if "mlflow" in s.services:
+            out.update(MLFLOW_TRACKING_PASSWORD=v["MLFLOW_PIPELINE_PASSWORD"],
+                       PREDRNN_PROMOTER_PASSWORD=v["MLFLOW_PROMOTER_PASSWORD"])
+        if "prefect" in s.services:
+            out["PREFECT_API_AUTH_STRING"] = self.prefect_auth_string()
+        return out
+
+    def write_client_file(self) -> Path:
+        """``client.env``: ``export`` lines of :meth:`client`, for ``predrnn stack env`` to source."""
+        import shlex
+
+        from predrnn.security import write_private
+
+        body = "".join(f"export {k}={shlex.quote(v)}\n" for k, v in self.client().items())
+        return write_private(self.folder / "client.env", body)
+
+    def mlflow_config(self) -> Path:
+        """MLflow's basic-auth ini: its user database beside the tracking store, the admin's name, READ for
+        every account by default (the roles add EDIT)."""
+        from predrnn.security import write_private
+
+        db = self.s.root / "mlflow" / "auth.db"
+        return write_private(self.folder / "mlflow_auth.ini", (
+            "[mlflow]\n"
+            "default_permission = READ\n"
+            f"database_uri = sqlite:///{db}\n"
+            f"admin_username = {ADMIN_USER}\n"
+            "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n"
+            "grant_default_workspace_access = false\n"))
+
+
 class Stack:
     """Start, stop and inspect the local stack described by ``settings``."""
 
@@ -293,6 +463,12 @@ class Stack:
         self.s = settings or StackSettings()
         self.root = self.s.root
         self.logs = self.root / "logs"
+        self.secrets = StackSecrets(self.s)
+
+    def client_env(self) -> dict[str, str]:
+        """The whole environment a client (CLI, flow run, test) uses to talk to this stack, secrets included:
+        for a child process's environment, never for printing."""
+        return {**self.s.client_env(), **self.secrets.client()}
 
     # -- state ---------------------------------------------------------------------------------------
 
@@ -329,8 +505,8 @@ class Stack:
     # -- services ------------------------------------------------------------------------------------
 
     def _s3_env(self) -> dict[str, str]:
-        return {"AWS_ACCESS_KEY_ID": self.s.s3_access_key,
-                "AWS_SECRET_ACCESS_KEY": self.s.s3_secret_key.get_secret_value(), "AWS_REGION": self.s.s3_region}
+        return {"AWS_ACCESS_KEY_ID": self.s.s3_access_key, "AWS_SECRET_ACCESS_KEY": self.secrets.s3_secret(),
+                "AWS_REGION": self.s.s3_region}
 
     def _start_s3(self) -> subprocess.Popen[bytes]:
         data = self.root / "s3"
@@ -359,7 +535,7 @@ class Stack:
 
         return boto3.client("s3", endpoint_url=self.s.s3_endpoint, region_name=self.s.s3_region,
                             aws_access_key_id=self.s.s3_access_key,
-                            aws_secret_access_key=self.s.s3_secret_key.get_secret_value(),
+                            aws_secret_access_key=self.secrets.s3_secret(),
                             config=Config(retries={"max_attempts": 1}, connect_timeout=2, read_timeout=5))
 
     def _buckets_ready(self) -> bool:
@@ -382,29 +558,106 @@ class Stack:
             extra = {**self._s3_env(), "MLFLOW_S3_ENDPOINT_URL": s.s3_endpoint}
         else:
             artifacts, extra = str(folder / "artifacts"), {}
-        env = self._env({"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", **extra})
+        v = self.secrets.values()
+        # basic auth (predrnn.tracking.auth_app): the admin's password applies on the first start only (later
+        # starts keep the user database's); the Flask key signs the UI's forms
+        auth = {"MLFLOW_AUTH_CONFIG_PATH": str(self.secrets.mlflow_config()),
+                "MLFLOW_AUTH_ADMIN_PASSWORD": v["MLFLOW_ADMIN_PASSWORD"],
+                "MLFLOW_FLASK_SERVER_SECRET_KEY": v["MLFLOW_FLASK_SECRET_KEY"]}
+        env = self._env({"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", **extra, **auth})
         cmd = [_bin("mlflow"), "server", "--backend-store-uri", f"sqlite:///{folder / 'mlflow.db'}",
-               "--artifacts-destination", artifacts, "--host", s.host, "--port", str(s.mlflow_port), "--workers", "1"]
+               "--artifacts-destination", artifacts, "--host", s.host, "--port", str(s.mlflow_port), "--workers", "1",
+               "--app-name", "predrnn-auth"]
         return self._spawn("mlflow", cmd, env)
+
+    def _mlflow_admin(self, method: str, path: str, body: dict[str, Any] | None = None,
+                      query: dict[str, str] | None = None) -> tuple[int, Any]:
+        """One call to MLflow's user/role API as the admin: ``(status, JSON body)``."""
+        import base64
+
+        url = self.s.mlflow_url + path + ("?" + urllib.parse.urlencode(query) if query else "")
+        creds = base64.b64encode(f"{ADMIN_USER}:{self.secrets.values()['MLFLOW_ADMIN_PASSWORD']}".encode()).decode()
+        req = urllib.request.Request(url, data=None if body is None else json.dumps(body).encode(), method=method,
+                                     headers={"Content-Type": "application/json", "Authorization": f"Basic {creds}"})
+        try:
+            with urllib.request.urlopen(req, timeout=15) as resp:  # noqa: S310 - the stack's own server
+                return resp.status, json.loads(resp.read() or b"{}")
+        except urllib.error.HTTPError as err:
+            text = err.read().decode(errors="replace")
+            try:
+                return err.code, json.loads(text)
+            except ValueError:
+                return err.code, {"message": text}
+
+    def ensure_mlflow_accounts(self) -> None:
+        """The ``pipeline`` and ``promoter`` accounts with their passwords from :class:`StackSecrets` (set again
+        on every start, so a rotated password takes effect), and their roles: ``pipeline`` EDIT on every
+        experiment and registered model (runs, model versions, tags), ``promoter`` EDIT on every registered
+        model plus the right to move ``@champion`` (:mod:`predrnn.tracking.auth_app`).
+
+        Raises:
+            StackError: MLflow refused a call (the message names it).
+        """
+        from predrnn.tracking.auth_app import PROMOTER_ROLE
+
+        v = self.secrets.values()
+        users = {PIPELINE_USER: v["MLFLOW_PIPELINE_PASSWORD"], PROMOTER_USER: v["MLFLOW_PROMOTER_PASSWORD"]}
+        roles = {PIPELINE_USER: ("experiment", "registered_model"), PROMOTER_ROLE: ("registered_model",)}
+        members = {PIPELINE_USER: PIPELINE_USER, PROMOTER_USER: PROMOTER_ROLE}
+
+        def ok(status: int, body: Any, what: str, allowed: tuple[str, ...] = ()) -> Any:
+            if status == 200 or (isinstance(body, dict) and body.get("error_code") in allowed):
+                return body
+            raise StackError(f"MLflow refused to {what} ({status}): {str(body)[:300]}")
+
+        for user, password in users.items():
+            status, body = self._mlflow_admin("POST", "/api/2.0/mlflow/users/create",
+                                              {"username": user, "password": password})
+            if isinstance(body, dict) and body.get("error_code") == "RESOURCE_ALREADY_EXISTS":
+                ok(*self._mlflow_admin("PATCH", "/api/2.0/mlflow/users/update-password",
+                                       {"username": user, "password": password}), f"set the password of {user}")
+            else:
+                ok(status, body, f"create user {user}")
+        listed = ok(*self._mlflow_admin("GET", "/api/3.0/mlflow/roles/list", query={"workspace": "default"}),
+                    "list roles")
+        ids = {r["name"]: int(r["id"]) for r in listed.get("roles", [])}
+        for role, kinds in roles.items():
+            if role not in ids:
+                made = ok(*self._mlflow_admin("POST", "/api/3.0/mlflow/roles/create",
+                                              {"name": role, "workspace": "default"}), f"create role {role}")
+                ids[role] = int(made["role"]["id"])
+            for kind in kinds:
+                ok(*self._mlflow_admin("POST", "/api/3.0/mlflow/roles/permissions/add",
+                                       {"role_id": ids[role], "resource_type": kind, "resource_pattern": "*",
+                                        "permission": "EDIT"}), f"grant {role} EDIT on {kind}",
+                   ("RESOURCE_ALREADY_EXISTS",))
+        for user, role in members.items():
+            ok(*self._mlflow_admin("POST", "/api/3.0/mlflow/roles/assign", {"username": user, "role_id": ids[role]}),
+               f"give {user} the {role} role", ("RESOURCE_ALREADY_EXISTS",))
 
     def _start_prefect(self) -> subprocess.Popen[bytes]:
         s = self.s
         # Deployment concurrency slots are held through leases; on disk (under PREFECT_HOME) they survive a
         # server restart and expire when nobody renews them, instead of holding the slot for ever.
         env = self._env({"PREFECT_API_URL": s.prefect_api_url,
+                         "PREFECT_SERVER_API_AUTH_STRING": self.secrets.prefect_auth_string(),
+                         "PREFECT_API_AUTH_STRING": self.secrets.prefect_auth_string(),
                          "PREFECT_SERVER_CONCURRENCY_LEASE_STORAGE":
                              "prefect.server.concurrency.lease_storage.filesystem"})
         return self._spawn("prefect", [_bin("prefect"), "server", "start", "--host", s.host, "--port",
                                        str(s.prefect_port)], env)
 
     def _ray_env(self) -> dict[str, str]:
-        # Train workers run in the head's processes: they need the S3 and MLflow settings of a client.
-        client = {k: v for k, v in self.s.client_env().items() if k != "PREDRNN_RAY_ADDRESS"}
+        # Train workers run in the head's processes: they need the S3 and MLflow settings of a client, not the
+        # promoter's account nor the Prefect API's (only the flow processes promote and report)
+        client = {k: v for k, v in self.client_env().items()
+                  if k not in ("PREDRNN_RAY_ADDRESS", "PREDRNN_PROMOTER_PASSWORD", "PREFECT_API_AUTH_STRING")}
         return self._env({**client, "AUTOSCALER_METRIC_PORT": str(self.s.ray_autoscaler_metrics_port),
                           "DASHBOARD_METRIC_PORT": str(self.s.ray_dashboard_metrics_port)})
 
     def _start_ray(self) -> subprocess.Popen[bytes]:
         self.s.ray_temp_dir.mkdir(parents=True, exist_ok=True)
+        self.secrets.ray_token()  # RAY_AUTH_TOKEN_PATH of tool_env: the token exists before Ray reads it
         return self._spawn("ray", self.ray_command(), self._ray_env())
 
     def ray_command(self) -> list[str]:
@@ -440,7 +693,8 @@ class Stack:
             return sock.connect_ex((s.host, s.ray_port)) == 0
 
     def _prefect_cli(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-        env = self._env({"PREFECT_API_URL": self.s.prefect_api_url})
+        env = self._env({"PREFECT_API_URL": self.s.prefect_api_url,
+                         "PREFECT_API_AUTH_STRING": self.secrets.prefect_auth_string()})
         return subprocess.run([_bin("prefect"), "--no-prompt", *args], env=env, capture_output=True, text=True,
                               timeout=timeout, cwd=str(self.root), check=False)
 
@@ -449,7 +703,7 @@ class Stack:
         out = self._prefect_cli("work-pool", "create", s.work_pool, "--type", "process", "--overwrite")
         if out.returncode != 0:
             raise StackError(f"cannot create work pool {s.work_pool}: {out.stdout[-1500:]}{out.stderr[-1500:]}")
-        env = self._env({**self.s.client_env(), "PREFECT_WORKER_QUERY_SECONDS": str(s.worker_poll_seconds),
+        env = self._env({**self.client_env(), "PREFECT_WORKER_QUERY_SECONDS": str(s.worker_poll_seconds),
                          "PREFECT_WORKER_PREFETCH_SECONDS": "5",
                          "PREFECT_FLOWS_HEARTBEAT_FREQUENCY": str(s.heartbeat_seconds),
                          # flow runs log at INFO to the API (their progress lines), whatever the caller's shell has
@@ -468,10 +722,14 @@ class Stack:
         return any(w.get("status") == "ONLINE" for w in workers)
 
     def _prefect_api(self, path: str, body: Any = None, *, method: str = "POST", timeout: float = 15) -> Any:
-        """One call to the stack's Prefect REST API (JSON in and out)."""
+        """One call to the stack's Prefect REST API (JSON in and out), with its API auth."""
+        import base64
+
+        creds = base64.b64encode(self.secrets.prefect_auth_string().encode()).decode()
         req = urllib.request.Request(self.s.prefect_api_url + path,
                                      data=None if body is None else json.dumps(body).encode(),
-                                     headers={"Content-Type": "application/json"}, method=method)
+                                     headers={"Content-Type": "application/json", "Authorization": f"Basic {creds}"},
+                                     method=method)
         with urllib.request.urlopen(req, timeout=timeout) as resp:  # noqa: S310 - loopback
             return json.loads(resp.read() or b"null")
 
@@ -539,7 +797,8 @@ class Stack:
         """Start every configured service, wait until each is healthy, and record them.
 
         Returns:
-            ``{"urls", "env", "services": {name: {"pgid", "ready_s", "log"}}, "startup_s"}``.
+            ``{"urls", "env", "services": {name: {"pgid", "ready_s", "log"}}, "startup_s", "secrets"}``:
+            ``env`` is the client environment without its secrets, ``secrets`` where they are (files, 0600).
 
         Raises:
             StackError: a service failed (everything started so far is stopped again).
@@ -587,6 +846,8 @@ class Stack:
                 t.join()
             if errors:
                 raise errors[0]
+            if "mlflow" in s.services:
+                self.ensure_mlflow_accounts()
             if "worker" in s.services:
                 if "prefect" not in s.services:
                     raise StackError("the worker needs the prefect service")
@@ -602,7 +863,9 @@ class Stack:
             self.down(echo=lambda _m: None)
             raise
         state["startup_s"] = round(time.monotonic() - t0, 1)
-        state["env"] = {k: v for k, v in s.client_env().items() if "SECRET" not in k}
+        state["env"] = s.client_env()  # no secret: those are in the files of state["secrets"]
+        state["secrets"] = {"folder": str(self.secrets.folder), "credentials": str(self.secrets.path),
+                            "client_env": str(self.secrets.write_client_file())}
         self._write_state(state)
         return state
 
@@ -681,6 +944,8 @@ class Stack:
         self._write_state(state)
         check = self._worker_online if name == "worker" else self._health_checks()[name]
         _wait(name, check, proc, self.logs / f"{name}.log", self.s.startup_timeout_s)
+        if name == "mlflow":
+            self.ensure_mlflow_accounts()
         took = time.monotonic() - t0
         echo(f"{name:8} restarted, healthy {took:.1f} s after the stop")
         return took
@@ -704,14 +969,14 @@ class Stack:
             out[name] = {"pgid": pgid, "alive": alive, "healthy": alive and health[name](), "url": urls[name],
                          "log": info.get("log"), "rss_mb": round(_group_rss_kb(pgid) / 1024, 1)}
         return {"root": str(self.root), "services": out, "urls": s.urls(),
-                "env": {k: v for k, v in s.client_env().items() if "SECRET" not in k}}
+                "env": s.client_env(), "secrets": str(s.secrets_dir)}
 
     def deploy(self, project_dir: str | Path, *extra: str) -> subprocess.CompletedProcess[str]:
         """``prefect --no-prompt deploy --all`` in ``project_dir`` against this stack.
 
         The nightly schedule's time zone is ``settings.timezone`` (``PREDRNN_STACK_TIMEZONE``).
         """
-        env = self._env({**self.s.client_env(), "PREDRNN_TIMEZONE": self.s.timezone})
+        env = self._env({**self.client_env(), "PREDRNN_TIMEZONE": self.s.timezone})
         return subprocess.run([_bin("prefect"), "--no-prompt", "deploy", "--all", *extra], env=env,
                               capture_output=True, text=True, timeout=300, cwd=str(project_dir), check=False)
 

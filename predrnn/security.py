@@ -21,6 +21,7 @@ import secrets
 import stat
 import tempfile
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from predrnn.errors import PredrnnError
@@ -141,3 +142,18 @@ def ray_auth_env(state: str | Path, environ: Mapping[str, str]) -> dict[str, str
         return out
     out["RAY_AUTH_TOKEN_PATH"] = str(ensure_secret_file(Path(state) / RAY_TOKEN_FILE))
     return out
+
+
+@dataclass(frozen=True)
+class Account:
+    """A user name and its password for a service (MLflow's basic auth); the password never shows in a repr.
+
+    Built at a door from the settings and passed down as an object, never as a task parameter or a
+    logged value.
+    """
+
+    username: str
+    password: str = field(repr=False)
+
+    def __str__(self) -> str:
+        return self.username

@@ -9,8 +9,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from pydantic import AliasChoices, Field
+from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from predrnn.security import Account
 
 
 class Settings(BaseSettings):
@@ -23,6 +25,9 @@ class Settings(BaseSettings):
             the embedded SQLite store under ``state_dir``.
         ray_address: an existing Ray cluster (``PREDRNN_RAY_ADDRESS``, ``HOST:PORT``); unset: each run
             starts a local one.
+        promoter_username, promoter_password: the MLflow account that moves ``@champion``
+            (``PREDRNN_PROMOTER_USERNAME``/``PREDRNN_PROMOTER_PASSWORD``; the stack's ``promoter``); unset:
+            the alias is moved with the tracking store's own credentials.
     """
 
     model_config = SettingsConfigDict(env_file=".env", extra="ignore", populate_by_name=True)
@@ -31,6 +36,14 @@ class Settings(BaseSettings):
     tracking_uri: str | None = Field(default=None, validation_alias=AliasChoices("MLFLOW_TRACKING_URI",
                                                                         "PREDRNN_TRACKING_URI"))
     ray_address: str | None = Field(default=None, validation_alias="PREDRNN_RAY_ADDRESS")
+    promoter_username: str | None = Field(default=None, validation_alias="PREDRNN_PROMOTER_USERNAME")
+    promoter_password: SecretStr | None = Field(default=None, validation_alias="PREDRNN_PROMOTER_PASSWORD")
+
+    def promoter(self) -> Account | None:
+        """The promoter's MLflow account, when both its settings are given."""
+        if self.promoter_username and self.promoter_password is not None:
+            return Account(self.promoter_username, self.promoter_password.get_secret_value())
+        return None
 
     @property
     def state(self) -> Path:

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import ipaddress
+import os
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 import psutil
 
@@ -29,6 +30,19 @@ def family(root_pids: Iterable[int]) -> set[int]:
     return out
 
 
+def group_family(pgids: Iterable[int]) -> set[int]:
+    """Every live process of the process groups ``pgids`` (a stack's services) and everything below them."""
+    wanted = set(pgids)
+    members = []
+    for proc in psutil.process_iter(["pid"]):
+        try:
+            if os.getpgid(proc.info["pid"]) in wanted:
+                members.append(proc.info["pid"])
+        except OSError:
+            continue
+    return family(members)
+
+
 def listening(pids: set[int]) -> list[tuple[int, str, str, int]]:
     """``[(pid, process name, ip, port)]`` of every TCP socket in LISTEN state held by ``pids``."""
     out = []
@@ -49,13 +63,16 @@ def exposed(pids: set[int]) -> list[tuple[int, str, str, int]]:
 
 
 class Watch:
-    """Sample the listening sockets below ``root_pids`` every ``every_s`` seconds while a block runs.
+    """Sample the listening sockets below ``root_pids`` (or of the processes ``pids()`` names) every ``every_s``
+    seconds while a block runs.
 
     ``seen`` collects every listener observed, ``outside`` those not on loopback.
     """
 
-    def __init__(self, root_pids: Iterable[int], every_s: float = 0.5) -> None:
-        self.roots = list(root_pids)
+    def __init__(self, root_pids: Iterable[int] = (), every_s: float = 0.5,
+                 pids: Callable[[], set[int]] | None = None) -> None:
+        roots = list(root_pids)
+        self.pids = pids or (lambda: family(roots))
         self.every_s = every_s
         self.seen: set[tuple[str, str, int]] = set()
         self.outside: set[tuple[str, str, int]] = set()
@@ -63,7 +80,7 @@ class Watch:
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def sample(self) -> None:
-        for _pid, name, ip, port in listening(family(self.roots)):
+        for _pid, name, ip, port in listening(self.pids()):
             self.seen.add((name, ip, port))
             if not _loopback(ip):
                 self.outside.add((name, ip, port))

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -41,13 +40,16 @@ def promote_cmd(
 
     Compares the test scores recorded on both versions at registration (they must share a dataset;
     the `promote` flow re-evaluates both on one test version). Lower is better for mse/mae/rmse/far,
-    higher for csi/pod/hss/fss. Exit code 1 when the gate refuses.
+    higher for csi/pod/hss/fss. Exit code 1 when the gate refuses. On a tracking server with
+    authentication the alias moves as $PREDRNN_PROMOTER_USERNAME (only promoters move `champion`).
     """
+    from predrnn.settings import Settings
     from predrnn.tracking.registry import metric_tag, promote
 
     try:
-        decision = promote(model, version, force=force, margin=margin, tracking_uri=_store(tracking_uri),
-                           metric=metric_tag(metric))
+        store = _store(tracking_uri)
+        decision = promote(model, version, force=force, margin=margin, tracking_uri=store,
+                           metric=metric_tag(metric), promoter=Settings().promoter())
     except PredrnnError:
         raise  # the CLI's error handler
     except ValueError as err:
@@ -62,10 +64,16 @@ def rollback_cmd(
     model: Annotated[str, typer.Argument(help="registered model name")],
     tracking_uri: TrackingOpt = None,
 ) -> None:
-    """Point alias `champion` back at the previous champion (recorded at promotion)."""
+    """Point alias `champion` back at the previous champion (recorded at promotion).
+
+    On a tracking server with authentication the alias moves as $PREDRNN_PROMOTER_USERNAME (only promoters
+    move `champion`); the other calls use the MLflow credentials of the environment.
+    """
+    from predrnn.settings import Settings
     from predrnn.tracking.registry import rollback
 
-    typer.echo(json.dumps(rollback(model, tracking_uri=_store(tracking_uri)).to_dict()))
+    store = _store(tracking_uri)
+    typer.echo(json.dumps(rollback(model, tracking_uri=store, promoter=Settings().promoter()).to_dict()))
 
 
 def champion_cmd(
@@ -79,10 +87,34 @@ def champion_cmd(
     typer.echo("" if version is None else str(version))
 
 
+def _serve_token(host: str, require: bool, token_file: Path | None, state: Path) -> tuple[str | None, str]:
+    """The bearer token ``serve`` requires, and where it is: none on loopback unless ``require``; else
+    ``$PREDRNN_SERVE_TOKEN``, the ``--token-file``, or a token generated once into ``<state>/serve/token``."""
+    from predrnn.security import SecurityError, check_private, ensure_secret_file, is_loopback
+
+    if is_loopback(host) and not require and token_file is None:
+        return None, ""
+    if os.environ.get("PREDRNN_SERVE_TOKEN", "").strip():
+        return os.environ["PREDRNN_SERVE_TOKEN"].strip(), "$PREDRNN_SERVE_TOKEN"
+    if token_file is not None:
+        if not token_file.is_file() or not token_file.read_text().strip():
+            raise SecurityError(f"--token-file {token_file} is not a file holding a token")
+        check_private(token_file)
+        return token_file.read_text().strip(), str(token_file)
+    path = ensure_secret_file(state / "serve" / "token")
+    return path.read_text().strip(), str(path)
+
+
 def serve_cmd(
     model: Annotated[str, typer.Option("--model", help="models:/NAME@champion or models:/NAME/VERSION")],
-    host: Annotated[str, typer.Option("--host", help="bind address")] = "127.0.0.1",
+    host: Annotated[str, typer.Option("--host", help="bind address (beyond 127.0.0.1 a bearer token is "
+                                      "required)")] = "127.0.0.1",
     port: Annotated[int, typer.Option("--port", help="HTTP port")] = 5051,
+    require_token: Annotated[bool, typer.Option("--require-token", help="require the bearer token on "
+                                                "127.0.0.1 too")] = False,
+    token_file: Annotated[Path | None, typer.Option("--token-file", help="file (mode 0600) holding the bearer "
+                                                    "token (default: $PREDRNN_SERVE_TOKEN, else one generated "
+                                                    "into <state>/serve/token)")] = None,
     tracking_uri: TrackingOpt = None,
 ) -> None:
     """Serve the model over HTTP (MLflow scoring server, this environment; POST /invocations).
@@ -90,20 +122,25 @@ def serve_cmd(
     Request: {"inputs": context clips (B, T_in, H, W, C) in the data's units (image models: [0, 1];
     field models: e.g. mm/h, NaN = no data)}, optional {"params": {"horizon": N}};
     response: {"predictions": (B, N, H, W, C)} in the same units.
+
+    Bound to anything but 127.0.0.1 (or with --require-token) every request but GET /ping and /health
+    must send `Authorization: Bearer <token>`, else 401; the token is read from where the first line
+    printed says, never printed itself.
     """
     from predrnn.forecaster import is_registry_ref
+    from predrnn.settings import Settings
+    from predrnn.tracking.serving import serve
 
-    bindir = str(Path(sys.executable).parent)  # the scoring server runs uvicorn from this environment
-    env = {**os.environ, "PATH": bindir + os.pathsep + os.environ.get("PATH", "")}
+    uri = _store(tracking_uri)  # the tool settings first
+    token, where = _serve_token(host, require_token, token_file, Settings().state)
     if is_registry_ref(model):  # a registry version is fetched once into the local cache, then served from there
-        from predrnn.settings import Settings
         from predrnn.tracking.model import fetch_model
 
-        uri = _store(tracking_uri)
         local = fetch_model(model, uri, Settings().model_cache)
         typer.echo(f"serving {model} ({local.parent.name} version {local.name}, from {local})"
                    if local.is_relative_to(Settings().model_cache) else f"serving {model} (from {local})")
-        env["MLFLOW_TRACKING_URI"] = uri
         model = str(local)
-    exe = str(Path(bindir) / "mlflow")
-    os.execve(exe, [exe, "models", "serve", "-m", model, "--env-manager", "local", "-h", host, "-p", str(port)], env)
+    typer.echo(f"listening on http://{host}:{port}; " + (f"requests need 'Authorization: Bearer <token>', the "
+                                                        f"token in {where}" if token else
+                                                        "no token (loopback only; --require-token adds one)"))
+    serve(model, host, port, token)

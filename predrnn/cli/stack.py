@@ -15,11 +15,13 @@ PROJECT = Path(__file__).resolve().parents[2]
 
 
 def _settings() -> Any:
-    """The stack's settings (environment, ``.env``); a bad value is one line naming the variable."""
+    """The stack's settings (environment, ``.env``); a bad value is one line naming the variable, a ``.env``
+    holding a secret that others can read is refused."""
     from pydantic import ValidationError
 
-    from infra.stack import StackSettings
+    from infra.stack import StackSettings, check_dotenv
 
+    check_dotenv(Path(".env"))
     try:
         return StackSettings()
     except ValidationError as err:
@@ -41,9 +43,14 @@ def up_cmd() -> None:
     typer.echo(f"stack up in {state['startup_s']} s; state in {st.root}")
     for name, url in state["urls"].items():
         typer.echo(f"{name:14} {url}")
+    secrets = state["secrets"]
+    typer.echo(f"credentials (mode 0600, never printed) in {secrets['folder']}: {Path(secrets['credentials']).name} "
+               "(MLflow admin, pipeline and promoter passwords; Prefect API; S3), ray_auth_token; "
+               "the UIs ask for them (MLflow: user admin; Prefect: predrnn:<PREFECT_API_PASSWORD>)")
     typer.echo("client environment (eval \"$(predrnn stack env)\"):")
     for k, v in state["env"].items():
         typer.echo(f"  {k}={v}")
+    typer.echo(f"  and the secrets sourced from {secrets['client_env']}")
 
 
 def down_cmd() -> None:
@@ -81,9 +88,17 @@ def status_cmd(as_json: Annotated[bool, typer.Option("--json", help="machine-rea
 
 
 def env_cmd() -> None:
-    """Shell exports for talking to the stack (the S3 secret included)."""
-    for k, v in _settings().client_env().items():
-        typer.echo(f"export {k}={v}")
+    """Shell lines for talking to the stack: its settings as exports, its secrets sourced from their file.
+
+    The secrets (S3 key, MLflow and Prefect passwords) are never printed: the last line sources
+    ``<state>/secrets/client.env`` (mode 0600), so ``eval "$(predrnn stack env)"`` exports them too.
+    """
+    import shlex
+
+    st = _stack()
+    for k, v in st.s.client_env().items():
+        typer.echo(f"export {k}={shlex.quote(v)}")
+    typer.echo(f". {shlex.quote(str(st.secrets.write_client_file()))}")
 
 
 def settings_cmd() -> None:

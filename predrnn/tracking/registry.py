@@ -30,6 +30,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from predrnn.errors import PredrnnError
+from predrnn.security import Account
 from predrnn.tracking.runs import _client, check_tracking, resolve_tracking_uri
 
 CHAMPION = "champion"
@@ -205,6 +206,34 @@ def _metric_of(client: Any, name: str, version: int, metric: str, uri: str) -> t
     return value, tags.get("dataset")
 
 
+class _AliasWriter:
+    """The three registry calls of an alias move, made as ``account`` (MLflow basic auth) on ``uri``."""
+
+    def __init__(self, uri: str, account: Account) -> None:
+        from mlflow.store.model_registry.rest_store import RestStore
+        from mlflow.utils.credentials import get_default_host_creds
+
+        creds = get_default_host_creds(uri)  # TLS settings of the environment; the account's name and password
+        creds.username, creds.password = account.username, account.password
+        self._store = RestStore(lambda: creds)
+
+    def set_registered_model_alias(self, name: str, alias: str, version: str) -> None:
+        self._store.set_registered_model_alias(name, alias, version)
+
+    def delete_registered_model_alias(self, name: str, alias: str) -> None:
+        self._store.delete_registered_model_alias(name, alias)
+
+    def get_registered_model(self, name: str) -> Any:
+        return self._store.get_registered_model(name)
+
+
+def _alias_writer(client: Any, uri: str, promoter: Account | None) -> Any:
+    """Who moves an alias: the promoter's account on a tracking server, else the store's own client."""
+    if promoter is not None and uri.startswith(("http://", "https://")):
+        return _AliasWriter(uri, promoter)
+    return client
+
+
 def _set_alias_verified(client: Any, name: str, alias: str, version: int | None) -> None:
     """Point ``alias`` at ``version`` (None deletes it) and read it back."""
     if version is None:
@@ -282,7 +311,7 @@ def _settle_pending(client: Any, name: str, alias: str, current: int | None) -> 
 def promote(model_name: str, version: int, *, force: bool = False, margin: float = DEFAULT_MARGIN,
             metric: str = DEFAULT_METRIC, tracking_uri: str | None = None, candidate_value: float | None = None,
             champion_value: float | None = None, dataset: str | None = None,
-            alias: str = CHAMPION, lower_is_better: bool | None = None) -> Decision:
+            alias: str = CHAMPION, lower_is_better: bool | None = None, promoter: Account | None = None) -> Decision:
     """Make ``version`` the champion if it beats the current champion by ``margin`` (or ``force``).
 
     Without explicit values the versions' ``metric`` tags (written at registration) are compared,
@@ -301,6 +330,8 @@ def promote(model_name: str, version: int, *, force: bool = False, margin: float
         candidate_value, champion_value: measured values that replace the tags.
         dataset: the dataset both values were measured on (recorded).
         alias: the alias to move.
+        promoter: the account that moves the alias on a tracking server whose ``champion`` only promoters
+            move (:mod:`predrnn.tracking.auth_app`); None: the store's own credentials.
 
     Returns:
         The :class:`Decision`; ``promoted`` is False when the gate refused (nothing moved).
@@ -373,7 +404,7 @@ def promote(model_name: str, version: int, *, force: bool = False, margin: float
                             f"(still {previous})") from err
     if move:
         try:
-            _move_alias(client, model_name, alias, version, previous, uri)
+            _move_alias(_alias_writer(client, uri, promoter), model_name, alias, version, previous, uri)
         except RegistryError as err:
             with contextlib.suppress(Exception):  # the store is down: the tag stays "pending" (see record_failure)
                 client.set_model_version_tag(model_name, str(version), ERROR_TAG, str(err)[:5000])
@@ -388,8 +419,10 @@ def promote(model_name: str, version: int, *, force: bool = False, margin: float
     return decision
 
 
-def rollback(model_name: str, *, tracking_uri: str | None = None, alias: str = CHAMPION) -> Decision:
-    """Point ``alias`` back at the version that was champion before the current one.
+def rollback(model_name: str, *, tracking_uri: str | None = None, alias: str = CHAMPION,
+             promoter: Account | None = None) -> Decision:
+    """Point ``alias`` back at the version that was champion before the current one (moved as ``promoter``,
+    see :func:`promote`).
 
     Raises:
         RegistryError: no champion, no recorded previous champion, or a failed move (restored).
@@ -407,7 +440,7 @@ def rollback(model_name: str, *, tracking_uri: str | None = None, alias: str = C
         raise RegistryError(f"{model_name} v{current} records no previous {alias}; nothing to roll back to")
     previous = int(prev_raw)
     reason = f"rolled back from v{current} to v{previous}"
-    _move_alias(client, model_name, alias, previous, current, uri)
+    _move_alias(_alias_writer(client, uri, promoter), model_name, alias, previous, current, uri)
     try:
         _record(client, model_name, current, {TAG_PREFIX + "rolled_back_at": _now(), DECISION_TAG: "rolled-back"})
         _record(client, model_name, previous, {TAG_PREFIX + "restored_at": _now()})

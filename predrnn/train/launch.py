@@ -67,7 +67,7 @@ def bind_rendezvous_to_loopback() -> None:
         return tcp_store(host_name, port, world_size, is_master, **kwargs)
 
     store.binds_loopback = True  # type: ignore[attr-defined]
-    rendezvous.TCPStore = store  # type: ignore[assignment,misc]
+    rendezvous.TCPStore = store  # type: ignore[attr-defined]
 
 
 def setup_worker_process() -> None:

@@ -40,14 +40,23 @@ def artifacts_dir() -> Path:
 
 
 @contextmanager
-def browser_page() -> Iterator[Any]:
-    """A fresh page (1400 x 900) in a headless Chromium that is closed afterwards."""
+def browser_page(mlflow_login: tuple[str, str] | None = None, prefect_auth: str | None = None) -> Iterator[Any]:
+    """A fresh page (1400 x 900) in a headless Chromium that is closed afterwards.
+
+    Args:
+        mlflow_login: ``(user, password)`` the browser answers MLflow's basic-auth challenge with.
+        prefect_auth: the Prefect API's ``user:password``, stored where the Prefect UI's login form keeps it.
+    """
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=chromium_path(), args=CHROMIUM_ARGS)
         try:
-            page = browser.new_page(viewport={"width": 1400, "height": 900})
+            login = {"username": mlflow_login[0], "password": mlflow_login[1]} if mlflow_login else None
+            context = browser.new_context(viewport={"width": 1400, "height": 900}, http_credentials=login)
+            if prefect_auth:  # what the UI's Login form stores after a successful check
+                context.add_init_script(f"window.localStorage.setItem('prefect-password', btoa({prefect_auth!r}))")
+            page = context.new_page()
             page.set_default_timeout(45_000)
             yield page
         finally:

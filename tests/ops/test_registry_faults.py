@@ -25,14 +25,21 @@ def _versions(uri: str, *mses: float) -> list[int]:
 
 def test_server_dies_during_the_alias_move(mlflow_only, monkeypatch):
     from mlflow import MlflowClient
+    from mlflow.store.model_registry.rest_store import RestStore
+
+    from predrnn.settings import Settings
 
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "5")
     uri = mlflow_only.s.mlflow_url
+    promoter = Settings().promoter()  # only the promoter moves @champion on this server
     v1, v2 = _versions(uri, 10.0, 5.0)
-    assert promote("m", v1, tracking_uri=uri).promoted
+    with pytest.raises(RegistryError, match="403|PERMISSION_DENIED|promoter"):
+        promote("m", v1, tracking_uri=uri)  # as the pipeline's account: refused by the server, nothing moved
+    assert current_champion("m", tracking_uri=uri) is None
+    assert promote("m", v1, tracking_uri=uri, promoter=promoter).promoted
 
-    original = MlflowClient.set_registered_model_alias
+    original = RestStore.set_registered_model_alias
     pgid = mlflow_only.read_state()["services"]["mlflow"]["pgid"]
 
     def dies_first(self, name, alias, version):  # the server goes away between the tags and the move
@@ -40,24 +47,24 @@ def test_server_dies_during_the_alias_move(mlflow_only, monkeypatch):
             os.killpg(pgid, signal.SIGKILL)
         return original(self, name, alias, version)
 
-    monkeypatch.setattr(MlflowClient, "set_registered_model_alias", dies_first)
+    monkeypatch.setattr(RestStore, "set_registered_model_alias", dies_first)
     with pytest.raises(RegistryError, match=r"moving 'champion' of 'm' to version 2 failed.*could not restore"):
-        promote("m", v2, tracking_uri=uri)
-    monkeypatch.setattr(MlflowClient, "set_registered_model_alias", original)
+        promote("m", v2, tracking_uri=uri, promoter=promoter)
+    monkeypatch.setattr(RestStore, "set_registered_model_alias", original)
 
     mlflow_only.down(echo=lambda _m: None)
     mlflow_only.up(echo=lambda _m: None)  # same database
     assert current_champion("m", tracking_uri=uri) == v1
     tags = MlflowClient(uri, uri).get_model_version("m", str(v2)).tags
     assert tags["promotion.decision"] == "pending"  # the store was down: not even "failed" could be written
-    assert not promote("m", v1, tracking_uri=uri).promoted  # the next promotion of the model settles it
+    assert not promote("m", v1, tracking_uri=uri, promoter=promoter).promoted  # the next promotion settles it
     tags = MlflowClient(uri, uri).get_model_version("m", str(v2)).tags
     assert tags["promotion.decision"] == "failed"
     assert tags["promotion.error"] == ("the promotion was interrupted before the 'champion' alias moved (store "
                                        "unreachable); champion stayed v1")
 
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
-    assert promote("m", v2, tracking_uri=uri).promoted  # once the server is back the move goes through
+    assert promote("m", v2, tracking_uri=uri, promoter=promoter).promoted  # the server is back: the move goes through
     assert current_champion("m", tracking_uri=uri) == v2
     assert MlflowClient(uri, uri).get_model_version("m", str(v2)).tags["promotion.decision"] == "promoted"
 

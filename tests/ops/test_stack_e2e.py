@@ -35,6 +35,7 @@ from browser_helpers import (
     prefect_deployment_listed,
     prefect_run_page,
 )
+from listeners import Watch, exposed, group_family
 from ops_helpers import TINY
 
 from infra.stack import Stack, StackError, StackSettings, _group_alive, free_ports
@@ -43,14 +44,15 @@ pytestmark = [pytest.mark.slow, pytest.mark.ray, pytest.mark.mlflow, pytest.mark
 
 REPO = Path(__file__).resolve().parents[2]
 FINAL = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
+PREFECT_AUTH: dict[str, str] = {}  # the shared stack's Prefect API credentials, as a header
 
 
 def _api(base: str, path: str, body: Any = None, method: str = "POST") -> Any:
-    """One Prefect API call; 503 and 429 (SQLite busy, rate limits: "retry later") are retried as Prefect's
-    own client does."""
+    """One Prefect API call (with the stack's API auth); 503 and 429 (SQLite busy, rate limits: "retry
+    later") are retried as Prefect's own client does."""
     for attempt in range(8):
         req = urllib.request.Request(base + path, data=None if body is None else json.dumps(body).encode(),
-                                     headers={"Content-Type": "application/json"}, method=method)
+                                     headers={"Content-Type": "application/json", **PREFECT_AUTH}, method=method)
         try:
             with urllib.request.urlopen(req, timeout=15) as resp:  # noqa: S310 - loopback
                 return json.loads(resp.read() or b"null")
@@ -84,6 +86,15 @@ class Shared:
     def api(self) -> str:
         return self.stack.s.prefect_api_url
 
+    def browser(self) -> Any:
+        """A browser page logged in to the stack's UIs (MLflow as its admin, Prefect with its API auth)."""
+        secrets = self.stack.secrets
+        return browser_page(mlflow_login=("admin", secrets.values()["MLFLOW_ADMIN_PASSWORD"]),
+                            prefect_auth=secrets.prefect_auth_string())
+
+    def pgids(self) -> set[int]:
+        return {int(v["pgid"]) for v in self.stack.read_state().get("services", {}).values()}
+
 
 @pytest.fixture(scope="module")
 def shared() -> Iterator[Shared]:
@@ -97,6 +108,10 @@ def shared() -> Iterator[Shared]:
     except StackError as err:
         taken, settings = str(err), settings.with_free_ports()
     sh = Shared(Stack(settings), taken)
+    import base64
+
+    PREFECT_AUTH["Authorization"] = "Basic " + base64.b64encode(sh.stack.secrets.prefect_auth_string().encode()
+                                                                  ).decode()
     try:
         t0 = time.monotonic()
         state = sh.stack.up(echo=print)
@@ -138,11 +153,88 @@ def test_stack_up_on_its_defaults(shared):
           {k: v["rss_mb"] for k, v in status.items()})
 
 
+def test_the_stack_refuses_callers_without_credentials(shared, tmp_path):
+    """Every listening socket of the stack's processes is on loopback; each service refuses a caller without
+    its credentials (Ray without the token, MLflow 401, Prefect 401), the pipeline's MLflow account cannot move
+    @champion (403) while the promoter's can; no secret is printed or written outside the 0600 secret files."""
+    stack = shared.stack
+    s, secrets = stack.s, stack.secrets
+    assert not exposed(group_family(shared.pgids())), "a stack service listens beyond loopback"
+
+    probe = (f"import ray; ray.init(address={s.ray_address!r}, logging_level='ERROR'); "
+             "print('joined', ray.cluster_resources()['CPU'])")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_AUTH")}
+    env.update(HOME=str(tmp_path), RAY_AUTH_MODE="disabled", RAY_py_gcs_connect_timeout_s="5",
+               RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0")
+    out = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode != 0 and "InvalidAuthToken" in out.stderr, out.stderr[-2000:]
+
+    def status(url: str, *, auth: tuple[str, str] | None = None, body: Any = None, method: str = "GET") -> int:
+        import base64
+
+        headers = {"Content-Type": "application/json"}
+        if auth:
+            headers["Authorization"] = "Basic " + base64.b64encode(":".join(auth).encode()).decode()
+        req = urllib.request.Request(url, data=None if body is None else json.dumps(body).encode(), headers=headers,
+                                     method=method)
+        try:
+            with urllib.request.urlopen(req, timeout=15) as resp:  # noqa: S310 - loopback
+                return int(resp.status)
+        except urllib.error.HTTPError as err:
+            return int(err.code)
+
+    v = secrets.values()
+    pipeline, promoter = ("pipeline", v["MLFLOW_PIPELINE_PASSWORD"]), ("promoter", v["MLFLOW_PROMOTER_PASSWORD"])
+    mlflow = s.mlflow_url + "/api/2.0/mlflow"
+    assert status(f"{mlflow}/experiments/search?max_results=1") == 401
+    assert status(f"{mlflow}/experiments/search?max_results=1", auth=("pipeline", "wrong")) == 401
+    assert status(f"{mlflow}/registered-models/create", auth=pipeline, body={"name": "security-check"},
+                  method="POST") == 200
+    move = {"name": "security-check", "alias": "champion", "version": "1"}
+    from mlflow.store.model_registry.rest_store import RestStore
+    from mlflow.utils.rest_utils import MlflowHostCreds
+
+    store = RestStore(lambda: MlflowHostCreds(s.mlflow_url, username=pipeline[0], password=pipeline[1]))
+    store.create_model_version("security-check", source="mlflow-artifacts:/security-check/model")
+    assert status(f"{mlflow}/registered-models/alias", auth=pipeline, body=move, method="POST") == 403
+    assert status(f"{mlflow}/registered-models/alias", auth=pipeline, body={**move, "alias": "staging"},
+                  method="POST") == 200  # other aliases stay the pipeline's
+    assert status(f"{mlflow}/registered-models/alias", auth=promoter, body=move, method="POST") == 200
+    assert status(f"{mlflow}/registered-models/alias?name=security-check&alias=champion", auth=pipeline,
+                  method="DELETE") == 403
+    assert status(f"{mlflow}/registered-models/delete", auth=("admin", v["MLFLOW_ADMIN_PASSWORD"]),
+                  body={"name": "security-check"}, method="DELETE") == 200
+
+    assert status(f"{s.prefect_api_url}/flow_runs/filter", body={}, method="POST") == 401
+    assert status(f"{s.prefect_api_url}/flow_runs/filter", body={}, method="POST",
+                  auth=tuple(secrets.prefect_auth_string().split(":", 1))) == 200  # type: ignore[arg-type]
+    assert status(f"{s.prefect_api_url}/health") == 200  # probes stay open
+
+    for path in [secrets.path, secrets.folder / "client.env", secrets.folder / "mlflow_auth.ini", s.ray_token_path]:
+        assert path.stat().st_mode & 0o077 == 0, path
+    predrnn = str(Path(sys.executable).parent / "predrnn")
+    env_out = subprocess.run([predrnn, "stack", "env"], capture_output=True, text=True, timeout=120,
+                             env={**os.environ, "PREDRNN_STACK_STATE_DIR": str(s.root)})
+    assert env_out.returncode == 0, env_out.stderr
+    written = [env_out.stdout, stack.state_file.read_text(), *(p.read_text(errors="replace")
+                                                                for p in stack.logs.glob("*.log"))]
+    for secret in [*v.values(), s.ray_token_path.read_text()]:
+        assert not any(secret in text for text in written), "a secret was printed or written outside its file"
+    sourced = subprocess.run(["bash", "-c", f'eval "$({predrnn} stack env)" && test -n "$MLFLOW_TRACKING_PASSWORD" '
+                              '&& test -n "$AWS_SECRET_ACCESS_KEY" && test -n "$PREFECT_API_AUTH_STRING"'],
+                             env={**os.environ, "PREDRNN_STACK_STATE_DIR": str(s.root)}, timeout=120)
+    assert sourced.returncode == 0  # `eval "$(predrnn stack env)"` gives a shell the secrets without printing them
+
+
 def test_stack_nightly_promote_predict_serve(shared, tmp_path, monkeypatch):
     stack, timings = shared.stack, shared.timings
     s = stack.s
     serve: subprocess.Popen[bytes] | None = None
+    for k, v in stack.client_env().items():  # this process talks to the stack as a client does
+        monkeypatch.setenv(k, v)
+    sockets = Watch(pids=lambda: group_family(shared.pgids()), every_s=1.0)  # sampled while the nightly trains
     try:
+        sockets.__enter__()
         api = s.prefect_api_url
         names = {d["name"] for d in _api(api, "/deployments/filter", {})}
         assert {"ingest", "train", "tune", "evaluate", "promote", "nightly-retrain"} <= names
@@ -153,7 +245,7 @@ def test_stack_nightly_promote_predict_serve(shared, tmp_path, monkeypatch):
         params = {"source_options": SOURCE, "overrides": TINY, "workers": 1, "margin": 0.01}
         ui = api.removesuffix("/api")
         t0 = time.monotonic()
-        with browser_page() as page:
+        with shared.browser() as page:
             prefect_deployment_listed(page, ui, "nightly-retrain", "At 02:00 AM every day")
             run_name = prefect_custom_run(page, ui, "nightly-retrain", params)
         timings["ui"] = time.monotonic() - t0
@@ -200,13 +292,13 @@ def test_stack_nightly_promote_predict_serve(shared, tmp_path, monkeypatch):
         assert any(k.endswith("MLmodel") for k in keys)  # the model's files are on S3
         assert done["id"] == ui_run[0]["id"]  # the UI's run ran; the API's was rejected while it did
 
-        with browser_page() as page:
+        with shared.browser() as page:
             prefect_run_page(page, ui, done["id"], "Completed", log_text="dataset s3://datasets/nightly@",
                              artifact_key="nightly-progress")
             mlflow_model_alias(page, uri, "predrnn-v2", "1", "champion")
 
         # forecast from @champion with the CLI (artifacts come through the server from S3)
-        for k, v in s.client_env().items():
+        for k, v in stack.client_env().items():
             monkeypatch.setenv(k, v)
         from typer.testing import CliRunner
 
@@ -223,7 +315,7 @@ def test_stack_nightly_promote_predict_serve(shared, tmp_path, monkeypatch):
         # the same model served over HTTP
         t0 = time.monotonic()
         port = free_ports(1)[0]
-        env = {**os.environ, **s.client_env()}
+        env = {**os.environ, **stack.client_env()}
         serve = subprocess.Popen([str(Path(sys.executable).parent / "predrnn"), "serve", "--model",
                                   "models:/predrnn-v2@champion", "--port", str(port)], env=env,
                                  start_new_session=True, stdout=open(tmp_path / "serve.log", "wb"),  # noqa: SIM115
@@ -241,7 +333,11 @@ def test_stack_nightly_promote_predict_serve(shared, tmp_path, monkeypatch):
         timings["serve"] = time.monotonic() - t0
         assert pred.shape == cli_pred.shape == (2, 4, 32, 32, 1)
         np.testing.assert_allclose(pred, cli_pred, atol=1e-5)
+        sockets.__exit__(None, None, None)
+        assert {name for name, _, _ in sockets.seen} >= {"gcs_server", "raylet", "weed"}, sockets.seen
+        assert not sockets.outside, f"listening beyond loopback: {sorted(sockets.outside)}"
     finally:
+        sockets.__exit__(None, None, None)
         if serve is not None:
             for sig in (signal.SIGTERM, signal.SIGKILL):
                 try:
@@ -254,12 +350,14 @@ def test_stack_nightly_promote_predict_serve(shared, tmp_path, monkeypatch):
                     continue
 
 
-def test_a_crashed_nightly_run_frees_its_slot_and_the_next_scheduled_run_completes(shared):
+def test_a_crashed_nightly_run_frees_its_slot_and_the_next_scheduled_run_completes(shared, monkeypatch):
     """The worker and the run's process die mid-training (a lost machine): the run ends Crashed, its
     concurrency slot is free, and the next scheduled run (same source: its version reused; warm start from
     the champion; a margin no model meets: refused) completes."""
     stack, api = shared.stack, shared.api
     assert shared.dataset, "needs the promoted model of the nightly test above"
+    for k, v in stack.client_env().items():
+        monkeypatch.setenv(k, v)
     nightly = _api(api, "/deployments/name/nightly-retrain/nightly-retrain", method="GET")
     params = {"source_options": SOURCE, "overrides": TINY, "workers": 1, "init": "champion", "margin": 0.99}
     cut = _api(api, f"/deployments/{nightly['id']}/create_flow_run", {"parameters": params})
@@ -277,7 +375,7 @@ def test_a_crashed_nightly_run_frees_its_slot_and_the_next_scheduled_run_complet
     stack.restart("worker", kill=True, echo=print)  # the worker comes back: the cut-off run is settled
     state = _api(api, f"/flow_runs/{cut['id']}", method="GET")["state"]
     assert state["type"] == "CRASHED" and "worker was restarted" in state["message"], state
-    with browser_page() as page:
+    with shared.browser() as page:
         prefect_run_page(page, api.removesuffix("/api"), cut["id"], "Crashed", log_text="dataset s3://datasets/nightly@",
                          name="prefect-flow-run-crashed")
     assert nightly["global_concurrency_limit"]["name"]
@@ -313,11 +411,11 @@ def test_evaluate_and_promote_flows_and_the_registry_commands(shared, monkeypatc
     stack = shared.stack
     candidate = getattr(shared, "refused", None)
     assert candidate, "needs the refused version of the test above"
-    for k, v in stack.s.client_env().items():
+    for k, v in stack.client_env().items():
         monkeypatch.setenv(k, v)
     uri = stack.s.mlflow_url
     from mlflow import MlflowClient
-    from prefect.settings import PREFECT_API_URL, temporary_settings
+    from prefect.settings import PREFECT_API_AUTH_STRING, PREFECT_API_URL, temporary_settings
     from typer.testing import CliRunner
 
     from flows.evaluate import evaluate_flow
@@ -326,7 +424,8 @@ def test_evaluate_and_promote_flows_and_the_registry_commands(shared, monkeypatc
     from predrnn.tracking.registry import RegistryError
 
     client = MlflowClient(uri, uri)
-    with temporary_settings(updates={PREFECT_API_URL: stack.s.prefect_api_url}):  # flows run in this process
+    prefect = {PREFECT_API_URL: stack.s.prefect_api_url, PREFECT_API_AUTH_STRING: stack.secrets.prefect_auth_string()}
+    with temporary_settings(updates=prefect):  # flows run in this process
         ev = evaluate_flow(model=f"models:/{MODEL}@champion", dataset=shared.dataset)
         assert ev["clips"] > 0 and ev["mse"] > 0 and ev["dataset"] == shared.dataset
         assert ev["mse"] == pytest.approx(float(client.get_model_version(MODEL, "1").tags["test_mse"]), rel=1e-6)
@@ -346,7 +445,9 @@ def test_evaluate_and_promote_flows_and_the_registry_commands(shared, monkeypatc
         # MLflow dies between the recorded decision and the alias move, and comes back seconds later
         monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
         monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "5")
-        original = MlflowClient.set_registered_model_alias
+        from mlflow.store.model_registry.rest_store import RestStore
+
+        original = RestStore.set_registered_model_alias  # the promoter's alias move goes through this store
         pgid = stack.read_state()["services"]["mlflow"]["pgid"]
         back = threading.Event()
 
@@ -357,10 +458,10 @@ def test_evaluate_and_promote_flows_and_the_registry_commands(shared, monkeypatc
                                  daemon=True).start()
             return original(self, name, alias, version)
 
-        monkeypatch.setattr(MlflowClient, "set_registered_model_alias", dies_first)
+        monkeypatch.setattr(RestStore, "set_registered_model_alias", dies_first)
         with pytest.raises(RegistryError, match=f"moving 'champion' of '{MODEL}' to version {candidate} failed"):
             promote_flow(version=candidate, force=True)
-        monkeypatch.setattr(MlflowClient, "set_registered_model_alias", original)
+        monkeypatch.setattr(RestStore, "set_registered_model_alias", original)
         assert back.wait(60)
         tags = client.get_model_version(MODEL, str(candidate)).tags
         assert tags["promotion.decision"] == "failed", tags
@@ -374,17 +475,18 @@ def test_forecast_flow_writes_the_champions_forecasts_to_s3_on_the_stacks_ray(sh
     version, equal clip by clip to the library's forecast; the same job again reuses it."""
     assert shared.dataset, "needs the nightly run above"
     stack = shared.stack
-    for k, v in stack.s.client_env().items():
+    for k, v in stack.client_env().items():
         monkeypatch.setenv(k, v)
     import numpy as np
-    from prefect.settings import PREFECT_API_URL, temporary_settings
+    from prefect.settings import PREFECT_API_AUTH_STRING, PREFECT_API_URL, temporary_settings
 
     from flows.forecast import forecast_flow
     from predrnn.data import open_version
     from predrnn.forecaster import load_forecaster
     from predrnn.predict import forecast_array
 
-    with temporary_settings(updates={PREFECT_API_URL: stack.s.prefect_api_url}):
+    prefect = {PREFECT_API_URL: stack.s.prefect_api_url, PREFECT_API_AUTH_STRING: stack.secrets.prefect_auth_string()}
+    with temporary_settings(updates=prefect):
         out = forecast_flow(model=f"models:/{MODEL}@champion", dataset=shared.dataset, workers=1, batch_size=8)
         again = forecast_flow(model=f"models:/{MODEL}@champion", dataset=shared.dataset, workers=1, batch_size=8)
     name = shared.dataset.rsplit("/", 1)[1].split("@")[0]

@@ -71,7 +71,30 @@ def test_settings_are_listed_with_their_source(tmp_path, monkeypatch):
     assert rows["PREDRNN_STACK_MLFLOW_PORT"] == ["5999", "environment"]
     assert rows["PREDRNN_STACK_PREFECT_PORT"] == ["4300", ".env"]
     assert rows["PREDRNN_STACK_RAY_PORT"] == ["6390", "default"]
-    assert rows["PREDRNN_STACK_S3_SECRET_KEY"] == ["********", "default"]
+    assert rows["PREDRNN_STACK_S3_SECRET_KEY"][0] == "(generated"  # never a default secret in the repository
+    assert rows["PREDRNN_STACK_S3_SECRET_KEY"][-1] == "default"
+
+    monkeypatch.setenv("PREDRNN_STACK_S3_SECRET_KEY", "s3cr3t-value")
+    res = CliRunner().invoke(app, ["stack", "settings"])
+    rows = {line.split()[0]: line.split()[1:] for line in res.output.strip().splitlines()}
+    assert rows["PREDRNN_STACK_S3_SECRET_KEY"] == ["********", "environment"]
+    assert "s3cr3t-value" not in res.output
+
+
+def test_a_dotenv_holding_a_secret_must_be_private(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from predrnn.cli import app
+
+    dotenv = tmp_path / ".env"
+    dotenv.write_text("PREDRNN_STACK_S3_SECRET_KEY=s3cr3t-value\n")
+    dotenv.chmod(0o644)
+    monkeypatch.chdir(tmp_path)
+    res = CliRunner().invoke(app, ["stack", "settings"])
+    assert res.exit_code == 2 and "chmod 600" in res.output and "s3cr3t-value" not in res.output, res.output
+    dotenv.chmod(0o600)
+    res = CliRunner().invoke(app, ["stack", "settings"])
+    assert res.exit_code == 0 and "s3cr3t-value" not in res.output, res.output
 
 
 def test_a_bad_setting_is_one_line_naming_the_variable(monkeypatch):

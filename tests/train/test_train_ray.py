@@ -63,7 +63,8 @@ def test_ray_refuses_a_client_without_the_token(local_ray, tmp_path):
     import ray
 
     gcs = ray.get_runtime_context().gcs_address
-    probe = f"import ray; ray.init(address={gcs!r}, logging_level='ERROR'); print('joined', ray.cluster_resources()['CPU'])"
+    probe = (f"import ray; ray.init(address={gcs!r}, logging_level='ERROR'); "
+             "print('joined', ray.cluster_resources()['CPU'])")
     base = {**os.environ, "HOME": str(tmp_path), "RAY_py_gcs_connect_timeout_s": "5"}
     ok = subprocess.run([sys.executable, "-c", probe], env=base, capture_output=True, text=True, timeout=120)
     assert ok.returncode == 0 and "joined" in ok.stdout, ok.stderr[-2000:]

@@ -1,0 +1,49 @@
+"""``predrnn serve``: MLflow's scoring server for a model, behind a bearer token when asked.
+
+The app is MLflow's own pyfunc scoring server (``POST /invocations``, ``GET /ping``, ``/health``,
+``/version``); with a token every request except the health probes (``/ping``, ``/health``, which
+carry no data) must send ``Authorization: Bearer <token>`` or gets 401. The token is compared in
+constant time and never logged.
+"""
+
+from __future__ import annotations
+
+import hmac
+from pathlib import Path
+from typing import Any
+
+OPEN_PATHS = frozenset({"/ping", "/health"})
+
+
+def scoring_app(model_path: str | Path, token: str | None) -> Any:
+    """The FastAPI app serving the pyfunc model at ``model_path``; ``token``: the bearer token required
+    (None: no authentication, for a server on loopback only)."""
+    from fastapi import Request
+    from fastapi.responses import JSONResponse
+    from mlflow.pyfunc import load_model
+    from mlflow.pyfunc.scoring_server import init
+
+    app = init(load_model(str(model_path)))
+    if token is None:
+        return app
+    expected = f"Bearer {token}".encode()
+
+    @app.middleware("http")
+    async def bearer_token(request: Request, call_next: Any) -> Any:
+        if request.url.path in OPEN_PATHS and request.method == "GET":
+            return await call_next(request)
+        given = request.headers.get("authorization", "").encode()
+        if not hmac.compare_digest(given, expected):
+            return JSONResponse({"error_code": "UNAUTHENTICATED",
+                                 "message": "send 'Authorization: Bearer <token>' (the token predrnn serve was "
+                                            "started with)"}, status_code=401, headers={"WWW-Authenticate": "Bearer"})
+        return await call_next(request)
+
+    return app
+
+
+def serve(model_path: str | Path, host: str, port: int, token: str | None) -> None:
+    """Serve :func:`scoring_app` with uvicorn on ``host:port`` until stopped."""
+    import uvicorn
+
+    uvicorn.run(scoring_app(model_path, token), host=host, port=port, log_level="warning")
