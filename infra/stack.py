@@ -570,70 +570,22 @@ class Stack:
                "--app-name", "predrnn-auth"]
         return self._spawn("mlflow", cmd, env)
 
-    def _mlflow_admin(self, method: str, path: str, body: dict[str, Any] | None = None,
-                      query: dict[str, str] | None = None) -> tuple[int, Any]:
-        """One call to MLflow's user/role API as the admin: ``(status, JSON body)``."""
-        import base64
-
-        url = self.s.mlflow_url + path + ("?" + urllib.parse.urlencode(query) if query else "")
-        creds = base64.b64encode(f"{ADMIN_USER}:{self.secrets.values()['MLFLOW_ADMIN_PASSWORD']}".encode()).decode()
-        req = urllib.request.Request(url, data=None if body is None else json.dumps(body).encode(), method=method,
-                                     headers={"Content-Type": "application/json", "Authorization": f"Basic {creds}"})
-        try:
-            with urllib.request.urlopen(req, timeout=15) as resp:  # noqa: S310 - the stack's own server
-                return resp.status, json.loads(resp.read() or b"{}")
-        except urllib.error.HTTPError as err:
-            text = err.read().decode(errors="replace")
-            try:
-                return err.code, json.loads(text)
-            except ValueError:
-                return err.code, {"message": text}
-
     def ensure_mlflow_accounts(self) -> None:
-        """The ``pipeline`` and ``promoter`` accounts with their passwords from :class:`StackSecrets` (set again
-        on every start, so a rotated password takes effect), and their roles: ``pipeline`` EDIT on every
-        experiment and registered model (runs, model versions, tags), ``promoter`` EDIT on every registered
-        model plus the right to move ``@champion`` (:mod:`predrnn.tracking.auth_app`).
+        """The ``pipeline`` and ``promoter`` accounts and roles (:func:`infra.mlflow_accounts.ensure_accounts`),
+        with the passwords of :class:`StackSecrets`, set again on every start so a rotated one takes effect.
 
         Raises:
             StackError: MLflow refused a call (the message names it).
         """
-        from predrnn.tracking.auth_app import PROMOTER_ROLE
+        from infra.mlflow_accounts import AccountsError, ensure_accounts
 
         v = self.secrets.values()
-        users = {PIPELINE_USER: v["MLFLOW_PIPELINE_PASSWORD"], PROMOTER_USER: v["MLFLOW_PROMOTER_PASSWORD"]}
-        roles = {PIPELINE_USER: ("experiment", "registered_model"), PROMOTER_ROLE: ("registered_model",)}
-        members = {PIPELINE_USER: PIPELINE_USER, PROMOTER_USER: PROMOTER_ROLE}
-
-        def ok(status: int, body: Any, what: str, allowed: tuple[str, ...] = ()) -> Any:
-            if status == 200 or (isinstance(body, dict) and body.get("error_code") in allowed):
-                return body
-            raise StackError(f"MLflow refused to {what} ({status}): {str(body)[:300]}")
-
-        for user, password in users.items():
-            status, body = self._mlflow_admin("POST", "/api/2.0/mlflow/users/create",
-                                              {"username": user, "password": password})
-            if isinstance(body, dict) and body.get("error_code") == "RESOURCE_ALREADY_EXISTS":
-                ok(*self._mlflow_admin("PATCH", "/api/2.0/mlflow/users/update-password",
-                                       {"username": user, "password": password}), f"set the password of {user}")
-            else:
-                ok(status, body, f"create user {user}")
-        listed = ok(*self._mlflow_admin("GET", "/api/3.0/mlflow/roles/list", query={"workspace": "default"}),
-                    "list roles")
-        ids = {r["name"]: int(r["id"]) for r in listed.get("roles", [])}
-        for role, kinds in roles.items():
-            if role not in ids:
-                made = ok(*self._mlflow_admin("POST", "/api/3.0/mlflow/roles/create",
-                                              {"name": role, "workspace": "default"}), f"create role {role}")
-                ids[role] = int(made["role"]["id"])
-            for kind in kinds:
-                ok(*self._mlflow_admin("POST", "/api/3.0/mlflow/roles/permissions/add",
-                                       {"role_id": ids[role], "resource_type": kind, "resource_pattern": "*",
-                                        "permission": "EDIT"}), f"grant {role} EDIT on {kind}",
-                   ("RESOURCE_ALREADY_EXISTS",))
-        for user, role in members.items():
-            ok(*self._mlflow_admin("POST", "/api/3.0/mlflow/roles/assign", {"username": user, "role_id": ids[role]}),
-               f"give {user} the {role} role", ("RESOURCE_ALREADY_EXISTS",))
+        try:
+            ensure_accounts(self.s.mlflow_url, admin=(ADMIN_USER, v["MLFLOW_ADMIN_PASSWORD"]),
+                            pipeline=(PIPELINE_USER, v["MLFLOW_PIPELINE_PASSWORD"]),
+                            promoter=(PROMOTER_USER, v["MLFLOW_PROMOTER_PASSWORD"]))
+        except AccountsError as err:
+            raise StackError(str(err)) from None
 
     def _start_prefect(self) -> subprocess.Popen[bytes]:
         s = self.s

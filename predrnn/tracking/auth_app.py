@@ -7,8 +7,9 @@ model versions at all; so any account that trains could move ``@champion`` aroun
 and so could anyone with EDIT clicking the alias editor in the UI.
 
 This app (``mlflow server --app-name predrnn-auth``, an ``mlflow.app`` entry point) adds the rule that
-setting or deleting a protected alias (``champion``) needs the ``promoter`` role (an MLflow role, in
-any workspace) or an admin account; any other caller gets 403 and the alias stays where it was. The
+setting or deleting a protected alias (``champion``), and deleting the model version it points to or
+the registered model that carries it, needs the ``promoter`` role (an MLflow role, in any workspace)
+or an admin account; any other caller gets 403 and the alias stays where it was. The
 CLI's ``promote``/``rollback`` and the promote and nightly flows move the alias with the promoter's
 credentials (``PREDRNN_PROMOTER_USERNAME``/``PREDRNN_PROMOTER_PASSWORD``).
 
@@ -24,6 +25,8 @@ from typing import Any
 PROTECTED_ALIASES = frozenset({"champion"})
 PROMOTER_ROLE = "promoter"
 _ALIAS_ROUTE = "/mlflow/registered-models/alias"
+_DELETE_VERSION_ROUTE = "/mlflow/model-versions/delete"
+_DELETE_MODEL_ROUTE = "/mlflow/registered-models/delete"
 
 
 def _refusal(message: str) -> Any:
@@ -46,13 +49,8 @@ def guard_protected_alias() -> Any:
     from mlflow.exceptions import MlflowException
     from mlflow.server import auth
 
-    if request.method not in ("POST", "DELETE") or not request.path.endswith(_ALIAS_ROUTE):
-        return None
-    try:
-        alias = auth._get_request_param("alias")
-    except MlflowException:
-        return None  # malformed: MLflow's handler answers it
-    if alias not in PROTECTED_ALIASES:
+    alias = _protected_alias_touched(request, auth, MlflowException)
+    if alias is None:
         return None
     who = auth.authenticate_request()
     username = getattr(who, "username", None)
@@ -64,6 +62,28 @@ def guard_protected_alias() -> Any:
     return _refusal(f"user {username!r} may not move @{alias}: that needs the {PROMOTER_ROLE!r} role (predrnn "
                     "promote / rollback run with the promoter's account), so a model becomes champion only "
                     "through the promotion gate")
+
+
+def _protected_alias_touched(request: Any, auth: Any, error: type[Exception]) -> str | None:
+    """The protected alias this request would move or remove (directly, or by deleting its version or its
+    registered model), else None."""
+    path, method = request.path, request.method
+    try:
+        if method in ("POST", "DELETE") and path.endswith(_ALIAS_ROUTE):
+            alias = auth._get_request_param("alias")
+            return alias if alias in PROTECTED_ALIASES else None
+        if method == "DELETE" and path.endswith((_DELETE_VERSION_ROUTE, _DELETE_MODEL_ROUTE)):
+            from mlflow.server.handlers import _get_model_registry_store
+
+            name = auth._get_request_param("name")
+            aliases = _get_model_registry_store().get_registered_model(name).aliases or {}
+            version = auth._get_request_param("version") if path.endswith(_DELETE_VERSION_ROUTE) else None
+            for alias, target in aliases.items():
+                if alias in PROTECTED_ALIASES and (version is None or str(target) == str(version)):
+                    return str(alias)
+    except error:
+        return None  # malformed or unknown: MLflow's own handler answers it
+    return None
 
 
 def create_app() -> Any:

@@ -172,7 +172,7 @@ def test_the_stack_refuses_callers_without_credentials(shared, tmp_path):
     def status(url: str, *, auth: tuple[str, str] | None = None, body: Any = None, method: str = "GET") -> int:
         import base64
 
-        headers = {"Content-Type": "application/json"}
+        headers = {"Content-Type": "application/json"} if body is not None else {}
         if auth:
             headers["Authorization"] = "Basic " + base64.b64encode(":".join(auth).encode()).decode()
         req = urllib.request.Request(url, data=None if body is None else json.dumps(body).encode(), headers=headers,
@@ -202,6 +202,8 @@ def test_the_stack_refuses_callers_without_credentials(shared, tmp_path):
     assert status(f"{mlflow}/registered-models/alias", auth=promoter, body=move, method="POST") == 200
     assert status(f"{mlflow}/registered-models/alias?name=security-check&alias=champion", auth=pipeline,
                   method="DELETE") == 403
+    assert status(f"{mlflow}/model-versions/delete", auth=pipeline, body={"name": "security-check", "version": "1"},
+                  method="DELETE") == 403  # nor by deleting the champion's version
     assert status(f"{mlflow}/registered-models/delete", auth=("admin", v["MLFLOW_ADMIN_PASSWORD"]),
                   body={"name": "security-check"}, method="DELETE") == 200
 
