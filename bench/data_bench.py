@@ -143,7 +143,7 @@ def _s3_stack(work: Path) -> tuple[Any, dict[str, str]]:
 
     stack = Stack(StackSettings(state_dir=work / "stack", services=["s3"]).with_free_ports())
     stack.up(echo=lambda _m: None)
-    env = {k: v for k, v in stack.s.client_env().items()
+    env = {k: v for k, v in stack.client_env().items()
            if k.startswith(("AWS_", "PREDRNN_S3_"))}
     return stack, env
 

@@ -91,6 +91,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = p.parse_args(argv)
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    from predrnn.security import ray_auth_env
+
+    # Ray with token authentication, as `predrnn forecast` runs it (the token in a throwaway state folder)
+    os.environ.update(ray_auth_env(os.environ.get("PREDRNN_STATE_DIR") or tempfile.mkdtemp(prefix="fcb-state-"),
+                                   os.environ))
     import numpy as np
     import torch
 

@@ -101,7 +101,7 @@ def _cli(env: dict[str, str], cwd: Path, *args: str) -> float:
 
 def first_forecasts(stack: Stack, work: Path) -> dict[str, float]:
     """``predict`` (twice) and ``serve`` (until its first answer) of ``models:/predrnn-v2@champion``."""
-    env = {**os.environ, **stack.s.client_env()}
+    env = {**os.environ, **stack.client_env()}
     ctx = np.random.default_rng(0).random((2, 4, 32, 32, 1), dtype=np.float32)
     np.save(work / "ctx.npy", ctx)
     out: dict[str, float] = {}

@@ -71,9 +71,11 @@ def main() -> None:
     import ray
 
     from predrnn.data import ingest
+    from predrnn.security import ray_auth_env
 
     work = tempfile.mkdtemp(prefix="trbench-")
     os.environ.setdefault("PREDRNN_STATE_DIR", os.path.join(work, "state"))
+    os.environ.update(ray_auth_env(os.environ["PREDRNN_STATE_DIR"], os.environ))  # Ray as predrnn runs it
     n = args.iterations
     cfg = load_config(args.preset, overrides=[f"optim.max_iterations={n}", f"optim.eval_interval={n}",
                                                f"optim.checkpoint_interval={n}", "optim.eval_clips=8",
@@ -90,8 +92,9 @@ def main() -> None:
     plain_runs = [plain_loop(cfg, uri, n)]
     print(f"plain loop, 1 process, 1 thread:  {plain_runs[0]:.3f} s/it  (load average "
           f"{os.getloadavg()[0]:.1f})", flush=True)
-    ray.init(num_cpus=2, include_dashboard=True, dashboard_host="127.0.0.1", logging_level="WARNING",
-             _temp_dir=tempfile.mkdtemp(prefix="trb"))
+    from predrnn.train.launch import ensure_ray
+
+    ensure_ray(None, num_cpus=2, temp_dir=tempfile.mkdtemp(prefix="trb"))  # token auth, loopback, as `train`
     try:
         results = {}
         for workers in (1, 2):

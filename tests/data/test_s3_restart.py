@@ -42,7 +42,7 @@ def test_s3_restart_during_ingest_flow(prefect_harness, tmp_path: Path, monkeypa
                                 services=["s3"]).with_free_ports())
     stack.up(echo=print)
     try:
-        for k, v in stack.s.client_env().items():
+        for k, v in stack.client_env().items():
             monkeypatch.setenv(k, v)
         root = "s3://datasets"
         before = ingest("moving-digits", None, "before", root, num_clips=24, frames=8, height=32, width=32, seed=1)
