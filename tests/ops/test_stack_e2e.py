@@ -234,9 +234,8 @@ def test_stack_nightly_promote_predict_serve(shared, tmp_path, monkeypatch):
     serve: subprocess.Popen[bytes] | None = None
     for k, v in stack.client_env().items():  # this process talks to the stack as a client does
         monkeypatch.setenv(k, v)
-    sockets = Watch(pids=lambda: group_family(shared.pgids()), every_s=1.0)  # sampled while the nightly trains
+    sockets = Watch(pids=lambda: group_family(shared.pgids()), every_s=2.0)  # sampled while the nightly trains
     try:
-        sockets.__enter__()
         api = s.prefect_api_url
         names = {d["name"] for d in _api(api, "/deployments/filter", {})}
         assert {"ingest", "train", "tune", "evaluate", "promote", "nightly-retrain"} <= names
@@ -251,6 +250,7 @@ def test_stack_nightly_promote_predict_serve(shared, tmp_path, monkeypatch):
             prefect_deployment_listed(page, ui, "nightly-retrain", "At 02:00 AM every day")
             run_name = prefect_custom_run(page, ui, "nightly-retrain", params)
         timings["ui"] = time.monotonic() - t0
+        sockets.__enter__()
         ui_run = _api(api, "/flow_runs/filter", {"flow_runs": {"name": {"any_": [run_name]}}})
         assert len(ui_run) == 1 and ui_run[0]["parameters"]["overrides"] == TINY, ui_run
         t0 = time.monotonic()
