@@ -99,8 +99,14 @@ def prefect_custom_run(page: Any, ui: str, name: str, parameters: dict[str, Any]
     run_name = page.get_by_role("textbox").first.input_value()
     assert run_name, "the custom-run form has no run name"
     shot(page, f"prefect-custom-run-{name}")
+    refused: list[str] = []  # API answers of the submission that were errors, to say why if no run comes
+    page.on("response", lambda r: refused.append(f"{r.status} {r.request.method} {r.url}") if r.status >= 400
+            and "/api/" in r.url else None)
     submit.click()
-    wait_for_text(page, "scheduled to start", f"prefect-custom-run-{name}")  # the UI's confirmation toast
+    try:
+        wait_for_text(page, "scheduled to start", f"prefect-custom-run-{name}")  # the UI's confirmation toast
+    except Exception as err:
+        raise AssertionError(f"no run was scheduled; API errors during the submission: {refused}") from err
     assert run_name in page.inner_text("body")
     shot(page, f"prefect-custom-run-{name}-submitted")
     return run_name
