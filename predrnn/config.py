@@ -107,6 +107,25 @@ class DataConfig:
 
 
 @dataclass(frozen=True)
+class ChannelValues:
+    """One channel of a multi-variable field (one variable of a gridded source): its name, units, the
+    training split's mean/std that standardise it, its valid range and its verification thresholds."""
+
+    __pydantic_config__ = _STRICT_KEYS
+
+    name: str = ""
+    units: str = ""
+    mean: float = 0.0
+    std: float = 1.0
+    valid_min: float | None = None
+    valid_max: float | None = None
+    thresholds: tuple[float, ...] = ()
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "thresholds", tuple(float(t) for t in self.thresholds))
+
+
+@dataclass(frozen=True)
 class ValuesConfig:
     """What the data's values are, and how the model sees them (resolved from the dataset at the door).
 
@@ -117,6 +136,11 @@ class ValuesConfig:
     in the data's units, clipped to ``[valid_min, valid_max]`` (either may be None: unbounded); an
     image forecast is clipped to [0, 1]. ``thresholds`` are the default verification thresholds in
     the data's units (e.g. mm/h 0.5, 2, 5, 10, 30 as HKO-7).
+
+    ``channels``: a field of several variables (t2m in K, u10 in m s-1, ...) has one
+    :class:`ChannelValues` per channel, in channel order, and each channel is standardised, clipped and
+    scored on its own; the scalar ``mean``/``std``/``valid_*``/``thresholds`` then do not apply (0, 1,
+    None, ()) and ``units`` lists the channels' units. Empty for one channel (or images).
     """
 
     __pydantic_config__ = _STRICT_KEYS
@@ -128,6 +152,7 @@ class ValuesConfig:
     valid_min: float | None = None
     valid_max: float | None = None
     thresholds: tuple[float, ...] = ()
+    channels: tuple[ChannelValues, ...] = ()
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "thresholds", tuple(float(t) for t in self.thresholds))
@@ -431,6 +456,14 @@ def _validate(cfg: ExperimentConfig) -> None:
         errors.append(f"values.std must be positive and finite and values.mean a number, got {v.mean}, {v.std}")
     if v.valid_min is not None and v.valid_max is not None and not v.valid_min < v.valid_max:
         errors.append(f"need values.valid_min < values.valid_max, got {v.valid_min}, {v.valid_max}")
+    if v.channels and (v.kind != "field" or len(v.channels) != cfg.data.img_channel):
+        errors.append(f"values.channels ({len(v.channels)}) apply to a field and need one per channel "
+                      f"(data.img_channel={cfg.data.img_channel})")
+    for ch in v.channels:
+        if not (0 < ch.std < float("inf")) or ch.mean != ch.mean:
+            errors.append(f"values.channels[{ch.name}].std must be positive and finite, got {ch.std}")
+        if ch.valid_min is not None and ch.valid_max is not None and not ch.valid_min < ch.valid_max:
+            errors.append(f"need valid_min < valid_max for channel {ch.name}, got {ch.valid_min}, {ch.valid_max}")
     if c.num_workers < 1 or c.gpus_per_worker < 0 or c.cpus_per_worker <= 0:
         errors.append("compute.num_workers >= 1, gpus_per_worker >= 0, cpus_per_worker > 0 required")
     if errors:

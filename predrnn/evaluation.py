@@ -3,6 +3,7 @@ plots, scorecards and forecast pictures (no Ray, no MLflow: the training and tra
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,8 @@ from torch import nn
 from predrnn.config import ExperimentConfig
 from predrnn.data.batches import ClipSource, iterate_batches, load_batch
 from predrnn.steps import eval_step, evaluate
+
+log = logging.getLogger("predrnn")
 
 # the metrics logged per lead time (and as means) for an evaluation
 EVAL_METRICS = ("mse", "mae", "rmse", "psnr", "ssim")
@@ -67,8 +70,15 @@ def evaluate_split(model: nn.Module, cfg: ExperimentConfig, source: ClipSource, 
     n_in, n_out = protocol(cfg, context, horizon)
     ds = source.open(split, length=n_in + n_out, rank=0, world_size=1)
     opts = score_options(cfg, thresholds, pools, fss_scales)
-    return evaluate(model, iterate_batches(ds, batch, max_clips), n_in, max_clips=max_clips,
-                    values=cfg.values, labels=labels, **opts)
+    if cfg.values.channels:
+        opts["thresholds"] = []  # each channel is scored at its own thresholds
+    out = evaluate(model, iterate_batches(ds, batch, max_clips), n_in, max_clips=max_clips,
+                   values=cfg.values, labels=labels, **opts)
+    empty = out["model"].get("lead_times_without_data") or []
+    if empty:
+        log.warning("the %s split has no observation at lead time(s) %s in any clip: they have no score (null) "
+                    "and are left out of every mean", split, ", ".join(map(str, empty)))
+    return out
 
 
 def lead_time_table(result: dict[str, Any], metrics: tuple[str, ...] = ("mse", "mae", "rmse", "psnr", "ssim"),
@@ -169,4 +179,12 @@ def evaluation_metrics(result: dict[str, Any], prefix: str) -> dict[str, float]:
             finite = [v for v in block["csi_m"] if v is not None]
             if finite:
                 out[f"{tag}_csi_m"] = sum(finite) / len(finite)
+        for name, one in (block.get("channels") or {}).items():  # several variables: each in its own units
+            for k, v in evaluation_metrics({"model": one}, f"{tag}_{_metric_name(name)}").items():
+                out[k] = v
     return out
+
+
+def _metric_name(channel: str) -> str:
+    """A channel's name as MLflow accepts it in a metric key (letters, digits, ``_ - . /``)."""
+    return "".join(c if c.isalnum() or c in "_-./" else "_" for c in channel).strip("_") or "channel"

@@ -4,7 +4,9 @@ Forecast and truth are (B, N, H, W, C) in the data's units (images: [0, 1]; phys
 units, NaN = no data). Every metric runs over the pixels that have data only:
 
 * ``mse`` / ``mae``: "per frame": the error summed over the valid pixels (and channels) of one
-  frame, averaged over clips; the paper's Moving MNIST numbers (PredRNN-V2: 48.4) use this one.
+  frame, averaged over the clips whose frame at that lead time holds at least one observation; the
+  paper's Moving MNIST numbers (PredRNN-V2: 48.4) use this one. A frame with no observation (a radar
+  outage) is left out; a lead time with none in any clip has no score (null), never 0.
 * ``rmse``: per pixel, ``sqrt(sum of squared errors / number of valid pixels)`` over all clips of a
   lead time; ``mse_pixel`` is its square.
 * images only: ``psnr`` on 8-bit frames, values rounded (not truncated) to 0..255, per frame then
@@ -14,7 +16,13 @@ units, NaN = no data). Every metric runs over the pixels that have data only:
 * with thresholds: the verification scores of :mod:`predrnn.verification` (CSI, POD, FAR, bias,
   HSS, pooled CSI, FSS, CSI-M).
 
-A perfect forecast scores exactly 0 (the errors are taken in float64 on the values as given).
+A perfect forecast scores exactly 0 (the errors are taken in float64 on the values as given). Means over
+lead times skip the lead times without a score.
+
+Several variables (``values.channels``): every channel is scored on its own, in its own units and at
+its own thresholds (``"channels": {name: {...}}``); the headline ``mse``/``mae``/``rmse`` are then those
+of the standardised values (each channel ``(x - mean) / std``, ``"units": "standardised"``), so that
+variables in different units weigh alike in checkpoint selection and the promotion gate.
 Accumulate batch by batch with :class:`MetricAccumulator`; :func:`scorecard` gives the per-lead-time
 record that ``predrnn score`` prints.
 """
@@ -133,10 +141,20 @@ class MetricAccumulator:
         self.image = values.kind != "field"
         self.with_ssim = with_ssim and self.image
         self.count = 0
-        keys = ["mse", "mae", "sq_sum", "count"] + (["psnr"] if self.image else []) + \
+        keys = ["mse", "mae", "sq_sum", "count", "frames"] + (["psnr"] if self.image else []) + \
             (["ssim"] if self.with_ssim else [])
         self.sums = {k: np.zeros(horizon) for k in keys}
         self.scores: Any = None
+        self.values = values
+        self.per_channel: list[MetricAccumulator] = []
+        if values.channels:  # several variables: each on its own, the headline on standardised values
+            from predrnn.values import channel_values
+
+            if len(thresholds):
+                raise ValueError("thresholds apply per channel for several variables (values.channels[].thresholds)")
+            self.per_channel = [MetricAccumulator(horizon, values=one, thresholds=one.thresholds, pools=pools,
+                                                  fss_scales=fss_scales) for one in channel_values(values)]
+            return
         if len(thresholds):
             from predrnn.verification import ScoreAccumulator
 
@@ -149,7 +167,17 @@ class MetricAccumulator:
         p, t = _numpy(pred), _numpy(truth)
         if p.ndim != 5 or p.shape[1] != self.horizon:
             raise ValueError(f"expected forecasts (B, {self.horizon}, H, W, C), got {p.shape}")
+        if self.per_channel:
+            if p.shape[-1] != len(self.per_channel):
+                raise ValueError(f"expected {len(self.per_channel)} channels, got {p.shape}")
+            v = None if valid is None else np.broadcast_to(np.asarray(valid, bool), p.shape)
+            for c, acc in enumerate(self.per_channel):
+                acc.update(p[..., c:c + 1], t[..., c:c + 1], None if v is None else v[..., c:c + 1])
+            mean = np.array([ch.mean for ch in self.values.channels])
+            std = np.array([ch.std for ch in self.values.channels])
+            p, t = (p - mean) / std, (t - mean) / std
         values = frame_metrics(p, t, with_ssim=self.with_ssim, image=self.image, valid=valid)
+        values["frames"] = (values["count"] > 0).astype(np.float64)  # frames holding an observation
         if "psnr" in values:
             values["psnr"] = np.minimum(values["psnr"], 100.0)
         for k in self.sums:
@@ -161,14 +189,20 @@ class MetricAccumulator:
     def compute(self) -> dict[str, Any]:
         """``{"clips", "mse": mean, "mse_per_frame": [..], ..., "csi": {...}, ...}`` over all clips seen.
 
-        Per metric: ``<k>_per_frame`` (one value per lead time) and ``<k>`` (their mean). RMSE and
-        ``mse_pixel`` are pooled over all valid pixels of a lead time (null where none was valid).
+        Per metric: ``<k>_per_frame`` (one value per lead time) and ``<k>`` (their mean over the lead
+        times that have one). MSE and MAE per frame average the clips whose frame holds an observation;
+        RMSE and ``mse_pixel`` are pooled over all valid pixels of a lead time. A lead time without any
+        observation is null for every metric; ``valid_pixels_per_frame`` and ``frames_per_lead_time``
+        (clips with an observation) say how much each lead time rests on.
         """
         if self.count == 0:
             raise ValueError("no clips were evaluated")
         out: dict[str, Any] = {"clips": self.count}
-        per: dict[str, np.ndarray] = {k: self.sums[k] / self.count for k in ("mse", "mae", "psnr", "ssim")
-                                      if k in self.sums}
+        frames = self.sums["frames"]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            per: dict[str, np.ndarray] = {k: np.where(frames > 0, self.sums[k] / np.maximum(frames, 1.0), np.nan)
+                                          for k in ("mse", "mae") if k in self.sums}
+        per.update({k: self.sums[k] / self.count for k in ("psnr", "ssim") if k in self.sums})
         n = self.sums["count"]
         with np.errstate(invalid="ignore", divide="ignore"):
             per["mse_pixel"] = np.where(n > 0, self.sums["sq_sum"] / np.maximum(n, 1.0), np.nan)
@@ -179,8 +213,16 @@ class MetricAccumulator:
                 finite = per[k][np.isfinite(per[k])]
                 out[k] = float(finite.mean()) if finite.size else None
         out["valid_pixels_per_frame"] = [int(v) for v in n]
+        out["frames_per_lead_time"] = [int(v) for v in frames]
+        out["lead_times_without_data"] = [i + 1 for i, v in enumerate(n) if v == 0]
         if self.scores is not None:
             out.update(self.scores.compute())
+        if self.per_channel:
+            from predrnn.values import channel_names
+
+            out["units"] = "standardised"
+            out["channels"] = {name: acc.compute() for name, acc in zip(channel_names(self.values), self.per_channel,
+                                                                        strict=True)}
         return out
 
 

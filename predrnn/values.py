@@ -11,6 +11,8 @@ module is the one place that crosses between the two, driven by :class:`predrnn.
   the model as the training mean (0 after standardisation), and the loss and the metrics skip it.
   Forecasts come back as ``y * std + mean``, clipped to ``[valid_min, valid_max]`` where declared
   (never to [0, 1]).
+* **several variables** (``values.channels``): each channel has its own units, mean/std, valid range
+  and thresholds, and every step above runs channel by channel (the last axis of ``(..., C)``).
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from predrnn.config import ExperimentConfig, ValuesConfig
+from predrnn.config import ChannelValues, ExperimentConfig, ValuesConfig
 from predrnn.errors import PredrnnError
 
 IMAGE = ValuesConfig()
@@ -41,28 +43,58 @@ def field_units(values: ValuesConfig) -> str:
     return values.units if is_field(values) else ""
 
 
-def to_model(frames: torch.Tensor, values: ValuesConfig) -> torch.Tensor:
-    """Frames in the data's units -> the values the model sees (any shape, float).
+def channel_values(values: ValuesConfig) -> list[ValuesConfig]:
+    """One single-channel :class:`ValuesConfig` per channel of a multi-variable field (``values.channels``);
+    ``[values]`` for a single-channel field or an image."""
+    if not values.channels:
+        return [values]
+    return [ValuesConfig(kind="field", units=ch.units, mean=ch.mean, std=ch.std, valid_min=ch.valid_min,
+                         valid_max=ch.valid_max, thresholds=ch.thresholds) for ch in values.channels]
 
-    Image: unchanged. Field: ``(x - mean) / std`` with NaN (no data) -> 0, the training mean.
+
+def channel_names(values: ValuesConfig) -> list[str]:
+    """The channels' names (``values.channels``); empty when the data has no named channels."""
+    return [ch.name for ch in values.channels]
+
+
+def _stat(values: ValuesConfig, key: str, like: torch.Tensor) -> torch.Tensor | float:
+    """``mean``/``std`` as a float, or per channel as a (C,) tensor broadcasting over ``(..., C)``."""
+    if not values.channels:
+        return float(getattr(values, key))
+    return torch.tensor([float(getattr(ch, key)) for ch in values.channels], dtype=like.dtype, device=like.device)
+
+
+def to_model(frames: torch.Tensor, values: ValuesConfig) -> torch.Tensor:
+    """Frames ``(..., C)`` in the data's units -> the values the model sees (float).
+
+    Image: unchanged. Field: ``(x - mean) / std`` (per channel for several variables) with NaN (no data)
+    -> 0, the training mean.
     """
     if not is_field(values):
         return frames
-    return ((frames - values.mean) / values.std).nan_to_num(nan=0.0)
+    return ((frames - _stat(values, "mean", frames)) / _stat(values, "std", frames)).nan_to_num(nan=0.0)
 
 
 def from_model(pred: torch.Tensor, values: ValuesConfig) -> torch.Tensor:
-    """Model output -> the data's units, clipped to the valid range (image: [0, 1]). Float32."""
+    """Model output ``(..., C)`` -> the data's units, clipped to the valid range (image: [0, 1]). Float32."""
     pred = pred.float()
     if not is_field(values):
         return pred.clamp(0.0, 1.0)
-    return clip_valid(pred * values.std + values.mean, values)
+    return clip_valid(pred * _stat(values, "std", pred) + _stat(values, "mean", pred), values)
 
 
 def clip_valid(x: torch.Tensor, values: ValuesConfig) -> torch.Tensor:
-    """Clip to ``[valid_min, valid_max]`` (image: [0, 1]); an undeclared bound leaves that side open."""
+    """Clip ``(..., C)`` to ``[valid_min, valid_max]`` (per channel for several variables; image: [0, 1]);
+    an undeclared bound leaves that side open."""
     if not is_field(values):
         return x.clamp(0.0, 1.0)
+    if values.channels:
+        inf = float("inf")
+        lo = torch.tensor([-inf if ch.valid_min is None else ch.valid_min for ch in values.channels],
+                          dtype=x.dtype, device=x.device)
+        hi = torch.tensor([inf if ch.valid_max is None else ch.valid_max for ch in values.channels],
+                          dtype=x.dtype, device=x.device)
+        return torch.maximum(torch.minimum(x, hi), lo)
     if values.valid_min is None and values.valid_max is None:
         return x
     return x.clamp(min=values.valid_min, max=values.valid_max)
@@ -80,6 +112,8 @@ def fill_missing(frames: torch.Tensor, values: ValuesConfig) -> torch.Tensor:
     """NaN (no data) -> the training mean, in the data's units (what the model is fed instead)."""
     if not is_field(values):
         return frames
+    if values.channels:
+        return torch.where(torch.isnan(frames), _stat(values, "mean", frames), frames)
     return frames.nan_to_num(nan=values.mean)
 
 
@@ -91,10 +125,16 @@ def from_dataset_attrs(attrs: dict[str, Any]) -> ValuesConfig:
     """
     rec = attrs.get("values")
     if isinstance(rec, dict):
+        channels = tuple(ChannelValues(name=str(c.get("name", "")), units=str(c.get("units", "")),
+                                       mean=float(c.get("mean", 0.0)), std=float(c.get("std", 1.0)),
+                                       valid_min=_opt_float(c.get("valid_min")),
+                                       valid_max=_opt_float(c.get("valid_max")),
+                                       thresholds=tuple(float(t) for t in c.get("thresholds", [])))
+                         for c in rec.get("channels") or [])
         return ValuesConfig(kind=rec.get("kind", "image"), units=str(rec.get("units", "")),
                             mean=float(rec.get("mean", 0.0)), std=float(rec.get("std", 1.0)),
                             valid_min=_opt_float(rec.get("valid_min")), valid_max=_opt_float(rec.get("valid_max")),
-                            thresholds=tuple(float(t) for t in rec.get("thresholds", [])))
+                            thresholds=tuple(float(t) for t in rec.get("thresholds", [])), channels=channels)
     if attrs.get("value_kind") == "physical":
         norm = attrs.get("normalisation", {})
         return ValuesConfig(kind="field", units=str(attrs.get("units", "")), mean=float(norm.get("mean", 0.0)),
@@ -113,6 +153,9 @@ def describe(values: ValuesConfig) -> str:
     """``mm/h, valid >= 0`` / ``image intensities in [0, 1]``: for messages and plots."""
     if not is_field(values):
         return "image intensities in [0, 1] (or uint8 0..255)"
+    if values.channels:
+        return "; ".join(f"{ch.name}: {describe(one)}" for ch, one in zip(values.channels, channel_values(values),
+                                                                         strict=True))
     units = values.units or "the data's units"
     lo, hi = values.valid_min, values.valid_max
     if lo is not None and hi is not None:
@@ -161,9 +204,21 @@ def context_in_units(context: np.ndarray, values: ValuesConfig) -> np.ndarray:
     x = context.astype(np.float32)
     if np.isinf(x).any():
         raise ValuesError("the context holds inf; mark missing values with NaN")
-    finite = x[np.isfinite(x)]
-    if finite.size == 0:
+    if not np.isfinite(x).any():
         raise ValuesError("the context holds no value at all (every pixel NaN)")
+    if values.channels:
+        if x.shape[-1] != len(values.channels):
+            raise ValuesError(f"the context has {x.shape[-1]} channels, the model {len(values.channels)} "
+                              f"({', '.join(channel_names(values))})")
+        for c, one in enumerate(channel_values(values)):
+            part = x[..., c]
+            if np.isfinite(part).any():
+                try:
+                    context_in_units(part, one)
+                except ValuesError as err:
+                    raise ValuesError(f"channel {values.channels[c].name}: {err}") from None
+        return x
+    finite = x[np.isfinite(x)]
     lo, hi = float(finite.min()), float(finite.max())
     outside = 0
     if values.valid_min is not None:

@@ -293,8 +293,11 @@ def write_version(kind: str, source: str | None, name: str, root: str, *, progre
                                  dimension_names=("clip", "time", "y", "x", "channel"))
         buf = np.empty((batch, *shape1), dtype)
         digests = np.zeros((cap, T), np.uint64)  # frame contents, 8 bytes a frame, for the overlap check
+        times: np.ndarray | None = None  # (cap, T) valid times of a source with a time coordinate
         data_hash = hashlib.sha256()
         clip_stats: list[_Stats] = []  # per clip, so that normalisation can use the training split only
+        per_channel = info.value_kind != "image" and C > 1
+        channel_stats: list[list[_Stats]] = []  # per clip and channel (several variables)
         labels: list[str | None] = []
         groups: list[str] = []
         n = 0
@@ -322,9 +325,26 @@ def write_version(kind: str, source: str | None, name: str, root: str, *, progre
             one = _Stats()
             one.update(x)
             clip_stats.append(one)
+            if per_channel:
+                channel_stats.append([_Stats() for _ in range(C)])
+                for c in range(C):
+                    channel_stats[-1][c].update(x[..., c])
             if n == len(digests):
                 digests = np.concatenate([digests, np.zeros_like(digests)])
             digests[n] = frame_digests(x)
+            if clip.times is not None:
+                stamp = np.asarray(clip.times)
+                stamp = stamp.astype("datetime64[ns]").view(np.int64) if stamp.dtype.kind == "M" \
+                    else stamp.astype(np.float64)
+                if times is None:
+                    if n:
+                        raise DataError(f"{clip.where}: valid times for some clips only")
+                    times = np.zeros((len(digests), T), stamp.dtype)
+                if len(times) < len(digests):
+                    times = np.concatenate([times, np.zeros((len(digests) - len(times), T), times.dtype)])
+                times[n] = stamp
+            elif times is not None:
+                raise DataError(f"{clip.where}: valid times for some clips only")
             labels.append(clip.split)
             groups.append(clip.group if clip.group is not None else f"#{n}")
             buf[filled] = x
@@ -352,13 +372,39 @@ def write_version(kind: str, source: str | None, name: str, root: str, *, progre
                 train_stats.add(one)
         st, tr = stats.to_dict(), train_stats.to_dict()
         image = info.value_kind == "image"
-        values = _values_record(src.opts, info.units, image, st, tr)
+        ranges = src.channel_ranges() if hasattr(src, "channel_ranges") else None
+        channels = None
+        if per_channel:
+            described = info.extra.get("channels") or [{"name": f"channel {c}", "units": info.units}
+                                                      for c in range(C)]
+            channels = []
+            for c in range(C):
+                all_c, train_c = _Stats(), _Stats()
+                for code, per in zip(codes, channel_stats, strict=True):
+                    all_c.add(per[c])
+                    if code == SPLIT_CODES["train"]:
+                        train_c.add(per[c])
+                channels.append({"info": described[c], "stats": all_c.to_dict(), "train_stats": train_c.to_dict(),
+                                 "range": None if ranges is None else ranges[c]})
+        values = _values_record(src.opts, info.units, image, st, tr,
+                                declared=None if ranges is None or channels else ranges[0], channels=channels)
         header = {"schema": SCHEMA_VERSION, "shape": [n, *shape1], "dtype": dtype.str}
         if values["kind"] == "field" or values["thresholds"]:
             header["values"] = values  # what the values mean is part of the content
+        if times is not None:
+            header["time"] = "valid_time"
         content = hashlib.sha256(json.dumps(header, sort_keys=True).encode())
         content.update(data_hash.digest())
         content.update(codes.tobytes())
+        if times is not None:
+            times = times[:n]
+            content.update(np.ascontiguousarray(times).tobytes())  # same frames at other times: another version
+            group.create_array("valid_time", data=times, chunks=(max(n, 1), T), compressors=_codec(times.dtype),
+                               dimension_names=("clip", "time"), attributes=_time_attrs(times, info.extra))
+        grid_arrays = src.grid_arrays() if hasattr(src, "grid_arrays") else {}
+        for axis, coord in grid_arrays.items():
+            group.create_array(f"grid_{axis}", data=coord, compressors=_codec(coord.dtype),
+                               dimension_names=("y", "x") if coord.ndim == 2 else (axis,))
         content_hash = content.hexdigest()
         version = content_hash[:16]
         attrs = {
@@ -381,6 +427,7 @@ def write_version(kind: str, source: str | None, name: str, root: str, *, progre
                               {"mean": values["mean"], "std": values["std"], "nan_fill": 0.0, "split": "train"}),
             "values": values,
             "split": split_info,
+            **{k: info.extra[k] for k in ("time", "grid", "variables", "channels") if k in info.extra},
             "content_hash": content_hash,
             "data_hash": data_hash.hexdigest(),
             "fingerprint": _fingerprint(src, info.checksum),
@@ -396,17 +443,41 @@ def write_version(kind: str, source: str | None, name: str, root: str, *, progre
             "shape": [n, *shape1], "dtype": dtype.str, "attrs": attrs}
 
 
+def _time_attrs(times: np.ndarray, extra: dict[str, Any]) -> dict[str, Any]:
+    """Attributes of the ``valid_time`` array: CF-style units for datetimes stored as int64 nanoseconds."""
+    if times.dtype == np.int64:
+        return {"units": "nanoseconds since 1970-01-01T00:00:00Z", "calendar": "proleptic_gregorian",
+                "long_name": "valid time of each frame"}
+    return {"units": str(extra.get("time", {}).get("units", "")), "long_name": "valid time of each frame"}
+
+
 def _values_record(opts: dict[str, Any], units: str, image: bool, st: dict[str, float],
-                   tr: dict[str, float]) -> dict[str, Any]:
+                   tr: dict[str, float], *, declared: tuple[float | None, float | None] | None = None,
+                   channels: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     """The ``values`` attribute (:class:`predrnn.config.ValuesConfig` as a dict) of a new version.
 
-    Fields: units, the declared valid range, mean/std of the **training split only** (so no test
-    statistic leaks into the model's inputs), default verification thresholds. Images: [0, 1].
+    Fields: units, the declared valid range (``declared``: the range in force, the source's CF
+    attributes unless an option overrides them; else the options), mean/std of the **training split
+    only** (so no test statistic leaks into the model's inputs), default verification thresholds.
+    Images: [0, 1]. ``channels`` (several variables): per channel ``{"info": {name, units, ...},
+    "stats", "train_stats", "range"}``, giving one record per channel under ``channels``.
 
     Raises:
         DataError: a valid range declared for image data, or data outside the declared range.
     """
+    if channels:
+        per = []
+        for ch in channels:
+            one = _values_record({**opts, "thresholds": None}, str(ch["info"].get("units", "")), False, ch["stats"],
+                                 ch["train_stats"], declared=ch["range"])
+            per.append({"name": str(ch["info"].get("name", "")), **{k: one[k] for k in (
+                "units", "mean", "std", "valid_min", "valid_max", "thresholds")}})
+        return {"kind": "field", "units": ", ".join(c["units"] for c in per), "mean": 0.0, "std": 1.0,
+                "valid_min": None, "valid_max": None, "thresholds": [], "statistics_split": "train",
+                "channels": per}
     lo, hi = opts.get("valid_min"), opts.get("valid_max")
+    if declared is not None:
+        lo, hi = declared
     thresholds = opts.get("thresholds")
     if image:
         if lo is not None or hi is not None:

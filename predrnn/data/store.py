@@ -446,6 +446,25 @@ class Version:
             raise DataError(f"unknown split {split!r}; choose train, val, test or all")
         return np.flatnonzero(self.split_codes == SPLIT_CODES[split]).astype(np.int64)
 
+    def valid_times(self, indices: Any) -> np.ndarray | None:
+        """The valid time of every frame of the clips at ``indices``: (n, T) datetime64[ns] (or float64 for a
+        numeric time coordinate, in the source's units); None when the source had no time coordinate."""
+        group = self._group()
+        if "valid_time" not in group:
+            return None
+        idx = np.asarray(indices, dtype=np.int64).reshape(-1)
+        arr: Any = group["valid_time"]
+        if idx.size and (idx.min() < 0 or idx.max() >= self.shape[0]):
+            raise DataError(f"clip index out of range for {self.uri} with {self.shape[0]} clips")
+        t = np.asarray(arr[:])[idx]
+        return t.view("datetime64[ns]") if t.dtype == np.int64 else t
+
+    def grid_coords(self) -> dict[str, np.ndarray]:
+        """The grid's coordinates recorded at ingest: ``y``, ``x`` (1-D) and ``lat``, ``lon`` ((H, W)) where the
+        source had them; empty otherwise. What they mean (units, CRS) is in ``attrs["grid"]``."""
+        group = self._group()
+        return {k: np.asarray(group[f"grid_{k}"][...]) for k in ("y", "x", "lat", "lon") if f"grid_{k}" in group}
+
     def read(self, indices: Any) -> np.ndarray:
         """Clips at ``indices`` (any order, repeats allowed) as (n, T, H, W, C) in the stored dtype."""
         idx = np.asarray(indices, dtype=np.int64).reshape(-1)

@@ -44,12 +44,15 @@ _SPLIT_WORDS = {"train": "train", "training": "train", "val": "val", "valid": "v
 class Clip:
     """One clip ready to store: (T, H, W, C) in the stored dtype, its split label (or None), origin, and
     ``group``: the source sequence it was cut from (a video, an array row, a KTH person); every clip of a
-    group lands in the same split, so windows of one sequence never straddle splits. None: its own group."""
+    group lands in the same split, so windows of one sequence never straddle splits. None: its own group.
+    ``times``: (T,) the valid time of each frame (datetime64[ns], or float64 for a numeric time
+    coordinate) when the source has a time coordinate, else None."""
 
     data: np.ndarray
     where: str
     split: str | None = None
     group: str | None = None
+    times: np.ndarray | None = None
 
 
 @dataclass
@@ -273,6 +276,22 @@ def as_physical(x: np.ndarray, where: str, dtype: str) -> np.ndarray:
     if np.isinf(y).any():
         t = int(np.argwhere(np.isinf(y))[0][0])
         raise DataError(f"{where}: inf in data (first at frame {t}); use NaN to mark missing values")
+    return as_stored_float(y, where, dtype)
+
+
+def as_stored_float(y: np.ndarray, where: str, dtype: str) -> np.ndarray:
+    """Float32 values (NaN = no data) in the stored float dtype; a value the dtype cannot hold is refused.
+
+    Raises:
+        DataError: ``dtype`` is float16 and a finite value's magnitude exceeds 65504 (it would become inf),
+            naming the largest value and the dtype that holds it.
+    """
+    if np.dtype(dtype) == np.float16 and y.size:
+        big = float(np.nanmax(np.abs(y))) if np.isfinite(y).any() else 0.0
+        limit = float(np.finfo(np.float16).max)
+        if big > limit:
+            raise DataError(f"{where}: value {big:.6g} does not fit float_dtype=float16 (largest {limit:g}); "
+                            "ingest with float_dtype=float32")
     return y.astype(dtype, copy=False)
 
 

@@ -1,140 +1,442 @@
-"""Gridded fields with a time dimension (radar rainfall, reanalysis): NetCDF files or Zarr stores.
+"""Gridded fields with a time coordinate (radar rainfall, reanalysis), read with xarray as CF defines them.
 
-The variable is read window by window (never whole); masked or ``_FillValue`` cells become NaN.
-Dimensions are arranged as (time, y, x[, channel]): time moved first, and for 4-D variables the
-smallest remaining dimension becomes the channel.
+What is read (all through :func:`xarray.open_dataset`, lazily: only the frames of one window are ever
+in memory):
+
+* a NetCDF file; a folder of NetCDF files or a glob (``radar/*.nc``), one or many time steps per file
+  (the usual radar archive: one file per scan); a Zarr store, v2 or v3, consolidated or not, as xarray
+  writes it; each on disk or under ``s3://`` (fetched first, see :mod:`predrnn.data.sources.remote`).
+* values CF-decoded by xarray: ``scale_factor``/``add_offset`` applied, ``_FillValue`` and
+  ``missing_value`` cells NaN. The declared valid range (``valid_min``, ``valid_max``, ``valid_range``;
+  CF 1.10 section 2.5.1, in packed units when the variable is packed) becomes the data's valid range,
+  and values outside it are missing (NaN), as CF says; ``-o valid_min=``/``valid_max=`` override it.
+* **time is a coordinate**: frames are ordered by their time values (repeated times are refused, named);
+  the time step is the most common step between frames, or ``time_step`` (``5min``, ``1h``; a number
+  for a numeric time coordinate). Windows of ``window`` steps every ``stride`` steps are cut only inside
+  runs of regularly spaced frames, never across a gap, and every clip records the valid time of each of
+  its frames. A variable with no time coordinate keeps the order of its time dimension (files in name
+  order) and says so.
+* **place**: the grid's x/y coordinates and 2-D lat/lon (where present), the grid mapping variable's
+  attributes (the CRS) and each variable's ``standard_name``, ``long_name`` and ``units`` are recorded.
+* **several variables are channels**: ``variable=t2m,u10,v10`` makes one channel per variable, each
+  with its own units and valid range; a 4-D variable takes its channel from the dimension that is not
+  time, y or x (told from the dimension names or the coordinates' CF ``axis``/``standard_name``), or
+  from ``channel_dim``.
 
 A grid is one time-ordered sequence, so it is split by **contiguous time blocks**, not window by window
-(neighbouring windows share frames or are strongly correlated): the time axis is cut into
+(neighbouring windows share frames or are strongly correlated): the time-ordered frames are cut into
 ``split_blocks`` equal blocks, each divided in time order into train, val and test segments of
-``1 - val_fraction - test_fraction``, ``val_fraction`` and ``test_fraction`` of its steps, with
-``split_gap`` steps dropped between two segments of different splits. Windows of ``window`` steps every
-``stride`` steps are cut inside each segment only, so no time step reaches two splits.
+``1 - val_fraction - test_fraction``, ``val_fraction`` and ``test_fraction`` of its frames, with
+``split_gap`` frames dropped between two segments of different splits. Windows are cut inside each
+segment only, so no frame reaches two splits.
 """
 
 from __future__ import annotations
 
+import glob
+import math
+import warnings
 from collections.abc import Iterator
+from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from predrnn.data.errors import DataError
-from predrnn.data.sources.base import Clip, Source, SourceInfo, as_physical, files_checksum
+from predrnn.data.sources.base import Clip, Source, SourceInfo, as_stored_float, files_checksum, natural_key
 
-_TIME_NAMES = ("time", "t", "times", "valid_time", "datetime")
+_TIME_NAMES = ("time", "t", "times", "valid_time", "datetime", "date")
+_Y_NAMES = {"y", "lat", "latitude", "rlat", "south_north", "yc", "row", "rows", "northing", "ny", "j",
+            "projection_y_coordinate", "grid_latitude", "nlat"}
+_X_NAMES = {"x", "lon", "longitude", "rlon", "west_east", "xc", "col", "cols", "easting", "nx", "i",
+            "projection_x_coordinate", "grid_longitude", "nlon"}
+_Y_STANDARD = {"projection_y_coordinate", "latitude", "grid_latitude"}
+_X_STANDARD = {"projection_x_coordinate", "longitude", "grid_longitude"}
+_NETCDF_SUFFIXES = {".nc", ".nc4", ".netcdf", ".cdf", ".h5", ".hdf5", ".he5"}
+_CF_KEYS = ("standard_name", "long_name", "units")
+_GAPS_KEPT = 200  # gaps listed in the version's attributes (all are counted)
 
 
-class _Var:
-    """A lazily sliced variable with named dimensions, from netCDF4 or Zarr."""
+def _is_zarr(path: Path) -> bool:
+    return path.is_dir() and (path.suffix == ".zarr" or any((path / m).exists() for m in
+                                                            ("zarr.json", ".zgroup", ".zmetadata", ".zarray")))
 
-    def __init__(self, name: str, dims: tuple[str, ...], shape: tuple[int, ...], getter: Any, units: str,
-                 fill: Any):
-        self.name, self.dims, self.shape, self.getter, self.units, self.fill = name, dims, shape, getter, units, fill
 
-    def read(self, index: tuple[slice, ...]) -> np.ndarray:
-        x = self.getter[index]
-        if np.ma.isMaskedArray(x):
-            x = np.ma.filled(x.astype(np.float32), np.nan)
-        x = np.asarray(x)
-        if self.fill is not None and x.dtype.kind in "fiu":
-            x = x.astype(np.float32)
-            x[x == np.float32(self.fill)] = np.nan
-        return x
+def _open(path: Path) -> Any:
+    """``xarray.open_dataset`` of one NetCDF file or Zarr store, lazily, CF-decoded."""
+    import xarray as xr
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # "not consolidated": read unconsolidated
+            if _is_zarr(path):
+                return xr.open_dataset(path, engine="zarr", consolidated=None, chunks=None,
+                                       mask_and_scale=True, decode_times=True)
+            return xr.open_dataset(path, engine="netcdf4", chunks=None, mask_and_scale=True, decode_times=True,
+                                   cache=False)
+    except (OSError, ValueError, KeyError, TypeError, RuntimeError) as err:
+        what = "Zarr store written by xarray (dimension names in _ARRAY_DIMENSIONS or " \
+               "dimension_names)" if _is_zarr(path) else "NetCDF file"
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0][:300]
+        raise DataError(f"{path}: not a readable {what} ({first})") from None
+
+
+def _num(v: Any) -> float | None:
+    if v is None:
+        return None
+    a = np.asarray(v).reshape(-1)
+    return float(a[0]) if a.size else None
+
+
+def _declared_range(da: Any) -> tuple[float | None, float | None]:
+    """The CF valid range of a decoded variable, in its decoded units (CF 1.10 2.5.1)."""
+    attrs, enc = da.attrs, da.encoding
+    lo = hi = None
+    raw_lo = raw_hi = None
+    if "valid_range" in attrs:
+        vr = np.asarray(attrs["valid_range"]).reshape(-1)
+        if vr.size >= 2:
+            raw_lo, raw_hi = vr[0], vr[1]
+    raw_lo = attrs.get("valid_min", raw_lo)
+    raw_hi = attrs.get("valid_max", raw_hi)
+    scale, offset = enc.get("scale_factor"), enc.get("add_offset")
+    packed = scale is not None or offset is not None
+    packed_int = np.dtype(enc.get("dtype", da.dtype)).kind in "iu"
+
+    def unpack(raw: Any) -> float | None:
+        if raw is None:
+            return None
+        value = _num(raw)
+        if value is None:
+            return None
+        kind = np.asarray(raw).dtype.kind
+        if packed and packed_int and kind in "iu":  # stated in the packed type: unpack it
+            value = value * (1.0 if scale is None else float(scale)) + (0.0 if offset is None else float(offset))
+        return value
+
+    lo, hi = unpack(raw_lo), unpack(raw_hi)
+    return lo, hi
+
+
+def _parse_step(value: Any, datetime: bool) -> Any:
+    """The ``time_step`` option as a numpy timedelta64 (datetime times) or a float (numeric times)."""
+    if value is None:
+        return None
+    if datetime:
+        import pandas as pd
+
+        try:
+            step = pd.Timedelta(value if isinstance(value, str) else f"{value}s")
+        except (ValueError, TypeError):
+            raise DataError(f"option time_step must be a duration such as 5min, 300s or 1h, got {value!r}") from None
+        if step <= pd.Timedelta(0):
+            raise DataError(f"option time_step must be positive, got {value!r}")
+        return np.timedelta64(step.value, "ns")
+    if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
+        raise DataError(f"option time_step must be a positive number in the time coordinate's units, got {value!r}")
+    return float(value)
+
+
+def format_time(t: Any) -> str:
+    """A time value as text: ISO 8601 to the second for datetimes (UTC as CF decodes it), else the number."""
+    if isinstance(t, np.datetime64):
+        return str(t.astype("datetime64[s]"))
+    return f"{float(t):g}"
+
+
+def format_step(d: Any) -> str:
+    """A time difference as ``5 min``, ``1 h 30 min``, ``45 s`` (timedelta64), else the number."""
+    if isinstance(d, np.timedelta64):
+        s = int(d / np.timedelta64(1, "s"))
+        if s % 60:
+            return f"{s} s"
+        h, m = divmod(s // 60, 60)
+        days, h = divmod(h, 24)
+        parts = [f"{days} d" if days else "", f"{h} h" if h else "", f"{m} min" if m else ""]
+        return " ".join(p for p in parts if p) or "0 s"
+    return f"{float(d):g}"
+
+
+@dataclass
+class _Part:
+    """One file (or store) of the archive and the time steps it holds, in its own order."""
+
+    path: Path
+    ds: Any
+    steps: int
+
+
+@dataclass
+class _Layout:
+    """How the chosen variables map to (time, y, x, channel)."""
+
+    names: list[str]  # the variables read (one per channel, or one 4-D variable)
+    time_dim: str
+    y_dim: str
+    x_dim: str
+    channel_dim: str | None  # a 4-D variable's channel dimension
+    channels: list[dict[str, Any]]  # per channel: name, units, standard_name, long_name, valid_min, valid_max
+    shape: tuple[int, int, int]  # (H, W, C)
+
+
+@dataclass
+class _Timeline:
+    """The frames in time order: where each lives, its time, the regular runs and the gaps."""
+
+    part: np.ndarray  # (F,) index into the parts, in time order
+    local: np.ndarray  # (F,) index along the part's time dimension
+    times: np.ndarray | None  # (F,) datetime64[ns] or float64; None: no time coordinate
+    step: Any = None
+    gaps: list[dict[str, Any]] = field(default_factory=list)
+    run_id: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # (F,) regular run of each frame
+    reordered: bool = False
 
 
 class GridSource(Source):
-    """A NetCDF file (``.nc``) or a Zarr store (folder) holding a variable with a time dimension."""
+    """NetCDF files (one, a folder, a glob) or a Zarr store holding variables with a time dimension."""
 
     kind = "netcdf"
     OPTIONS = {"variable": None, "window": 20, "stride": None, "time_dim": None, "units": None,
-               "split_gap": 0, "split_blocks": 1}
+               "split_gap": 0, "split_blocks": 1, "time_step": None, "channel_dim": None}
     time_ordered = True
 
     def __init__(self, source: str | Path | None, options: dict[str, Any]):
+        self.pattern: str | None = None
+        text = str(source or "")
+        if not text.startswith("s3://") and any(c in text for c in "*?["):
+            base = Path(text.removeprefix("file://")).expanduser()
+            fixed = next((i for i, p in enumerate(base.parts) if any(c in p for c in "*?[")), len(base.parts))
+            root = Path(*base.parts[:fixed]) if fixed else Path(".")
+            self.pattern = str(Path(*base.parts[fixed:]))
+            source = str(root)
         super().__init__(source, options)
-        self._handle: Any = None
+        self._parts: list[_Part] | None = None
 
-    def _is_zarr(self) -> bool:
+    # -- the archive ---------------------------------------------------------------------------
+
+    def _files(self) -> list[Path]:
+        """The NetCDF files or the one Zarr store of the source, in natural name order."""
         assert self.path is not None
-        return self.path.is_dir() or self.path.suffix == ".zarr"
+        if self.pattern is not None:
+            found = [Path(p) for p in glob.glob(str(self.path / self.pattern), recursive=True)]
+            files = sorted((p for p in found if p.is_file() or _is_zarr(p)), key=natural_key)
+            if not files:
+                raise DataError(f"{self.path / self.pattern}: no file matches")
+            return files
+        if self.path.is_file() or _is_zarr(self.path):
+            return [self.path]
+        files = sorted((p for p in self.path.rglob("*") if p.is_file() and p.suffix.lower() in _NETCDF_SUFFIXES),
+                       key=natural_key)
+        if not files:
+            raise DataError(f"{self.path}: a folder with no NetCDF file ({', '.join(sorted(_NETCDF_SUFFIXES))}) "
+                            "and not a Zarr store (no zarr.json, .zgroup or .zmetadata)")
+        return files
 
-    def _variables(self) -> list[_Var]:
-        assert self.path is not None
-        if self._is_zarr():
-            import zarr
+    def _open_parts(self) -> list[_Part]:
+        if self._parts is None:
+            parts = []
+            for p in self._files():
+                ds = _open(p)
+                parts.append(_Part(p, ds, 0))
+            self._parts = parts
+        return self._parts
 
-            try:
-                node = zarr.open(str(self.path), mode="r")
-            except Exception as err:  # zarr raises several types for a non-store folder
-                raise DataError(f"{self.path}: not a readable Zarr store ({err})") from None
-            arrays = [(node.basename or self.path.stem, node)] if isinstance(node, zarr.Array) else list(node.arrays())
-            out = []
-            for name, arr in arrays:
-                found: Any = getattr(arr.metadata, "dimension_names", None) or arr.attrs.get("_ARRAY_DIMENSIONS")
-                names = tuple(str(d) for d in found) if found else tuple(f"dim_{i}" for i in range(arr.ndim))
-                out.append(_Var(name, names, tuple(arr.shape), arr, str(arr.attrs.get("units", "")),
-                                arr.attrs.get("_FillValue")))
-            return out
-        import netCDF4
+    def _close(self) -> None:
+        for part in self._parts or []:
+            part.ds.close()
+        self._parts = None
+        self.__dict__.pop("_plan", None)
 
-        try:
-            self._handle = netCDF4.Dataset(str(self.path), "r")
-        except OSError as err:
-            raise DataError(f"{self.path}: corrupt or unreadable NetCDF file ({err})") from None
-        return [_Var(name, tuple(v.dimensions), tuple(v.shape), v, str(getattr(v, "units", "")), None)
-                for name, v in self._handle.variables.items()]
-
-    def _pick(self) -> tuple[_Var, int]:
-        assert self.path is not None
-        variables = self._variables()
+    def _variable_names(self, ds: Any) -> list[str]:
         want = self.opts["variable"]
+        if want is None:
+            return []
+        names = [w.strip() for w in (want.split(",") if isinstance(want, str) else want) if str(w).strip()]
+        if not names or len(set(names)) != len(names):
+            raise DataError(f"option variable must name one or more distinct variables, got {want!r}")
+        return names
+
+    def _time_dim(self, da: Any) -> str | None:
         tdim = self.opts["time_dim"]
+        if tdim:
+            return tdim if tdim in da.dims else None
+        for d in da.dims:
+            if str(d).lower() in _TIME_NAMES:
+                return str(d)
+        for d in da.dims:  # a dimension whose coordinate is decoded as datetimes
+            if d in da.coords and np.issubdtype(da.coords[d].dtype, np.datetime64):
+                return str(d)
+        return None
 
-        def time_axis(v: _Var) -> int | None:
-            if tdim:
-                return v.dims.index(tdim) if tdim in v.dims else None
-            for i, d in enumerate(v.dims):
-                if d.lower() in _TIME_NAMES:
-                    return i
-            return None
-
-        if want:
-            match = [v for v in variables if v.name == want]
-            if not match:
-                raise DataError(f"{self.path}: no variable {want!r} (variables: {[v.name for v in variables]})")
-            var = match[0]
-            axis = time_axis(var)
-            if axis is None:
-                axis = 0 if not tdim else None
-            if axis is None:
-                raise DataError(f"{self.path}: variable {want!r} has no time dimension {tdim!r} (dims {var.dims})")
-        else:
-            cands = [(v, time_axis(v)) for v in variables if len(v.shape) in (3, 4)]
-            cands = [(v, a) for v, a in cands if a is not None]
+    def _layout(self, part: _Part) -> _Layout:
+        """Which variables, which dimensions; raises DataError with the candidates listed."""
+        ds, where = part.ds, part.path
+        names = self._variable_names(ds)
+        data_vars = [str(n) for n in ds.data_vars]
+        if not names:
+            cands = [n for n in data_vars if ds[n].ndim in (3, 4) and self._time_dim(ds[n]) is not None]
             if len(cands) != 1:
-                names = [v.name for v, _ in cands] or [v.name for v in variables]
-                raise DataError(f"{self.path}: choose the variable with option variable "
+                have = cands or data_vars
+                raise DataError(f"{where}: choose the variable(s) with --variable NAME[,NAME...] "
                                 f"({'candidates' if cands else 'no 3-D/4-D variable with a time dimension; have'}: "
-                                f"{names})")
-            var, axis = cands[0]
-        assert axis is not None
-        if len(var.shape) not in (3, 4):
-            raise DataError(f"{self.path}: variable {var.name!r} has wrong rank {len(var.shape)} (dims {var.dims}); "
-                            "expected (time, y, x) or (time, y, x, channel)")
-        return var, axis
+                                f"{have})")
+            names = cands
+        missing = [n for n in names if n not in ds.variables]
+        if missing:
+            raise DataError(f"{where}: no variable {', '.join(map(repr, missing))} (variables: {data_vars})")
+        first = ds[names[0]]
+        tdim = self._time_dim(first)
+        if tdim is None:
+            if self.opts["time_dim"]:
+                raise DataError(f"{where}: variable {names[0]!r} has no time dimension "
+                                f"{self.opts['time_dim']!r} (dims {tuple(map(str, first.dims))})")
+            tdim = str(first.dims[0])
+        for n in names:
+            da = ds[n]
+            if da.ndim not in (3, 4):
+                raise DataError(f"{where}: variable {n!r} has wrong rank {da.ndim} (dims {tuple(map(str, da.dims))}); "
+                                "expected (time, y, x) or (time, y, x, channel)")
+            if len(names) > 1 and (da.ndim != 3 or set(da.dims) != set(first.dims)):
+                raise DataError(f"{where}: variables {names[0]!r} {tuple(map(str, first.dims))} and {n!r} "
+                                f"{tuple(map(str, da.dims))} differ in dimensions; several variables become "
+                                "channels only when each is (time, y, x) on the same grid")
+        rest = [str(d) for d in first.dims if d != tdim]
+        chdim: str | None = None
+        if first.ndim == 4:
+            chdim = self._channel_dim(first, rest, where, names[0])
+            rest = [d for d in rest if d != chdim]
+        ydim, xdim = self._yx(first, rest)
+        channels: list[dict[str, Any]] = []
+        units_opt = self.opts["units"]
+        for n in names:
+            da = ds[n]
+            lo, hi = _declared_range(da)
+            info = {"variable": n, **{k: str(da.attrs.get(k, "")) for k in _CF_KEYS}, "valid_min": lo, "valid_max": hi}
+            if units_opt:
+                info["units"] = str(units_opt)
+            if chdim is None:
+                channels.append({"name": n, **info})
+            else:
+                coord = ds[chdim].values if chdim in ds.coords else np.arange(da.sizes[chdim])
+                channels.extend({"name": f"{n}[{chdim}={_label(c)}]", **info} for c in coord)
+        shape = (int(first.sizes[ydim]), int(first.sizes[xdim]), len(channels))
+        return _Layout(names, tdim, ydim, xdim, chdim, channels, shape)
 
-    def _layout(self, var: _Var, axis: int) -> tuple[list[int], int, int, int]:
-        """Axis order putting time first and the channel last; (order, H, W, C)."""
-        rest = [i for i in range(len(var.shape)) if i != axis]
-        if len(rest) == 3:
-            ch = min(rest, key=lambda i: var.shape[i])
-            rest = [i for i in rest if i != ch] + [ch]
-        order = [axis, *rest]
-        h, w = var.shape[rest[0]], var.shape[rest[1]]
-        c = var.shape[rest[2]] if len(rest) == 3 else 1
-        return order, h, w, c
+    def _channel_dim(self, da: Any, rest: list[str], where: Path, name: str) -> str:
+        want = self.opts["channel_dim"]
+        dims = tuple(map(str, da.dims))
+        if want:
+            if want not in rest:
+                raise DataError(f"{where}: option channel_dim={want!r} is not a dimension of {name!r} other than "
+                                f"time (dims {dims})")
+            return str(want)
+        ys = [d for d in rest if self._is_axis(da, d, "Y")]
+        xs = [d for d in rest if self._is_axis(da, d, "X")]
+        others = [d for d in rest if d not in ys and d not in xs]
+        if len(ys) == 1 and len(xs) == 1 and len(others) == 1:
+            return others[0]
+        raise DataError(f"{where}: variable {name!r} has dims {dims}: which one is the channel cannot be told from "
+                        f"the names (y/lat, x/lon not both found); name it with -o channel_dim=NAME (one of "
+                        f"{', '.join(rest)})")
+
+    @staticmethod
+    def _is_axis(da: Any, dim: str, axis: str) -> bool:
+        names, standard = (_Y_NAMES, _Y_STANDARD) if axis == "Y" else (_X_NAMES, _X_STANDARD)
+        if dim.lower() in names:
+            return True
+        if dim in da.coords:
+            attrs = da.coords[dim].attrs
+            return str(attrs.get("axis", "")).upper() == axis or attrs.get("standard_name") in standard
+        return False
+
+    def _yx(self, da: Any, rest: list[str]) -> tuple[str, str]:
+        a, b = rest
+        if self._is_axis(da, a, "X") and self._is_axis(da, b, "Y"):
+            return b, a  # stored (x, y): frames are still (y, x)
+        return a, b
+
+    # -- time ---------------------------------------------------------------------------------
+
+    def _timeline(self, parts: list[_Part], lay: _Layout) -> _Timeline:
+        """Frames in time order, the time step, regular runs and gaps.
+
+        Raises:
+            DataError: repeated times (named), a time coordinate that is not numbers or datetimes, or a
+                ``time_step`` that is no step of the data.
+        """
+        stamps: list[np.ndarray] = []
+        has_time = True
+        for part in parts:
+            ds = part.ds
+            if lay.time_dim not in ds[lay.names[0]].dims:
+                raise DataError(f"{part.path}: variable {lay.names[0]!r} has no dimension {lay.time_dim!r} "
+                                f"(dims {tuple(map(str, ds[lay.names[0]].dims))})")
+            part.steps = int(ds[lay.names[0]].sizes[lay.time_dim])
+            if lay.time_dim in ds.coords and has_time:
+                values = np.asarray(ds.coords[lay.time_dim].values)
+                if values.dtype == object:  # cftime dates (a non-standard calendar)
+                    try:
+                        values = np.asarray(ds.indexes[lay.time_dim].to_datetimeindex(time_unit="ns"))
+                    except (ValueError, TypeError, AttributeError) as err:
+                        raise DataError(f"{part.path}: time coordinate {lay.time_dim!r} cannot be read as dates "
+                                        f"({err})") from None
+                if values.dtype.kind == "M":
+                    values = values.astype("datetime64[ns]")
+                elif values.dtype.kind in "iuf":
+                    values = values.astype(np.float64)
+                else:
+                    raise DataError(f"{part.path}: time coordinate {lay.time_dim!r} holds {values.dtype}, not "
+                                    "dates or numbers")
+                stamps.append(values)
+            else:
+                has_time = False
+        part_id = np.concatenate([np.full(p.steps, i, np.int64) for i, p in enumerate(parts)])
+        local = np.concatenate([np.arange(p.steps, dtype=np.int64) for p in parts])
+        if not has_time or not stamps:
+            n = int(part_id.size)
+            return _Timeline(part_id, local, None, run_id=np.zeros(n, np.int64))
+        if len({s.dtype.kind for s in stamps}) > 1:
+            raise DataError(f"{self.path}: the files' time coordinates mix dates and numbers")
+        times = np.concatenate(stamps)
+        if times.dtype.kind == "f" and not np.isfinite(times).all():
+            raise DataError(f"{self.path}: the time coordinate holds NaN/inf")
+        if times.dtype.kind == "M" and np.isnat(times).any():
+            raise DataError(f"{self.path}: the time coordinate holds missing times (NaT)")
+        order = np.argsort(times, kind="stable")
+        reordered = bool((order != np.arange(order.size)).any())
+        times, part_id, local = times[order], part_id[order], local[order]
+        if times.size > 1:
+            diffs = np.diff(times)
+            dup = np.flatnonzero(diffs == diffs.dtype.type(0))
+            if dup.size:
+                shown = ", ".join(format_time(times[i]) for i in dup[:5])
+                where = [f"{parts[part_id[i]].path.name}[{local[i]}]" for i in (dup[0], dup[0] + 1)]
+                raise DataError(f"{self.path}: {dup.size} repeated time(s) in the time coordinate: {shown}"
+                                f"{' ...' if dup.size > 5 else ''} (first in {where[0]} and {where[1]}); remove the "
+                                "duplicate frames")
+        datetime = times.dtype.kind == "M"
+        step = _parse_step(self.opts["time_step"], datetime)
+        if times.size < 2:
+            return _Timeline(part_id, local, times, step, [], np.zeros(times.size, np.int64), reordered)
+        diffs = np.diff(times)
+        if step is None:
+            vals, counts = np.unique(diffs, return_counts=True)
+            step = vals[int(np.argmax(counts))]  # the most common step; ties: the shortest
+        regular = diffs == step
+        if not regular.any():
+            raise DataError(f"{self.path}: no two frames are time_step={format_step(step)} apart (steps found: "
+                            f"{', '.join(format_step(d) for d in np.unique(diffs)[:5])})")
+        run_id = np.concatenate([[0], np.cumsum(~regular)]).astype(np.int64)
+        gaps = []
+        for i in np.flatnonzero(~regular):
+            d = diffs[i]
+            gaps.append({"after": format_time(times[i]), "before": format_time(times[i + 1]),
+                         "length": format_step(d), "missing_steps": _missing(d, step)})
+        return _Timeline(part_id, local, times, step, gaps, run_id, reordered)
+
+    # -- windows and splits --------------------------------------------------------------------
 
     def _window_stride(self) -> tuple[int, int]:
         window = int(self.opts["window"])
@@ -144,7 +446,7 @@ class GridSource(Source):
         return window, stride
 
     def segments(self, total: int) -> list[tuple[str, int, int]]:
-        """The time-block split of ``total`` steps: ``[(split, first, stop), ...]`` in time order.
+        """The time-block split of ``total`` time-ordered frames: ``[(split, first, stop), ...]``.
 
         Raises:
             DataError: a bad option, or a split asked for (fraction > 0) whose segments hold no whole
@@ -182,58 +484,256 @@ class GridSource(Source):
                     f"window, or set the fraction to 0")
         return out
 
-    def _windows(self, total: int) -> list[tuple[str, int, int, int]]:
-        """Every window as ``(split, first step, segment first, segment stop)``, in time order."""
+    def _windows(self, line: _Timeline) -> list[tuple[str, int, int, int]]:
+        """Every window as ``(split, first frame, segment first, segment stop)`` (time-ordered frame
+        indices), cut inside a segment and inside one regular run of frames."""
         window, stride = self._window_stride()
-        out = [(split, t0, first, stop) for split, first, stop in self.segments(total)
-               for t0 in range(first, stop - window + 1, stride)]
+        total = int(line.part.size)
+        out = []
+        for split, first, stop in self.segments(total):
+            runs = line.run_id[first:stop]
+            start = first
+            for k in range(first, stop + 1):  # each regular run inside the segment
+                if k == stop or runs[k - first] != runs[start - first]:
+                    out.extend((split, t0, first, stop) for t0 in range(start, k - window + 1, stride))
+                    start = k
         if not out:
-            raise DataError(f"{self.path}: empty source: {total} time steps, fewer than window={window}")
+            raise DataError(f"{self.path}: empty source: {total} time steps"
+                            + (f" in {len(line.gaps) + 1} regular runs (gaps: {len(line.gaps)})" if line.gaps else "")
+                            + f", none holding window={window} consecutive steps")
+        for split in ("train", "val", "test"):
+            frac = float(self.opts[f"{split}_fraction"]) if split != "train" else 1.0
+            if frac > 0 and not any(w[0] == split for w in out):
+                raise DataError(f"{self.path}: the {split} time blocks hold no {window} consecutive regular steps "
+                                f"(the time coordinate has {len(line.gaps)} gap(s); see `-o time_step`); "
+                                f"lower the window, or change val_fraction/test_fraction/split_blocks")
         return out
 
-    def _close(self) -> None:
-        if self._handle is not None:
-            self._handle.close()
-            self._handle = None
+    # -- the Source interface ------------------------------------------------------------------
+
+    @cached_property
+    def _plan(self) -> tuple[list[_Part], _Layout, _Timeline, list[tuple[str, int, int, int]]]:
+        parts = self._open_parts()
+        lay = self._layout(parts[0])
+        for part in parts[1:]:
+            other = self._layout(part)
+            if other.shape != lay.shape or (other.y_dim, other.x_dim) != (lay.y_dim, lay.x_dim):
+                raise DataError(f"{part.path}: grid {other.shape[:2]} (dims {other.y_dim}, {other.x_dim}) differs from "
+                                f"{parts[0].path.name}'s {lay.shape[:2]} ({lay.y_dim}, {lay.x_dim})")
+        line = self._timeline(parts, lay)
+        lo_opt, hi_opt = self.opts["valid_min"], self.opts["valid_max"]
+        self._ranges = [(lo_opt if lo_opt is not None else ch["valid_min"],
+                         hi_opt if hi_opt is not None else ch["valid_max"]) for ch in lay.channels]
+        self._grid_arrays = _grid_arrays(parts[0].ds, lay)
+        return parts, lay, line, self._windows(line)
 
     def inspect(self) -> SourceInfo:
         assert self.path is not None
         try:
-            var, axis = self._pick()
-            _, h, w, c = self._layout(var, axis)
-            self.check_frame_size(h, w, f"{self.path} [{var.name}]")
-            window, _ = self._window_stride()
-            n = len(self._windows(var.shape[axis]))
+            parts, lay, line, wins = self._plan
+            h, w, c = lay.shape
+            label = f"{self.path}{'/' + self.pattern if self.pattern else ''}"
+            self.check_frame_size(h, w, f"{label} [{','.join(lay.names)}]")
+            extra = self._describe(parts, lay, line, wins)
+            files = [p.path for p in parts]
         finally:
             self._close()
-        files = sorted(p for p in self.path.rglob("*") if p.is_file()) if self.path.is_dir() else [self.path]
-        root = self.path if self.path.is_dir() else self.path.parent
-        return SourceInfo(kind=self.kind, location=str(self.path),
-                          description=f"{'Zarr' if self._is_zarr() else 'NetCDF'} grid, variable {var.name} "
-                                      f"dims {var.dims}",
-                          checksum=files_checksum(root, files), frame_shape=(h, w, c), frames=window,
+        window, _ = self._window_stride()
+        if self.path.is_dir() and not _is_zarr(self.path):
+            root, listed = self.path, files
+        elif self.path.is_dir():
+            root, listed = self.path, sorted((p for p in self.path.rglob("*") if p.is_file()), key=natural_key)
+        else:
+            root, listed = self.path.parent, [self.path]
+        if self.pattern and any(_is_zarr(f) for f in files):
+            listed = sorted((q for f in files for q in ([f] if f.is_file() else f.rglob("*")) if q.is_file()),
+                            key=natural_key)
+        what = "Zarr store" if _is_zarr(files[0]) else (f"{len(files)} NetCDF files" if len(files) > 1
+                                                          else "NetCDF file")
+        units = [ch["units"] for ch in lay.channels]
+        return SourceInfo(kind=self.kind, location=str(self.path) + (f"/{self.pattern}" if self.pattern else ""),
+                          description=f"{what}, variable{'s' if len(lay.names) > 1 else ''} {', '.join(lay.names)} "
+                                      f"dims ({lay.time_dim}, {lay.y_dim}, {lay.x_dim}"
+                                      f"{', ' + lay.channel_dim if lay.channel_dim else ''})",
+                          checksum=files_checksum(root, listed), frame_shape=(h, w, c), frames=window,
                           dtype=self.opts["float_dtype"], value_kind="physical",
-                          units=str(self.opts["units"] or var.units), clips_hint=n,
-                          has_source_split=True,
-                          extra={"variable": var.name, "dims": list(var.dims),
-                                 "time_blocks": [list(seg) for seg in self.segments(var.shape[axis])]})
+                          units=units[0] if len(set(units)) == 1 else ", ".join(units), clips_hint=len(wins),
+                          has_source_split=True, extra=extra)
+
+    def _describe(self, parts: list[_Part], lay: _Layout, line: _Timeline,
+                  wins: list[tuple[str, int, int, int]]) -> dict[str, Any]:
+        """What the version records about time and place (JSON-able), and the grid's coordinate arrays."""
+        window, _ = self._window_stride()
+        covered = np.zeros(line.part.size, bool)
+        for _, t0, _, _ in wins:
+            covered[t0:t0 + window] = True
+        if line.times is None:
+            time: dict[str, Any] = {"coordinate": None, "dimension": lay.time_dim,
+                                    "note": f"no {lay.time_dim!r} coordinate: frames in "
+                                            f"{'file and ' if len(parts) > 1 else ''}index order, windows cut by index"}
+        else:
+            time = {"coordinate": lay.time_dim, "kind": "datetime" if line.times.dtype.kind == "M" else "number",
+                    "first": format_time(line.times[0]), "last": format_time(line.times[-1]),
+                    "steps": int(line.times.size), "step": format_step(line.step),
+                    "step_given": self.opts["time_step"] is not None,
+                    "gaps": line.gaps[:_GAPS_KEPT], "gap_count": len(line.gaps),
+                    "reordered": line.reordered}
+            if line.times.dtype.kind != "M":
+                units = str(parts[0].ds.coords[lay.time_dim].attrs.get("units", ""))
+                time["units"] = units
+        time["steps_in_no_window"] = int((~covered).sum())
+        return {"variables": lay.names, "dims": [lay.time_dim, lay.y_dim, lay.x_dim]
+                + ([lay.channel_dim] if lay.channel_dim else []),
+                "channels": lay.channels, "files": len(parts), "time": time,
+                "time_blocks": [list(seg) for seg in self.segments(int(line.part.size))],
+                "grid": _grid(parts[0].ds, lay)}
+
+    def grid_arrays(self) -> dict[str, np.ndarray]:
+        """The grid's coordinate arrays to store beside the clips: ``y``, ``x`` (1-D) and ``lat``, ``lon``
+        (2-D, (H, W)) where the source has them (read by :meth:`inspect` or :meth:`clips`)."""
+        if not hasattr(self, "_grid_arrays"):
+            self.inspect()
+        return dict(self._grid_arrays)
 
     def clips(self) -> Iterator[Clip]:
         try:
-            var, axis = self._pick()
-            order, _, _, _ = self._layout(var, axis)
+            parts, lay, line, wins = self._plan
             window, _ = self._window_stride()
-            for k, (split, t0, first, stop) in enumerate(self._windows(var.shape[axis])):
-                index = tuple(slice(t0, t0 + window) if i == axis else slice(None) for i in range(len(var.shape)))
-                where = f"{self.path} [{var.name}]: clip {k} (time {t0}..{t0 + window - 1})"
-                try:
-                    x = var.read(index)
-                except (OSError, RuntimeError, IndexError) as err:
-                    raise DataError(f"{where}: unreadable data ({err})") from None
-                x = np.transpose(x, order)
-                if x.ndim == 3:
-                    x = x[..., None]
-                yield Clip(as_physical(x, where, self.opts["float_dtype"]), where, split=split,
-                           group=f"time {first}..{stop - 1}")
+            for k, (split, t0, first, stop) in enumerate(wins):
+                frames = slice(t0, t0 + window)
+                when = (f"{format_time(line.times[t0])}..{format_time(line.times[t0 + window - 1])}"
+                        if line.times is not None else f"{t0}..{t0 + window - 1}")
+                where = f"{self.path} [{','.join(lay.names)}]: clip {k} (time {when})"
+                x = self._read(parts, lay, line.part[frames], line.local[frames], where)
+                times = None if line.times is None else line.times[frames]
+                yield Clip(self._physical(x, lay, where), where, split=split, group=f"time {first}..{stop - 1}",
+                           times=times)
         finally:
             self._close()
+
+    def _read(self, parts: list[_Part], lay: _Layout, part_ids: np.ndarray, local: np.ndarray,
+              where: str) -> np.ndarray:
+        """The frames (part, local index) as (T, H, W, C) float, CF-decoded by xarray."""
+        out: list[np.ndarray] = []
+        order = [lay.time_dim, lay.y_dim, lay.x_dim] + ([lay.channel_dim] if lay.channel_dim else [])
+        k = 0
+        while k < part_ids.size:  # consecutive frames of one part are read in one request
+            j = k
+            while j + 1 < part_ids.size and part_ids[j + 1] == part_ids[k]:
+                j += 1
+            ds = parts[int(part_ids[k])].ds
+            idx = local[k:j + 1]
+            try:
+                chans = [ds[n].isel({lay.time_dim: idx}).transpose(*order).values for n in lay.names]
+            except (OSError, RuntimeError, IndexError, ValueError) as err:
+                raise DataError(f"{where}: unreadable data in {parts[int(part_ids[k])].path.name} ({err})") from None
+            x = chans[0] if lay.channel_dim else np.stack(chans, axis=-1)
+            out.append(x)
+            k = j + 1
+        return np.concatenate(out) if len(out) > 1 else out[0]
+
+    def _physical(self, x: np.ndarray, lay: _Layout, where: str) -> np.ndarray:
+        """The stored float dtype in the data's units; values outside a CF-declared valid range become NaN
+        (CF 2.5.1). Raises DataError for inf, or a value the stored dtype cannot hold."""
+        if x.dtype.kind not in "fiu":
+            raise DataError(f"{where}: wrong dtype {x.dtype} (expected a numeric array)")
+        y = np.asarray(x, dtype=np.float32)
+        if np.isinf(y).any():
+            t = int(np.argwhere(np.isinf(y))[0][0])
+            raise DataError(f"{where}: inf in data (first at frame {t}); use NaN to mark missing values")
+        for c, ch in enumerate(lay.channels):  # the source's own range; -o valid_min/max are checked, not masked
+            lo = None if self.opts["valid_min"] is not None else ch["valid_min"]
+            hi = None if self.opts["valid_max"] is not None else ch["valid_max"]
+            if lo is None and hi is None:
+                continue
+            v = y[..., c]
+            with np.errstate(invalid="ignore"):
+                bad = (v < np.float32(lo)) if lo is not None else np.zeros(v.shape, bool)
+                if hi is not None:
+                    bad |= v > np.float32(hi)
+            v[bad] = np.nan
+        return as_stored_float(y, where, self.opts["float_dtype"])
+
+    def channel_ranges(self) -> list[tuple[float | None, float | None]]:
+        """Per channel, the valid range in force: the option where given, else the CF-declared one."""
+        if not hasattr(self, "_ranges"):
+            self.inspect()
+        return list(self._ranges)
+
+
+def _missing(d: Any, step: Any) -> int | None:
+    """Frames missing in a gap of ``d`` at ``step`` (None when ``d`` is no multiple of the step)."""
+    ratio = d / step
+    k = float(ratio)
+    return int(round(k)) - 1 if k > 1 and math.isclose(k, round(k)) else None
+
+
+def _label(v: Any) -> str:
+    if isinstance(v, np.generic):
+        v = v.item()
+    return f"{v:g}" if isinstance(v, float) else str(v)
+
+
+def _coord_info(ds: Any, name: str) -> dict[str, Any]:
+    c = ds.coords[name] if name in ds.coords else None
+    out: dict[str, Any] = {"dim": name}
+    if c is None or c.ndim != 1:
+        return out
+    v = np.asarray(c.values)
+    out.update({k: str(c.attrs[k]) for k in ("standard_name", "long_name", "units", "axis") if k in c.attrs})
+    if v.dtype.kind in "iuf" and v.size:
+        out.update({"first": float(v[0]), "last": float(v[-1]),
+                    "spacing": float(v[1] - v[0]) if v.size > 1 else None})
+    return out
+
+
+def _latlon_names(ds: Any, lay: _Layout) -> tuple[str | None, str | None]:
+    """The 2-D latitude and longitude coordinates over (y, x), by CF standard_name/units or name."""
+    lat = lon = None
+    for name, c in ds.coords.items():
+        if set(c.dims) != {lay.y_dim, lay.x_dim}:
+            continue
+        sn, units, low = c.attrs.get("standard_name", ""), str(c.attrs.get("units", "")), str(name).lower()
+        if sn == "latitude" or units.startswith("degrees_n") or low in ("lat", "latitude", "nav_lat"):
+            lat = str(name)
+        elif sn == "longitude" or units.startswith("degrees_e") or low in ("lon", "longitude", "nav_lon"):
+            lon = str(name)
+    return lat, lon
+
+
+def _grid(ds: Any, lay: _Layout) -> dict[str, Any]:
+    """The grid's description: y/x coordinates, 2-D lat/lon names, the grid mapping (CRS attributes)."""
+    da = ds[lay.names[0]]
+    out: dict[str, Any] = {"y": _coord_info(ds, lay.y_dim), "x": _coord_info(ds, lay.x_dim)}
+    lat, lon = _latlon_names(ds, lay)
+    out["latlon"] = {"lat": lat, "lon": lon} if lat and lon else None
+    gm = da.attrs.get("grid_mapping") or da.encoding.get("grid_mapping")
+    if gm and str(gm).split(":")[0] in ds.variables:
+        name = str(gm).split(":")[0]
+        out["grid_mapping"] = {"name": name, **{k: _jsonable_attr(v) for k, v in ds[name].attrs.items()}}
+    else:
+        out["grid_mapping"] = None
+    return out
+
+
+def _grid_arrays(ds: Any, lay: _Layout) -> dict[str, np.ndarray]:
+    out: dict[str, np.ndarray] = {}
+    for key, dim in (("y", lay.y_dim), ("x", lay.x_dim)):
+        if dim in ds.coords and ds.coords[dim].ndim == 1 and ds.coords[dim].dtype.kind in "iuf":
+            out[key] = np.asarray(ds.coords[dim].values, np.float64)
+    lat, lon = _latlon_names(ds, lay)
+    if lat and lon:
+        for key, name in (("lat", lat), ("lon", lon)):
+            out[key] = np.asarray(ds.coords[name].transpose(lay.y_dim, lay.x_dim).values, np.float64)
+    return out
+
+
+def _jsonable_attr(v: Any) -> Any:
+    if isinstance(v, np.ndarray):
+        return v.tolist()
+    if isinstance(v, np.generic):
+        return v.item()
+    return v if isinstance(v, str | int | float | list | bool) or v is None else str(v)
+
+
+__all__ = ["GridSource", "format_step", "format_time"]
