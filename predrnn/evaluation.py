@@ -180,8 +180,8 @@ def evaluation_metrics(result: dict[str, Any], prefix: str) -> dict[str, float]:
             if finite:
                 out[f"{tag}_csi_m"] = sum(finite) / len(finite)
         for name, one in (block.get("channels") or {}).items():  # several variables: each in its own units
-            for k, v in evaluation_metrics({"model": one}, f"{tag}_{_metric_name(name)}").items():
-                out[k] = v
+            for key_c, val_c in evaluation_metrics({"model": one}, f"{tag}_{_metric_name(name)}").items():
+                out[key_c] = val_c
     return out
 
 

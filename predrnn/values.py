@@ -145,7 +145,9 @@ def from_dataset_attrs(attrs: dict[str, Any]) -> ValuesConfig:
 def with_values(cfg: ExperimentConfig, values: ValuesConfig | dict[str, Any]) -> ExperimentConfig:
     """``cfg`` with its ``values`` section replaced (the door sets it from the dataset)."""
     if isinstance(values, dict):
-        values = ValuesConfig(**values)
+        channels = tuple(ch if isinstance(ch, ChannelValues) else ChannelValues(**ch)
+                         for ch in values.get("channels") or ())
+        values = ValuesConfig(**{**values, "channels": channels})
     return replace(cfg, values=values)
 
 

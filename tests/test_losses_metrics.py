@@ -60,3 +60,48 @@ def test_accumulator_means_per_lead_time():
     assert out["mse_per_frame"] == [0.0, pytest.approx(16 * 0.25)]
     assert out["mse"] == pytest.approx(2.0)
     assert out["psnr_per_frame"][0] == 100.0  # identical frames capped
+
+
+def test_a_lead_time_without_observations_has_no_score_and_does_not_move_the_mean():
+    """Radar outage (all-NaN frames, OpenSTL#137): never scored as a perfect forecast."""
+    from predrnn.config import ValuesConfig
+    from predrnn.metrics import MetricAccumulator
+
+    field = ValuesConfig(kind="field", units="mm h-1")
+    truth = np.empty((2, 3, 2, 2, 1))
+    truth[:, 0] = 1.0
+    truth[:, 1] = np.nan  # lead time 2: no observation anywhere
+    truth[:, 2] = 2.0
+    truth[0, 2] = np.nan  # lead time 3: clip 0 has none, clip 1 has four pixels
+    acc = MetricAccumulator(3, values=field, thresholds=[0.5], fss_scales=[1])
+    acc.update(np.zeros_like(truth), truth)
+    out = acc.compute()
+    assert out["mse_per_frame"] == [4.0, None, 16.0]  # per frame: 4 pixels x 1^2, -, 4 x 2^2 (clip 1 only)
+    assert out["mae_per_frame"] == [4.0, None, 8.0]
+    assert out["rmse_per_frame"] == [1.0, None, 2.0]
+    assert (out["mse"], out["mae"], out["rmse"]) == (10.0, 6.0, 1.5)
+    assert out["valid_pixels_per_frame"] == [8, 0, 4] and out["frames_per_lead_time"] == [2, 0, 1]
+    assert out["lead_times_without_data"] == [2]
+    assert out["csi"]["0.5"] == [0.0, None, 0.0] and out["fss"]["0.5"]["1"][1] is None
+
+
+def test_several_variables_are_scored_each_in_its_own_units():
+    from predrnn.config import ChannelValues, ValuesConfig
+    from predrnn.metrics import MetricAccumulator
+
+    values = ValuesConfig(kind="field", units="K, m s-1", channels=(
+        ChannelValues(name="t2m", units="K", mean=280.0, std=2.0),
+        ChannelValues(name="u10", units="m s-1", mean=0.0, std=4.0, thresholds=(5.0,))))
+    truth = np.zeros((1, 2, 2, 2, 2))
+    truth[..., 0] = 282.0
+    truth[..., 1] = 8.0
+    pred = truth.copy()
+    pred[..., 0] += 2.0  # 1 std off in K
+    pred[..., 1] -= 4.0  # 1 std off in m/s
+    acc = MetricAccumulator(2, values=values)
+    acc.update(pred, truth)
+    out = acc.compute()
+    assert out["channels"]["t2m"]["mse_per_frame"] == [16.0, 16.0]  # 4 pixels x (2 K)^2
+    assert out["channels"]["u10"]["mse_per_frame"] == [64.0, 64.0]  # 4 pixels x (4 m/s)^2
+    assert out["channels"]["u10"]["csi"]["5"] == [0.0, 0.0] and "csi" not in out["channels"]["t2m"]
+    assert out["units"] == "standardised" and out["mse_per_frame"] == [8.0, 8.0]  # 8 values x 1^2

@@ -47,7 +47,8 @@ def ingest_cmd(
                                                "(default: --window)")] = None,
     resize: Annotated[str | None, typer.Option("--resize", help="video/frames: N or HxW")] = None,
     grayscale: Annotated[bool | None, typer.Option("--grayscale/--rgb", help="video/frames: colour mode")] = None,
-    variable: Annotated[str | None, typer.Option("--variable", help="netcdf/zarr grids: variable name")] = None,
+    variable: Annotated[str | None, typer.Option("--variable", help="netcdf/zarr grids: variable name, or several "
+                                                     "(t2m,u10,v10: one channel each)")] = None,
     layout: Annotated[str | None, typer.Option("--layout", help="npy: axis order NTHWC (default), NTCHW "
                                                "(channels first) or NTHW")] = None,
     val_fraction: Annotated[float | None, typer.Option("--val-fraction", help="validation share of the "
@@ -93,6 +94,9 @@ def _model_view(attrs: dict[str, Any]) -> str:
     from predrnn.values import describe, from_dataset_attrs
 
     v = from_dataset_attrs(attrs)
+    if v.channels:
+        return "; ".join(f"{ch.name}: (x - {ch.mean:.4g}) / {ch.std:.4g}" for ch in v.channels) + \
+            f" (training split, each channel on its own), NaN -> mean; {describe(v)}"
     if v.kind != "field":
         return "intensities in [0, 1] (uint8 / 255)" + (f"; thresholds {v.thresholds}" if v.thresholds else "")
     thr = f"; thresholds {v.thresholds}" if v.thresholds else "; no default thresholds"
@@ -147,10 +151,54 @@ def _show_lines(v: Version, summary: dict[str, Any]) -> list[str]:
         "stats:      " + ", ".join(f"{k} {val:.4g}" for k, val in a.get("stats", {}).items()),
         f"model sees: {_model_view(a)}",
         f"split:      {a['split'].get('method')} {a['split'].get('sizes')}",
+        *grid_lines(a),
         *_forecast_lines(a),
         *_split_lines(summary),
         f"content:    sha256 {a.get('content_hash', '')}",
     ]
+
+
+def grid_lines(a: dict[str, Any]) -> list[str]:
+    """Time, place and variables of a gridded version (``time:``, ``grid:``, ``variables:`` lines); nothing
+    for other versions."""
+    out = []
+    t = a.get("time")
+    if isinstance(t, dict):
+        if t.get("coordinate") is None:
+            out.append(f"time:       {t.get('note', 'no time coordinate')}")
+        else:
+            gaps = t.get("gaps") or []
+            n_gaps = int(t.get("gap_count", len(gaps)))
+            shown = ", ".join(f"{g.get('missing') or g.get('jump')} at {g['after']}" for g in gaps[:4])
+            gap_text = (f"{n_gaps} gap{'s' if n_gaps != 1 else ''}: {shown}{', ...' if n_gaps > 4 else ''}"
+                        if n_gaps else "no gaps")
+            units = f" {t['units']}" if t.get("units") else ""
+            out.append(f"time:       {t['first']} .. {t['last']}{units}, {t['steps']} steps every {t['step']}"
+                       f"{' (given)' if t.get('step_given') else ''}; {gap_text}; "
+                       f"{t.get('steps_in_no_window', 0)} steps could not hold a window")
+            if t.get("reordered"):
+                out.append("            the source's frames were not in time order: sorted by their time values")
+    g = a.get("grid")
+    if isinstance(g, dict):
+        def axis(d: dict[str, Any]) -> str:
+            what = " ".join(str(d[k]) for k in ("standard_name", "units") if d.get(k))
+            span = (f" {d['first']:g}..{d['last']:g}" if d.get("first") is not None else "")
+            return f"{d['dim']}{' (' + what + ')' if what else ''}{span}"
+
+        ll = g.get("latlon")
+        gm = g.get("grid_mapping")
+        out.append(f"grid:       y {axis(g['y'])}; x {axis(g['x'])}"
+                   f"{'; 2-D ' + ll['lat'] + '/' + ll['lon'] if ll else ''}"
+                   f"{'; grid mapping ' + str(gm.get('grid_mapping_name', gm['name'])) if gm else ''}")
+    chans = a.get("channels")
+    if isinstance(chans, list) and chans:
+        def chan(c: dict[str, Any]) -> str:
+            bits = [str(c[k]) for k in ("standard_name", "units") if c.get(k)]
+            return f"{c['name']}{' (' + ', '.join(bits) + ')' if bits else ''}"
+
+        out.append(f"variables:  {'; '.join(chan(c) for c in chans[:8])}"
+                   f"{f' ... ({len(chans)})' if len(chans) > 8 else ''}")
+    return out
 
 
 def _forecast_lines(a: dict[str, Any]) -> list[str]:
@@ -171,6 +219,7 @@ def _show_record(v: Version, summary: dict[str, Any], sample: Path | None) -> di
             "value_kind": a.get("value_kind"), "value_range": a.get("value_range"),
             "units": a.get("units", ""), "values": a.get("values"), "stats": a.get("stats", {}),
             "model_sees": _model_view(a), **summary, "forecast": a.get("forecast"),
+            "time": a.get("time"), "grid": a.get("grid"), "channels": a.get("channels"),
             "content_hash": a.get("content_hash", ""),
             "sample": None if sample is None else str(sample)}
 

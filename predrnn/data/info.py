@@ -35,9 +35,15 @@ def check_values_match(uri: str, data: Any, model: Any) -> None:
     Raises:
         DataError: image data for a field model, a field for an image model, or other units.
     """
-    if (model.kind, model.units) != (data.kind, data.units):
+    def names(v: Any) -> list[str]:
+        return [ch.name for ch in getattr(v, "channels", ())]
+
+    if (model.kind, model.units, names(model)) != (data.kind, data.units, names(data)):
         def what(v: Any) -> str:
-            return "image data" if v.kind == "image" else f"a field in {v.units or 'unnamed units'!r}"
+            if v.kind == "image":
+                return "image data"
+            return f"a field in {v.units or 'unnamed units'!r}" + (f" (variables {', '.join(names(v))})"
+                                                                    if names(v) else "")
         raise DataError(f"dataset {uri} holds {what(data)} but the model was trained on {what(model)}")
 
 

@@ -407,7 +407,7 @@ def write_version(kind: str, source: str | None, name: str, root: str, *, progre
                                dimension_names=("y", "x") if coord.ndim == 2 else (axis,))
         content_hash = content.hexdigest()
         version = content_hash[:16]
-        attrs = {
+        attrs: dict[str, Any] = {
             "schema_version": SCHEMA_VERSION,
             "name": name,
             "version": version,
@@ -466,6 +466,9 @@ def _values_record(opts: dict[str, Any], units: str, image: bool, st: dict[str, 
         DataError: a valid range declared for image data, or data outside the declared range.
     """
     if channels:
+        if opts.get("thresholds") is not None:
+            raise DataError(f"option thresholds names one variable's thresholds; with {len(channels)} channels each "
+                            "gets its units' defaults (HKO-7 for mm/h); ingest one variable to set them")
         per = []
         for ch in channels:
             one = _values_record({**opts, "thresholds": None}, str(ch["info"].get("units", "")), False, ch["stats"],

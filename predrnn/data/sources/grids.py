@@ -433,7 +433,8 @@ class GridSource(Source):
         for i in np.flatnonzero(~regular):
             d = diffs[i]
             gaps.append({"after": format_time(times[i]), "before": format_time(times[i + 1]),
-                         "length": format_step(d), "missing_steps": _missing(d, step)})
+                         "jump": format_step(d), "missing": format_step(d - step) if d > step else None,
+                         "missing_steps": _missing(d, step)})
         return _Timeline(part_id, local, times, step, gaps, run_id, reordered)
 
     # -- windows and splits --------------------------------------------------------------------
@@ -489,7 +490,7 @@ class GridSource(Source):
         indices), cut inside a segment and inside one regular run of frames."""
         window, stride = self._window_stride()
         total = int(line.part.size)
-        out = []
+        out: list[tuple[str, int, int, int]] = []
         for split, first, stop in self.segments(total):
             runs = line.run_id[first:stop]
             start = first
@@ -675,7 +676,7 @@ def _label(v: Any) -> str:
 
 
 def _coord_info(ds: Any, name: str) -> dict[str, Any]:
-    c = ds.coords[name] if name in ds.coords else None
+    c = ds.coords.get(name)
     out: dict[str, Any] = {"dim": name}
     if c is None or c.ndim != 1:
         return out
