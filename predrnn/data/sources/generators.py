@@ -197,3 +197,62 @@ class StormCells(Source):
     def clips(self) -> Iterator[Clip]:
         for i in range(int(self.opts["num_clips"])):
             yield Clip(self.clip(i), f"storm-cells clip {i}")
+
+
+def write_scan_archive(folder: str | Path, *, steps: int = 600, start: str = "2026-06-01T00:00",
+                       step_minutes: int = 5, missing: tuple[tuple[int, int], ...] = ((200, 6), (420, 12)),
+                       height: int = 64, width: int = 64, episode: int = 48, seed: int = 0) -> list[Path]:
+    """Write a radar archive as operational services ship it: one CF-1.10 NetCDF file per scan.
+
+    Each file holds one time step of ``rainfall_rate`` (mm h-1) packed as int16 counts of 0.01 mm h-1
+    (``scale_factor``, ``_FillValue`` -1 outside the radar's circular range, ``valid_min`` 0), with a
+    ``time`` coordinate, projection x/y coordinates in metres (1 km pixels) and a polar stereographic
+    grid mapping. The rain comes from :class:`StormCells` episodes of ``episode`` scans. ``missing``:
+    ``(first step, count)`` pairs of scans that are not written (a radar outage: a gap in time).
+
+    Returns:
+        the files written, in time order (names ``RAD_YYYYmmdd_HHMM.nc``).
+
+    Raises:
+        DataError: a non-positive size or step.
+    """
+    import pandas as pd
+    import xarray as xr
+
+    if min(steps, step_minutes, height, width, episode) < 1:
+        raise DataError("steps, step_minutes, height, width and episode must be >= 1")
+    out = Path(folder)
+    out.mkdir(parents=True, exist_ok=True)
+    skip = {s + k for s, k in missing for k in range(k)}
+    gen = StormCells(None, {"frames": episode, "height": height, "width": width, "seed": seed, "radar_mask": True,
+                            "num_clips": 1 + steps // episode})
+    times = pd.date_range(start, periods=steps, freq=f"{step_minutes}min")
+    y = (np.arange(height) - height // 2) * 1000.0
+    x = (np.arange(width) - width // 2) * 1000.0
+    written = []
+    clip = None
+    for i, t in enumerate(times):
+        if i % episode == 0:
+            clip = gen.clip(i // episode)
+        if i in skip:
+            continue
+        assert clip is not None
+        rain = clip[i % episode, ..., 0][None]
+        ds = xr.Dataset(
+            {"rainfall_rate": (("time", "y", "x"), rain,
+                               {"units": "mm h-1", "standard_name": "rainfall_rate", "long_name": "radar rain rate",
+                                "grid_mapping": "projection", "valid_min": np.int16(0)}),
+             "projection": ((), np.int32(0), {"grid_mapping_name": "polar_stereographic",
+                                              "straight_vertical_longitude_from_pole": 0.0,
+                                              "latitude_of_projection_origin": 90.0,
+                                              "standard_parallel": 60.0})},
+            coords={"time": [t.to_datetime64()],
+                    "y": ("y", y, {"standard_name": "projection_y_coordinate", "units": "m"}),
+                    "x": ("x", x, {"standard_name": "projection_x_coordinate", "units": "m"})},
+            attrs={"Conventions": "CF-1.10", "title": "synthetic radar scan (storm cells)"})
+        ds["rainfall_rate"].encoding.update(dtype="int16", scale_factor=0.01, add_offset=0.0, _FillValue=np.int16(-1))
+        ds["time"].encoding.update(units="minutes since 1970-01-01 00:00:00", dtype="int64")
+        path = out / f"RAD_{t:%Y%m%d_%H%M}.nc"
+        ds.to_netcdf(path, engine="netcdf4")
+        written.append(path)
+    return written

@@ -36,9 +36,11 @@ from __future__ import annotations
 import glob
 import math
 import warnings
+import json
+import threading
+from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +59,9 @@ _X_STANDARD = {"projection_x_coordinate", "longitude", "grid_longitude"}
 _NETCDF_SUFFIXES = {".nc", ".nc4", ".netcdf", ".cdf", ".h5", ".hdf5", ".he5"}
 _CF_KEYS = ("standard_name", "long_name", "units")
 _GAPS_KEPT = 200  # gaps listed in the version's attributes (all are counted)
+_OPEN_FILES = 16  # files of an archive open at a time
+_PLANS: OrderedDict[tuple[Any, ...], Any] = OrderedDict()  # scanned archives, by files and options
+_PLANS_KEPT = 4
 
 
 def _is_zarr(path: Path) -> bool:
@@ -73,9 +78,9 @@ def _open(path: Path) -> Any:
             warnings.simplefilter("ignore", RuntimeWarning)  # "not consolidated": read unconsolidated
             if _is_zarr(path):
                 return xr.open_dataset(path, engine="zarr", consolidated=None, chunks=None,
-                                       mask_and_scale=True, decode_times=True)
+                                       mask_and_scale=True, decode_times=True, create_default_indexes=False)
             return xr.open_dataset(path, engine="netcdf4", chunks=None, mask_and_scale=True, decode_times=True,
-                                   cache=False)
+                                   cache=False, create_default_indexes=False)
     except (OSError, ValueError, KeyError, TypeError, RuntimeError) as err:
         what = "Zarr store written by xarray (dimension names in _ARRAY_DIMENSIONS or " \
                "dimension_names)" if _is_zarr(path) else "NetCDF file"
@@ -159,13 +164,39 @@ def format_step(d: Any) -> str:
     return f"{float(d):g}"
 
 
+class _Files:
+    """The archive's files opened on demand, at most :data:`_OPEN_FILES` at a time (least recently used
+    closed first), so that an archive of thousands of scans holds a few file handles."""
+
+    def __init__(self) -> None:
+        self.open: OrderedDict[Path, Any] = OrderedDict()
+
+    def get(self, path: Path) -> Any:
+        if path in self.open:
+            self.open.move_to_end(path)
+            return self.open[path]
+        ds = _open(path)
+        self.open[path] = ds
+        while len(self.open) > _OPEN_FILES:
+            self.open.popitem(last=False)[1].close()
+        return ds
+
+    def close(self) -> None:
+        while self.open:
+            self.open.popitem()[1].close()
+
+
 @dataclass
 class _Part:
     """One file (or store) of the archive and the time steps it holds, in its own order."""
 
     path: Path
-    ds: Any
-    steps: int
+    files: _Files
+    steps: int = 0
+
+    @property
+    def ds(self) -> Any:
+        return self.files.get(self.path)
 
 
 @dataclass
@@ -212,7 +243,7 @@ class GridSource(Source):
             self.pattern = str(Path(*base.parts[fixed:]))
             source = str(root)
         super().__init__(source, options)
-        self._parts: list[_Part] | None = None
+        self._handles = _Files()
 
     # -- the archive ---------------------------------------------------------------------------
 
@@ -234,20 +265,8 @@ class GridSource(Source):
                             "and not a Zarr store (no zarr.json, .zgroup or .zmetadata)")
         return files
 
-    def _open_parts(self) -> list[_Part]:
-        if self._parts is None:
-            parts = []
-            for p in self._files():
-                ds = _open(p)
-                parts.append(_Part(p, ds, 0))
-            self._parts = parts
-        return self._parts
-
     def _close(self) -> None:
-        for part in self._parts or []:
-            part.ds.close()
-        self._parts = None
-        self.__dict__.pop("_plan", None)
+        self._handles.close()
 
     def _variable_names(self, ds: Any) -> list[str]:
         want = self.opts["variable"]
@@ -368,8 +387,13 @@ class GridSource(Source):
         """
         stamps: list[np.ndarray] = []
         has_time = True
-        for part in parts:
+        for k, part in enumerate(parts):
             ds = part.ds
+            if k:
+                other = self._layout(part)
+                if other.shape != lay.shape or (other.y_dim, other.x_dim) != (lay.y_dim, lay.x_dim):
+                    raise DataError(f"{part.path}: grid {other.shape[:2]} (dims {other.y_dim}, {other.x_dim}) differs "
+                                    f"from {parts[0].path.name}'s {lay.shape[:2]} ({lay.y_dim}, {lay.x_dim})")
             if lay.time_dim not in ds[lay.names[0]].dims:
                 raise DataError(f"{part.path}: variable {lay.names[0]!r} has no dimension {lay.time_dim!r} "
                                 f"(dims {tuple(map(str, ds[lay.names[0]].dims))})")
@@ -378,7 +402,9 @@ class GridSource(Source):
                 values = np.asarray(ds.coords[lay.time_dim].values)
                 if values.dtype == object:  # cftime dates (a non-standard calendar)
                     try:
-                        values = np.asarray(ds.indexes[lay.time_dim].to_datetimeindex(time_unit="ns"))
+                        import xarray as xr
+
+                        values = np.asarray(xr.CFTimeIndex(values).to_datetimeindex(time_unit="ns"))
                     except (ValueError, TypeError, AttributeError) as err:
                         raise DataError(f"{part.path}: time coordinate {lay.time_dim!r} cannot be read as dates "
                                         f"({err})") from None
@@ -512,16 +538,34 @@ class GridSource(Source):
 
     # -- the Source interface ------------------------------------------------------------------
 
-    @cached_property
+    @property
     def _plan(self) -> tuple[list[_Part], _Layout, _Timeline, list[tuple[str, int, int, int]]]:
-        parts = self._open_parts()
+        """The scanned archive: parts, layout, timeline and windows; scanned once per process for the same
+        files (path, size, mtime) and options (the pipeline's inspect, validate and write steps share it)."""
+        if "_plan_cache" in self.__dict__:
+            return self.__dict__["_plan_cache"]  # type: ignore[no-any-return]
+        files = self._files()
+        key = (tuple((str(f), *_stamp(f)) for f in files), json.dumps(self.options_fingerprint(), sort_keys=True,
+                                                                       default=str))
+        with _plans_lock:
+            hit = _PLANS.get(key)
+            if hit is not None:
+                _PLANS.move_to_end(key)
+        if hit is not None:
+            steps, lay, line, wins, self._ranges, self._grid_arrays = hit
+            parts = [_Part(f, self._handles, n) for f, n in zip(files, steps, strict=True)]
+        else:
+            parts, lay, line, wins = self._scan([_Part(f, self._handles) for f in files])
+            with _plans_lock:
+                _PLANS[key] = ([p.steps for p in parts], lay, line, wins, self._ranges, self._grid_arrays)
+                while len(_PLANS) > _PLANS_KEPT:
+                    _PLANS.popitem(last=False)
+        self.__dict__["_plan_cache"] = (parts, lay, line, wins)
+        return parts, lay, line, wins
+
+    def _scan(self, parts: list[_Part]) -> tuple[list[_Part], _Layout, _Timeline, list[tuple[str, int, int, int]]]:
         lay = self._layout(parts[0])
-        for part in parts[1:]:
-            other = self._layout(part)
-            if other.shape != lay.shape or (other.y_dim, other.x_dim) != (lay.y_dim, lay.x_dim):
-                raise DataError(f"{part.path}: grid {other.shape[:2]} (dims {other.y_dim}, {other.x_dim}) differs from "
-                                f"{parts[0].path.name}'s {lay.shape[:2]} ({lay.y_dim}, {lay.x_dim})")
-        line = self._timeline(parts, lay)
+        line = self._timeline(parts, lay)  # checks every part's grid against the first's as it goes
         lo_opt, hi_opt = self.opts["valid_min"], self.opts["valid_max"]
         self._ranges = [(lo_opt if lo_opt is not None else ch["valid_min"],
                          hi_opt if hi_opt is not None else ch["valid_max"]) for ch in lay.channels]
@@ -660,6 +704,18 @@ class GridSource(Source):
         if not hasattr(self, "_ranges"):
             self.inspect()
         return list(self._ranges)
+
+
+_plans_lock = threading.Lock()
+
+
+def _stamp(path: Path) -> tuple[int, int]:
+    """(size, mtime in ns) of a file, or of a Zarr store's metadata files (what changes when it is rewritten)."""
+    if path.is_file():
+        st = path.stat()
+        return st.st_size, st.st_mtime_ns
+    metas = [m for m in path.rglob("*") if m.name in ("zarr.json", ".zarray", ".zgroup", ".zmetadata", ".zattrs")]
+    return len(metas), max((m.stat().st_mtime_ns for m in metas), default=0)
 
 
 def _missing(d: Any, step: Any) -> int | None:
