@@ -34,10 +34,10 @@ segment only, so no frame reaches two splits.
 from __future__ import annotations
 
 import glob
-import math
-import warnings
 import json
+import math
 import threading
+import warnings
 from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
