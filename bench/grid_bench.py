@@ -63,7 +63,7 @@ def main() -> None:
                           "write_seconds": round(made, 1)}), flush=True)
         for label, src in (("one file per scan", d / "scans"), ("one NetCDF file", d / "archive.nc")):
             out = subprocess.run([sys.executable, "-c", _CHILD, str(src), str(d / f"root-{src.stem}"),
-                                  str(args.window)], capture_output=True, text=True, check=False, env=env)
+                                  str(args.window)], capture_output=True, text=True, check=False, env=env, cwd=d)
             if out.returncode:
                 print(json.dumps({"case": label, "error": out.stderr.strip().splitlines()[-1:]}), flush=True)
                 continue
