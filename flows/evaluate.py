@@ -34,10 +34,10 @@ def evaluate_task(model: str, dataset: str, split: str = "test", max_clips: int 
     """
     from predrnn.data import validate_dataset
     from predrnn.data.batches import ZarrSource
-    from predrnn.evaluation import evaluate_split, lead_time_table, protocol, scorecards
+    from predrnn.evaluation import channel_units, evaluate_split, lead_time_table, protocol, scorecards
     from predrnn.forecaster import load_forecaster
     from predrnn.scorecard import markdown, summary_values
-    from predrnn.values import field_units
+    from predrnn.values import score_units
 
     net, cfg = load_forecaster(model, tracking_uri=tracking_uri, cache_dir=Path(cache_dir) if cache_dir else None)
     n_in, n_out = protocol(cfg, context, horizon)
@@ -46,13 +46,14 @@ def evaluate_task(model: str, dataset: str, split: str = "test", max_clips: int 
                              context=n_in, horizon=n_out)
     m, p = metrics["model"], metrics["persistence"]
     cards = scorecards(metrics)
-    units = field_units(cfg.values)
+    units = score_units(cfg.values)
     return {"model": model, "dataset": info.uri, "split": split, "clips": m["clips"], "units": units,
-            "mse": float(m["mse"]), "persistence_mse": float(p["mse"]),
+            "mse": m["mse"], "persistence_mse": p["mse"],
             "mse_per_frame": m["mse_per_frame"], "ssim": m.get("ssim"),
             "scores": cards, "summary": summary_values(cards["model"]),
             "persistence_summary": summary_values(cards["persistence"]),
-            "table": lead_time_table(metrics, units=units), "scorecard": markdown(cards, units=units)}
+            "table": lead_time_table(metrics, units=units, channel_units=channel_units(cfg)),
+            "scorecard": markdown(cards, units=units, channel_units=channel_units(cfg))}
 
 
 def evaluation_markdown(title: str, result: dict[str, Any]) -> str:
@@ -90,8 +91,8 @@ def evaluate_flow(
     uri = settings.tracking(tracking_uri)
     result = evaluate_task(model, dataset, split, max_clips, uri, thresholds, horizon, context,
                            cache_dir=str(settings.model_cache))
-    get_run_logger().info("%s on %s/%s: MSE/frame %.4g (persistence %.4g)", model, result["dataset"], split,
-                          result["mse"], result["persistence_mse"])
+    get_run_logger().info("%s on %s/%s: MSE/frame %s (persistence %s)", model, result["dataset"], split,
+                          *("n/a" if v is None else f"{v:.4g}" for v in (result["mse"], result["persistence_mse"])))
     create_markdown_artifact(key="evaluation", description=f"{model} on {result['dataset']}",
                              markdown=evaluation_markdown(model, result))
     return {k: v for k, v in result.items() if k not in ("table", "scorecard")}

@@ -82,12 +82,31 @@ def evaluate_split(model: nn.Module, cfg: ExperimentConfig, source: ClipSource, 
 
 
 def lead_time_table(result: dict[str, Any], metrics: tuple[str, ...] = ("mse", "mae", "rmse", "psnr", "ssim"),
-                    *, units: str = "") -> str:
-    """A printable per-lead-time table of model vs persistence (in the data's units, named by ``units``)."""
+                    *, units: str = "", channel_units: dict[str, str] | None = None) -> str:
+    """A printable per-lead-time table of model vs persistence (in the data's units, named by ``units``).
+
+    Several variables (a ``"channels"`` block): the headline table is on standardised values, followed by
+    one table per channel in its own units (``channel_units``: name -> units). Lead times without any
+    observation print ``n/a`` and are named in a closing line.
+    """
     m, p = result["model"], result.get("persistence", {})
+    if m.get("channels"):
+        parts = [lead_time_table({"model": {k: v for k, v in m.items() if k != "channels"},
+                                  "persistence": {k: v for k, v in p.items() if k != "channels"}}, metrics,
+                                 units="standardised")]
+        for name, one in m["channels"].items():
+            parts.append(f"variable {name}:")
+            parts.append(lead_time_table({"model": one, "persistence": (p.get("channels") or {}).get(name, {})},
+                                         metrics, units=(channel_units or {}).get(name, "")))
+        return "\n".join(parts)
     keys = [k for k in metrics if f"{k}_per_frame" in m and m.get(k) is not None]
+    if not keys:
+        return "no lead time has an observation: nothing to score"
     head = "lead " + "".join(f"{k + ' model':>13}{k + ' persist':>15}" for k in keys)
     lines = [f"values in {units}: mse per frame in ({units})², mae per frame and rmse in {units}"] if units else []
+    if units == "standardised":
+        lines = ["standardised values (each variable (x - mean) / std of its training split): mse, mae and rmse "
+                 "in standard deviations"]
     lines.append(head)
     for i in range(len(m[f"{keys[0]}_per_frame"])):
         row = f"{i + 1:>4} "
@@ -96,6 +115,10 @@ def lead_time_table(result: dict[str, Any], metrics: tuple[str, ...] = ("mse", "
             row += f"{_num(m[f'{k}_per_frame'][i]):>13}{_num(pv):>15}"
         lines.append(row)
     lines.append("mean " + "".join(f"{_num(m[k]):>13}{_num(p.get(k)):>15}" for k in keys))
+    empty = m.get("lead_times_without_data") or []
+    if empty:
+        lines.append(f"lead time(s) {', '.join(map(str, empty))}: no observation in any clip (an outage?): no score, "
+                     "left out of every mean")
     return "\n".join(lines)
 
 
@@ -134,14 +157,21 @@ def scorecards(metrics: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return {who: scorecard(metrics[who]) for who in ("model", "persistence") if who in metrics}
 
 
-def write_scorecard(out_dir: str | Path, cards: dict[str, dict[str, Any]], *, units: str = "") -> tuple[Path, Path]:
-    """``scorecard.md`` (tables per lead time) and ``scorecard.png`` (plot) in ``out_dir``."""
+def channel_units(cfg: ExperimentConfig) -> dict[str, str]:
+    """Each variable's units of a multi-variable model (``values.channels``); empty otherwise."""
+    return {ch.name: ch.units for ch in cfg.values.channels}
+
+
+def write_scorecard(out_dir: str | Path, cards: dict[str, dict[str, Any]], *, units: str = "",
+                    channel_units: dict[str, str] | None = None) -> tuple[Path, Path]:
+    """``scorecard.md`` (tables per lead time; per variable for several) and ``scorecard.png`` (plot of the
+    headline scores) in ``out_dir``."""
     from predrnn import scorecard as sc
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     md = out / "scorecard.md"
-    md.write_text(sc.markdown(cards, units=units))
+    md.write_text(sc.markdown(cards, units=units, channel_units=channel_units))
     return md, sc.plot(out / "scorecard.png", cards, units=units)
 
 

@@ -240,6 +240,9 @@ def scorecard(block: dict[str, Any]) -> dict[str, Any]:
     for k in SCORE_KEYS:
         if k in block:
             out[k] = block[k]
+    if block.get("channels"):  # several variables: the headline on standardised values, then each variable
+        out["units"] = block.get("units", "standardised")
+        out["channels"] = {name: scorecard(one) for name, one in block["channels"].items()}
     return out
 
 

@@ -46,10 +46,22 @@ def lower_is_better(metric: str) -> bool:
     return LOWER_IS_BETTER[base]
 
 
-def markdown(cards: dict[str, dict[str, Any]], *, units: str = "") -> str:
-    """Markdown tables: continuous errors per lead time, then CSI, FSS and pooled CSI per lead time."""
+def markdown(cards: dict[str, dict[str, Any]], *, units: str = "",
+             channel_units: dict[str, str] | None = None) -> str:
+    """Markdown tables: continuous errors per lead time, then CSI, FSS and pooled CSI per lead time.
+
+    Several variables (cards with ``"channels"``): the headline tables on standardised values, then a
+    section per variable in its own units (``channel_units``: name -> units).
+    """
     names = list(cards)
     first = cards[names[0]]
+    if first.get("channels"):
+        head = {who: {k: v for k, v in c.items() if k != "channels"} for who, c in cards.items()}
+        out = [markdown(head, units="standardised")]
+        for ch in first["channels"]:
+            per = {who: c["channels"][ch] for who, c in cards.items() if ch in (c.get("channels") or {})}
+            out += [f"\n### {ch}\n", markdown(per, units=(channel_units or {}).get(ch, ""))]
+        return "\n".join(out)
     n = int(first["lead_times"])
     u = f" ({units})" if units else ""
     sq = f" ({units})²" if units else ""

@@ -64,6 +64,12 @@ def _stat(values: ValuesConfig, key: str, like: torch.Tensor) -> torch.Tensor | 
     return torch.tensor([float(getattr(ch, key)) for ch in values.channels], dtype=like.dtype, device=like.device)
 
 
+def score_units(values: ValuesConfig) -> str:
+    """The units of the headline scores (MSE, MAE, RMSE): the field's units; ``standardised`` for several
+    variables (each channel's own scores are in its own units); "" for images."""
+    return "standardised" if values.channels else field_units(values)
+
+
 def to_model(frames: torch.Tensor, values: ValuesConfig) -> torch.Tensor:
     """Frames ``(..., C)`` in the data's units -> the values the model sees (float).
 

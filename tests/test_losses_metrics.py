@@ -83,6 +83,10 @@ def test_a_lead_time_without_observations_has_no_score_and_does_not_move_the_mea
     assert out["valid_pixels_per_frame"] == [8, 0, 4] and out["frames_per_lead_time"] == [2, 0, 1]
     assert out["lead_times_without_data"] == [2]
     assert out["csi"]["0.5"] == [0.0, None, 0.0] and out["fss"]["0.5"]["1"][1] is None
+    from predrnn.evaluation import lead_time_table
+
+    table = lead_time_table({"model": out, "persistence": out}, units="mm h-1")
+    assert "lead time(s) 2: no observation in any clip" in table and "\n   2           n/a" in table
 
 
 def test_several_variables_are_scored_each_in_its_own_units():
@@ -105,3 +109,15 @@ def test_several_variables_are_scored_each_in_its_own_units():
     assert out["channels"]["u10"]["mse_per_frame"] == [64.0, 64.0]  # 4 pixels x (4 m/s)^2
     assert out["channels"]["u10"]["csi"]["5"] == [0.0, 0.0] and "csi" not in out["channels"]["t2m"]
     assert out["units"] == "standardised" and out["mse_per_frame"] == [8.0, 8.0]  # 8 values x 1^2
+    from predrnn.evaluation import lead_time_table
+    from predrnn.metrics import scorecard
+    from predrnn.scorecard import markdown
+
+    table = lead_time_table({"model": out, "persistence": out}, units="standardised",
+                            channel_units={"t2m": "K", "u10": "m s-1"})
+    assert "variable u10:\nvalues in m s-1:" in table and "   1       16.0000" in table
+    assert table.startswith("standardised values")
+    card = scorecard(out)
+    assert card["channels"]["u10"]["mse"] == [64.0, 64.0]
+    md = markdown({"model": card}, channel_units={"t2m": "K", "u10": "m s-1"})
+    assert "### u10" in md and "MSE/frame (m s-1)²" in md and "MSE/frame (standardised)²" in md

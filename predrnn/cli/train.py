@@ -180,10 +180,10 @@ def evaluate_cmd(
     tool_env()
     from predrnn.data import validate_dataset
     from predrnn.data.batches import ZarrSource
-    from predrnn.evaluation import evaluate_split, lead_time_table, protocol, scorecards
+    from predrnn.evaluation import channel_units, evaluate_split, lead_time_table, protocol, scorecards
     from predrnn.forecaster import load_forecaster
     from predrnn.settings import Settings
-    from predrnn.values import field_units
+    from predrnn.values import score_units
 
     settings = Settings()
     tracking_uri = settings.tracking(tracking_uri)
@@ -204,8 +204,8 @@ def evaluate_cmd(
         raise  # the CLI's error handler
     except ValueError as err:
         raise fail(str(err)) from None
-    units = field_units(cfg.values)
-    typer.echo(lead_time_table(metrics, units=units))
+    units = score_units(cfg.values)
+    typer.echo(lead_time_table(metrics, units=units, channel_units=channel_units(cfg)))
     cards = scorecards(metrics)
     out = {"model_ref": model, "dataset": info.uri, "split": split, "clips": metrics["model"]["clips"],
            "units": units,

@@ -13,6 +13,7 @@ import torch
 
 from predrnn.data.batches import ClipSource, ZarrSource, load_batch
 from predrnn.evaluation import (
+    channel_units,
     evaluate_split,
     evaluation_metrics,
     lead_time_plot,
@@ -22,7 +23,7 @@ from predrnn.evaluation import (
     write_scorecard,
 )
 from predrnn.train.state import MODEL_DIR, iteration_of
-from predrnn.values import field_units
+from predrnn.values import score_units
 
 
 def local_checkpoint(path: str, dest: str | Path, s3: dict[str, Any] | None = None) -> Path:
@@ -110,8 +111,8 @@ def _finish(result: Any, tracker: Any, *, out_dir: str | Path, split: str, regis
     plot = lead_time_plot(out / "lead_time_metrics.png", metrics)
     (out / f"{split}_metrics.json").write_text(json.dumps(metrics, indent=2))
     cards = scorecards(metrics)
-    units = field_units(cfg.values)
-    card_md, card_png = write_scorecard(out, cards, units=units)
+    units = score_units(cfg.values)
+    card_md, card_png = write_scorecard(out, cards, units=units, channel_units=channel_units(cfg))
     (out / "config.json").write_text(cfg.to_json())
     summary: dict[str, Any] = {
         "dataset": result.dataset["uri"], "run_dir": result.run_dir,
@@ -121,7 +122,8 @@ def _finish(result: Any, tracker: Any, *, out_dir: str | Path, split: str, regis
         "persistence_mse_per_frame": metrics["persistence"]["mse_per_frame"],
         f"{split}_mse": metrics["model"]["mse"], "persistence_mse": metrics["persistence"]["mse"],
         f"{split}_ssim": metrics["model"].get("ssim"), "tracking_uri": result.tracking_uri,
-        "run_id": result.run_id, "table": lead_time_table(metrics, units=units), "scores": cards,
+        "run_id": result.run_id, "table": lead_time_table(metrics, units=units, channel_units=channel_units(cfg)),
+        "scores": cards,
         "units": units, "scorecard": str(card_md),
         "iterations": iteration_of(result.latest_checkpoint) or (result.last_report or {}).get("iteration"),
     }

@@ -42,7 +42,7 @@ from predrnn.train.state import (
     save_checkpoint,
     set_rng_state,
 )
-from predrnn.values import field_units
+from predrnn.values import score_units
 
 # Ray keeps the ``keep_best`` checkpoints of lowest SELECTION (plus the latest). A checkpoint saved without
 # an evaluation ranks last with a finite WORST: Ray's run snapshot stores NaN as null, which it cannot
@@ -311,7 +311,7 @@ def _train(model: Any, optimizer: torch.optim.Optimizer, core: torch.nn.Module, 
             last_val = evaluation_metrics(result, "val")
             evaluated = True
             base = last_val.get("val_persistence_mse", float("nan"))
-            u = field_units(cfg.values)
+            u = score_units(cfg.values)
             units = f" ({u})²" if u else ""
             extra = (f"  SSIM {last_val['val_ssim']:.3f}" if "val_ssim" in last_val
                      else f"  RMSE {last_val.get('val_rmse', float('nan')):.4g}{f' {u}' if u else ''}")
