@@ -120,3 +120,33 @@ def test_context_in_units_accepts_the_data_and_names_what_is_wrong():
     assert context_in_units(np.array([[[[[0.5]]]]], np.float64), image).dtype == np.float32
     with pytest.raises(ValuesError, match=r"must lie in \[0, 1\]"):
         context_in_units(np.array([[[[[3.0]]]]]), image)
+
+
+def test_a_training_step_standardises_each_variable_on_its_own():
+    """Two variables in K and m s-1: the loss sees each channel as (x - mean) / std of its own."""
+    import numpy as np
+    import torch
+
+    from predrnn.config import ChannelValues, ExperimentConfig, ValuesConfig
+    from predrnn.models import build_model
+    from predrnn.steps import train_step
+
+    values = ValuesConfig(kind="field", units="K, m s-1", channels=(
+        ChannelValues(name="t2m", units="K", mean=280.0, std=3.0),
+        ChannelValues(name="u10", units="m s-1", mean=2.0, std=4.0)))
+    cfg = ExperimentConfig.from_dict({**ExperimentConfig().to_dict(),
+                                      "data": {"img_height": 8, "img_width": 8, "img_channel": 2,
+                                               "input_length": 2, "total_length": 4},
+                                      "model": {**ExperimentConfig().to_dict()["model"], "num_hidden": [4],
+                                                "patch_size": 2}})
+    torch.manual_seed(0)
+    g = np.random.default_rng(0)
+    frames = torch.from_numpy(np.stack([280 + 3 * g.standard_normal((2, 4, 8, 8)),
+                                        2 + 4 * g.standard_normal((2, 4, 8, 8))], -1).astype(np.float32))
+    frames[0, 1, 0, 0, 1] = float("nan")
+    net = build_model(cfg)
+    opt = torch.optim.Adam(net.parameters(), lr=1e-3)
+    res = train_step(net, opt, frames, torch.zeros(2, 2), values=values)
+    # an untrained model forecasts about 0 in standardised units: the loss is about 1 (unit variance per
+    # channel), not the 280^2 of raw kelvin nor a mix of one mean/std over both variables
+    assert 0.3 < float(res.mse) < 3.0

@@ -220,13 +220,15 @@ def test_two_variables_are_two_channels_each_with_its_own_statistics(tmp_path: P
 
 def test_four_d_variables_take_the_channel_by_name_or_are_refused(tmp_path: Path, root: Path):
     times = START + STEP * np.arange(4)
-    members = np.random.default_rng(2).normal(size=(4, 3, 5, 8)).astype(np.float32)
+    members = np.random.default_rng(2).normal(size=(4, 40, 32, 64)).astype(np.float32)  # members(time, 40, 32, 64)
     xr.Dataset({"members": (("time", "member", "lat", "lon"), members, {"units": "K"})},
                coords={"time": times}).to_netcdf(tmp_path / "ens.nc")
     v = open_version(ingest("netcdf", str(tmp_path / "ens.nc"), "ens", str(root), window=2,
                             val_fraction=0.0, test_fraction=0.0))
-    assert v.shape[2:] == (5, 8, 3)  # lat x lon frames, one channel per member (not 3 x 8 with 5 channels)
+    assert v.shape[2:] == (32, 64, 40)  # lat x lon frames, one channel per member (not 40 x 64 with 32 channels)
     np.testing.assert_array_equal(frames_of(v)[0, 0], np.moveaxis(members[0], 0, -1))
+    assert v.attrs["values"]["channels"][39]["name"] == "members[member=39]"
+    members = members[:, :3, :5, :8]
     xr.Dataset({"members": (("time", "a", "b", "c"), members)},
                coords={"time": times}).to_netcdf(tmp_path / "ambiguous.nc")
     with pytest.raises(DataError, match=r"dims \('time', 'a', 'b', 'c'\).*-o channel_dim=NAME \(one of a, b, c\)"):
@@ -235,6 +237,31 @@ def test_four_d_variables_take_the_channel_by_name_or_are_refused(tmp_path: Path
     v2 = open_version(ingest("netcdf", str(tmp_path / "ambiguous.nc"), "amb", str(root), window=2, channel_dim="a",
                              val_fraction=0.0, test_fraction=0.0))
     assert v2.shape[2:] == (5, 8, 3)
+
+
+def test_a_glob_selects_the_scans_and_the_archive_writer_makes_what_the_readme_ingests(tmp_path: Path, root: Path):
+    from predrnn.data.sources.generators import write_scan_archive
+
+    files = write_scan_archive(tmp_path / "scans", steps=40, height=16, width=16, episode=20, missing=((10, 3),))
+    assert len(files) == 37 and files[0].name == "RAD_20260601_0000.nc"
+    (tmp_path / "scans" / "README.txt").write_text("not a scan")
+    with xr.open_dataset(files[0], mask_and_scale=False) as raw:  # packed as composites ship it
+        assert raw["rainfall_rate"].dtype == np.int16 and raw["rainfall_rate"].attrs["scale_factor"] == 0.01
+    v = open_version(ingest("netcdf", str(tmp_path / "scans" / "RAD_2026*.nc"), "glob", str(root), window=5,
+                            val_fraction=0.0, test_fraction=0.0))
+    assert v.attrs["source"]["location"].endswith("scans/RAD_2026*.nc")
+    rec = v.attrs["time"]
+    assert (rec["steps"], rec["gap_count"], rec["gaps"][0]["missing"]) == (37, 1, "15 min")
+    values = v.attrs["values"]
+    assert (values["units"], values["valid_min"]) == ("mm h-1", 0.0)  # from the files' CF attributes
+    assert np.isnan(frames_of(v)[0, 0, 0, 0, 0])  # outside the radar's range: _FillValue
+    assert v.attrs["grid"]["grid_mapping"]["grid_mapping_name"] == "polar_stereographic"
+    assert_consecutive_times(v)
+
+
+def assert_consecutive_times(v) -> None:
+    t = v.valid_times(np.arange(len(v)))
+    assert t is not None and (np.diff(t, axis=1) == STEP).all()
 
 
 def test_a_value_float16_cannot_hold_is_refused_and_nothing_is_written(tmp_path: Path, root: Path):
