@@ -45,6 +45,10 @@ CASES = [
     ("netcdf", "radar.nc", {"window": 4, "val_fraction": 0.2, "test_fraction": 0.2}),
     # a Zarr store: a prefix of many small objects
     ("netcdf", "grid.zarr", {"window": 3, "val_fraction": 0.2, "test_fraction": 0.2}),
+    # a radar archive: a prefix of one CF NetCDF file per scan, int16-packed, with a gap in time
+    ("netcdf", "scans", {"window": 4, "val_fraction": 0.2, "test_fraction": 0.2}),
+    # an xarray-written Zarr v2 store with consolidated metadata
+    ("netcdf", "rain_v2.zarr", {"window": 4, "val_fraction": 0.2, "test_fraction": 0.2}),
 ]
 
 
@@ -77,6 +81,15 @@ def local(tmp_path_factory: pytest.TempPathFactory) -> Path:
     arr = g.create_array("precip", shape=(30, 4, 5), chunks=(5, 4, 5), dtype="f4", dimension_names=("time", "y", "x"))
     arr[:] = np.arange(30 * 4 * 5, dtype=np.float32).reshape(30, 4, 5)
     arr.attrs["units"] = "mm"
+    from predrnn.data.sources.generators import write_scan_archive
+
+    write_scan_archive(d / "scans", steps=30, height=12, width=12, episode=15, missing=((12, 2),))
+    import xarray as xr
+
+    times = np.datetime64("2026-06-01T00:00", "ns") + np.timedelta64(10, "m") * np.arange(24)
+    ds = xr.Dataset({"rain": (("time", "y", "x"), np.where(rain[:24] < 0, np.nan, rain[:24]))}, coords={"time": times})
+    ds["rain"].encoding.update(dtype="int16", scale_factor=0.01, _FillValue=np.int16(-1))
+    ds.to_zarr(d / "rain_v2.zarr", zarr_format=2, consolidated=True, mode="w")
     return d
 
 
