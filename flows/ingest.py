@@ -132,7 +132,8 @@ def ingest_flow(
         stride: frames between clip starts (default: window).
         resize: video/frames, N or HxW.
         grayscale: video/frames, greyscale (true) or RGB (false).
-        variable: netcdf/zarr grids, the variable to read.
+        variable: netcdf/zarr grids, the variable to read, or several comma-separated (one channel
+            each); other grid options (``time_step``, ``channel_dim``, ``time_dim``) go in ``options``.
         val_fraction: share of sequences (grids: of time steps) for validation.
         test_fraction: share of sequences (grids: of time steps) for test.
         split_seed: seeded split, its seed.
