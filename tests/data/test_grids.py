@@ -290,3 +290,15 @@ def test_the_declared_valid_range_is_kept_and_values_outside_it_are_missing(tmp_
     assert (values["valid_min"], values["valid_max"]) == (0.0, pytest.approx(300.0))
     x = frames_of(v)[..., 0].reshape(4, 3, 3)
     assert np.isnan(x[1, 0, 0]) and np.nanmin(x) == pytest.approx(10.0)
+
+
+def test_jittered_scan_times_need_a_tolerance(tmp_path: Path, root: Path):
+    jitter = np.array([0, 4, -3, 7, 0, 2, -5, 1, 3, 0], "timedelta64[s]")
+    times = START + STEP * np.arange(10) + jitter
+    xr.Dataset({"rain": (("time", "y", "x"), np.zeros((10, 3, 3), np.float32))},
+               coords={"time": times}).to_netcdf(tmp_path / "jitter.nc")
+    with pytest.raises(DataError, match=r"-o time_step=5min -o time_tolerance=30s"):
+        ingest("netcdf", str(tmp_path / "jitter.nc"), "jit", str(root), window=5, val_fraction=0.0, test_fraction=0.0)
+    v = open_version(ingest("netcdf", str(tmp_path / "jitter.nc"), "jit", str(root), window=5, time_step="5min",
+                            time_tolerance="30s", val_fraction=0.0, test_fraction=0.0))
+    assert len(v) == 2 and v.attrs["time"]["gap_count"] == 0

@@ -12,7 +12,8 @@ in memory):
   and values outside it are missing (NaN), as CF says; ``-o valid_min=``/``valid_max=`` override it.
 * **time is a coordinate**: frames are ordered by their time values (repeated times are refused, named);
   the time step is the most common step between frames, or ``time_step`` (``5min``, ``1h``; a number
-  for a numeric time coordinate). Windows of ``window`` steps every ``stride`` steps are cut only inside
+  for a numeric time coordinate); scan times that jitter around it count as regular within
+  ``time_tolerance`` (``30s``; default: exact). Windows of ``window`` steps every ``stride`` steps are cut only inside
   runs of regularly spaced frames, never across a gap, and every clip records the valid time of each of
   its frames. A variable with no time coordinate keeps the order of its time dimension (files in name
   order) and says so.
@@ -230,7 +231,7 @@ class GridSource(Source):
 
     kind = "netcdf"
     OPTIONS = {"variable": None, "window": 20, "stride": None, "time_dim": None, "units": None,
-               "split_gap": 0, "split_blocks": 1, "time_step": None, "channel_dim": None}
+               "split_gap": 0, "split_blocks": 1, "time_step": None, "time_tolerance": None, "channel_dim": None}
     time_ordered = True
 
     def __init__(self, source: str | Path | None, options: dict[str, Any]):
@@ -450,10 +451,13 @@ class GridSource(Source):
         if step is None:
             vals, counts = np.unique(diffs, return_counts=True)
             step = vals[int(np.argmax(counts))]  # the most common step; ties: the shortest
-        regular = diffs == step
-        if not regular.any():
-            raise DataError(f"{self.path}: no two frames are time_step={format_step(step)} apart (steps found: "
-                            f"{', '.join(format_step(d) for d in np.unique(diffs)[:5])})")
+        tolerance = _parse_step(self.opts["time_tolerance"], datetime) if self.opts["time_tolerance"] else None
+        regular = diffs == step if tolerance is None else abs(diffs - step) <= tolerance
+        if not regular.any() or (self.opts["time_step"] is None and regular.mean() < 0.5):
+            raise DataError(f"{self.path}: only {int(regular.sum())} of {diffs.size} steps between frames are "
+                            f"time_step={format_step(step)} (steps found: "
+                            f"{', '.join(format_step(d) for d in np.unique(diffs)[:5])}); scan times that jitter "
+                            "around a nominal step need -o time_step=5min -o time_tolerance=30s")
         run_id = np.concatenate([[0], np.cumsum(~regular)]).astype(np.int64)
         gaps = []
         for i in np.flatnonzero(~regular):
