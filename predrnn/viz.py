@@ -38,9 +38,16 @@ def save_figure(fig: Any, path: str | Path, dpi: int = 100) -> Path:
 
 
 def field_colours(values: Any, *arrays: np.ndarray | None) -> Field | None:
-    """The colour range and units of a field's pictures (None for images); ``values`` a ValuesConfig."""
+    """The colour range and units of a field's pictures (None for images); ``values`` a ValuesConfig.
+
+    Pictures show channel 0; for several variables the range and units are those of the first variable
+    (``values.channels[0]``), taken over that channel only."""
     if values.kind != "field":
         return None
+    if values.channels:
+        first = values.channels[0]
+        lo, hi = field_range(*(None if a is None else a[..., :1] for a in arrays), valid_min=first.valid_min)
+        return lo, hi, f"{first.name} {first.units}".strip()
     lo, hi = field_range(*arrays, valid_min=values.valid_min)
     return lo, hi, values.units
 
