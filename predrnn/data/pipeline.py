@@ -46,6 +46,8 @@ def _now() -> str:
 def _fingerprint(src: Source, checksum: str) -> str:
     payload = {"schema": SCHEMA_VERSION, "kind": src.kind, "checksum": checksum,
                "options": src.options_fingerprint()}
+    if src.reader_version > 1:  # a reader that now reads the same files differently: never the old version
+        payload["reader"] = src.reader_version
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
 
 

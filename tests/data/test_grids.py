@@ -302,3 +302,21 @@ def test_jittered_scan_times_need_a_tolerance(tmp_path: Path, root: Path):
     v = open_version(ingest("netcdf", str(tmp_path / "jitter.nc"), "jit", str(root), window=5, time_step="5min",
                             time_tolerance="30s", val_fraction=0.0, test_fraction=0.0))
     assert len(v) == 2 and v.attrs["time"]["gap_count"] == 0
+
+
+def test_a_version_from_the_earlier_reader_is_not_reused(tmp_path: Path, root: Path):
+    """Same files and options as a version the earlier reader made (packed Zarr read raw): ingest again."""
+    from predrnn.data.pipeline import _fingerprint
+    from predrnn.data.sources import make_source
+    from predrnn.data.sources.grids import GridSource
+
+    ds = packed_rain(START + STEP * np.arange(6))
+    ds.to_zarr(tmp_path / "rain.zarr", zarr_format=3, consolidated=False, mode="w")
+    src = make_source("netcdf", str(tmp_path / "rain.zarr"), {"window": 3})
+    now = _fingerprint(src, "c")
+    try:
+        GridSource.reader_version = 1
+        earlier = _fingerprint(src, "c")
+    finally:
+        GridSource.reader_version = 2
+    assert now != earlier

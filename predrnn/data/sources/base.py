@@ -88,6 +88,7 @@ class Source:
     OPTIONS: ClassVar[dict[str, Any]] = {}
     needs_source: ClassVar[bool] = True
     time_ordered: ClassVar[bool] = False  # one time-ordered sequence (a grid): split by time blocks
+    reader_version: ClassVar[int] = 1  # raised when the kind reads the same files differently
 
     def __new__(cls, source: str | Path | None = None, options: dict[str, Any] | None = None) -> Source:
         if cls.needs_source and str(source or "").startswith("s3://") and not issubclass(cls, RemoteSource):

@@ -233,6 +233,7 @@ class GridSource(Source):
     OPTIONS = {"variable": None, "window": 20, "stride": None, "time_dim": None, "units": None,
                "split_gap": 0, "split_blocks": 1, "time_step": None, "time_tolerance": None, "channel_dim": None}
     time_ordered = True
+    reader_version = 2  # CF decoding through xarray, time as a coordinate (version 1 read Zarr packed values raw)
 
     def __init__(self, source: str | Path | None, options: dict[str, Any]):
         self.pattern: str | None = None
