@@ -147,8 +147,7 @@ def _show_lines(v: Version, summary: dict[str, Any]) -> list[str]:
         f"created:    {a.get('created', '')}",
         f"source:     {a['source']['kind']} {a['source'].get('location', '')} - "
         f"{a['source'].get('description', '')}",
-        f"values:     {a.get('value_kind')} range {a.get('value_range')} {a.get('units', '')}",
-        "stats:      " + ", ".join(f"{k} {val:.4g}" for k, val in a.get("stats", {}).items()),
+        *_value_lines(a),
         f"model sees: {_model_view(a)}",
         f"split:      {a['split'].get('method')} {a['split'].get('sizes')}",
         *grid_lines(a),
@@ -156,6 +155,19 @@ def _show_lines(v: Version, summary: dict[str, Any]) -> list[str]:
         *_split_lines(summary),
         f"content:    sha256 {a.get('content_hash', '')}",
     ]
+
+
+def _value_lines(a: dict[str, Any]) -> list[str]:
+    """The ``values:`` and ``stats:`` lines: per variable when the version has several."""
+    per = a.get("channel_stats")
+    if not per:
+        return [f"values:     {a.get('value_kind')} range {a.get('value_range')} {a.get('units', '')}",
+                "stats:      " + ", ".join(f"{k} {val:.4g}" for k, val in a.get("stats", {}).items())]
+    out = [f"values:     {a.get('value_kind')}, {len(per)} variables (one channel each)"]
+    for c in per:
+        out.append(f"  {c['name']}: range [{c['min']:.4g}, {c['max']:.4g}] {c['units']}; mean {c['mean']:.4g}, "
+                   f"std {c['std']:.4g}, nan_fraction {c['nan_fraction']:.4g}")
+    return out
 
 
 def grid_lines(a: dict[str, Any]) -> list[str]:
@@ -169,7 +181,7 @@ def grid_lines(a: dict[str, Any]) -> list[str]:
         else:
             gaps = t.get("gaps") or []
             n_gaps = int(t.get("gap_count", len(gaps)))
-            shown = ", ".join(f"{g.get('missing') or g.get('jump')} at {g['after']}" for g in gaps[:4])
+            shown = ", ".join(f"{g.get('missing') or g.get('jump')} missing after {g['after']}" for g in gaps[:4])
             gap_text = (f"{n_gaps} gap{'s' if n_gaps != 1 else ''}: {shown}{', ...' if n_gaps > 4 else ''}"
                         if n_gaps else "no gaps")
             units = f" {t['units']}" if t.get("units") else ""
@@ -218,6 +230,7 @@ def _show_record(v: Version, summary: dict[str, Any], sample: Path | None) -> di
             "dtype": v.dtype.name, "created": a.get("created", ""), "source": a.get("source", {}),
             "value_kind": a.get("value_kind"), "value_range": a.get("value_range"),
             "units": a.get("units", ""), "values": a.get("values"), "stats": a.get("stats", {}),
+            "channel_stats": a.get("channel_stats"),
             "model_sees": _model_view(a), **summary, "forecast": a.get("forecast"),
             "time": a.get("time"), "grid": a.get("grid"), "channels": a.get("channels"),
             "content_hash": a.get("content_hash", ""),

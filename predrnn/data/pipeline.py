@@ -376,6 +376,7 @@ def write_version(kind: str, source: str | None, name: str, root: str, *, progre
         image = info.value_kind == "image"
         ranges = src.channel_ranges() if hasattr(src, "channel_ranges") else None
         channels = None
+        variable_stats: list[dict[str, Any]] | None = None
         if per_channel:
             described = info.extra.get("channels") or [{"name": f"channel {c}", "units": info.units}
                                                       for c in range(C)]
@@ -388,6 +389,8 @@ def write_version(kind: str, source: str | None, name: str, root: str, *, progre
                         train_c.add(per[c])
                 channels.append({"info": described[c], "stats": all_c.to_dict(), "train_stats": train_c.to_dict(),
                                  "range": None if ranges is None else ranges[c]})
+            variable_stats = [{"name": str(ch["info"].get("name", "")), "units": str(ch["info"].get("units", "")),
+                               **ch["stats"]} for ch in channels]
         values = _values_record(src.opts, info.units, image, st, tr,
                                 declared=None if ranges is None or channels else ranges[0], channels=channels)
         header = {"schema": SCHEMA_VERSION, "shape": [n, *shape1], "dtype": dtype.str}
@@ -424,6 +427,7 @@ def write_version(kind: str, source: str | None, name: str, root: str, *, progre
             "units": info.units,
             "stats": st,
             "train_stats": tr,
+            **({"channel_stats": variable_stats} if variable_stats else {}),
             "normalisation": ({"scale": 1 / 255.0, "mean": tr["mean"] / 255.0, "std": tr["std"] / 255.0,
                                "split": "train"} if image else
                               {"mean": values["mean"], "std": values["std"], "nan_fill": 0.0, "split": "train"}),

@@ -33,6 +33,10 @@ def strip(version: Any, *, clips: int = 4, frames: int = 10) -> np.ndarray:
     idx = np.unique(np.linspace(0, n - 1, min(clips, n)).round().astype(np.int64))
     data = version.read(idx)[:, : min(frames, t)]
     vr = version.attrs.get("value_range")
+    per = version.attrs.get("channel_stats")
+    if data.dtype != np.uint8 and data.shape[-1] > 1:  # several variables: the first, in its own range
+        data = data[..., :1]
+        vr = [per[0]["min"], per[0]["max"]] if per else None
     rgb = to_rgb_u8(data, tuple(vr) if vr and data.dtype != np.uint8 else None)
     k, f = rgb.shape[:2]
     gap = 2

@@ -119,8 +119,8 @@ def test_an_archive_with_missing_scans_is_never_windowed_across_a_gap(tmp_path: 
 
     out = CliRunner().invoke(app, ["data", "show", v.uri, "--png", str(tmp_path / "s.png")])
     assert out.exit_code == 0, out.output
-    assert ("2 gaps: 30 min at 2026-06-01T02:25:00, 1 h at 2026-06-01T05:45:00; 12 steps could not hold a window"
-            in out.output)
+    assert ("2 gaps: 30 min missing after 2026-06-01T02:25:00, 1 h missing after 2026-06-01T05:45:00; 12 steps "
+            "could not hold a window" in out.output)
     shown = json.loads(CliRunner().invoke(app, ["data", "show", v.uri, "--json"]).output)
     assert shown["time"]["gap_count"] == 2
 
@@ -207,6 +207,18 @@ def test_two_variables_are_two_channels_each_with_its_own_statistics(tmp_path: P
         assert chans[c]["mean"] == pytest.approx(float(train[..., c].mean(dtype=np.float64)), rel=1e-6)
         assert chans[c]["std"] == pytest.approx(float(train[..., c].std(dtype=np.float64)), rel=1e-5)
     assert chans[0]["mean"] > 270 and abs(chans[1]["mean"]) < 10
+    stats = v.attrs["channel_stats"]  # shown per variable, never pooled across units
+    assert stats[0]["min"] > 250 and stats[1]["max"] < 50 and stats[1]["units"] == "m s-1"
+    from typer.testing import CliRunner
+
+    from predrnn.cli import app
+
+    out = CliRunner().invoke(app, ["data", "show", v.uri, "--png", str(tmp_path / "two.png")])
+    assert out.exit_code == 0 and "2 variables (one channel each)" in out.output and "  u10: range [" in out.output
+    from PIL import Image
+
+    img = np.asarray(Image.open(tmp_path / "two.png").convert("RGB")).astype(int)
+    assert (img[..., 0] == img[..., 1]).mean() > 0.99  # the first variable in grey levels, not channels as RGB
     import torch
 
     from predrnn.values import from_dataset_attrs, from_model, to_model
