@@ -86,10 +86,12 @@ REPORT_FSS = (1, 9)
 
 
 def train_and_evaluate(cfg: ExperimentConfig, variant: str, train_ds: Any, test_ds: Any, seed: int,
-                       log_every: int = 100, eval_at: tuple[int, ...] = ()) -> dict[str, Any]:
+                       log_every: int = 100, eval_at: tuple[int, ...] = (), precision: str = "fp32") -> dict[str, Any]:
     """Single-process training with the library steps, then test metrics (model and persistence).
 
     ``eval_at``: iterations at which the test MSE per lead time is also recorded (``result["curve"]``).
+    ``precision``: the training steps' precision (``fp32`` or ``bf16`` autocast); the test forecast is fp32.
+    The trained model is ``result["model"]``.
     """
     torch.manual_seed(seed)
     d, o, v = cfg.data, cfg.optim, cfg.values
@@ -111,7 +113,8 @@ def train_and_evaluate(cfg: ExperimentConfig, variant: str, train_ds: Any, test_
             it += 1
             mask, _, _ = sampling_mask(it, cfg.sampling, batch=batch.shape[0], input_length=d.input_length,
                                        total_length=d.total_length, generator=g)
-            step = train_step(model, opt, batch[:, : d.total_length], mask, beta=o.decouple_beta, values=v)
+            step = train_step(model, opt, batch[:, : d.total_length], mask, beta=o.decouple_beta, values=v,
+                              precision=precision)
             if it % log_every == 0 or it == 1:
                 el = time.perf_counter() - t0
                 print(f"    {variant} seed {seed} it {it}/{o.max_iterations} loss {step.loss:.5f} "
@@ -125,7 +128,7 @@ def train_and_evaluate(cfg: ExperimentConfig, variant: str, train_ds: Any, test_
                 break
     train_s = time.perf_counter() - t0
     res = evaluate(model, test_loader, d.input_length, with_persistence=False, values=v, **scores)
-    return {"metrics": res["model"], "train_s": train_s, "curve": curve}
+    return {"metrics": res["model"], "train_s": train_s, "curve": curve, "model": model}
 
 
 def _table(rows: list[dict[str, Any]], horizon: int) -> str:

@@ -97,7 +97,8 @@ def main() -> None:
             model = model.to(memory_format=torch.channels_last)
         reset_peak()
         results[f"{name}_train_s"] = _time(
-            lambda: train_step(model, opt_o, frames, mask, beta=cfg.optim.decouple_beta, amp=amp), device, reps)
+            lambda: train_step(model, opt_o, frames, mask, beta=cfg.optim.decouple_beta,
+                                       precision=amp), device, reps)
         if cuda:
             results[f"{name}_train_peak_mib"] = peak_mib()
 
@@ -113,7 +114,7 @@ def main() -> None:
         results[f"{name}_train_clips_per_s"] = args.batch / results[f"{name}_train_s"]
         results[f"{name}_forecast_clips_per_s"] = args.batch / results[f"{name}_forecast_s"]
 
-    variant("ours_fp32", ours, "none", False)
+    variant("ours_fp32", ours, "fp32", False)
     if cuda:
         variant("ours_bf16_cl", ours, "bf16", True)
         if not args.no_compile:

@@ -1,5 +1,9 @@
 """Speed and memory benchmark: our PredRNN-V2 against an eager baseline built like the authors' code.
 
+Our model is timed in fp32 and under bf16 autocast (:mod:`predrnn.precision`); the baseline in fp32,
+as the authors run it. On a CPU without native bf16 (no AVX512-BF16 or AMX) bf16 is emulated by
+PyTorch and many times slower: its rows are then timed once, after one warm-up, and marked emulated.
+
 The baseline (``AuthorsStyleV2``) follows the structure of the public implementation: one conv per
 input (x -> 7C, h -> 4C, m -> 3C), the output-gate conv and the 1x1, fp32, the decoupling loss
 computed inside ``forward`` step by step, and a forecast that runs with autograd enabled (their
@@ -28,6 +32,7 @@ from torch import nn
 from predrnn.config import ExperimentConfig, apply_overrides, preset
 from predrnn.models import build_model, test_time_mask
 from predrnn.patching import patch_channels_last, unpatch_channels_last
+from predrnn.precision import autocast, cpu_has_native_bf16
 from predrnn.steps import train_step
 
 
@@ -194,7 +199,9 @@ def machine_rates(threads: int) -> dict[str, float]:
 
 
 def _peak_main() -> None:
-    """Child-process entry: read {kind, cfg, threads} JSON on stdin, print the peak as JSON."""
+    """Child-process entry: read {kind, cfg, threads} JSON on stdin, print the peak as JSON.
+
+    ``kind``: ``ours`` (fp32), ``ours_bf16`` (bf16 autocast) or ``baseline``."""
     import sys
 
     req = json.loads(sys.stdin.read())
@@ -207,9 +214,10 @@ def _peak_main() -> None:
     x, full = _baseline_inputs(cfg, frames, test_mask)
     _reset_peak()
     before = _rss_mib()
-    if req["kind"] == "ours":
+    if req["kind"] in ("ours", "ours_bf16"):
         ours.eval()
-        ours.forecast(ctx, d.total_length - d.input_length)
+        with autocast("cpu", "bf16" if req["kind"] == "ours_bf16" else "fp32"):
+            ours.forecast(ctx, d.total_length - d.input_length)
     else:
         base(x, full, d.input_length)  # with autograd, as the authors' test does
     peak = _peak_rss_mib()
@@ -271,8 +279,11 @@ def _build(cfg: ExperimentConfig, seed: int) -> tuple[Any, AuthorsStyleV2, torch
 
 
 def run_bench(preset: str | None = None, overrides: list[str] | None = None, reps: int = 5,
-              verbose: bool = True, measure_memory: bool = True) -> dict[str, Any]:
-    """Run the benchmark; returns the summary dict (also printed when ``verbose``)."""
+              verbose: bool = True, measure_memory: bool = True, bf16: bool = True) -> dict[str, Any]:
+    """Run the benchmark; returns the summary dict (also printed when ``verbose``).
+
+    ``bf16``: also time our training step and forecast under bf16 autocast (``bf16_*`` keys), with
+    ``reps`` repetitions where the CPU has native bf16 and one where it is emulated (``bf16_native``)."""
     cfg = bench_config(preset, overrides)
     threads = cfg.compute.threads or torch.get_num_threads()
     torch.set_num_threads(threads)
@@ -287,7 +298,7 @@ def run_bench(preset: str | None = None, overrides: list[str] | None = None, rep
     opt_base = torch.optim.Adam(base.parameters(), lr=o.lr)
 
     def ours_train() -> None:
-        train_step(ours, opt_ours, frames, mask, beta=o.decouple_beta, reverse_input=False, amp="none")
+        train_step(ours, opt_ours, frames, mask, beta=o.decouple_beta, reverse_input=False, precision="fp32")
 
     def base_train() -> None:
         opt_base.zero_grad()
@@ -302,6 +313,18 @@ def run_bench(preset: str | None = None, overrides: list[str] | None = None, rep
     def base_forecast() -> None:
         base(x_test, mask_test, d.input_length)  # grad enabled, as in the authors' test
 
+    ours_bf16 = build_model(cfg)  # the same weights, its own optimiser state
+    ours_bf16.load_state_dict(ours.state_dict())
+    opt_bf16 = torch.optim.Adam(ours_bf16.parameters(), lr=o.lr)
+
+    def bf16_train() -> None:
+        train_step(ours_bf16, opt_bf16, frames, mask, beta=o.decouple_beta, reverse_input=False, precision="bf16")
+
+    def bf16_forecast() -> None:
+        ours.eval()
+        with autocast("cpu", "bf16"):
+            ours.forecast(ctx, horizon)
+
     say(f"config: {d.img_height}x{d.img_width}x{d.img_channel}, patch {cfg.model.patch_size}, "
         f"{len(cfg.model.num_hidden)} x {cfg.model.num_hidden[0]}, filter {cfg.model.filter_size}, "
         f"batch {o.batch_size}, {d.input_length} -> {horizon}, {threads} threads, torch {torch.__version__}")
@@ -311,6 +334,16 @@ def run_bench(preset: str | None = None, overrides: list[str] | None = None, rep
         b, _ = base(x_base, mask_base, d.input_length)
     diff = float((a - unpatch_channels_last(b, cfg.model.patch_size, d.img_channel)).abs().max())
     say(f"max |ours - baseline| on the same weights: {diff:.2e}")
+    native = cpu_has_native_bf16()
+    if bf16:
+        with torch.no_grad():
+            ours.eval()
+            f32 = ours.forecast(ctx, horizon)
+            with autocast("cpu", "bf16"):
+                f16 = ours.forecast(ctx, horizon).float()
+        bf16_diff = float((f16 - f32).abs().max())
+        say(f"bf16 forecast: max |bf16 - fp32| {bf16_diff:.2e} on [0, 1] frames "
+            f"({'native' if native else 'emulated: this CPU has no AVX512-BF16 or AMX'})")
     for fn in (ours_train, base_train, ours_forecast, base_forecast):  # warm-up
         fn()
     times: dict[str, list[float]] = {k: [] for k in ("train", "base_train", "forecast", "base_forecast")}
@@ -321,6 +354,12 @@ def run_bench(preset: str | None = None, overrides: list[str] | None = None, rep
         times["base_forecast"] += _median_time(base_forecast, 1)
         say(f"  rep {r + 1}/{reps}: train {times['train'][-1]:.3f}s vs {times['base_train'][-1]:.3f}s, "
             f"forecast {times['forecast'][-1]:.3f}s vs {times['base_forecast'][-1]:.3f}s")
+    if bf16:
+        bf16_reps = reps if native else 1
+        bf16_train()  # warm-up
+        bf16_forecast()
+        times["bf16_train"] = _median_time(bf16_train, bf16_reps)
+        times["bf16_forecast"] = _median_time(bf16_forecast, bf16_reps)
     med = {k: statistics.median(v) for k, v in times.items()}
     fwd_flops = count_conv_flops(ours, lambda: ours(frames, mask))
     fc_flops = count_conv_flops(ours, lambda: ours.forecast(ctx, horizon))
@@ -344,7 +383,20 @@ def run_bench(preset: str | None = None, overrides: list[str] | None = None, rep
         "baseline_train_clips_per_s": o.batch_size / med["base_train"],
         "baseline_forecast_clips_per_s": o.batch_size / med["base_forecast"],
     }
+    if bf16:
+        result.update({
+            "bf16_native": native, "bf16_max_abs_diff": bf16_diff,
+            "bf16_train_step_s": med["bf16_train"], "bf16_forecast_s": med["bf16_forecast"],
+            "bf16_train_clips_per_s": o.batch_size / med["bf16_train"],
+            "bf16_forecast_clips_per_s": o.batch_size / med["bf16_forecast"],
+            "bf16_train_speedup_vs_fp32": med["train"] / med["bf16_train"],
+            "bf16_forecast_speedup_vs_fp32": med["forecast"] / med["bf16_forecast"],
+            "bf16_train_speedup_vs_baseline": med["base_train"] / med["bf16_train"],
+            "bf16_forecast_speedup_vs_baseline": med["base_forecast"] / med["bf16_forecast"],
+        })
     if measure_memory:
+        if bf16:
+            result["bf16_forecast_peak_mib"] = peak_forecast_memory(cfg, "ours_bf16", threads)["increment_mib"]
         mem_ours = peak_forecast_memory(cfg, "ours", threads)
         mem_base = peak_forecast_memory(cfg, "baseline", threads)
         result.update({
@@ -363,10 +415,17 @@ def run_bench(preset: str | None = None, overrides: list[str] | None = None, rep
     say(f"achieved: train {result['train_gflops']:.1f} GFLOP/s (3x forward convs), forecast "
         f"{result['forecast_gflops']:.1f} GFLOP/s; machine fp32 matmul {rates['matmul_gflops']:.1f}, "
         f"conv {rates['conv_gflops']:.1f} GFLOP/s")
+    if bf16:
+        how = "" if native else f" (emulated bf16, {len(times['bf16_train'])} timing)"
+        say(f"bf16 training step: {med['bf16_train']:.3f} s, x{result['bf16_train_speedup_vs_fp32']:.2f} vs our fp32, "
+            f"x{result['bf16_train_speedup_vs_baseline']:.2f} vs the baseline{how}")
+        say(f"bf16 forecast:      {med['bf16_forecast']:.3f} s, x{result['bf16_forecast_speedup_vs_fp32']:.2f} vs our "
+            f"fp32, x{result['bf16_forecast_speedup_vs_baseline']:.2f} vs the baseline{how}")
     if measure_memory:
         say(f"forecast peak memory (increment over the loaded model): ours {result['forecast_peak_mib']:.0f} MiB, "
             f"baseline with grad {result['baseline_forecast_peak_mib']:.0f} MiB "
-            f"(x{result['forecast_peak_mib'] / max(result['baseline_forecast_peak_mib'], 1e-9):.2f})")
+            f"(x{result['forecast_peak_mib'] / max(result['baseline_forecast_peak_mib'], 1e-9):.2f})"
+            + (f"; bf16 {result['bf16_forecast_peak_mib']:.0f} MiB" if bf16 else ""))
     return result
 
 

@@ -45,7 +45,7 @@ def check_task(model: str, dataset: str, out: str, split: str, horizon: int | No
 @task(name="forecast-ray-data", retries=1, retry_delay_seconds=5)
 def forecast_task(model: str, dataset: str, out: str, split: str, horizon: int | None, workers: int,
                   gpus_per_worker: float, batch_size: int, tracking_uri: str | None, cache_dir: str,
-                  ray_address: str | None, s3: dict[str, Any]) -> dict[str, Any]:
+                  ray_address: str | None, s3: dict[str, Any], precision: str = "fp32") -> dict[str, Any]:
     """Forecast the split on Ray Data and publish the version (:func:`predrnn.batch_forecast.forecast_dataset`)."""
     from predrnn.batch_forecast import check_job, forecast_dataset
 
@@ -57,7 +57,7 @@ def forecast_task(model: str, dataset: str, out: str, split: str, horizon: int |
     ref = model if model.startswith(("models:/", "runs:/")) else str(Path(model).resolve())
     return forecast_dataset(net, cfg, job, model_ref=ref, model_version=version, workers=workers,
                             gpus_per_worker=gpus_per_worker, batch_size=batch_size, ray_address=ray_address,
-                            s3=s3, progress=log.info)
+                            s3=s3, progress=log.info, precision=precision)
 
 
 @flow(name="forecast")
@@ -73,6 +73,8 @@ def forecast_flow(
     gpus_per_worker: Annotated[float, Field(ge=0)] = 0.0,
     batch_size: Annotated[int, Field(ge=1, description="clips per forward pass")] = 16,
     tracking_uri: str | None = None,
+    precision: Annotated[Literal["auto", "bf16", "fp32"], Field(
+        description="auto: bf16 where the processor computes it natively, else fp32")] = "auto",
 ) -> dict[str, Any]:
     """Forecast every clip of ``split`` of ``dataset`` with ``model`` into a new forecast dataset version.
 
@@ -84,28 +86,34 @@ def forecast_flow(
         horizon: frames forecast (default: the model's training horizon).
         workers, gpus_per_worker, batch_size: Ray Data actors, GPUs each, clips per forward pass.
         tracking_uri: MLflow store for ``models:/`` URIs (default: ``$MLFLOW_TRACKING_URI``).
+        precision: the forecast's precision (:mod:`predrnn.precision`), resolved here for the actors' device.
 
     Returns:
         ``{"uri", "clips", "resumed", "reused", "forecast_s", "clips_per_s", "workers", "job"}``.
     """
     from predrnn.data import parse_uri
+    from predrnn.precision import describe, resolve_precision
 
+    device = "cuda" if gpus_per_worker > 0 else "cpu"
+    resolved = resolve_precision(precision, device, "forecast")
     settings = PipelineSettings()
     uri = settings.tracking(tracking_uri) if model.startswith(("models:/", "runs:/")) else None
     s3 = settings.s3()
     target = out or f"{settings.datasets_root.rstrip('/')}/{parse_uri(dataset)[1]}-forecast"
     plan = check_task(model, dataset, target, split, horizon, uri, str(settings.model_cache), s3)
     log = get_run_logger()
-    log.info("forecasting %d %s clips of %s with %s: %d context frames -> %d lead times", plan["clips"], split,
-             plan["source"], plan["model_version"] or model, plan["context"], plan["horizon"])
+    log.info("forecasting %d %s clips of %s with %s: %d context frames -> %d lead times, %s", plan["clips"], split,
+             plan["source"], plan["model_version"] or model, plan["context"], plan["horizon"],
+             describe(precision, resolved, device))
     result = forecast_task(model, dataset, target, split, horizon, workers, gpus_per_worker, batch_size, uri,
-                           str(settings.model_cache), settings.ray_address, s3)
+                           str(settings.model_cache), settings.ray_address, s3, resolved)
     rate = f"{result['clips_per_s']} clips/s on {workers} workers" if result["clips_per_s"] else "reused"
     create_markdown_artifact(
         key="forecast", description=f"forecasts of {plan['source']}",
         markdown=(f"## Forecast dataset `{result['uri']}`\n\n| | |\n|---|---|\n"
                   f"| model | `{plan['model_version'] or model}` |\n| source | `{plan['source']}` ({split}) |\n"
                   f"| clips | {plan['clips']} ({plan['context']} context frames -> {plan['horizon']} lead times) |\n"
-                  f"| forecast | {result['clips']} clips this run, {result['resumed']} earlier ({rate}) |\n"))
+                  f"| forecast | {result['clips']} clips this run, {result['resumed']} earlier ({rate}) |\n"
+                  f"| precision | {resolved} |\n"))
     log.info("published %s", result["uri"])
     return result

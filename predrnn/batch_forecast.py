@@ -137,7 +137,7 @@ class _ForecastActor:
     """A Ray Data actor holding the model: forecasts a batch of positions and writes them to the stage."""
 
     def __init__(self, cfg_json: str, shared: list[Any], source_uri: str, context: int, horizon: int,
-                 device: str, s3: dict[str, Any] | None) -> None:
+                 device: str, s3: dict[str, Any] | None, precision: str = "fp32") -> None:
         import ray
         import torch
 
@@ -155,7 +155,7 @@ class _ForecastActor:
         self.model.to(device).eval()
         self.source = open_version(source_uri, s3)
         self.staged, self.index = staged, source_index
-        self.context, self.horizon = context, horizon
+        self.context, self.horizon, self.precision = context, horizon, precision
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         from predrnn.predict import forecast_array
@@ -163,7 +163,7 @@ class _ForecastActor:
         positions = np.asarray(batch["position"], dtype=np.int64)
         clips = self.source.read(self.index[positions])[:, :self.context]
         pred = forecast_array(self.model, self.cfg, clips, self.horizon, batch_size=len(positions),
-                              device=self.device)
+                              device=self.device, precision=self.precision)
         self.staged.write(positions, pred)
         return {"position": positions}
 
@@ -172,7 +172,7 @@ def forecast_dataset(model: Any, cfg: ExperimentConfig, job: ForecastJob, *, mod
                      model_version: str | None = None, workers: int = 1, gpus_per_worker: float = 0.0,
                      batch_size: int = 16, ray_address: str | None = None, ray_temp_dir: str | None = None,
                      s3: dict[str, Any] | None = None, progress_bars: bool = False,
-                     progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+                     progress: Callable[[str], None] | None = None, precision: str = "fp32") -> dict[str, Any]:
     """Forecast every clip of a checked job (:func:`check_job`) on Ray Data; publish the forecast version.
 
     Each clip's first ``job.context`` frames are the context; its forecast, (horizon, H, W, C) float32
@@ -190,6 +190,8 @@ def forecast_dataset(model: Any, cfg: ExperimentConfig, job: ForecastJob, *, mod
         s3: S3 settings for roots on S3 (as the door read them); None: this process's environment.
         progress_bars: Ray Data's progress bars (a terminal); off, the plain ``progress`` lines stand in.
         progress: called with one plain line at each stage and every 5 s while forecasting.
+        precision: ``fp32`` or ``bf16`` autocast in the actors (:mod:`predrnn.precision`, resolved at the
+            door); recorded in the version's ``forecast`` attributes, and a bf16 job is a job of its own.
 
     Returns:
         ``{"uri", "clips", "resumed", "reused", "forecast_s", "clips_per_s", "workers", "job"}``:
@@ -201,14 +203,20 @@ def forecast_dataset(model: Any, cfg: ExperimentConfig, job: ForecastJob, *, mod
         DataError: a clip missing or not as written when publishing (nothing is published).
     """
     from predrnn.data.forecasts import find_published, job_id, publish_forecast, stage_forecast
+    from predrnn.precision import normalise
     from predrnn.values import from_dataset_attrs
 
     say = progress or (lambda line: None)
     if workers < 1 or gpus_per_worker < 0 or batch_size < 1:
         raise DataError("workers and batch size must be >= 1 and GPUs per worker >= 0")
+    precision = normalise(precision)
+    if precision == "auto":
+        raise DataError("forecast_dataset takes a resolved precision (fp32 or bf16), got auto")
     digest = weights_digest(model)
-    spec = {"weights_sha256": digest, "source": job.source_uri, "split": job.split, "context": job.context,
-            "horizon": job.horizon}
+    spec: dict[str, Any] = {"weights_sha256": digest, "source": job.source_uri, "split": job.split,
+                            "context": job.context, "horizon": job.horizon}
+    if precision != "fp32":  # fp32 jobs keep the identity they had before precision was a choice
+        spec["precision"] = precision
     jid = job_id(spec)
     n = int(job.source_index.size)
     found = find_published(job.root, job.name, jid, s3)
@@ -222,7 +230,7 @@ def forecast_dataset(model: Any, cfg: ExperimentConfig, job: ForecastJob, *, mod
     _, src_name, src_version = parse_uri(job.source_uri)
     values = from_dataset_attrs(src)
     image = values.kind == "image"
-    forecast_attrs = {**spec, "job": jid, "model": model_ref, "model_version": model_version,
+    forecast_attrs = {**spec, "precision": precision, "job": jid, "model": model_ref, "model_version": model_version,
                       "source_name": src_name, "source_version": src_version,
                       "lead_time_frames": list(range(1, job.horizon + 1)), "first_lead_frame": job.context}
     attrs = {
@@ -253,7 +261,7 @@ def forecast_dataset(model: Any, cfg: ExperimentConfig, job: ForecastJob, *, mod
         started = time.perf_counter()
         if pending.size:
             _run_actors(model, cfg, job, staged, pending, workers=workers, gpus_per_worker=gpus_per_worker,
-                        batch_size=batch_size, s3=s3, progress_bars=progress_bars, say=say)
+                        batch_size=batch_size, s3=s3, progress_bars=progress_bars, say=say, precision=precision)
         forecast_s = time.perf_counter() - started
     finally:
         shutdown(ray_started)
@@ -278,7 +286,7 @@ def _check_gpus(workers: int, gpus_per_worker: float) -> None:
 
 def _run_actors(model: Any, cfg: ExperimentConfig, job: ForecastJob, staged: Any, pending: np.ndarray, *,
                 workers: int, gpus_per_worker: float, batch_size: int, s3: dict[str, Any] | None,
-                progress_bars: bool, say: Callable[[str], None]) -> None:
+                progress_bars: bool, say: Callable[[str], None], precision: str) -> None:
     """Forecast the ``pending`` positions with ``workers`` Ray Data actors on the connected cluster."""
     import ray
     import ray.data
@@ -298,7 +306,8 @@ def _run_actors(model: Any, cfg: ExperimentConfig, job: ForecastJob, staged: Any
         compute=ray.data.ActorPoolStrategy(size=workers),
         num_cpus=1, num_gpus=gpus_per_worker or None,
         fn_constructor_kwargs={"cfg_json": cfg.to_json(), "shared": [shared], "source_uri": job.source_uri,
-                               "context": job.context, "horizon": job.horizon, "device": device, "s3": s3})
+                               "context": job.context, "horizon": job.horizon, "device": device, "s3": s3,
+                               "precision": precision})
     # Ray Data restarts an actor that dies and retries its batch (its defaults for actor pools)
     done, total, t0, last = 0, int(pending.size), time.perf_counter(), 0.0
     try:

@@ -160,7 +160,11 @@ class ValuesConfig:
 
 @dataclass(frozen=True)
 class ComputeConfig:
-    """Where and how to run. ``amp``: ``auto`` means bf16 autocast on CUDA, fp32 on CPU."""
+    """Where and how to run.
+
+    ``amp``: the training precision, ``auto``, ``bf16`` or ``fp32`` (:mod:`predrnn.precision`): ``auto``
+    is bf16 autocast on GPUs and fp32 on CPUs; ``none`` is read as ``fp32`` (its earlier name).
+    """
 
     __pydantic_config__ = _STRICT_KEYS
 
@@ -168,9 +172,13 @@ class ComputeConfig:
     gpus_per_worker: float = 0.0
     cpus_per_worker: float = 1.0
     threads: int = 0  # torch intra-op threads per worker; 0 keeps torch's default
-    amp: Literal["auto", "bf16", "none"] = "auto"
+    amp: Literal["auto", "bf16", "fp32", "none"] = "auto"
     channels_last: bool = True
     compile: bool = False
+
+    def __post_init__(self) -> None:
+        if self.amp == "none":
+            object.__setattr__(self, "amp", "fp32")
 
 
 @dataclass(frozen=True)

@@ -53,7 +53,7 @@ def evaluate_split(model: nn.Module, cfg: ExperimentConfig, source: ClipSource, 
                    batch: int = 16, max_clips: int = 0, thresholds: Sequence[float] | None = None,
                    pools: Sequence[int] | None = None, fss_scales: Sequence[int] | None = None,
                    labels: Sequence[str] | None = None, context: int | None = None,
-                   horizon: int | None = None) -> dict[str, Any]:
+                   horizon: int | None = None, precision: str = "fp32") -> dict[str, Any]:
     """Model and persistence metrics per lead time on every clip of ``split``, in the data's units.
 
     Args:
@@ -63,6 +63,7 @@ def evaluate_split(model: nn.Module, cfg: ExperimentConfig, source: ClipSource, 
             and evaluates 10 -> 20. Each clip's first ``context + horizon`` frames are used.
         thresholds, pools, fss_scales: verification options (see :func:`score_options`).
         labels: the thresholds' keys as the user wrote them (``"0.5"``, ``"2"``).
+        precision: the model's forecasts in ``fp32`` or under ``bf16`` autocast (:mod:`predrnn.precision`).
 
     Returns:
         ``{"model": {...}, "persistence": {...}}`` (:meth:`predrnn.metrics.MetricAccumulator.compute`).
@@ -73,7 +74,7 @@ def evaluate_split(model: nn.Module, cfg: ExperimentConfig, source: ClipSource, 
     if cfg.values.channels:
         opts["thresholds"] = []  # each channel is scored at its own thresholds
     out = evaluate(model, iterate_batches(ds, batch, max_clips), n_in, max_clips=max_clips,
-                   values=cfg.values, labels=labels, **opts)
+                   values=cfg.values, labels=labels, precision=precision, **opts)
     empty = out["model"].get("lead_times_without_data") or []
     if empty:
         log.warning("the %s split has no observation at lead time(s) %s in any clip: they have no score (null) "

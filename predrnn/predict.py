@@ -58,13 +58,15 @@ def check_context(context: np.ndarray, cfg: ExperimentConfig) -> np.ndarray:
 
 
 def forecast_array(model: nn.Module, cfg: ExperimentConfig, context: np.ndarray, horizon: int, *,
-                   batch_size: int = 16, device: str | torch.device = "cpu") -> np.ndarray:
+                   batch_size: int = 16, device: str | torch.device = "cpu", precision: str = "fp32") -> np.ndarray:
     """Forecast ``horizon`` frames after every context clip, in the data's units.
 
     Args:
         context: (clips, T_in, H, W, C), any T_in >= 1 (H, W: see :func:`check_context`). Image
             models: integers 0..255 (uint8, int64) or floats in [0, 1] of any width. Field models:
             numbers in the data's units (``cfg.values.units``), NaN = no data (fed as the training mean).
+        precision: ``fp32``, or ``bf16`` autocast (:mod:`predrnn.precision`; resolve ``auto`` first); the
+            weights stay fp32 and the forecast is returned in fp32 either way.
 
     Returns:
         (clips, horizon, H, W, C) float32 in the data's units: images in [0, 1], fields clipped to
@@ -72,7 +74,9 @@ def forecast_array(model: nn.Module, cfg: ExperimentConfig, context: np.ndarray,
 
     Raises:
         PredictError: a bad horizon, shape or values (one line naming what was expected).
+        PrecisionError: a precision other than ``fp32`` or ``bf16``.
     """
+    from predrnn.precision import autocast
     from predrnn.values import from_model, to_model
 
     if horizon < 1:
@@ -83,6 +87,7 @@ def forecast_array(model: nn.Module, cfg: ExperimentConfig, context: np.ndarray,
     with torch.inference_mode():
         for i in range(0, x.shape[0], batch_size):
             ctx = torch.from_numpy(np.ascontiguousarray(x[i:i + batch_size])).to(device)
-            pred = cast(Any, model).forecast(to_model(ctx, cfg.values), horizon)
-            out.append(from_model(pred, cfg.values).cpu().numpy())
+            with autocast(device, precision):
+                pred = cast(Any, model).forecast(to_model(ctx, cfg.values), horizon)
+            out.append(from_model(pred.float(), cfg.values).cpu().numpy())
     return np.concatenate(out, axis=0).astype(np.float32)

@@ -9,7 +9,6 @@ every forecast and metric comes out in the data's units.
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -21,6 +20,7 @@ from predrnn.config import ValuesConfig
 from predrnn.losses import decoupling_loss, prediction_loss, total_loss
 from predrnn.metrics import MetricAccumulator
 from predrnn.models.predrnn import Persistence
+from predrnn.precision import autocast
 from predrnn.values import IMAGE, fill_missing, from_model, to_model, valid_mask
 
 
@@ -37,20 +37,11 @@ def _unwrap(model: nn.Module) -> Any:
     return getattr(inner, "_orig_mod", inner)
 
 
-def autocast_context(device: torch.device, amp: str) -> contextlib.AbstractContextManager[Any]:
-    """bf16 autocast on CUDA when ``amp`` is ``auto`` or ``bf16``; nothing otherwise."""
-    if device.type == "cuda" and amp in ("auto", "bf16"):
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    if device.type == "cpu" and amp == "bf16":
-        return torch.autocast("cpu", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
-
-
 def _one_step(model: nn.Module, optimizer: torch.optim.Optimizer, frames: torch.Tensor, mask: torch.Tensor,
-              beta: float, grad_clip: float, amp: str, valid: torch.Tensor | None) -> StepResult:
+              beta: float, grad_clip: float, precision: str, valid: torch.Tensor | None) -> StepResult:
     core = _unwrap(model)
     optimizer.zero_grad(set_to_none=True)
-    with autocast_context(frames.device, amp):
+    with autocast(frames.device, precision):
         if getattr(core, "decouple", False) and beta > 0:
             pred, d_c, d_m = model(frames, mask, return_deltas=True)
             decouple = decoupling_loss(core.adapter, d_c, d_m)
@@ -68,7 +59,7 @@ def _one_step(model: nn.Module, optimizer: torch.optim.Optimizer, frames: torch.
 
 def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, frames: torch.Tensor, mask: torch.Tensor,
                *, beta: float = 0.0, reverse_input: bool = False, grad_clip: float = 0.0,
-               amp: str = "none", values: ValuesConfig = IMAGE) -> StepResult:
+               precision: str = "fp32", values: ValuesConfig = IMAGE) -> StepResult:
     """One optimisation step (two with ``reverse_input``) on a batch of clips.
 
     The loss is the MSE on the model's normalised values (:func:`predrnn.values.to_model`), over the
@@ -81,29 +72,31 @@ def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, frames: torch
         reverse_input: the authors' second Adam step on the time-reversed clip, same mask;
             the returned values are then the mean of both steps, as their trainer prints.
         grad_clip: max global gradient norm; 0 disables clipping.
-        amp: ``none``, ``bf16`` or ``auto`` (bf16 on CUDA only).
+        precision: ``fp32`` or ``bf16`` (autocast; weights and the returned losses stay fp32), resolved
+            by :func:`predrnn.precision.resolve_precision`.
         values: what the frames' values are (:class:`predrnn.config.ValuesConfig`; default images).
     """
     model.train()
     valid = valid_mask(frames, values)
     x = to_model(frames, values)
-    first = _one_step(model, optimizer, x, mask, beta, grad_clip, amp, None if valid is None else valid[:, 1:])
+    first = _one_step(model, optimizer, x, mask, beta, grad_clip, precision, None if valid is None else valid[:, 1:])
     if not reverse_input:
         return first
     flipped = None if valid is None else torch.flip(valid, dims=[1])[:, 1:]
-    second = _one_step(model, optimizer, torch.flip(x, dims=[1]), mask, beta, grad_clip, amp, flipped)
+    second = _one_step(model, optimizer, torch.flip(x, dims=[1]), mask, beta, grad_clip, precision, flipped)
     return StepResult((first.loss + second.loss) / 2, (first.mse + second.mse) / 2,
                       (first.decouple + second.decouple) / 2)
 
 
 @torch.no_grad()
-def eval_step(model: nn.Module, frames: torch.Tensor, input_length: int, *, amp: str = "none",
+def eval_step(model: nn.Module, frames: torch.Tensor, input_length: int, *, precision: str = "fp32",
               values: ValuesConfig = IMAGE) -> torch.Tensor:
     """Forecast frames[input_length:] from frames[:input_length] with the test-time masks.
 
     Args:
         frames: (B, T, H, W, C) in the data's units; only the first ``input_length`` are read.
         values: what the values are; the model sees :func:`predrnn.values.to_model` of the context.
+        precision: ``fp32`` or ``bf16`` autocast (:mod:`predrnn.precision`); the result is fp32 either way.
 
     Returns:
         (B, T - input_length, H, W, C) float32 in the data's units, clipped to the valid range
@@ -111,9 +104,9 @@ def eval_step(model: nn.Module, frames: torch.Tensor, input_length: int, *, amp:
     """
     model.eval()
     horizon = frames.shape[1] - input_length
-    with autocast_context(frames.device, amp):
+    with autocast(frames.device, precision):
         pred = _unwrap(model).forecast(to_model(frames[:, :input_length], values), horizon)
-    return from_model(pred, values)
+    return from_model(pred.float(), values)
 
 
 def persistence_forecast(context: torch.Tensor, horizon: int, values: ValuesConfig = IMAGE) -> torch.Tensor:
@@ -125,7 +118,7 @@ def persistence_forecast(context: torch.Tensor, horizon: int, values: ValuesConf
 
 
 def evaluate(model: nn.Module, batches: Iterable[torch.Tensor], input_length: int, *,
-             device: torch.device | str = "cpu", amp: str = "none", with_ssim: bool = True,
+             device: torch.device | str = "cpu", precision: str = "fp32", with_ssim: bool = True,
              with_persistence: bool = True, max_clips: int = 0, values: ValuesConfig = IMAGE,
              thresholds: Sequence[float] = (), pools: Sequence[int] = (),
              fss_scales: Sequence[int] = (), labels: Sequence[str] | None = None) -> dict[str, Any]:
@@ -134,6 +127,7 @@ def evaluate(model: nn.Module, batches: Iterable[torch.Tensor], input_length: in
     Args:
         batches: clips (B, T, H, W, C) in the data's units.
         values: what the values are: metrics are in the data's units over the pixels that have data.
+        precision: the model's forecast in ``fp32`` or under ``bf16`` autocast (persistence is exact).
         thresholds, pools, fss_scales: verification scores (:mod:`predrnn.verification`) at these
             thresholds in the data's units; none when ``thresholds`` is empty. ``labels``: their keys
             as the user wrote them.
@@ -160,7 +154,7 @@ def evaluate(model: nn.Module, batches: Iterable[torch.Tensor], input_length: in
             acc, base = (MetricAccumulator(horizon, with_ssim=with_ssim, values=values, thresholds=thresholds,
                                            pools=pools, fss_scales=fss_scales, labels=labels) for _ in range(2))
         truth = frames[:, input_length:]
-        acc.update(eval_step(model, frames, input_length, amp=amp, values=values), truth)
+        acc.update(eval_step(model, frames, input_length, precision=precision, values=values), truth)
         if with_persistence and base is not None:
             base.update(persistence_forecast(frames[:, :input_length], horizon, values), truth)
         seen += frames.shape[0]

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
-from typing import ParamSpec, TypeVar
+from typing import Annotated, ParamSpec, TypeVar
 
 import typer
 
@@ -38,6 +38,25 @@ def guarded(fn: Callable[P, R]) -> Callable[P, R]:
             raise fail(str(err)) from None
 
     return command
+
+
+PrecisionOpt = Annotated[str, typer.Option(
+    "--precision", help="auto (bf16 where the processor computes bf16 natively: CUDA, CPUs with AVX512-BF16 or "
+    "AMX; else fp32), bf16 or fp32 (weights and outputs stay fp32)")]
+
+
+def door_precision(requested: str, device: str, task: str = "forecast") -> str:
+    """``--precision`` resolved once for ``device`` (``cpu``/``cuda``) and ``task`` (``forecast``/``train``),
+    with one line on stderr saying which and why (:mod:`predrnn.precision`); raises typer.Exit(2) for a
+    value that is not ``auto``, ``bf16`` or ``fp32``."""
+    from predrnn.precision import PrecisionError, describe, resolve_precision
+
+    try:
+        resolved = resolve_precision(requested, device, "train" if task == "train" else "forecast")
+    except PrecisionError as err:
+        raise fail(f"--precision: {err}") from None
+    typer.echo(describe(requested, resolved, device, "train" if task == "train" else "forecast"), err=True)
+    return resolved
 
 
 def parse_list(text: str | None, kind: type, option: str) -> list | None:

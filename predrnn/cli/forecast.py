@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from predrnn.cli.common import check_pools_and_scales, fail, parse_list, score_labels
+from predrnn.cli.common import PrecisionOpt, check_pools_and_scales, door_precision, fail, parse_list, score_labels
 from predrnn.errors import PredrnnError
 
 if TYPE_CHECKING:
@@ -37,7 +37,7 @@ def import_official_cmd(
 
 
 def _forecast(model: str, input: Path, horizon: int, truth: Path | None, tracking_uri: str | None,
-              batch_size: int) -> tuple[ExperimentConfig, np.ndarray, np.ndarray, np.ndarray | None]:
+              batch_size: int, precision: str) -> tuple[ExperimentConfig, np.ndarray, np.ndarray, np.ndarray | None]:
     """The model's config, the forecast, and the context and truth in the data's units (for the GIF)."""
     import numpy as np
 
@@ -54,7 +54,7 @@ def _forecast(model: str, input: Path, horizon: int, truth: Path | None, trackin
     net, cfg = load_forecaster(model, tracking_uri=settings.tracking(tracking_uri) if registry else None,
                                cache_dir=settings.model_cache)
     context = np.load(input, allow_pickle=False)
-    pred = forecast_array(net, cfg, context, horizon, batch_size=batch_size)
+    pred = forecast_array(net, cfg, context, horizon, batch_size=batch_size, precision=precision)
     true = np.load(truth, allow_pickle=False) if truth is not None else None
     if true is not None and true.shape[:1] + true.shape[2:] != context.shape[:1] + context.shape[2:]:
         raise PredictError(f"--truth has shape {true.shape}; expected (clips, T, H, W, C) matching "
@@ -78,12 +78,15 @@ def predict_cmd(
     tracking_uri: Annotated[str | None, typer.Option(
         "--tracking-uri", help="MLflow tracking URI for models:/ URIs")] = None,
     batch_size: Annotated[int, typer.Option("--batch-size", help="clips per forward pass")] = 16,
+    precision: PrecisionOpt = "auto",
 ) -> None:
     """Forecast N frames for every context clip, in the data's units (the model directory records them)."""
     import numpy as np
 
+    resolved = door_precision(precision, "cpu")
     try:
-        cfg, pred, ctx_units, true_units = _forecast(model, input, horizon, truth, tracking_uri, batch_size)
+        cfg, pred, ctx_units, true_units = _forecast(model, input, horizon, truth, tracking_uri, batch_size,
+                                                     resolved)
     except PredrnnError:
         raise  # the CLI's error handler
     except (ValueError, OSError) as err:
@@ -116,6 +119,7 @@ def forecast_cmd(
         "--tracking-uri", help="MLflow tracking URI for models:/ URIs")] = None,
     ray_address: Annotated[str | None, typer.Option(
         "--ray-address", help="existing Ray cluster HOST:PORT (default: the stack's, else a local one)")] = None,
+    precision: PrecisionOpt = "auto",
 ) -> None:
     """Forecast every clip of a dataset split on Ray Data into a new forecast dataset version (Zarr, atomic,
     resumable). The clips' first context frames are the input; the last line printed is the version's URI."""
@@ -128,6 +132,7 @@ def forecast_cmd(
 
     if workers < 1 or batch_size < 1 or gpus_per_worker < 0:
         raise fail("--workers and --batch-size must be >= 1, --gpus-per-worker >= 0")
+    resolved = door_precision(precision, "cuda" if gpus_per_worker > 0 else "cpu")
     root = tool_env()
     settings = Settings()
     s3 = settings.s3()
@@ -145,7 +150,7 @@ def forecast_cmd(
                               gpus_per_worker=gpus_per_worker, batch_size=batch_size,
                               ray_address=ray_address or settings.ray_address,
                               ray_temp_dir=str(root / "ray" / "forecast"), s3=s3,
-                              progress_bars=sys.stderr.isatty(), progress=typer.echo)
+                              progress_bars=sys.stderr.isatty(), progress=typer.echo, precision=resolved)
     if not result["reused"]:
         rate = f" ({result['clips_per_s']} clips/s)" if result["clips_per_s"] else ""
         typer.echo(f"forecast {result['clips']} clips in {result['forecast_s']:.1f} s{rate}"
@@ -359,6 +364,8 @@ def bench_cmd(
     set_: Annotated[list[str] | None, typer.Option("--set", help="override, e.g. model.num_hidden=[64,64]")] = None,
     reps: Annotated[int, typer.Option("--reps", help="timed repetitions per measurement")] = 5,
     json_only: Annotated[bool, typer.Option("--json", help="print only the JSON line")] = False,
+    bf16: Annotated[bool, typer.Option("--bf16/--no-bf16", help="also time our model under bf16 autocast (once "
+                                       "only where the CPU emulates bf16: many times slower)")] = True,
     log: Annotated[bool, typer.Option("--log/--no-log", help="record the result as a run of the MLflow "
                                       "experiment predrnn-bench")] = False,
     log_json: Annotated[Path | None, typer.Option(
@@ -366,8 +373,8 @@ def bench_cmd(
         "bench/gpu_bench.py's output on a GPU machine); runs nothing")] = None,
     tracking_uri: Annotated[str | None, typer.Option("--tracking-uri", help="MLflow store for --log")] = None,
 ) -> None:
-    """Time a training step and a forecast for our model and an authors'-style eager baseline: parameters,
-    GMAC per clip, clips/s, peak memory. The last line is one JSON object."""
+    """Time a training step and a forecast for our model (fp32 and bf16) and an authors'-style eager fp32
+    baseline: parameters, GMAC per clip, clips/s, peak memory. The last line is one JSON object."""
     if log_json is not None:
         try:
             lines = [ln for ln in log_json.read_text().splitlines() if ln.startswith("{")]
@@ -377,7 +384,7 @@ def bench_cmd(
     else:
         from bench.perf import run_bench
 
-        result = run_bench(preset=preset, overrides=set_ or [], reps=reps, verbose=not json_only)
+        result = run_bench(preset=preset, overrides=set_ or [], reps=reps, verbose=not json_only, bf16=bf16)
     if log or log_json is not None:
         from predrnn.cli.train import tool_env
         from predrnn.settings import Settings

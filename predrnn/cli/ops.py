@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from predrnn.cli.common import fail
+from predrnn.cli.common import PrecisionOpt, door_precision, fail
 from predrnn.errors import PredrnnError
 
 
@@ -116,6 +116,7 @@ def serve_cmd(
                                                     "token (default: $PREDRNN_SERVE_TOKEN, else one generated "
                                                     "into <state>/serve/token)")] = None,
     tracking_uri: TrackingOpt = None,
+    precision: PrecisionOpt = "auto",
 ) -> None:
     """Serve the model over HTTP (MLflow scoring server, this environment; POST /invocations).
 
@@ -132,6 +133,7 @@ def serve_cmd(
     from predrnn.tracking.serving import serve
 
     uri = _store(tracking_uri)  # the tool settings first
+    resolved = door_precision(precision, "cpu")
     token, where = _serve_token(host, require_token, token_file, Settings().state)
     if is_registry_ref(model):  # a registry version is fetched once into the local cache, then served from there
         from predrnn.tracking.model import fetch_model
@@ -143,4 +145,4 @@ def serve_cmd(
     typer.echo(f"listening on http://{host}:{port}; " + (f"requests need 'Authorization: Bearer <token>', the "
                                                         f"token in {where}" if token else
                                                         "no token (loopback only; --require-token adds one)"))
-    serve(model, host, port, token)
+    serve(model, host, port, token, resolved)

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from predrnn.cli.common import check_pools_and_scales, fail, parse_list, score_labels
+from predrnn.cli.common import PrecisionOpt, check_pools_and_scales, door_precision, fail, parse_list, score_labels
 from predrnn.errors import PredrnnError
 
 if TYPE_CHECKING:
@@ -105,6 +105,9 @@ def train_cmd(
                                                  "the model in MLflow")] = True,
     init_weights: Annotated[str | None, typer.Option("--init-weights", help="warm start from a model "
                                                      "directory or models:/NAME@ALIAS")] = None,
+    precision: Annotated[str | None, typer.Option(
+        "--precision", help="training precision: auto (bf16 on GPUs, fp32 on CPUs), bf16 or fp32; sets "
+        "compute.amp (default: the config's)")] = None,
 ) -> None:
     """Train on Ray Train, evaluate the best checkpoint on the test split, register it in MLflow.
 
@@ -115,13 +118,23 @@ def train_cmd(
     from predrnn.train import configure, finish, prepare, train
 
     _check_start(resume, fork, init_weights, preset, config)
+    from predrnn.precision import PrecisionError, describe, normalise
+
+    overrides = list(set_ or [])
+    if precision is not None:
+        try:
+            overrides.append(f"compute.amp={normalise(precision)}")
+        except PrecisionError as err:
+            raise fail(f"--precision: {err}") from None
     settings = Settings()  # read once, here; everything below takes values
     uri, s3 = settings.tracking(tracking_uri), settings.s3()
-    cfg = configure(_train_config(resume, fork, preset, config, set_ or [], uri, s3), workers=workers,
+    cfg = configure(_train_config(resume, fork, preset, config, overrides, uri, s3), workers=workers,
                     gpus_per_worker=gpus_per_worker)
     spec = prepare(cfg, data=data, tracking_uri=uri, storage_path=storage, state_dir=root,
                    ray_address=ray_address or settings.ray_address, s3=s3, resume=resume, fork=fork,
                    init_weights=init_weights)
+    device = "cuda" if spec.cfg.compute.gpus_per_worker > 0 else "cpu"
+    typer.echo(describe(spec.cfg.compute.amp, spec.precision, device, "train"), err=True)
     result = train(spec, max_failures=max_failures)
     summary = finish(result, out_dir=out or root / "runs" / spec.run_name, register=register_model)
     typer.echo(summary.pop("table"))
@@ -129,8 +142,9 @@ def train_cmd(
 
 
 def _log_evaluation(tracking_uri: str | None, cfg: ExperimentConfig, model: str, info: Any, split: str,
-                    metrics: dict[str, Any], cards: dict[str, Any], units: str) -> tuple[str, str]:
-    """Record an evaluation as a new MLflow run (metrics, scorecards as artifacts); return (run id, store URI)."""
+                    metrics: dict[str, Any], cards: dict[str, Any], units: str, precision: str) -> tuple[str, str]:
+    """Record an evaluation as a new MLflow run (the forecast precision as a param, metrics, scorecards as
+    artifacts); return (run id, store URI)."""
     import tempfile
 
     from predrnn.evaluation import evaluation_metrics, write_scorecard
@@ -141,6 +155,7 @@ def _log_evaluation(tracking_uri: str | None, cfg: ExperimentConfig, model: str,
     run_id = tracker.open_run(cfg.tracking.experiment, run_name=f"evaluate-{split}",
                               tags={"model": model, "dataset.uri": info.uri})
     tracker.log_dataset(run_id, info.to_dict(), context=split)
+    tracker.log_params(run_id, {"precision": precision})
     tracker.log_metrics(run_id, evaluation_metrics(metrics, split))
     log_scorecard(tracker, run_id, cards, split)
     with tempfile.TemporaryDirectory() as tmp:
@@ -170,6 +185,7 @@ def evaluate_cmd(
     tracking_uri: Annotated[str | None, typer.Option("--tracking-uri", help="MLflow store for "
                                                      "models:/ URIs and --log")] = None,
     log: Annotated[bool, typer.Option("--log", help="record the metrics as a new MLflow run")] = False,
+    precision: PrecisionOpt = "auto",
 ) -> None:
     """Per-lead-time scores of a model and of persistence, in the data's units.
 
@@ -192,6 +208,7 @@ def evaluate_cmd(
     pools = parse_list(pool, int, "--pool") or []
     scales = parse_list(fss_scales, int, "--fss-scales") or []
     check_pools_and_scales(pools, scales)
+    resolved = door_precision(precision, "cpu")
     try:
         ref = str(Path(model) / "model") if (Path(model) / "train_state.pt").is_file() else model
         net, cfg = load_forecaster(ref, tracking_uri=tracking_uri, cache_dir=settings.model_cache)
@@ -199,7 +216,7 @@ def evaluate_cmd(
         info = validate_dataset(cfg, data, for_model=True, need_length=n_in + n_out)
         metrics = evaluate_split(net, cfg, ZarrSource(info.uri), split, max_clips=max_clips,
                                  thresholds=thr, pools=pools, fss_scales=scales, labels=score_labels(thresholds),
-                                 context=n_in, horizon=n_out)
+                                 context=n_in, horizon=n_out, precision=resolved)
     except PredrnnError:
         raise  # the CLI's error handler
     except ValueError as err:
@@ -208,12 +225,12 @@ def evaluate_cmd(
     typer.echo(lead_time_table(metrics, units=units, channel_units=channel_units(cfg)))
     cards = scorecards(metrics)
     out = {"model_ref": model, "dataset": info.uri, "split": split, "clips": metrics["model"]["clips"],
-           "units": units,
+           "units": units, "precision": resolved,
            f"{split}_mse_per_frame": metrics["model"]["mse_per_frame"],
            "persistence_mse_per_frame": metrics["persistence"]["mse_per_frame"],
            f"{split}_mse": metrics["model"]["mse"], "persistence_mse": metrics["persistence"]["mse"],
            "model": cards["model"], "persistence": cards["persistence"]}
     if log:
         out["run_id"], out["tracking_uri"] = _log_evaluation(tracking_uri, cfg, model, info, split, metrics,
-                                                              cards, units)
+                                                              cards, units, resolved)
     typer.echo(json.dumps(out))

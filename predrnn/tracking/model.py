@@ -178,8 +178,11 @@ def _make_forecast_model() -> type:
         model: e.g. mm/h, NaN = no data); returns the forecast (B, N, H, W, C) float32 in the same
         units (images in [0, 1]). The weights and config (with the values' transform: units, valid
         range, training-split normalisation) are the model directory artifact ``model_dir``;
-        ``self.model`` and ``self.cfg`` expose them.
+        ``self.model`` and ``self.cfg`` expose them; ``self.precision`` (``fp32`` unless the server sets
+        ``bf16``, :mod:`predrnn.precision`) is the forecast's precision.
         """
+
+        precision = "fp32"
 
         def load_context(self, context: Any) -> None:
             from predrnn.checkpoint import load_model_dir
@@ -193,7 +196,8 @@ def _make_forecast_model() -> type:
             cfg = self.cfg
             horizon = int((params or {}).get("horizon") or cfg.data.total_length - cfg.data.input_length)
             try:
-                return forecast_array(self.model, cfg, _context_array(model_input), horizon)
+                return forecast_array(self.model, cfg, _context_array(model_input), horizon,
+                                      precision=self.precision)
             except PredictError as err:  # one line, HTTP 400 in the scoring server; never the array
                 raise input_error(str(err)) from None
 

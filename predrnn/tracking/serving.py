@@ -15,15 +15,22 @@ from typing import Any
 OPEN_PATHS = frozenset({"/ping", "/health"})
 
 
-def scoring_app(model_path: str | Path, token: str | None) -> Any:
+def scoring_app(model_path: str | Path, token: str | None, precision: str = "fp32") -> Any:
     """The FastAPI app serving the pyfunc model at ``model_path``; ``token``: the bearer token required
-    (None: no authentication, for a server on loopback only)."""
+    (None: no authentication, for a server on loopback only); ``precision``: ``fp32`` or ``bf16``, the
+    forecasts' precision (:mod:`predrnn.precision`, resolved by the caller)."""
     from fastapi import Request
     from fastapi.responses import JSONResponse
     from mlflow.pyfunc import load_model
     from mlflow.pyfunc.scoring_server import init
 
-    app = init(load_model(str(model_path)))
+    from predrnn.precision import normalise
+
+    pyfunc = load_model(str(model_path))
+    inner = pyfunc.unwrap_python_model()
+    if hasattr(inner, "precision"):  # a predrnn forecaster
+        inner.precision = normalise(precision)
+    app = init(pyfunc)
     if token is None:
         return app
     expected = f"Bearer {token}".encode()
@@ -42,8 +49,8 @@ def scoring_app(model_path: str | Path, token: str | None) -> Any:
     return app
 
 
-def serve(model_path: str | Path, host: str, port: int, token: str | None) -> None:
+def serve(model_path: str | Path, host: str, port: int, token: str | None, precision: str = "fp32") -> None:
     """Serve :func:`scoring_app` with uvicorn on ``host:port`` until stopped."""
     import uvicorn
 
-    uvicorn.run(scoring_app(model_path, token), host=host, port=port, log_level="warning")
+    uvicorn.run(scoring_app(model_path, token, precision), host=host, port=port, log_level="warning")

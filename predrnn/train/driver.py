@@ -115,8 +115,10 @@ def train(spec: RunSpec, *, max_failures: int = 2, log_every: int | None = None,
             run_id = tracker.start_run(cfg, dataset=spec.dataset.to_dict(), run_name=spec.run_name,
                                        tags={"ray.storage_path": spec.storage_path, "ray.run_name": spec.run_name,
                                              "workers": str(cfg.compute.num_workers), **spec.tags})
+            tracker.log_params(run_id, {"precision": spec.precision})  # compute.amp as resolved for the workers
         else:  # a resumed run: the same MLflow run continues
             tracker.reopen_run(run_id)
+            tracker.set_tags(run_id, {"resume.precision": spec.precision})
             if spec.extended_from is not None:
                 tracker.set_tags(run_id, {"resume.max_iterations":
                                           f"{spec.extended_from} -> {cfg.optim.max_iterations}"})

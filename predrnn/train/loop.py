@@ -64,7 +64,7 @@ def diverged(loss: float, bound: float, world: int, device: torch.device) -> boo
 
 def train_iteration(model: torch.nn.Module, optimizer: torch.optim.Optimizer, train_ds: Any, it: int,
                     cfg: ExperimentConfig, *, rank: int, batch: int, device: torch.device | str = "cpu",
-                    amp: str = "none", frames: torch.Tensor | None = None) -> tuple[StepResult, float, float]:
+                    precision: str = "fp32", frames: torch.Tensor | None = None) -> tuple[StepResult, float, float]:
     """Global iteration ``it`` (from 1) on one rank: its batch of its shard (``frames``, (B, T, H, W, C),
     when already read, e.g. by a :class:`predrnn.data.prefetch.BatchPrefetcher`; else read here), the
     sampling mask of the schedule (reverse scheduled sampling or scheduled sampling,
@@ -79,7 +79,7 @@ def train_iteration(model: torch.nn.Module, optimizer: torch.optim.Optimizer, tr
     mask, r_eta, eta = sampling_mask(it, cfg.sampling, batch=batch, input_length=d.input_length,
                                      total_length=d.total_length, generator=mask_generator(o.seed, rank, it))
     res = train_step(model, optimizer, frames, mask.to(device), beta=o.decouple_beta,
-                     reverse_input=o.reverse_input, grad_clip=o.grad_clip, amp=amp, values=cfg.values)
+                     reverse_input=o.reverse_input, grad_clip=o.grad_clip, precision=precision, values=cfg.values)
     return res, r_eta, eta
 
 
@@ -209,7 +209,9 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
 
     train_ds = source.open("train", length=d.total_length, rank=rank, world_size=world, seed=o.seed)
     val_ds = source.open("val", length=d.total_length, rank=0, world_size=1) if rank == 0 else None
-    amp = c.amp if on_gpu else ("bf16" if c.amp == "bf16" else "none")
+    precision = spec.precision  # resolved once at the door (predrnn.train.spec.prepare)
+    if rank == 0:
+        print(f"training in {precision}", flush=True)
 
     logger = None
     if rank == 0 and spec.mlflow_run_id and spec.tracking_uri:
@@ -227,7 +229,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
                                  depth=d.prefetch, pin_memory=on_gpu)
     try:
         _train(model, optimizer, core, prefetcher, val_ds, cfg, spec, start=start, rank=rank, world=world,
-               batch=batch, device=device, amp=amp, logger=logger, last_val=last_val, window=window,
+               batch=batch, device=device, precision=precision, logger=logger, last_val=last_val, window=window,
                log_every=log_every, session=session, dataset_info=dataset_info)
     finally:
         prefetcher.close()
@@ -235,7 +237,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
 
 def _train(model: Any, optimizer: torch.optim.Optimizer, core: torch.nn.Module, prefetcher: BatchPrefetcher,
            val_ds: Any, cfg: ExperimentConfig, spec: Any, *, start: int, rank: int, world: int, batch: int,
-           device: torch.device, amp: str, logger: Any, last_val: dict[str, float], window: dict[str, float],
+           device: torch.device, precision: str, logger: Any, last_val: dict[str, float], window: dict[str, float],
            log_every: int, session: int, dataset_info: dict[str, Any]) -> None:
     """Iterations ``start + 1 .. optim.max_iterations`` of one rank (see :func:`train_loop_per_worker`)."""
     import ray.train
@@ -257,7 +259,7 @@ def _train(model: Any, optimizer: torch.optim.Optimizer, core: torch.nn.Module, 
         frames = prefetcher.get(it)
         window["stall_s"] += prefetcher.stall_s - stalled
         res, r_eta, eta = train_iteration(model, optimizer, train_ds, it, cfg, rank=rank, batch=batch,
-                                          device=device, amp=amp, frames=frames)
+                                          device=device, precision=precision, frames=frames)
         if diverged(res.loss, o.divergence_loss, world, device):
             # every rank stops at the same iteration (the flag is all-reduced), reports once and returns:
             # the driver marks the run FAILED and nothing is registered; no worker-group restart
@@ -307,7 +309,7 @@ def _train(model: Any, optimizer: torch.optim.Optimizer, core: torch.nn.Module, 
         evaluated = False
         if rank == 0 and (it % o.eval_interval == 0 or last):
             result = evaluate(core, iterate_batches(val_ds, 2 * batch, o.eval_clips), d.input_length,
-                              device=device, amp=amp, values=cfg.values)
+                              device=device, precision=precision, values=cfg.values)
             last_val = evaluation_metrics(result, "val")
             evaluated = True
             base = last_val.get("val_persistence_mse", float("nan"))

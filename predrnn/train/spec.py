@@ -10,14 +10,18 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import torch
 
 from predrnn.config import ConfigError, ExperimentConfig
 from predrnn.data.batches import per_worker_batch
 from predrnn.data.info import DatasetInfo, validate_dataset
 from predrnn.errors import PredrnnError
+from predrnn.precision import has_native_bf16, resolve_precision
 from predrnn.train import storage
 from predrnn.train.state import iteration_of
 
@@ -47,6 +51,8 @@ class RunSpec:
         fork_checkpoint: the checkpoint whose full training state a forked run starts from.
         init_weights: a model directory or ``models:/`` URI whose weights initialise the run.
         tags: extra MLflow tags of a new run (fork parent, ...).
+        precision: the training precision, ``fp32`` or ``bf16``: ``compute.amp`` resolved for the
+            workers' device (:func:`training_precision`).
     """
 
     cfg: ExperimentConfig
@@ -62,6 +68,7 @@ class RunSpec:
     fork_checkpoint: str | None = None
     init_weights: str | None = None
     tags: dict[str, str] = field(default_factory=dict)
+    precision: str = "fp32"
 
     @property
     def run_dir(self) -> str:
@@ -97,6 +104,15 @@ def configure(cfg: ExperimentConfig, *, data: str | None = None, workers: int | 
     except ValueError as err:
         raise ConfigError(str(err)) from None
     return cfg
+
+
+def training_precision(cfg: ExperimentConfig,
+                       native_bf16: Callable[[torch.device], bool] = has_native_bf16) -> str:
+    """``compute.amp`` resolved for the workers' device (CUDA when ``compute.gpus_per_worker`` > 0,
+    else the CPU) by :func:`predrnn.precision.resolve_precision` for training: ``auto`` is bf16 on GPUs
+    with native bf16 and fp32 on CPUs."""
+    device = torch.device("cuda" if cfg.compute.gpus_per_worker > 0 else "cpu")
+    return resolve_precision(cfg.compute.amp, device, "train", native_bf16=native_bf16)
 
 
 def run_record(spec: RunSpec, mlflow_run_id: str | None) -> dict[str, Any]:
@@ -293,4 +309,5 @@ def prepare(cfg: ExperimentConfig, *, data: str | None = None, tracking_uri: str
                    storage_path=storage_path or str(Path(state) / "ray" / "results"),
                    run_name=run_name or f"{cfg.name}-{time.strftime('%Y%m%d-%H%M%S')}", state_dir=state,
                    ray_address=ray_address or None, s3=s3, mlflow_run_id=run_id, extended_from=extended_from,
-                   fork_checkpoint=fork_checkpoint, init_weights=None if resume else init_weights, tags=tags)
+                   fork_checkpoint=fork_checkpoint, init_weights=None if resume else init_weights, tags=tags,
+                   precision=training_precision(cfg))

@@ -19,6 +19,7 @@ from predrnn.checkpoint import save_model_dir
 from predrnn.cli import app
 from predrnn.data import ingest, list_datasets, open_version
 from predrnn.models import build_model
+from predrnn.precision import resolve_precision
 from predrnn.predict import forecast_array
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
@@ -41,11 +42,11 @@ def _uri(output: str, out: str | Path) -> str:
     return [line for line in output.splitlines() if line.startswith(f"{out}@")][-1]
 
 
-def _predict(model_dir: Path, clips: np.ndarray, horizon: int) -> np.ndarray:
+def _predict(model_dir: Path, clips: np.ndarray, horizon: int, precision: str = "fp32") -> np.ndarray:
     from predrnn.checkpoint import load_model_dir
 
     net, cfg = load_model_dir(model_dir)
-    return forecast_array(net, cfg, clips[:, :cfg.data.input_length], horizon)
+    return forecast_array(net, cfg, clips[:, :cfg.data.input_length], horizon, precision=precision)
 
 
 def test_forecast_on_two_workers_equals_predict_clip_by_clip_and_is_a_dataset_version(
@@ -64,16 +65,19 @@ def test_forecast_on_two_workers_equals_predict_clip_by_clip_and_is_a_dataset_ve
         src.uri, src.version, "test", 5, 4)
     assert f["model"] == str(model_dir) and len(f["weights_sha256"]) == 64
     assert "5 test clips" in res.output and "forecast 5 clips in" in res.output
+    # `auto`: bf16 where this CPU computes it natively, else fp32; said and recorded
+    assert f["precision"] == resolve_precision("auto", "cpu", "forecast")
+    assert f"precision {f['precision']} (auto: this CPU" in res.output
 
     # the split's clips in stored order, each equal to predict's forecast of the same clip
     import zarr
 
     group = zarr.open_group(str(Path(fc.backend.root_uri) / fc.manifest["path"]), mode="r")
     assert np.array_equal(group["source_index"][:], test)
-    want = _predict(model_dir, src.read(test), 5)
+    want = _predict(model_dir, src.read(test), 5, f["precision"])
     got = fc.read(np.arange(test.size))
-    for i in range(test.size):
-        np.testing.assert_allclose(got[i], want[i], rtol=0, atol=1e-6)
+    for i in range(test.size):  # bf16 may round a batch of 2 and one of 5 differently
+        np.testing.assert_allclose(got[i], want[i], rtol=0, atol=1e-6 if f["precision"] == "fp32" else 1e-2)
 
     # `data export` reads it like any version; the split is the source's
     exported = tmp_path / "fc.npy"

@@ -101,6 +101,7 @@ def test_two_workers_track_and_register(local_ray, tiny_dataset, tracking_uri, t
     run = client.get_run(result.run_id)
     assert run.info.status == "FINISHED"
     assert run.data.params["optim.batch_size"] == "4" and run.data.params["compute.num_workers"] == "2"
+    assert run.data.params["precision"] == "fp32"  # compute.amp auto, resolved for CPU workers
     assert run.data.tags["dataset.version"] in result.dataset["uri"]
     assert run.data.tags.get("predrnn.version")
     for key in ("loss", "mse", "decouple", "r_eta", "eta", "lr", "clips_per_s", "val_mse", "val_mse_f01",
@@ -241,6 +242,7 @@ def test_resume_falls_back_past_a_corrupt_checkpoint(local_ray, tiny_dataset, tr
 
 
 def test_cli_train_and_evaluate(local_ray, tiny_dataset, tracking_uri, tmp_path, monkeypatch):
+    from mlflow import MlflowClient
     from train_helpers import TINY
     from typer.testing import CliRunner
 
@@ -254,13 +256,16 @@ def test_cli_train_and_evaluate(local_ray, tiny_dataset, tracking_uri, tmp_path,
         args += ["--set", item]
     res = runner.invoke(app, args)
     assert res.exit_code == 0, res.output
+    assert "precision fp32 (auto: training on the CPU stays fp32" in res.output
     summary = last_json(res.output)
     assert summary["model_uri"].startswith("models:/predrnn-v2/")
     res = runner.invoke(app, ["evaluate", "--model", summary["model_uri"], "--data", tiny_dataset,
-                              "--tracking-uri", tracking_uri, "--log"])
+                              "--tracking-uri", tracking_uri, "--log", "--precision", "fp32"])
     assert res.exit_code == 0, res.output
     out = last_json(res.output)
     assert out["test_mse"] == pytest.approx(summary["test_mse"], rel=1e-6) and out["run_id"]
+    assert out["precision"] == "fp32"  # asked below; recorded on the evaluation's run
+    assert MlflowClient(tracking_uri).get_run(out["run_id"]).data.params["precision"] == "fp32"
     res = runner.invoke(app, ["evaluate", "--model", str(tmp_path / "out" / "model"), "--data", tiny_dataset,
                               "--split", "val"])
     assert res.exit_code == 0 and "lead" in res.output, res.output
