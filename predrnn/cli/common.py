@@ -45,18 +45,19 @@ PrecisionOpt = Annotated[str, typer.Option(
     "AMX; else fp32), bf16 or fp32 (weights and outputs stay fp32)")]
 
 
-def door_precision(requested: str, device: str, task: str = "forecast") -> str:
-    """``--precision`` resolved once for ``device`` (``cpu``/``cuda``) and ``task`` (``forecast``/``train``),
-    with one line on stderr saying which and why (:mod:`predrnn.precision`); raises typer.Exit(2) for a
+def door_precision(requested: str, device: str, task: str = "forecast") -> tuple[str, str]:
+    """``--precision`` resolved once for ``device`` (``cpu``/``cuda``) and ``task`` (``forecast``/``train``):
+    ``(precision, line)``, the line saying which and why (:mod:`predrnn.precision`), for the command to
+    print once its input is checked (a refused input stays a one-line error). Raises typer.Exit(2) for a
     value that is not ``auto``, ``bf16`` or ``fp32``."""
-    from predrnn.precision import PrecisionError, describe, resolve_precision
+    from predrnn.precision import PrecisionError, Task, describe, resolve_precision
 
+    kind: Task = "train" if task == "train" else "forecast"
     try:
-        resolved = resolve_precision(requested, device, "train" if task == "train" else "forecast")
+        resolved = resolve_precision(requested, device, kind)
     except PrecisionError as err:
         raise fail(f"--precision: {err}") from None
-    typer.echo(describe(requested, resolved, device, "train" if task == "train" else "forecast"), err=True)
-    return resolved
+    return resolved, describe(requested, resolved, device, kind)
 
 
 def parse_list(text: str | None, kind: type, option: str) -> list | None:

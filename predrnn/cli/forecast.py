@@ -83,7 +83,7 @@ def predict_cmd(
     """Forecast N frames for every context clip, in the data's units (the model directory records them)."""
     import numpy as np
 
-    resolved = door_precision(precision, "cpu")
+    resolved, said = door_precision(precision, "cpu")
     try:
         cfg, pred, ctx_units, true_units = _forecast(model, input, horizon, truth, tracking_uri, batch_size,
                                                      resolved)
@@ -96,6 +96,7 @@ def predict_cmd(
     from predrnn.values import field_units
 
     units = f" in {field_units(cfg.values)}" if field_units(cfg.values) else ""
+    typer.echo(said, err=True)
     typer.echo(f"wrote {output} {pred.shape} float32{units}")
     if gif is not None:
         from predrnn.viz import field_colours, forecast_gif
@@ -132,7 +133,7 @@ def forecast_cmd(
 
     if workers < 1 or batch_size < 1 or gpus_per_worker < 0:
         raise fail("--workers and --batch-size must be >= 1, --gpus-per-worker >= 0")
-    resolved = door_precision(precision, "cuda" if gpus_per_worker > 0 else "cpu")
+    resolved, said = door_precision(precision, "cuda" if gpus_per_worker > 0 else "cpu")
     root = tool_env()
     settings = Settings()
     s3 = settings.s3()
@@ -144,7 +145,7 @@ def forecast_cmd(
     net, cfg = load_forecaster(version or model, tracking_uri=uri, cache_dir=settings.model_cache)
     job = check_job(cfg, data, out, split=split, horizon=horizon, s3=s3)  # before any worker starts
     typer.echo(f"forecasting {job.source_index.size} {split} clips of {job.source_uri}: {job.context} context "
-               f"frames -> {job.horizon} lead times, with {version or model} on {workers} worker(s)")
+               f"frames -> {job.horizon} lead times, with {version or model} on {workers} worker(s); {said}")
     ref = model if registry else str(Path(model).resolve())  # recorded as given for the registry, else absolute
     result = forecast_dataset(net, cfg, job, model_ref=ref, model_version=version, workers=workers,
                               gpus_per_worker=gpus_per_worker, batch_size=batch_size,

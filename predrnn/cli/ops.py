@@ -133,7 +133,7 @@ def serve_cmd(
     from predrnn.tracking.serving import serve
 
     uri = _store(tracking_uri)  # the tool settings first
-    resolved = door_precision(precision, "cpu")
+    resolved, said = door_precision(precision, "cpu")
     token, where = _serve_token(host, require_token, token_file, Settings().state)
     if is_registry_ref(model):  # a registry version is fetched once into the local cache, then served from there
         from predrnn.tracking.model import fetch_model
@@ -142,6 +142,7 @@ def serve_cmd(
         typer.echo(f"serving {model} ({local.parent.name} version {local.name}, from {local})"
                    if local.is_relative_to(Settings().model_cache) else f"serving {model} (from {local})")
         model = str(local)
+    typer.echo(said)
     typer.echo(f"listening on http://{host}:{port}; " + (f"requests need 'Authorization: Bearer <token>', the "
                                                         f"token in {where}" if token else
                                                         "no token (loopback only; --require-token adds one)"))

@@ -208,7 +208,7 @@ def evaluate_cmd(
     pools = parse_list(pool, int, "--pool") or []
     scales = parse_list(fss_scales, int, "--fss-scales") or []
     check_pools_and_scales(pools, scales)
-    resolved = door_precision(precision, "cpu")
+    resolved, said = door_precision(precision, "cpu")
     try:
         ref = str(Path(model) / "model") if (Path(model) / "train_state.pt").is_file() else model
         net, cfg = load_forecaster(ref, tracking_uri=tracking_uri, cache_dir=settings.model_cache)
@@ -222,6 +222,7 @@ def evaluate_cmd(
     except ValueError as err:
         raise fail(str(err)) from None
     units = score_units(cfg.values)
+    typer.echo(said, err=True)
     typer.echo(lead_time_table(metrics, units=units, channel_units=channel_units(cfg)))
     cards = scorecards(metrics)
     out = {"model_ref": model, "dataset": info.uri, "split": split, "clips": metrics["model"]["clips"],

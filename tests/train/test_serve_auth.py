@@ -58,7 +58,8 @@ def test_serve_beyond_loopback_requires_the_bearer_token(pyfunc_model, tmp_path)
     env = {**os.environ, "PREDRNN_STATE_DIR": str(state)}
     env.pop("PREDRNN_SERVE_TOKEN", None)
     proc = subprocess.Popen([str(Path(sys.executable).parent / "predrnn"), "serve", "--model", str(pyfunc_model),
-                             "--host", "0.0.0.0", "--port", str(port)], env=env, start_new_session=True,  # noqa: S104
+                             "--host", "0.0.0.0", "--port", str(port), "--precision", "bf16"], env=env,  # noqa: S104
+                            start_new_session=True,
                             stdout=open(log, "wb"), stderr=subprocess.STDOUT)  # noqa: SIM115
     try:
         t0 = time.monotonic()
@@ -82,6 +83,15 @@ def test_serve_beyond_loopback_requires_the_bearer_token(pyfunc_model, tmp_path)
         assert status == 200 and np.asarray(out["predictions"]).shape == (2, 4, 32, 32, 1)
         text = log.read_text()
         assert str(token_file) in text and token not in text  # where the token is, never the token
+        # the server forecasts in the precision it was asked for, and says so
+        from predrnn.checkpoint import load_model_dir
+        from predrnn.predict import forecast_array
+
+        net, cfg = load_model_dir(pyfunc_model.parent / "tiny")
+        got = np.asarray(out["predictions"], dtype=np.float32)
+        np.testing.assert_allclose(got, forecast_array(net, cfg, ctx, 4, precision="bf16"), rtol=0, atol=1e-5)
+        assert np.abs(got - forecast_array(net, cfg, ctx, 4, precision="fp32")).max() > 0
+        assert "precision bf16 (asked)" in text
     finally:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(30)
