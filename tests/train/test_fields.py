@@ -152,6 +152,7 @@ def test_static_field_end_to_end_in_mm_per_hour(local_ray, static_rain, tmp_path
     from prefect.testing.utilities import prefect_test_harness
 
     from flows.evaluate import evaluate_flow
+    from predrnn.precision import resolve_precision
 
     with prefect_test_harness(server_startup_timeout=90):
         from prefect.client.orchestration import get_client
@@ -167,6 +168,8 @@ def test_static_field_end_to_end_in_mm_per_hour(local_ray, static_rain, tmp_path
     assert result["summary"]["csi_m"] >= 0.0 and result["persistence_summary"]["mse"] == 0.0
     text = "\n".join(str(a.data) for a in arts)
     assert "values in mm/h" in text and "**CSI** at thresholds (mm/h)" in text and "**FSS**" in text
+    precision = resolve_precision("auto", "cpu", "forecast")  # the flow's default, resolved for this CPU
+    assert result["precision"] == precision and f"forecast in {precision}" in text
 
 
 def _save(path: Path, array: np.ndarray) -> Path:
