@@ -271,13 +271,22 @@ def as_image_uint8(x: np.ndarray, where: str) -> np.ndarray:
 
 def as_physical(x: np.ndarray, where: str, dtype: str) -> np.ndarray:
     """Physical values as float32/float16; NaN marks no data, inf is refused."""
+    return as_stored_float(physical_float32(x, where), where, dtype)
+
+
+def physical_float32(x: np.ndarray, where: str) -> np.ndarray:
+    """Numbers (T, ...) as float32 (NaN = no data).
+
+    Raises:
+        DataError: not a numeric array, or an inf (named by its first frame).
+    """
     if x.dtype.kind not in "fiu":
         raise DataError(f"{where}: wrong dtype {x.dtype} (expected a numeric array)")
     y = np.asarray(x, dtype=np.float32)
     if np.isinf(y).any():
         t = int(np.argwhere(np.isinf(y))[0][0])
         raise DataError(f"{where}: inf in data (first at frame {t}); use NaN to mark missing values")
-    return as_stored_float(y, where, dtype)
+    return y
 
 
 def as_stored_float(y: np.ndarray, where: str, dtype: str) -> np.ndarray:

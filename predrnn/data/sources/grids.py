@@ -48,7 +48,15 @@ from typing import Any
 import numpy as np
 
 from predrnn.data.errors import DataError
-from predrnn.data.sources.base import Clip, Source, SourceInfo, as_stored_float, files_checksum, natural_key
+from predrnn.data.sources.base import (
+    Clip,
+    Source,
+    SourceInfo,
+    as_stored_float,
+    files_checksum,
+    natural_key,
+    physical_float32,
+)
 
 _TIME_NAMES = ("time", "t", "times", "valid_time", "datetime", "date")
 _Y_NAMES = {"y", "lat", "latitude", "rlat", "south_north", "yc", "row", "rows", "northing", "ny", "j",
@@ -685,12 +693,7 @@ class GridSource(Source):
     def _physical(self, x: np.ndarray, lay: _Layout, where: str) -> np.ndarray:
         """The stored float dtype in the data's units; values outside a CF-declared valid range become NaN
         (CF 2.5.1). Raises DataError for inf, or a value the stored dtype cannot hold."""
-        if x.dtype.kind not in "fiu":
-            raise DataError(f"{where}: wrong dtype {x.dtype} (expected a numeric array)")
-        y = np.asarray(x, dtype=np.float32)
-        if np.isinf(y).any():
-            t = int(np.argwhere(np.isinf(y))[0][0])
-            raise DataError(f"{where}: inf in data (first at frame {t}); use NaN to mark missing values")
+        y = physical_float32(x, where)
         for c, ch in enumerate(lay.channels):  # the source's own range; -o valid_min/max are checked, not masked
             lo = None if self.opts["valid_min"] is not None else ch["valid_min"]
             hi = None if self.opts["valid_max"] is not None else ch["valid_max"]
