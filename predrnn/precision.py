@@ -101,6 +101,9 @@ def describe(requested: str, resolved: str, device: torch.device | str, task: Ta
     device = torch.device(device)
     where = "GPU" if device.type == "cuda" else "CPU"
     if normalise(requested) != "auto":
+        if resolved == "bf16" and not has_native_bf16(device):
+            return (f"precision bf16 (asked; this {where} has no native bf16: PyTorch emulates it, which is often "
+                    "many times slower than fp32)")
         return f"precision {resolved} (asked)"
     if resolved == "bf16":
         return f"precision bf16 (auto: this {where} has native bf16)"

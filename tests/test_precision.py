@@ -157,9 +157,12 @@ def test_describe_names_why(monkeypatch):
 
     monkeypatch.setattr(precision, "cpu_has_native_bf16", lambda: True)
     assert precision.resolve_precision("auto", "cpu", "forecast") == "bf16"
+    assert precision.describe("bf16", "bf16", "cpu") == "precision bf16 (asked)"
     assert precision.describe("auto", "bf16", "cpu") == "precision bf16 (auto: this CPU has native bf16)"
     assert precision.describe("auto", "fp32", "cpu", "train").startswith("precision fp32 (auto: training on the CPU")
     monkeypatch.setattr(precision, "cpu_has_native_bf16", lambda: False)
     assert precision.resolve_precision("auto", "cpu", "forecast") == "fp32"
     assert precision.describe("auto", "fp32", "cpu") == "precision fp32 (auto: this CPU has no native bf16)"
+    assert precision.describe("bf16", "bf16", "cpu").startswith("precision bf16 (asked; this CPU has no native bf16: ")
+    assert precision.describe("fp32", "fp32", "cpu") == "precision fp32 (asked)"
     assert json.dumps(precision.CHOICES) == '["auto", "bf16", "fp32"]'

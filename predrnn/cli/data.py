@@ -221,7 +221,7 @@ def _forecast_lines(a: dict[str, Any]) -> list[str]:
     return [f"forecast:   {f.get('model_version') or f.get('model')} (weights sha256 "
             f"{str(f.get('weights_sha256', ''))[:16]}...) on {f.get('source')} ({f.get('split')}): "
             f"{f.get('context')} context frames -> lead times 1..{f.get('horizon')}"
-            + (f", {f['precision']}" if f.get("precision") else "")]
+            + (f", precision {f['precision']}" if f.get("precision") else "")]
 
 
 def _show_record(v: Version, summary: dict[str, Any], sample: Path | None) -> dict[str, Any]:

@@ -130,7 +130,7 @@ def serve_cmd(
     """
     from predrnn.forecaster import is_registry_ref
     from predrnn.settings import Settings
-    from predrnn.tracking.serving import serve
+    from predrnn.tracking.serving import run_app, scoring_app
 
     uri = _store(tracking_uri)  # the tool settings first
     resolved, said = door_precision(precision, "cpu")
@@ -142,8 +142,9 @@ def serve_cmd(
         typer.echo(f"serving {model} ({local.parent.name} version {local.name}, from {local})"
                    if local.is_relative_to(Settings().model_cache) else f"serving {model} (from {local})")
         model = str(local)
+    app = scoring_app(model, token, resolved)  # a model it cannot load fails here, in one line
     typer.echo(said)
     typer.echo(f"listening on http://{host}:{port}; " + (f"requests need 'Authorization: Bearer <token>', the "
                                                         f"token in {where}" if token else
                                                         "no token (loopback only; --require-token adds one)"))
-    serve(model, host, port, token, resolved)
+    run_app(app, host, port)

@@ -107,7 +107,7 @@ def train_cmd(
                                                      "directory or models:/NAME@ALIAS")] = None,
     precision: Annotated[str | None, typer.Option(
         "--precision", help="training precision: auto (bf16 on GPUs, fp32 on CPUs), bf16 or fp32; sets "
-        "compute.amp (default: the config's)")] = None,
+        "compute.amp, over any --set compute.amp (default: the config's)")] = None,
 ) -> None:
     """Train on Ray Train, evaluate the best checkpoint on the test split, register it in MLflow.
 
@@ -137,6 +137,7 @@ def train_cmd(
     typer.echo(describe(spec.cfg.compute.amp, spec.precision, device, "train"), err=True)
     result = train(spec, max_failures=max_failures)
     summary = finish(result, out_dir=out or root / "runs" / spec.run_name, register=register_model)
+    summary["precision"] = spec.precision  # the training's; the recorded test scores are fp32
     typer.echo(summary.pop("table"))
     typer.echo(json.dumps(summary))
 

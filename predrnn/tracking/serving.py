@@ -18,14 +18,26 @@ OPEN_PATHS = frozenset({"/ping", "/health"})
 def scoring_app(model_path: str | Path, token: str | None, precision: str = "fp32") -> Any:
     """The FastAPI app serving the pyfunc model at ``model_path``; ``token``: the bearer token required
     (None: no authentication, for a server on loopback only); ``precision``: ``fp32`` or ``bf16``, the
-    forecasts' precision (:mod:`predrnn.precision`, resolved by the caller)."""
+    forecasts' precision (:mod:`predrnn.precision`, resolved by the caller).
+
+    Raises:
+        TrackingError: ``model_path`` is not an MLflow pyfunc model (a plain model directory is named as such).
+    """
     from fastapi import Request
     from fastapi.responses import JSONResponse
     from mlflow.pyfunc import load_model
     from mlflow.pyfunc.scoring_server import init
 
     from predrnn.precision import normalise
+    from predrnn.tracking.runs import TrackingError
 
+    path = Path(model_path)
+    if not (path / "MLmodel").is_file():
+        what = ("is a model directory (config.json, model.pt)" if (path / "config.json").is_file()
+                else "holds no MLflow model (no MLmodel file)")
+        raise TrackingError(f"--model {model_path} {what}; serve takes a registered model (models:/NAME@ALIAS, "
+                            "models:/NAME/VERSION) or an MLflow pyfunc folder; for a model directory use predict "
+                            "or forecast")
     pyfunc = load_model(str(model_path))
     inner = pyfunc.unwrap_python_model()
     if hasattr(inner, "precision"):  # a predrnn forecaster
@@ -51,6 +63,11 @@ def scoring_app(model_path: str | Path, token: str | None, precision: str = "fp3
 
 def serve(model_path: str | Path, host: str, port: int, token: str | None, precision: str = "fp32") -> None:
     """Serve :func:`scoring_app` with uvicorn on ``host:port`` until stopped."""
+    run_app(scoring_app(model_path, token, precision), host, port)
+
+
+def run_app(app: Any, host: str, port: int) -> None:
+    """Serve an app made by :func:`scoring_app` with uvicorn on ``host:port`` until stopped."""
     import uvicorn
 
-    uvicorn.run(scoring_app(model_path, token, precision), host=host, port=port, log_level="warning")
+    uvicorn.run(app, host=host, port=port, log_level="warning")

@@ -91,7 +91,7 @@ def test_serve_beyond_loopback_requires_the_bearer_token(pyfunc_model, tmp_path)
         got = np.asarray(out["predictions"], dtype=np.float32)
         np.testing.assert_allclose(got, forecast_array(net, cfg, ctx, 4, precision="bf16"), rtol=0, atol=1e-5)
         assert np.abs(got - forecast_array(net, cfg, ctx, 4, precision="fp32")).max() > 0
-        assert "precision bf16 (asked)" in text
+        assert "precision bf16 (asked" in text
     finally:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(30)
@@ -107,3 +107,15 @@ def test_serve_on_loopback_needs_no_token_unless_asked(tmp_path, monkeypatch):
     monkeypatch.setenv("PREDRNN_SERVE_TOKEN", "from-the-environment")
     assert _serve_token("0.0.0.0", False, None, tmp_path) == ("from-the-environment",  # noqa: S104
                                                                "$PREDRNN_SERVE_TOKEN")
+
+
+def test_serve_refuses_a_model_directory_in_one_line_before_listening(pyfunc_model, tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from predrnn.cli import app
+
+    monkeypatch.setenv("PREDRNN_STATE_DIR", str(tmp_path / "state"))
+    res = CliRunner().invoke(app, ["serve", "--model", str(pyfunc_model.parent / "tiny"), "--port", str(free_port())])
+    assert res.exit_code == 2, res.output
+    assert res.output.startswith("error: --model ") and "is a model directory" in res.output
+    assert len(res.output.strip().splitlines()) == 1 and "listening" not in res.output
