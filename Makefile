@@ -21,6 +21,9 @@ $(STAMP): pyproject.toml requirements/constraints.txt
 	$(VENV)/bin/python -m pip install -q uv
 	$(VENV)/bin/uv pip install --python $(VENV)/bin/python $(if $(FIND_LINKS),--find-links $(FIND_LINKS)) \
 	    --compile-bytecode -c requirements/constraints.txt -e '.[dev]'
+	@# flows/, infra/ and bench/ are not installed (the wheel holds only predrnn): the checkout goes on the path
+	$(VENV)/bin/python -c "import pathlib, sysconfig; pathlib.Path(sysconfig.get_paths()['purelib'], \
+	    'predrnn-checkout.pth').write_text('$(CURDIR)\n')"
 	touch $(STAMP)
 
 venv: $(STAMP)

@@ -1,1 +1,2 @@
-"""Benchmarks: speed and memory (``bench.perf``), the equal-budget quality ablation (``bench.ablation``), scripts."""
+"""Benchmark scripts, run from the repository root: speed and memory beside ``predrnn bench``
+(:mod:`predrnn.perf`), the equal-budget quality ablation (``bench.ablation``), and the scripts."""

@@ -99,10 +99,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     import numpy as np
     import torch
 
-    from bench.perf import bench_config
     from predrnn.batch_forecast import check_job, forecast_dataset
     from predrnn.data import ingest, open_version
     from predrnn.models import build_model
+    from predrnn.perf import bench_config
     from predrnn.predict import forecast_array
     from predrnn.train.launch import ensure_ray, shutdown
 

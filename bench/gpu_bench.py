@@ -20,8 +20,8 @@ import time
 
 import torch
 
-from bench.perf import _baseline_inputs, _build, bench_config, count_conv_flops
 from predrnn.models import rollout_forecast, test_time_mask
+from predrnn.perf import _baseline_inputs, _build, bench_config, count_conv_flops
 from predrnn.steps import train_step
 
 

@@ -6,7 +6,7 @@ Timed, alternating, ``--reps`` times each:
 
 - ``predrnn predict --precision fp32`` and ``--precision bf16`` as fresh processes (wall clock from
   the command to its exit: interpreter, imports, model load, forecast, output written);
-- the authors'-style eager model of ``bench/perf.py`` (``AuthorsStyleV2``, the same weights) in this
+- the authors'-style eager model of ``predrnn/perf.py`` (``AuthorsStyleV2``, the same weights) in this
   process, forecasting the same clips as their ``Model.test`` does: fp32, autograd enabled, the full
   (B, T-2, H/p, W/p, p*p*C) test mask, batch 8 (their scripts' batch size).
 
@@ -44,11 +44,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
 
-    from bench.perf import _baseline_inputs, _build, bench_config
     from predrnn.checkpoint import save_model_dir
     from predrnn.data.sources.generators import MovingDigits
     from predrnn.models import test_time_mask
     from predrnn.patching import unpatch_channels_last
+    from predrnn.perf import _baseline_inputs, _build, bench_config
     from predrnn.precision import cpu_has_native_bf16
 
     cfg = bench_config()

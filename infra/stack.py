@@ -660,7 +660,10 @@ class Stack:
                          "PREFECT_FLOWS_HEARTBEAT_FREQUENCY": str(s.heartbeat_seconds),
                          # flow runs log at INFO to the API (their progress lines), whatever the caller's shell has
                          "PREFECT_LOGGING_LEVEL": "INFO", "PREFECT_LOGGING_TO_API_ENABLED": "true",
-                         "TQDM_DISABLE": "1", "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"})  # no terminal
+                         "TQDM_DISABLE": "1", "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",  # no terminal
+                         # the flows are run from this checkout (the package installs only the library)
+                         "PYTHONPATH": os.pathsep.join(p for p in (str(Path(__file__).resolve().parents[1]),
+                                                                   os.environ.get("PYTHONPATH")) if p)})
         Path(env["PREDRNN_STATE_DIR"]).mkdir(parents=True, exist_ok=True)
         cmd = [_bin("prefect"), "worker", "start", "--pool", s.work_pool, "--type", "process",
                "--name", f"predrnn-{s.prefect_port}", "--install-policy", "never"]

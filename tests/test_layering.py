@@ -47,7 +47,7 @@ class Block:
         return None
 sys.meta_path.insert(0, Block())
 import torch
-from bench.perf import bench_config
+from predrnn.perf import bench_config
 from predrnn.models import build_model, rollout_forecast
 cfg = bench_config(batch_size=2, num_hidden=(8, 8))
 net = build_model(cfg)

@@ -383,7 +383,7 @@ def bench_cmd(
         except (OSError, IndexError, ValueError) as err:
             raise fail(f"--log-json {log_json}: no JSON result line ({err})") from None
     else:
-        from bench.perf import run_bench
+        from predrnn.perf import run_bench
 
         result = run_bench(preset=preset, overrides=set_ or [], reps=reps, verbose=not json_only, bf16=bf16)
     if log or log_json is not None:

@@ -10,8 +10,25 @@ import typer
 
 from predrnn.cli.common import fail
 
-# the repository root, whose prefect.yaml `stack deploy` registers
-PROJECT = Path(__file__).resolve().parents[2]
+
+def _checkout() -> Path:
+    """The repository checkout the stack runs from (its ``infra/`` supervises the services, its ``prefect.yaml``
+    deploys the flows): the one this package was installed from in development mode, else the working
+    directory or a folder above it. Its root goes on the import path, so :mod:`infra.stack` imports.
+
+    Raises:
+        typer.Exit: no checkout found (the wheel installs only the library), in one line.
+    """
+    import sys
+
+    here = Path.cwd().resolve()
+    for root in (Path(__file__).resolve().parents[2], here, *here.parents):
+        if (root / "infra" / "stack.py").is_file() and (root / "prefect.yaml").is_file():
+            if str(root) not in sys.path:
+                sys.path.insert(0, str(root))
+            return root
+    raise fail("predrnn stack needs a checkout of the predrnn repository (its infra/ and prefect.yaml); the "
+               "installed package holds only the library: run it from the repository root")
 
 
 def _settings() -> Any:
@@ -19,6 +36,7 @@ def _settings() -> Any:
     holding a secret that others can read is refused."""
     from pydantic import ValidationError
 
+    _checkout()
     from infra.stack import StackSettings, check_dotenv
 
     check_dotenv(Path(".env"))
@@ -31,6 +49,7 @@ def _settings() -> Any:
 
 
 def _stack() -> Any:
+    _checkout()
     from infra.stack import Stack
 
     return Stack(_settings())
@@ -109,7 +128,8 @@ def settings_cmd() -> None:
 
 def deploy_cmd() -> None:
     """Register every deployment of prefect.yaml (repository root) with the stack's Prefect server."""
-    out = _stack().deploy(PROJECT)
+    stack = _stack()
+    out = stack.deploy(_checkout())
     typer.echo(out.stdout[-4000:])
     if out.returncode != 0:
         raise fail(f"prefect deploy failed:\n{out.stderr[-4000:]}")

@@ -258,7 +258,7 @@ def peak_forecast_memory(cfg: ExperimentConfig, kind: str, threads: int) -> dict
     req = json.dumps({"kind": kind, "cfg": cfg.to_json(), "threads": threads})
     # The child imports this very file whatever its working directory: the repository root goes first on its path.
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    code = f"import sys; sys.path.insert(0, {root!r}); from bench.perf import _peak_main; _peak_main()"
+    code = f"import sys; sys.path.insert(0, {root!r}); from predrnn.perf import _peak_main; _peak_main()"
     out = subprocess.run([sys.executable, "-c", code], input=req, capture_output=True, text=True, check=True,
                          timeout=900)
     return json.loads(out.stdout.strip().splitlines()[-1])
