@@ -14,7 +14,7 @@ export PREFECT_HOME := $(CURDIR)/.state/prefect
 
 CHROMIUM ?= /usr/bin/chromium
 
-.PHONY: venv browser run test lint bench clean
+.PHONY: venv browser run test lint bench docs clean
 
 $(STAMP): pyproject.toml requirements/constraints.txt
 	test -x $(VENV)/bin/python || $(PY) -m venv $(VENV)
@@ -47,6 +47,10 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(VENV)/bin/predrnn bench
+
+# The documentation site into site/; the CLI and configuration reference are generated from the code.
+docs: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict
 
 clean:
 	rm -rf $(VENV) .state
