@@ -20,42 +20,22 @@ from flows.settings import PipelineSettings
 def evaluate_task(model: str, dataset: str, split: str = "test", max_clips: int = 0,
                   tracking_uri: str | None = None, thresholds: list[float] | None = None,
                   horizon: int | None = None, context: int | None = None,
-                  cache_dir: str | None = None, precision: str = "fp32") -> dict[str, Any]:
-    """Load ``model`` (directory or ``models:/`` URI; registry versions kept in ``cache_dir``) and evaluate
-    it on ``split`` of ``dataset``.
-
-    Scores are in the data's units; fields are scored at ``thresholds`` (default: the dataset's).
-    ``context``/``horizon`` default to the model's training lengths (KTH's protocol: 10 -> 20).
-    ``precision``: the model's forecasts in ``fp32`` (default, as the nightly gate compares models) or ``bf16``.
+                  cache_dir: str | None = None, precision: str = "fp32", record: bool = False) -> dict[str, Any]:
+    """Evaluate ``model`` (directory or registry reference, pinned to one version) on ``split`` of ``dataset``
+    (:func:`predrnn.jobs.prepare_evaluate` then :func:`~predrnn.jobs.run_evaluate`); ``record``: as a new MLflow
+    run in ``tracking_uri``. ``precision`` defaults to fp32, as the nightly gate compares models.
 
     Returns:
-        ``{"model", "dataset", "split", "clips", "units", "mse", "persistence_mse", "mse_per_frame", "ssim",
-        "scores": {"model": card, "persistence": card}, "summary": {"mse": .., "csi_m": .., ...},
-        "persistence_summary": {...}, "table", "scorecard"}`` (a card as printed by ``predrnn score``).
+        :meth:`predrnn.jobs.EvaluateResult.summary`: ``{"model", "model_version", "dataset", "split", "clips",
+        "units", "precision", "mse", "persistence_mse", "mse_per_frame", "ssim", "scores", "summary",
+        "persistence_summary", "table", "scorecard"[, "run_id"]}``.
     """
-    from predrnn.data import validate_dataset
-    from predrnn.data.batches import ZarrSource
-    from predrnn.evaluation import channel_units, evaluate_split, lead_time_table, protocol, scorecards
-    from predrnn.forecaster import load_forecaster
-    from predrnn.scorecard import markdown, summary_values
-    from predrnn.values import score_units
+    from predrnn.jobs import prepare_evaluate, run_evaluate
 
-    net, cfg = load_forecaster(model, tracking_uri=tracking_uri, cache_dir=Path(cache_dir) if cache_dir else None)
-    n_in, n_out = protocol(cfg, context, horizon)
-    info = validate_dataset(cfg, dataset, for_model=True, need_length=n_in + n_out)
-    metrics = evaluate_split(net, cfg, ZarrSource(info.uri), split, max_clips=max_clips, thresholds=thresholds,
-                             context=n_in, horizon=n_out, precision=precision)
-    m, p = metrics["model"], metrics["persistence"]
-    cards = scorecards(metrics)
-    units = score_units(cfg.values)
-    return {"model": model, "dataset": info.uri, "split": split, "clips": m["clips"], "units": units,
-            "precision": precision,
-            "mse": m["mse"], "persistence_mse": p["mse"],
-            "mse_per_frame": m["mse_per_frame"], "ssim": m.get("ssim"),
-            "scores": cards, "summary": summary_values(cards["model"]),
-            "persistence_summary": summary_values(cards["persistence"]),
-            "table": lead_time_table(metrics, units=units, channel_units=channel_units(cfg)),
-            "scorecard": markdown(cards, units=units, channel_units=channel_units(cfg))}
+    spec = prepare_evaluate(model, dataset, split=split, max_clips=max_clips, thresholds=thresholds,
+                            context=context, horizon=horizon, precision=precision, tracking_uri=tracking_uri,
+                            cache_dir=Path(cache_dir) if cache_dir else None, record=record)
+    return run_evaluate(spec).summary()
 
 
 def evaluation_markdown(title: str, result: dict[str, Any]) -> str:
@@ -80,6 +60,7 @@ def evaluate_flow(
     context: Annotated[int | None, Field(ge=1, description="context frames (default: the model's)")] = None,
     precision: Annotated[Literal["auto", "bf16", "fp32"], Field(
         description="auto: bf16 where the processor computes it natively, else fp32")] = "auto",
+    log: Annotated[bool, Field(description="record the evaluation as a new MLflow run")] = False,
 ) -> dict[str, Any]:
     """Evaluate ``model`` on ``split`` of ``dataset`` and publish the per-lead-time scorecard as an artifact.
 
@@ -91,16 +72,14 @@ def evaluate_flow(
         tracking_uri: MLflow store for ``models:/`` URIs (default: ``$MLFLOW_TRACKING_URI``).
         thresholds: CSI/FSS thresholds in the data's units (default: recorded by the dataset).
         horizon, context: frames forecast and given (default: the model's training lengths).
-        precision: the model's forecasts (:mod:`predrnn.precision`), resolved here for this machine's CPU.
+        precision: the model's forecasts (:mod:`predrnn.precision`), resolved for this machine's CPU.
+        log: record the evaluation as a new MLflow run (metrics per lead time, scorecards), as ``predrnn
+            evaluate --log`` does.
     """
-    from predrnn.precision import describe, resolve_precision
-
-    resolved = resolve_precision(precision, "cpu", "forecast")
-    get_run_logger().info("%s", describe(precision, resolved, "cpu"))
     settings = PipelineSettings()
-    uri = settings.tracking(tracking_uri)
-    result = evaluate_task(model, dataset, split, max_clips, uri, thresholds, horizon, context,
-                           cache_dir=str(settings.model_cache), precision=resolved)
+    result = evaluate_task(model, dataset, split, max_clips, settings.tracking(tracking_uri), thresholds, horizon,
+                           context, cache_dir=str(settings.model_cache), precision=precision, record=log)
+    get_run_logger().info("forecast in %s", result["precision"])
     get_run_logger().info("%s on %s/%s: MSE/frame %s (persistence %s)", model, result["dataset"], split,
                           *("n/a" if v is None else f"{v:.4g}" for v in (result["mse"], result["persistence_mse"])))
     create_markdown_artifact(key="evaluation", description=f"{model} on {result['dataset']}",

@@ -1,9 +1,10 @@
 """Prefect flow ``forecast``: a model's forecasts of a whole dataset split, as a new forecast dataset version.
 
-A thin door over :mod:`predrnn.batch_forecast`: the settings are read once here; the job is checked
-(model against data) in one task before any Ray worker starts, then forecast on Ray Data (the stack's
-Ray head when it is up) in another. The forecasting task retries once: a retry completes the staged
-version of the attempt that failed instead of starting again.
+A thin door over :mod:`predrnn.jobs` (``prepare_forecast``, ``run_forecast``): the settings are read
+once here; the job is resolved (the model pinned and loaded once, checked against the data) in one task
+before any Ray worker starts, then forecast on Ray Data (the stack's Ray head when it is up) in another,
+with the same spec. The forecasting task retries once: a retry completes the staged version of the
+attempt that failed instead of starting again.
 """
 
 from __future__ import annotations
@@ -12,52 +13,38 @@ from typing import Annotated, Any, Literal
 
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
+from prefect.cache_policies import NO_CACHE
 from pydantic import Field
 
 from flows.settings import PipelineSettings
+from predrnn.jobs import ForecastSpec
 
 
-def _load(model: str, tracking_uri: str | None, cache_dir: str) -> tuple[Any, Any, str | None]:
-    """The forecaster, its config and the registry version it resolved to (None for a model directory)."""
+@task(name="check-forecast-job", cache_policy=NO_CACHE)
+def check_task(model: str, dataset: str, out: str, *, split: str, horizon: int | None, workers: int,
+               gpus_per_worker: float, batch_size: int, precision: str, tracking_uri: str | None, cache_dir: str,
+               ray_address: str | None) -> ForecastSpec:
+    """The job resolved once (:func:`predrnn.jobs.prepare_forecast`): the model pinned and loaded, checked
+    against the data (frames, channels, units, clip length) and the output place, before any worker starts.
+    The spec stays in this process (it holds the loaded model); it is never persisted or cached."""
     from pathlib import Path
 
-    from predrnn.forecaster import load_forecaster
-    from predrnn.tracking.model import pinned_ref
+    from predrnn.jobs import prepare_forecast
 
-    version = pinned_ref(model, tracking_uri) if tracking_uri else None
-    net, cfg = load_forecaster(version or model, tracking_uri=tracking_uri, cache_dir=Path(cache_dir))
-    return net, cfg, version
-
-
-@task(name="check-forecast-job")
-def check_task(model: str, dataset: str, out: str, split: str, horizon: int | None, tracking_uri: str | None,
-               cache_dir: str, s3: dict[str, Any]) -> dict[str, Any]:
-    """The model against the data (frames, channels, units, clip length) and the output place, before any
-    worker starts; returns what the job will do."""
-    from predrnn.batch_forecast import check_job
-
-    _, cfg, version = _load(model, tracking_uri, cache_dir)
-    job = check_job(cfg, dataset, out, split=split, horizon=horizon, s3=s3)
-    return {"source": job.source_uri, "clips": int(job.source_index.size), "context": job.context,
-            "horizon": job.horizon, "model_version": version}
+    settings = PipelineSettings()  # this task's door: the S3 settings (never the keys)
+    return prepare_forecast(model, dataset, out, split=split, horizon=horizon, workers=workers,
+                            gpus_per_worker=gpus_per_worker, batch_size=batch_size, precision=precision,
+                            tracking_uri=tracking_uri, cache_dir=Path(cache_dir), ray_address=ray_address,
+                            s3=settings.s3())
 
 
-@task(name="forecast-ray-data", retries=1, retry_delay_seconds=5)
-def forecast_task(model: str, dataset: str, out: str, split: str, horizon: int | None, workers: int,
-                  gpus_per_worker: float, batch_size: int, tracking_uri: str | None, cache_dir: str,
-                  ray_address: str | None, s3: dict[str, Any], precision: str = "fp32") -> dict[str, Any]:
-    """Forecast the split on Ray Data and publish the version (:func:`predrnn.batch_forecast.forecast_dataset`)."""
-    from predrnn.batch_forecast import check_job, forecast_dataset
+@task(name="forecast-ray-data", retries=1, retry_delay_seconds=5, cache_policy=NO_CACHE)
+def forecast_task(spec: ForecastSpec) -> dict[str, Any]:
+    """Forecast the job on Ray Data and publish the version (:func:`predrnn.jobs.run_forecast`); a retry
+    completes the staged version of the attempt that failed."""
+    from predrnn.jobs import run_forecast
 
-    log = get_run_logger()
-    net, cfg, version = _load(model, tracking_uri, cache_dir)
-    job = check_job(cfg, dataset, out, split=split, horizon=horizon, s3=s3)
-    from pathlib import Path
-
-    ref = model if model.startswith(("models:/", "runs:/")) else str(Path(model).resolve())
-    return forecast_dataset(net, cfg, job, model_ref=ref, model_version=version, workers=workers,
-                            gpus_per_worker=gpus_per_worker, batch_size=batch_size, ray_address=ray_address,
-                            s3=s3, progress=log.info, precision=precision)
+    return run_forecast(spec, progress=get_run_logger().info)
 
 
 @flow(name="forecast")
@@ -92,21 +79,18 @@ def forecast_flow(
         ``{"uri", "clips", "resumed", "reused", "forecast_s", "clips_per_s", "workers", "job"}``.
     """
     from predrnn.data import parse_uri
-    from predrnn.precision import describe, resolve_precision
+    from predrnn.forecaster import is_registry_ref
 
-    device = "cuda" if gpus_per_worker > 0 else "cpu"
-    resolved = resolve_precision(precision, device, "forecast")
     settings = PipelineSettings()
-    uri = settings.tracking(tracking_uri) if model.startswith(("models:/", "runs:/")) else None
-    s3 = settings.s3()
     target = out or f"{settings.datasets_root.rstrip('/')}/{parse_uri(dataset)[1]}-forecast"
-    plan = check_task(model, dataset, target, split, horizon, uri, str(settings.model_cache), s3)
+    spec = check_task(model, dataset, target, split=split, horizon=horizon, workers=workers,
+                      gpus_per_worker=gpus_per_worker, batch_size=batch_size, precision=precision,
+                      tracking_uri=settings.tracking(tracking_uri) if is_registry_ref(model) else None,
+                      cache_dir=str(settings.model_cache), ray_address=settings.ray_address)
+    plan, resolved = spec.plan(), spec.precision
     log = get_run_logger()
-    log.info("forecasting %d %s clips of %s with %s: %d context frames -> %d lead times, %s", plan["clips"], split,
-             plan["source"], plan["model_version"] or model, plan["context"], plan["horizon"],
-             describe(precision, resolved, device))
-    result = forecast_task(model, dataset, target, split, horizon, workers, gpus_per_worker, batch_size, uri,
-                           str(settings.model_cache), settings.ray_address, s3, resolved)
+    log.info("%s", spec.describe())
+    result = forecast_task(spec)
     rate = f"{result['clips_per_s']} clips/s on {workers} workers" if result["clips_per_s"] else "reused"
     create_markdown_artifact(
         key="forecast", description=f"forecasts of {plan['source']}",

@@ -41,7 +41,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--tracking-uri", default=None, help="MLflow store (default: local SQLite under .state/mlflow)")
     args = ap.parse_args(argv)
 
-    from predrnn.cli.train import tool_env
+    from predrnn.settings import tool_env
 
     root = tool_env()
     signal.signal(signal.SIGTERM, _exit_on_sigterm)

@@ -1,4 +1,5 @@
-"""What a door (a CLI command, a flow, the main job) reads from the environment, once.
+"""What a door (a CLI command, a flow, the main job) reads from the environment, once; and the tools'
+environment a door sets up before they import (:func:`tool_env`).
 
 The library below the doors takes every value as an argument; only doors build :class:`Settings`
 (from the environment or a ``.env`` file, pydantic-settings) and pass what they read down.
@@ -6,6 +7,8 @@ The library below the doors takes every value as an argument; only doors build :
 
 from __future__ import annotations
 
+import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -63,7 +66,39 @@ class Settings(BaseSettings):
 
     @staticmethod
     def s3() -> dict[str, Any]:
-        """The S3 settings (``PREDRNN_S3_ENDPOINT_URL``, ``AWS_*``) for ``s3://`` locations of a run."""
+        """Where S3 is for ``s3://`` locations (``PREDRNN_S3_ENDPOINT_URL``, ``AWS_REGION``) and where the
+        credentials come from (``AWS_*`` variables, ``AWS_PROFILE``, the AWS default chain): never the keys, so
+        the settings may travel in specs and task parameters; each process's S3 client reads the keys itself
+        (:func:`predrnn.data.store.s3_settings`)."""
         from predrnn.data.store import s3_settings
 
         return s3_settings()
+
+
+def tool_env(state: Path | None = None) -> Path:
+    """Keep every tool's state under the state folder (``PREDRNN_STATE_DIR``, default ``./.state``),
+    switch telemetry off and put Ray under token authentication (:func:`predrnn.security.ray_auth_env`),
+    before the tools import; returns the state folder.
+
+    Raises:
+        SecurityError: ``RAY_AUTH_MODE`` asks for no authentication, or ``RAY_AUTH_TOKEN_PATH`` is unusable.
+    """
+    from predrnn.security import ray_auth_env
+
+    root = (state or Settings().state).absolute()
+    os.environ.setdefault("PREDRNN_STATE_DIR", str(root))
+    os.environ.update(ray_auth_env(root, os.environ))
+    defaults = {
+        "MLFLOW_DISABLE_TELEMETRY": "true",
+        "DO_NOT_TRACK": "true",
+        "RAY_USAGE_STATS_ENABLED": "0",
+        "PREFECT_HOME": str(root / "prefect"),
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "90",
+    }
+    if not sys.stderr.isatty():  # progress bars on a terminal; in a log or a pipe, only the plain lines
+        defaults.update({"TQDM_DISABLE": "1", "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"})
+    for key, value in defaults.items():
+        os.environ.setdefault(key, value)
+    Path(os.environ["PREFECT_HOME"]).mkdir(parents=True, exist_ok=True)  # Prefect creates only the leaf
+    return root

@@ -59,7 +59,8 @@ def test_predict_on_imported_model_equals_reference(official_file, tmp_path):
     np.save(tmp_path / "truth.npy", clips[:, 3:])
     res = runner.invoke(app, ["predict", "--model", str(tmp_path / "m"), "--input", str(tmp_path / "ctx.npy"),
                               "--horizon", "4", "--output", str(tmp_path / "pred.npy"),
-                              "--gif", str(tmp_path / "f.gif"), "--truth", str(tmp_path / "truth.npy")])
+                              "--gif", str(tmp_path / "f.gif"), "--truth", str(tmp_path / "truth.npy"),
+                              "--precision", "fp32"])  # the reference is float64 (auto is bf16 on a bf16 CPU)
     assert res.exit_code == 0, res.output
     pred = np.load(tmp_path / "pred.npy")
     assert pred.shape == (3, 4, H, W, 1) and pred.dtype == np.float32

@@ -15,8 +15,7 @@ from predrnn.errors import PredrnnError
 
 def _store(tracking_uri: str | None) -> str:
     """The MLflow store this command uses (tool settings applied first): the option, else the settings."""
-    from predrnn.cli.train import tool_env
-    from predrnn.settings import Settings
+    from predrnn.settings import Settings, tool_env
 
     tool_env()
     return Settings().tracking(tracking_uri)

@@ -1,50 +1,17 @@
-"""``predrnn train`` and ``predrnn evaluate`` (the main job is ``python -m flows.run``), and :func:`tool_env`."""
+"""``predrnn train`` and ``predrnn evaluate`` (the main job is ``python -m flows.run``)."""
 
 from __future__ import annotations
 
 import json
-import os
-import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from predrnn.cli.common import PrecisionOpt, check_pools_and_scales, door_precision, fail, parse_list, score_labels
-from predrnn.errors import PredrnnError
+from predrnn.cli.common import PrecisionOpt, fail, parse_list, score_labels
 
 if TYPE_CHECKING:
     from predrnn.config import ExperimentConfig
-
-
-def tool_env(state: Path | None = None) -> Path:
-    """Keep every tool's state under the state folder (``PREDRNN_STATE_DIR``, default ``./.state``),
-    switch telemetry off and put Ray under token authentication (:func:`predrnn.security.ray_auth_env`),
-    before the tools import; returns the state folder.
-
-    Raises:
-        SecurityError: ``RAY_AUTH_MODE`` asks for no authentication, or ``RAY_AUTH_TOKEN_PATH`` is unusable.
-    """
-    from predrnn.security import ray_auth_env
-    from predrnn.settings import Settings
-
-    root = (state or Settings().state).absolute()
-    os.environ.setdefault("PREDRNN_STATE_DIR", str(root))
-    os.environ.update(ray_auth_env(root, os.environ))
-    defaults = {
-        "MLFLOW_DISABLE_TELEMETRY": "true",
-        "DO_NOT_TRACK": "true",
-        "RAY_USAGE_STATS_ENABLED": "0",
-        "PREFECT_HOME": str(root / "prefect"),
-        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-        "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "90",
-    }
-    if not sys.stderr.isatty():  # progress bars on a terminal; in a log or a pipe, only the plain lines
-        defaults.update({"TQDM_DISABLE": "1", "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"})
-    for key, value in defaults.items():
-        os.environ.setdefault(key, value)
-    Path(os.environ["PREFECT_HOME"]).mkdir(parents=True, exist_ok=True)  # Prefect creates only the leaf
-    return root
 
 
 def _check_start(resume: str | None, fork: str | None, init_weights: str | None, preset: str | None,
@@ -113,8 +80,9 @@ def train_cmd(
 
     The last line printed is a JSON summary (model URI, test and persistence MSE per frame).
     """
+    from predrnn.settings import Settings, tool_env
+
     root = tool_env()
-    from predrnn.settings import Settings
     from predrnn.train import configure, finish, prepare, train
 
     _check_start(resume, fork, init_weights, preset, config)
@@ -140,30 +108,6 @@ def train_cmd(
     summary["precision"] = spec.precision  # the training's; the recorded test scores are fp32
     typer.echo(summary.pop("table"))
     typer.echo(json.dumps(summary))
-
-
-def _log_evaluation(tracking_uri: str | None, cfg: ExperimentConfig, model: str, info: Any, split: str,
-                    metrics: dict[str, Any], cards: dict[str, Any], units: str, precision: str) -> tuple[str, str]:
-    """Record an evaluation as a new MLflow run (the forecast precision as a param, metrics, scorecards as
-    artifacts); return (run id, store URI)."""
-    import tempfile
-
-    from predrnn.evaluation import evaluation_metrics, write_scorecard
-    from predrnn.tracking import Tracker
-    from predrnn.train.finalize import log_scorecard
-
-    tracker = Tracker(tracking_uri)
-    run_id = tracker.open_run(cfg.tracking.experiment, run_name=f"evaluate-{split}",
-                              tags={"model": model, "dataset.uri": info.uri})
-    tracker.log_dataset(run_id, info.to_dict(), context=split)
-    tracker.log_params(run_id, {"precision": precision})
-    tracker.log_metrics(run_id, evaluation_metrics(metrics, split))
-    log_scorecard(tracker, run_id, cards, split)
-    with tempfile.TemporaryDirectory() as tmp:
-        for path in write_scorecard(tmp, cards, units=units):
-            tracker.log_artifact(run_id, path, "evaluation")
-    tracker.end_run(run_id)
-    return run_id, tracker.uri
 
 
 def evaluate_cmd(
@@ -194,45 +138,21 @@ def evaluate_cmd(
     pooled CSI, FSS and CSI-M. The last line is one JSON object whose "model" and
     "persistence" hold the per-lead-time scorecards (the keys of `predrnn score`).
     """
+    from predrnn.settings import tool_env
+
     tool_env()
-    from predrnn.data import validate_dataset
-    from predrnn.data.batches import ZarrSource
-    from predrnn.evaluation import channel_units, evaluate_split, lead_time_table, protocol, scorecards
-    from predrnn.forecaster import load_forecaster
+    from predrnn.evaluation import channel_units, lead_time_table
+    from predrnn.jobs import prepare_evaluate, run_evaluate
     from predrnn.settings import Settings
-    from predrnn.values import score_units
 
-    settings = Settings()
-    tracking_uri = settings.tracking(tracking_uri)
-
-    thr = parse_list(thresholds, float, "--thresholds")
-    pools = parse_list(pool, int, "--pool") or []
-    scales = parse_list(fss_scales, int, "--fss-scales") or []
-    check_pools_and_scales(pools, scales)
-    resolved, said = door_precision(precision, "cpu")
-    try:
-        ref = str(Path(model) / "model") if (Path(model) / "train_state.pt").is_file() else model
-        net, cfg = load_forecaster(ref, tracking_uri=tracking_uri, cache_dir=settings.model_cache)
-        n_in, n_out = protocol(cfg, context, horizon)
-        info = validate_dataset(cfg, data, for_model=True, need_length=n_in + n_out)
-        metrics = evaluate_split(net, cfg, ZarrSource(info.uri), split, max_clips=max_clips,
-                                 thresholds=thr, pools=pools, fss_scales=scales, labels=score_labels(thresholds),
-                                 context=n_in, horizon=n_out, precision=resolved)
-    except PredrnnError:
-        raise  # the CLI's error handler
-    except ValueError as err:
-        raise fail(str(err)) from None
-    units = score_units(cfg.values)
-    typer.echo(said, err=True)
-    typer.echo(lead_time_table(metrics, units=units, channel_units=channel_units(cfg)))
-    cards = scorecards(metrics)
-    out = {"model_ref": model, "dataset": info.uri, "split": split, "clips": metrics["model"]["clips"],
-           "units": units, "precision": resolved,
-           f"{split}_mse_per_frame": metrics["model"]["mse_per_frame"],
-           "persistence_mse_per_frame": metrics["persistence"]["mse_per_frame"],
-           f"{split}_mse": metrics["model"]["mse"], "persistence_mse": metrics["persistence"]["mse"],
-           "model": cards["model"], "persistence": cards["persistence"]}
-    if log:
-        out["run_id"], out["tracking_uri"] = _log_evaluation(tracking_uri, cfg, model, info, split, metrics,
-                                                              cards, units, resolved)
-    typer.echo(json.dumps(out))
+    settings = Settings()  # read once, here; everything below takes values
+    spec = prepare_evaluate(model, data, split=split, max_clips=max_clips,
+                            thresholds=parse_list(thresholds, float, "--thresholds"), labels=score_labels(thresholds),
+                            pools=parse_list(pool, int, "--pool") or [],
+                            fss_scales=parse_list(fss_scales, int, "--fss-scales") or [], context=context,
+                            horizon=horizon, precision=precision, tracking_uri=settings.tracking(tracking_uri),
+                            cache_dir=settings.model_cache, record=log)
+    result = run_evaluate(spec)
+    typer.echo(spec.precision_note, err=True)
+    typer.echo(lead_time_table(result.metrics, units=result.units, channel_units=channel_units(spec.model.cfg)))
+    typer.echo(json.dumps(result.to_json()))

@@ -64,7 +64,7 @@ def tune_cmd(
     """
     import time
 
-    from predrnn.cli.train import tool_env
+    from predrnn.settings import tool_env
 
     root = tool_env()
     from predrnn.config import load_config

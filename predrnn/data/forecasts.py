@@ -233,3 +233,63 @@ def publish_forecast(staged: StagedForecast, progress: Callable[[int], None] | N
     return publish_version({"root": staged.root, "name": staged.name, "key": staged.key, "version": version,
                             "shape": list(staged.shape), "dtype": np.dtype(np.float32).str, "attrs": attrs},
                            s3=staged.s3)
+
+
+class ForecastClips:
+    """The clips of a published forecast dataset version, as an array of shape (clips, N, H, W, C) read a
+    slice at a time; :meth:`truth` gives its source's frames at the same lead times, the same way.
+
+    Raises:
+        DataError: ``uri`` is not a forecast dataset (written by ``predrnn forecast``).
+    """
+
+    ndim = 5
+
+    def __init__(self, uri: str, s3: dict[str, Any] | None = None) -> None:
+        from predrnn.data.store import open_version
+
+        self.version = fc = open_version(uri, s3)
+        meta = fc.attrs.get("forecast")
+        if not isinstance(meta, dict):
+            raise DataError(f"{fc.uri} is not a forecast dataset (written by `predrnn forecast`); score arrays "
+                            "with --forecast F.npy --truth T.npy")
+        self.meta: dict[str, Any] = meta
+        self.s3 = s3
+        self.shape, self.dtype = fc.shape, fc.dtype
+
+    def __getitem__(self, sl: slice) -> np.ndarray:
+        return self.version.read(np.arange(self.shape[0])[sl])
+
+    def truth(self) -> SourceFrames:
+        """The observed frames that the clips forecast."""
+        return SourceFrames(self)
+
+
+class SourceFrames:
+    """The frames of a forecast dataset's source that it forecast: clip ``source_index[i]``, frames
+    context .. context + horizon - 1, in the source's stored dtype, read a slice at a time.
+
+    Raises:
+        DataError: the source's clips are too short to hold every lead time forecast.
+    """
+
+    ndim = 5
+
+    def __init__(self, fc: ForecastClips) -> None:
+        import zarr
+
+        from predrnn.data.store import open_version
+
+        meta, v = fc.meta, fc.version
+        self.source = open_version(meta["source"], fc.s3)
+        group: Any = zarr.open_group(v.backend.zarr_store(v.manifest["path"], read_only=True), mode="r")
+        self.index = np.asarray(group["source_index"][:], np.int64)
+        self.context, self.horizon = int(meta["context"]), int(meta["horizon"])
+        t_src = self.source.shape[1]
+        if t_src < self.context + self.horizon:
+            raise DataError(f"the source {self.source.uri} has clips of {t_src} frames: no truth for lead times "
+                            f"beyond {t_src - self.context} of the {self.horizon} forecast")
+        self.shape, self.dtype = fc.shape, self.source.dtype
+
+    def __getitem__(self, sl: slice) -> np.ndarray:
+        return self.source.read(self.index[sl])[:, self.context:self.context + self.horizon]

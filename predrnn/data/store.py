@@ -154,10 +154,16 @@ class LocalBackend(Backend):
 
 
 def s3_settings() -> dict[str, Any]:
-    """obstore S3 settings from the environment: endpoint, region and (if set there) credentials.
+    """Where S3 is, from this process's environment: ``{"endpoint", "region", "credentials"[, "profile"]}``.
 
-    Credentials are never taken from code: the standard AWS variables, else the boto3 default
-    chain (profiles, SSO, instance roles) through a credential provider.
+    Never the credentials themselves: ``credentials`` says where each S3 client finds them when it is
+    built, in its own process (``environment``: ``AWS_ACCESS_KEY_ID``/``AWS_SECRET_ACCESS_KEY``;
+    ``profile``: the AWS profile ``profile`` from ``AWS_PROFILE``; ``default chain``: the AWS SDK's
+    chain of shared files, SSO and instance roles). So the settings can travel in a spec, a task
+    parameter or a run record, and a worker resolves the secret itself from its environment.
+    Read by the doors (:meth:`predrnn.settings.Settings.s3`); ``endpoint`` from
+    ``PREDRNN_S3_ENDPOINT_URL`` (or ``AWS_ENDPOINT_URL_S3``/``AWS_ENDPOINT_URL``), ``region`` from
+    ``AWS_REGION``/``AWS_DEFAULT_REGION`` (default ``us-east-1``).
     """
     cfg: dict[str, Any] = {}
     endpoint = (os.environ.get("PREDRNN_S3_ENDPOINT_URL") or os.environ.get("AWS_ENDPOINT_URL_S3")
@@ -166,11 +172,38 @@ def s3_settings() -> dict[str, Any]:
         cfg["endpoint"] = endpoint
     cfg["region"] = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
     if os.environ.get("AWS_ACCESS_KEY_ID") and os.environ.get("AWS_SECRET_ACCESS_KEY"):
-        cfg["access_key_id"] = os.environ["AWS_ACCESS_KEY_ID"]
-        cfg["secret_access_key"] = os.environ["AWS_SECRET_ACCESS_KEY"]
-        if os.environ.get("AWS_SESSION_TOKEN"):
-            cfg["token"] = os.environ["AWS_SESSION_TOKEN"]
+        cfg["credentials"] = "environment"
+    elif os.environ.get("AWS_PROFILE"):
+        cfg["credentials"], cfg["profile"] = "profile", os.environ["AWS_PROFILE"]
+    else:
+        cfg["credentials"] = "default chain"
     return cfg
+
+
+# the keys of the settings that name a place; the rest say where credentials come from
+_S3_CLIENT_KEYS = ("endpoint", "region")
+
+
+_SECRET_KEYS = ("access_key_id", "secret_access_key", "token", "session_token", "aws_access_key_id",
+                "aws_secret_access_key", "secret", "key", "password")
+
+
+def check_s3_settings(s3: dict[str, Any] | None) -> dict[str, Any] | None:
+    """``s3`` as given, after checking that it names no credential (they are never carried as values).
+
+    Raises:
+        ValueError: a key of the settings holds a credential (named; its value is not shown).
+    """
+    held = sorted(k for k in (s3 or {}) if k.lower() in _SECRET_KEYS)
+    if held:
+        raise ValueError(f"S3 settings carry credentials ({', '.join(held)}); give where they come from instead "
+                         "(the environment's AWS_* variables or an AWS profile), never the keys")
+    return s3
+
+
+def s3_client_config(s3: dict[str, Any]) -> dict[str, Any]:
+    """The settings an S3 client is configured with (endpoint, region); credentials are found by the client."""
+    return {k: s3[k] for k in _S3_CLIENT_KEYS if s3.get(k)}
 
 
 _OBSTORE_PID: int | None = None
@@ -197,7 +230,7 @@ class S3Backend(Backend):
         self.bucket = bucket
         self.prefix = prefix.strip("/")
         self.root_uri = f"s3://{bucket}" + (f"/{self.prefix}" if self.prefix else "")
-        self.s3 = dict(s3) if s3 is not None else None
+        self.s3 = dict(check_s3_settings(s3) or {}) if s3 is not None else None
         self.store = self._make(self.prefix)
 
     def __getstate__(self) -> dict[str, Any]:
@@ -213,15 +246,16 @@ class S3Backend(Backend):
         from obstore.store import S3Store
 
         _obstore_usable()  # records the process that starts obstore's runtime
-        cfg = self.settings()
+        settings = self.settings()
+        cfg = s3_client_config(settings)
         endpoint = cfg.get("endpoint", "")
         kwargs: dict[str, Any] = {"client_options": {"allow_http": endpoint.startswith("http://")}}
-        if "access_key_id" not in cfg:
+        if settings.get("credentials") != "environment":  # obstore reads AWS_* itself; profiles through boto3
             try:
                 import boto3
                 from obstore.auth.boto3 import Boto3CredentialProvider
 
-                session = boto3.Session()
+                session = boto3.Session(profile_name=settings.get("profile"))
                 if session.get_credentials() is not None:
                     kwargs["credential_provider"] = Boto3CredentialProvider(session)
             except Exception:  # no usable profile: obstore falls back to its own discovery

@@ -42,7 +42,7 @@ class TrainResult:
     def to_dict(self) -> dict[str, Any]:
         out = dataclasses.asdict(self)
         out["cfg"] = self.cfg.to_dict()
-        out.pop("s3")  # credentials never leave the process
+        out.pop("s3")  # the finishing step is given its own door's S3 settings
         return out
 
     @classmethod

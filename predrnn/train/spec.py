@@ -20,6 +20,7 @@ import torch
 from predrnn.config import ConfigError, ExperimentConfig
 from predrnn.data.batches import per_worker_batch
 from predrnn.data.info import DatasetInfo, validate_dataset
+from predrnn.data.store import check_s3_settings
 from predrnn.errors import PredrnnError
 from predrnn.precision import has_native_bf16, resolve_precision
 from predrnn.train import storage
@@ -45,7 +46,8 @@ class RunSpec:
         run_name: the run directory's name (``storage_path/run_name``).
         state_dir: the local state folder (Ray's session folder goes under it when short enough).
         ray_address: an existing cluster (``HOST:PORT``); None starts a local one.
-        s3: the S3 settings every ``s3://`` location of the run is opened with (also the workers').
+        s3: where the run's ``s3://`` locations are (endpoint, region) and where each process, the workers
+            too, finds the credentials (:func:`predrnn.data.store.s3_settings`); never the keys.
         mlflow_run_id: the MLflow run a resumed run continues; None opens a new run.
         extended_from: a resumed run's previous ``optim.max_iterations`` when it grew.
         fork_checkpoint: the checkpoint whose full training state a forked run starts from.
@@ -69,6 +71,9 @@ class RunSpec:
     init_weights: str | None = None
     tags: dict[str, str] = field(default_factory=dict)
     precision: str = "fp32"
+
+    def __post_init__(self) -> None:
+        check_s3_settings(self.s3)  # credentials are never carried as values
 
     @property
     def run_dir(self) -> str:
@@ -116,9 +121,9 @@ def training_precision(cfg: ExperimentConfig,
 
 
 def run_record(spec: RunSpec, mlflow_run_id: str | None) -> dict[str, Any]:
-    """What a run writes at its start (:data:`RUN_INFO`): its spec without the S3 settings (credentials
-    never go to disk) and its MLflow run."""
-    return {"spec": {**spec.to_dict(), "s3": {}}, "mlflow_run_id": mlflow_run_id}
+    """What a run writes at its start (:data:`RUN_INFO`): its spec (whose S3 settings hold no credential)
+    and its MLflow run."""
+    return {"spec": spec.to_dict(), "mlflow_run_id": mlflow_run_id}
 
 
 def read_run_info(run_dir: str, s3: dict[str, Any] | None = None) -> dict[str, Any] | None:

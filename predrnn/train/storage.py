@@ -19,19 +19,16 @@ from urllib.parse import urlparse
 def _s3(options: dict[str, Any] | None = None) -> Any:
     import pyarrow.fs as pafs
 
-    from predrnn.data.store import s3_settings
+    from predrnn.data.store import check_s3_settings, s3_settings
 
-    cfg = options if options is not None else s3_settings()
+    cfg = (check_s3_settings(options) or {}) if options is not None else s3_settings()
     kwargs: dict[str, Any] = {"region": cfg.get("region", "us-east-1")}
     endpoint = cfg.get("endpoint")
     if endpoint:
         parsed = urlparse(endpoint if "://" in endpoint else f"https://{endpoint}")
         kwargs["endpoint_override"] = parsed.netloc + parsed.path.rstrip("/")
         kwargs["scheme"] = parsed.scheme or "https"
-    if cfg.get("access_key_id"):
-        kwargs.update(access_key=cfg["access_key_id"], secret_key=cfg["secret_access_key"])
-        if cfg.get("token"):
-            kwargs["session_token"] = cfg["token"]
+    # no keys are passed: the AWS SDK finds them in this process (AWS_* variables, AWS_PROFILE, SSO, roles)
     return pafs.S3FileSystem(**kwargs)
 
 

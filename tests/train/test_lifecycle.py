@@ -19,6 +19,28 @@ from predrnn.train.state import META_FILE, MODEL_DIR, iteration_of
 pytestmark = [pytest.mark.slow, pytest.mark.ray, pytest.mark.mlflow]
 
 
+@pytest.fixture(scope="module")
+def local_ray(short_tmp: str, s3_server):
+    """The module's local Ray, started with the S3 server's credentials in its environment, as a door starts
+    it (or as a cluster's nodes are configured): credentials are never carried in a spec, so Ray's own
+    processes (the train controller opening the run storage, the workers) read them from theirs."""
+    from train_helpers import free_port
+
+    from predrnn.train.launch import ensure_ray, shutdown
+
+    temp = os.path.join(short_tmp, f"r{free_port()}")
+    os.makedirs(temp)
+    saved = dict(os.environ)
+    os.environ.update(s3_server.env())
+    try:
+        started = ensure_ray(None, num_cpus=2, temp_dir=temp)
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+    yield
+    shutdown(started)
+
+
 def _cli(*args: str):
     from typer.testing import CliRunner
 

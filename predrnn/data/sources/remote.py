@@ -427,10 +427,9 @@ class _Boto3Client(_Client):
 
         cfg = s3_settings()
         self.bucket = bucket
-        self.s3 = boto3.session.Session().client(
-            "s3", endpoint_url=cfg.get("endpoint"), region_name=cfg["region"],
-            aws_access_key_id=cfg.get("access_key_id"), aws_secret_access_key=cfg.get("secret_access_key"),
-            aws_session_token=cfg.get("token"))
+        # the keys are found by boto3 in this process (AWS_* variables, the profile, SSO, roles), never passed
+        self.s3 = boto3.session.Session(profile_name=cfg.get("profile")).client(
+            "s3", endpoint_url=cfg.get("endpoint"), region_name=cfg["region"])
 
     def list(self, prefix: str) -> list[tuple[str, int, str | None]]:
         out: list[tuple[str, int, str | None]] = []

@@ -1,0 +1,102 @@
+"""A model's forecasts of a whole dataset split as a new forecast dataset version (Ray Data, atomic,
+resumable): the model pinned to one registry version and loaded once, the job checked once, before any
+worker starts. ``predrnn forecast`` and the ``forecast`` flow run it."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from predrnn.batch_forecast import ForecastJob
+from predrnn.jobs.model import JobError, ResolvedModel, job_precision, resolve_model
+
+
+@dataclass(frozen=True)
+class ForecastSpec:
+    """One forecast job, resolved once by :func:`prepare_forecast`.
+
+    Attributes:
+        model: the model, pinned and loaded.
+        job: the checked job (source version and split, clips, context, horizon, output place).
+        workers, gpus_per_worker, batch_size: Ray Data actors (each holding the model), GPUs each, clips
+            per forward pass.
+        precision: the actors' precision, resolved for their device; ``precision_note``: the line saying why.
+        ray_address: an existing Ray cluster; None starts a local one in ``ray_temp_dir``.
+        s3: where S3 is and where each process finds its credentials (never the keys).
+    """
+
+    model: ResolvedModel
+    job: ForecastJob
+    workers: int = 1
+    gpus_per_worker: float = 0.0
+    batch_size: int = 16
+    precision: str = "fp32"
+    precision_note: str = ""
+    ray_address: str | None = None
+    ray_temp_dir: str | None = None
+    s3: dict[str, Any] = field(default_factory=dict)
+
+    def plan(self) -> dict[str, Any]:
+        """What the job will do, for a report: source, clips, context, horizon, model version."""
+        j = self.job
+        return {"source": j.source_uri, "clips": int(j.source_index.size), "context": j.context,
+                "horizon": j.horizon, "model": self.model.ref, "model_version": self.model.version,
+                "workers": self.workers, "precision": self.precision}
+
+    def describe(self) -> str:
+        """One line: what is forecast, with which model, on how many workers, in which precision."""
+        j = self.job
+        return (f"forecasting {j.source_index.size} {j.split} clips of {j.source_uri}: {j.context} context frames "
+                f"-> {j.horizon} lead times, with {self.model.name} on {self.workers} worker(s); "
+                f"{self.precision_note}")
+
+
+def prepare_forecast(model: str, data: str, out: str, *, split: str = "test", horizon: int | None = None,
+                     workers: int = 1, gpus_per_worker: float = 0.0, batch_size: int = 16,
+                     precision: str = "auto", tracking_uri: str | None = None, cache_dir: Path | None = None,
+                     ray_address: str | None = None, ray_temp_dir: str | None = None,
+                     s3: dict[str, Any] | None = None) -> ForecastSpec:
+    """Resolve a forecast job once: the options, the model (pinned and loaded), the model against the data
+    (frames, channels, units, clip length) and the output place; no worker has started.
+
+    Args:
+        model: a model directory, a run's checkpoint folder or a registry reference (:func:`resolve_model`).
+        data: the source dataset version ``ROOT/NAME[@VERSION]``; ``out``: the forecast dataset ``ROOT/NAME``.
+        split, horizon: which clips, and frames forecast (default: the model's training horizon).
+        precision: ``auto``, ``bf16`` or ``fp32``, resolved for the actors' device.
+        tracking_uri: the MLflow store of a registry reference; ``cache_dir``: where its versions are kept.
+        s3: the S3 settings of the door (:func:`predrnn.data.store.s3_settings`).
+
+    Raises:
+        PredrnnError (one line): options out of range, an unknown precision, a model that cannot be loaded, a
+            job that does not fit (:func:`predrnn.batch_forecast.check_job`).
+    """
+    from predrnn.batch_forecast import check_job
+
+    if workers < 1 or batch_size < 1 or gpus_per_worker < 0:
+        raise JobError("--workers and --batch-size must be >= 1, --gpus-per-worker >= 0")
+    resolved, note = job_precision(precision, "cuda" if gpus_per_worker > 0 else "cpu")
+    chosen = resolve_model(model, tracking_uri=tracking_uri, cache_dir=cache_dir)
+    job = check_job(chosen.cfg, data, out, split=split, horizon=horizon, s3=s3)
+    return ForecastSpec(model=chosen, job=job, workers=workers, gpus_per_worker=gpus_per_worker,
+                        batch_size=batch_size, precision=resolved, precision_note=note, ray_address=ray_address,
+                        ray_temp_dir=ray_temp_dir, s3=dict(s3 or {}))
+
+
+def run_forecast(spec: ForecastSpec, *, progress: Callable[[str], None] | None = None,
+                 progress_bars: bool = False) -> dict[str, Any]:
+    """Forecast the job on Ray Data and publish the version (:func:`predrnn.batch_forecast.forecast_dataset`);
+    a run that fails part-way is completed by running the same spec again.
+
+    Returns:
+        ``{"uri", "clips", "resumed", "reused", "forecast_s", "clips_per_s", "workers", "job"}``.
+    """
+    from predrnn.batch_forecast import forecast_dataset
+
+    return forecast_dataset(spec.model.net, spec.model.cfg, spec.job, model_ref=spec.model.recorded,
+                            model_version=spec.model.version, workers=spec.workers,
+                            gpus_per_worker=spec.gpus_per_worker, batch_size=spec.batch_size,
+                            ray_address=spec.ray_address, ray_temp_dir=spec.ray_temp_dir, s3=spec.s3 or None,
+                            progress_bars=progress_bars, progress=progress, precision=spec.precision)
