@@ -2,8 +2,9 @@
 
 1. **Data.** The source is inspected and its content fingerprint looked up among the published
    versions: an unchanged source reuses its version, a changed one is ingested (``ingest`` sub-flow).
-2. **Train.** A preflight checks every split the run will read (train, val, test, and the separate
-   test version if given) before any worker starts; then the ``train`` steps on Ray Train (on the
+2. **Train.** The run is resolved once (:func:`predrnn.jobs.nightly.prepare_nightly`), checking every
+   split it will read (train, val, test, and the separate test version if given) before any worker
+   starts; then the ``train`` steps on Ray Train (on the
    stack's Ray head when ``ray_address`` is set), from scratch, or warm-started from the champion
    where the training library offers it.
 3. **Evaluate.** The new model and the current champion on the *same* held-out test version.
@@ -28,9 +29,9 @@ from pydantic import Field
 from flows.evaluate import evaluate_task
 from flows.ingest import SourceKind, ingest_flow
 from flows.progress import TrainingProgress
-from flows.promote import champion_task, gate_task, gate_value
+from flows.promote import champion_task, gate_task
 from flows.settings import PipelineSettings
-from flows.train import prepare_task
+from predrnn.jobs.promote import gate_value
 from predrnn.scorecard import lower_is_better, markdown
 from predrnn.tracking.registry import metric_tag
 
@@ -49,26 +50,23 @@ def check_source_task(kind: str, source: str, name: str, root: str, options: dic
             "clips": info.get("num_clips") or info.get("clips")}
 
 
-@task(name="preflight")
-def preflight_task(dataset: str, preset: str, overrides: list[str], workers: int,
-                   test_dataset: str | None) -> dict[str, Any]:
-    """Check, before any worker starts, every split the run will read: the training version's train and
-    val splits (enough clips for ``workers``, clips of ``data.total_length`` frames) and its test split, and
-    the separate test version if one is given (a test split, the same frames and values as the training
-    data). Raises :class:`predrnn.data.DataError` naming what is missing."""
+@task(name="prepare-nightly")
+def prepare_task(preset: str, overrides: list[str], dataset: str, workers: int, *, test_dataset: str | None,
+                 tracking_uri: str, state_dir: str, ray_address: str | None, run_name: str,
+                 init_weights: str | None) -> dict[str, Any]:
+    """The retraining resolved once (:func:`predrnn.jobs.nightly.prepare_nightly`): every split the run will
+    read (train, val, test, and the separate test version if given) and the store, checked before any worker
+    starts. Raises :class:`predrnn.data.DataError` (and the other door errors) naming what is missing.
+    Returns the spec's dict (no credential: each process reads its S3 keys itself)."""
     from predrnn.config import load_config
-    from predrnn.data import validate_dataset
+    from predrnn.jobs.nightly import prepare_nightly
     from predrnn.train import configure
-    from predrnn.values import with_values
 
-    cfg = configure(load_config(preset, None, overrides), data=dataset, workers=workers)
-    info = validate_dataset(cfg, dataset, world_size=workers, need_test=True)
-    out = {"dataset": info.to_dict()}
-    if test_dataset:
-        model_cfg = with_values(cfg, info.values) if info.values else cfg
-        out["test_dataset"] = validate_dataset(model_cfg, test_dataset, for_model=True, need_val=False,
-                                               need_test=True).to_dict()
-    return out
+    settings = PipelineSettings()  # this task's door: where S3 is (never the keys)
+    cfg = configure(load_config(preset, None, overrides), workers=workers)
+    return prepare_nightly(cfg, data=dataset, test_dataset=test_dataset, tracking_uri=tracking_uri,
+                           state_dir=state_dir, ray_address=ray_address, s3=settings.s3(), run_name=run_name,
+                           init_weights=init_weights).to_dict()
 
 
 @task(name="train-new-model")
@@ -148,25 +146,25 @@ def nightly_retrain(
         report.append(f"- **data**: source changed (fingerprint `{src['fingerprint'][:12]}`); ingested `{dataset}`")
     log.info("dataset %s", dataset)
 
-    preflight_task(dataset, preset, [*(overrides or []), f"tracking.registered_model={name}"], workers, test_dataset)
     champion = champion_task(name, uri)
     warm = f"models:/{name}/{champion}" if init == "champion" and champion is not None else None
-    s3 = settings.s3()
-    spec = prepare_task(preset, [*(overrides or []), f"tracking.registered_model={name}"], dataset, workers,
-                        tracking_uri=uri, state_dir=str(settings.state), ray_address=address, s3=s3,
-                        run_name=f"nightly-{time.strftime('%Y%m%d-%H%M%S')}", init_weights=warm)
+    nightly = prepare_task(preset, [*(overrides or []), f"tracking.registered_model={name}"], dataset, workers,
+                           test_dataset=test_dataset, tracking_uri=uri, state_dir=str(settings.state),
+                           ray_address=address, run_name=f"nightly-{time.strftime('%Y%m%d-%H%M%S')}",
+                           init_weights=warm)
+    spec, s3 = nightly["run"], settings.s3()
     trained = train_task(spec, str(settings.state / "runs"), s3)
     version = int(trained["model_version"])
     report.append(f"- **training**: {name} v{version} ({trained['init']}, {trained['train_s']} s, "
                   f"MLflow run `{trained['run_id']}`)")
 
-    test_uri = test_dataset or dataset
+    test_uri = nightly["test_dataset"]["uri"]
     new = evaluate_task(f"models:/{name}/{version}", test_uri, "test", 0, uri,
                       cache_dir=str(settings.model_cache))
     new_val = gate_value(new, metric)
     rows = [f"| v{version} (new) | {new['mse']:.4f} | {new['persistence_mse']:.4f} | {_fmt(new_val)} | "
             f"{new['clips']} |"]
-    champ_val = None
+    champ_val, old = None, None
     cards = {f"v{version} (new)": new["scores"]["model"]}
     if champion is not None:
         old = evaluate_task(f"models:/{name}/{champion}", test_uri, "test", 0, uri,
@@ -181,9 +179,8 @@ def nightly_retrain(
                f"| model | test MSE/frame | persistence | {metric} | clips |", "|---|---|---|---|---|", *rows, "",
                "### scorecard", "", markdown(cards, units=new.get("units", "")), ""]
 
-    decision = gate_task(name, version, force=False, margin=gate_margin, tracking_uri=uri,
-                         candidate_value=new_val, champion_value=champ_val, dataset=new["dataset"],
-                         metric=metric_tag(metric))
+    decision = gate_task(name, version, force=False, margin=gate_margin, tracking_uri=uri, candidate=new,
+                         champion=old if champion is not None else None, metric=metric_tag(metric))
     verdict = (f"promoted v{version} to champion" if decision["promoted"]
                else f"kept champion v{decision['champion']}")
     report += [f"**decision**: {verdict}. {decision['reason']}.", "", decision["markdown"]]

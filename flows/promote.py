@@ -29,45 +29,32 @@ def champion_task(model_name: str, tracking_uri: str | None) -> int | None:
 
 
 @task(name="promotion-gate")
-def gate_task(model_name: str, version: int, *, force: bool, margin: float, tracking_uri: str | None,
-              candidate_value: float | None = None, champion_value: float | None = None,
-              dataset: str | None = None, metric: str = "test_mse") -> dict[str, Any]:
-    """Compare on ``metric`` (a version tag, its direction from its name) and, if the gate passes (or
-    ``force``), move ``champion`` atomically.
+def gate_task(model_name: str, version: int, *, force: bool, margin: float, tracking_uri: str,
+              candidate: dict[str, Any] | None = None, champion: dict[str, Any] | None = None,
+              metric: str = "test_mse") -> dict[str, Any]:
+    """The gate (:func:`predrnn.jobs.promote.run_promote`) on the evaluations the flow ran (or, without them,
+    on the scores recorded at registration); if it passes (or ``force``), ``champion`` moves atomically.
 
     A promotion that fails (the store down mid-way) is recorded as ``promotion.decision=failed`` with the
     error, waiting up to ``FAILURE_RECORD_WAIT_S`` for the store to come back, and reported as a
     ``promotion`` artifact before the task fails. The alias moves as the promoter
     (``PREDRNN_PROMOTER_USERNAME``/``PREDRNN_PROMOTER_PASSWORD``, the stack's ``promoter`` account)."""
+    from predrnn.jobs.promote import prepare_promote, run_promote
     from predrnn.settings import Settings
-    from predrnn.tracking.registry import RegistryError, promote, record_failure
+    from predrnn.tracking.registry import RegistryError, record_failure
 
+    spec = prepare_promote(model_name, version, metric=metric, margin=margin, force=force, tracking_uri=tracking_uri)
     try:  # the promoter's account is read here, in the flow's process: never a parameter of the task
-        decision = promote(model_name, version, force=force, margin=margin, tracking_uri=tracking_uri,
-                           candidate_value=candidate_value, champion_value=champion_value, dataset=dataset,
-                           metric=metric, promoter=Settings().promoter())
+        result = run_promote(spec, promoter=Settings().promoter(), candidate=candidate, champion=champion)
     except RegistryError as err:
-        written = tracking_uri is not None and record_failure(model_name, version, str(err),
-                                                              tracking_uri=tracking_uri, wait_s=FAILURE_RECORD_WAIT_S)
+        written = record_failure(model_name, version, str(err), tracking_uri=tracking_uri,
+                                 wait_s=FAILURE_RECORD_WAIT_S)
         note = ("recorded on the version as `promotion.decision=failed`" if written else
                 "the store stayed unreachable: the version reads `pending` until the next promotion settles it")
         create_markdown_artifact(key="promotion", markdown=f"**promotion of {model_name} v{version} failed**: "
                                  f"{err}\n\n{note}", description=f"{model_name} v{version}: failed")
         raise
-    return {**decision.to_dict(), "markdown": decision.markdown()}
-
-
-def gate_value(evaluation: dict[str, Any], metric: str) -> float | None:
-    """The model's value of ``metric`` (mean over lead times) in an ``evaluate_task`` result.
-
-    Raises:
-        ValueError: the evaluation has no such score (e.g. CSI at a threshold that was not scored).
-    """
-    name = metric.removeprefix("test_")
-    summary = evaluation["summary"]
-    if name not in summary:
-        raise ValueError(f"the evaluation has no score {name!r}; it has {sorted(summary)}")
-    return float(summary[name])
+    return {**result.to_dict(), "markdown": result.decision.markdown()}
 
 
 def publish_decision(decision: dict[str, Any], extra: str = "") -> None:
@@ -99,30 +86,26 @@ def promote_flow(
         tracking_uri: MLflow store (default ``$MLFLOW_TRACKING_URI``).
         metric: the score compared (mean over lead times), its direction known (:mod:`predrnn.scorecard`).
     """
-    from predrnn.scorecard import lower_is_better
-    from predrnn.tracking.registry import metric_tag
+    from predrnn.jobs.promote import prepare_promote
 
-    lower_is_better(metric)  # an unknown score fails before any evaluation
     settings = PipelineSettings()
     name = model_name or settings.model_name
-    uri = settings.tracking(tracking_uri)
-    gate_margin = settings.margin if margin is None else margin
-    cand_val = champ_val = None
+    # every option checked before any evaluation (an unknown score, a margin out of range)
+    spec = prepare_promote(name, version, metric=metric, margin=settings.margin if margin is None else margin,
+                           force=force, tracking_uri=settings.tracking(tracking_uri), dataset=dataset)
+    cand = champ = None
     table = ""
     if dataset:
-        champion = champion_task(name, uri)
-        cand = evaluate_task(f"models:/{name}/{version}", dataset, "test", 0, uri,
-                      cache_dir=str(settings.model_cache))
-        cand_val, dataset = gate_value(cand, metric), cand["dataset"]
+        champion = champion_task(name, spec.tracking_uri)
+        cand = evaluate_task(f"models:/{name}/{version}", dataset, "test", 0, spec.tracking_uri,
+                             cache_dir=str(settings.model_cache))
         table = f"candidate v{version}:\n```\n{cand['table']}\n```\n\n{cand['scorecard']}"
         if champion is not None and champion != version:
-            champ = evaluate_task(f"models:/{name}/{champion}", dataset, "test", 0, uri,
-                      cache_dir=str(settings.model_cache))
-            champ_val = gate_value(champ, metric)
+            champ = evaluate_task(f"models:/{name}/{champion}", cand["dataset"], "test", 0, spec.tracking_uri,
+                                  cache_dir=str(settings.model_cache))
             table += f"\n\nchampion v{champion}:\n```\n{champ['table']}\n```\n\n{champ['scorecard']}"
-    decision = gate_task(name, version, force=force, margin=gate_margin, tracking_uri=uri,
-                         candidate_value=cand_val, champion_value=champ_val, dataset=dataset,
-                         metric=metric_tag(metric))
+    decision = gate_task(name, version, force=force, margin=spec.margin, tracking_uri=spec.tracking_uri,
+                         candidate=cand, champion=champ, metric=spec.metric)
     get_run_logger().info("%s v%s: %s (%s)", name, version, "promoted" if decision["promoted"] else "refused",
                           decision["reason"])
     publish_decision(decision, table)

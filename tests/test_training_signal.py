@@ -59,7 +59,7 @@ def test_the_training_loop_feeds_the_schedules_mask(monkeypatch):
     from predrnn.config import load_config
     from predrnn.data.batches import mask_generator
     from predrnn.sampling import sampling_mask
-    from predrnn.train import loop
+    from predrnn.train import rank_loop as loop
 
     cfg = load_config("quick", overrides=["data.img_height=8", "data.img_width=8", "data.input_length=3",
                                           "data.total_length=6", "model.patch_size=2", "model.num_hidden=[4]",

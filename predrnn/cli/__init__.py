@@ -1,7 +1,7 @@
 """The ``predrnn`` command line: each command is one call into the library.
 
 The commands are plain functions in this package's modules (:mod:`.forecast`, :mod:`.score`, :mod:`.bench`,
-:mod:`.data`, :mod:`.train`, :mod:`.ops`, :mod:`.stack`, :mod:`.tune`), each an adapter of a use case of
+:mod:`.ingest`, :mod:`.data`, :mod:`.train`, :mod:`.ops`, :mod:`.stack`, :mod:`.tune`), each an adapter of a use case of
 :mod:`predrnn.jobs` (or of training); they are registered here, each behind the one error handler
 :func:`~predrnn.cli.common.guarded` (a :class:`~predrnn.errors.PredrnnError` -> ``error: <message>``, exit 2).
 """
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import typer
 
-from predrnn.cli import bench, data, forecast, ops, score, stack, train, tune
+from predrnn.cli import bench, data, forecast, ingest, ops, score, stack, train, tune
 from predrnn.cli.common import guarded
 
 app = typer.Typer(help="PredRNN-V2 spatiotemporal forecasting: data, training, tuning, tracking, serving.",
@@ -21,7 +21,7 @@ app.command("predict")(guarded(forecast.predict_cmd))
 app.command("forecast")(guarded(forecast.forecast_cmd))
 app.command("score")(guarded(score.score_cmd))
 app.command("bench")(guarded(bench.bench_cmd))
-app.command("ingest")(guarded(data.ingest_cmd))
+app.command("ingest")(guarded(ingest.ingest_cmd))
 app.command("train")(guarded(train.train_cmd))
 app.command("evaluate")(guarded(train.evaluate_cmd))
 app.command("promote")(guarded(ops.promote_cmd))

@@ -1,5 +1,5 @@
 """What every CLI command shares: the one way a command fails, the one handler of the library's errors,
-and the list options of ``score`` and ``evaluate``."""
+the ``--precision`` option, and the list options of ``score`` and ``evaluate``."""
 
 from __future__ import annotations
 
@@ -47,17 +47,15 @@ PrecisionOpt = Annotated[str, typer.Option(
 
 def door_precision(requested: str, device: str, task: str = "forecast") -> tuple[str, str]:
     """``--precision`` resolved once for ``device`` (``cpu``/``cuda``) and ``task`` (``forecast``/``train``):
-    ``(precision, line)``, the line saying which and why (:mod:`predrnn.precision`), for the command to
-    print once its input is checked (a refused input stays a one-line error). Raises typer.Exit(2) for a
-    value that is not ``auto``, ``bf16`` or ``fp32``."""
-    from predrnn.precision import PrecisionError, Task, describe, resolve_precision
+    ``(precision, line)``, the line saying which and why, for the command to print once its input is checked
+    (a refused input stays a one-line error); the jobs' own rule (:func:`predrnn.jobs.model.job_precision`).
+    Raises typer.Exit(2) for a value that is not ``auto``, ``bf16`` or ``fp32``."""
+    from predrnn.jobs.model import JobError, job_precision
 
-    kind: Task = "train" if task == "train" else "forecast"
     try:
-        resolved = resolve_precision(requested, device, kind)
-    except PrecisionError as err:
-        raise fail(f"--precision: {err}") from None
-    return resolved, describe(requested, resolved, device, kind)
+        return job_precision(requested, device, task)
+    except JobError as err:
+        raise fail(str(err)) from None
 
 
 def parse_list(text: str | None, kind: type, option: str) -> list | None:
@@ -71,14 +69,6 @@ def parse_list(text: str | None, kind: type, option: str) -> list | None:
     except ValueError:
         raise fail(f"{option} takes a comma-separated list of {'numbers' if kind is float else 'integers'}, "
                    f"e.g. {examples.get(option, '1,2')}; got {text!r}") from None
-
-
-def check_pools_and_scales(pools: list[int], scales: list[int]) -> None:
-    """Pooled-CSI blocks >= 1 and FSS windows odd and >= 1; raises typer.Exit(2) naming the option."""
-    if any(k < 1 for k in pools):
-        raise fail(f"--pool block sizes must be >= 1 pixel, got {pools}")
-    if any(n < 1 or n % 2 == 0 for n in scales):
-        raise fail(f"--fss-scales must be odd window sizes >= 1 pixel (centred windows), got {scales}")
 
 
 def score_labels(text: str | None) -> list[str] | None:

@@ -9,8 +9,7 @@ from typing import Annotated
 
 import typer
 
-from predrnn.cli.common import PrecisionOpt, door_precision, fail
-from predrnn.errors import PredrnnError
+from predrnn.cli.common import PrecisionOpt, door_precision
 
 
 def _store(tracking_uri: str | None) -> str:
@@ -33,29 +32,29 @@ def promote_cmd(
     metric: Annotated[str, typer.Option("--metric", help="score compared (mean over lead times): mse, mae, "
                                         "rmse, csi_m, csi_<thr>, pod_<thr>, far_<thr>, hss_<thr>, "
                                         "fss_<thr>_n<N>, csi_pool<K>_<thr>; direction known")] = "mse",
+    data: Annotated[str | None, typer.Option("--data", help="evaluate the candidate and the champion on this "
+                                             "dataset version's test split first (as the promote flow does) "
+                                             "and compare those scores")] = None,
     tracking_uri: TrackingOpt = None,
 ) -> None:
     """Move alias `champion` to VERSION if it beats the champion by the margin on --metric (test MSE).
 
-    Compares the test scores recorded on both versions at registration (they must share a dataset;
-    the `promote` flow re-evaluates both on one test version). Lower is better for mse/mae/rmse/far,
-    higher for csi/pod/hss/fss. Exit code 1 when the gate refuses. On a tracking server with
-    authentication the alias moves as $PREDRNN_PROMOTER_USERNAME (only promoters move `champion`).
+    Without --data, compares the test scores recorded on both versions at registration (they must share a
+    dataset). Lower is better for mse/mae/rmse/far, higher for csi/pod/hss/fss. Exit code 1 when the gate
+    refuses. On a tracking server with authentication the alias moves as $PREDRNN_PROMOTER_USERNAME (only
+    promoters move `champion`).
     """
+    from predrnn.jobs.promote import prepare_promote, run_promote
     from predrnn.settings import Settings
-    from predrnn.tracking.registry import metric_tag, promote
 
-    try:
-        store = _store(tracking_uri)
-        decision = promote(model, version, force=force, margin=margin, tracking_uri=store,
-                           metric=metric_tag(metric), promoter=Settings().promoter())
-    except PredrnnError:
-        raise  # the CLI's error handler
-    except ValueError as err:
-        raise fail(str(err)) from None
-    typer.echo(decision.markdown())
-    typer.echo(json.dumps(decision.to_dict()))
-    if not decision.promoted:
+    store = _store(tracking_uri)
+    settings = Settings()  # read once, here: the promoter's account stays in this process
+    spec = prepare_promote(model, version, metric=metric, margin=margin, force=force, tracking_uri=store,
+                           dataset=data, cache_dir=settings.model_cache)
+    result = run_promote(spec, promoter=settings.promoter())
+    typer.echo(result.markdown())
+    typer.echo(json.dumps(result.to_dict()))
+    if not result.decision.promoted:
         raise typer.Exit(1)
 
 

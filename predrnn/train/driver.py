@@ -18,36 +18,49 @@ from typing import Any
 from predrnn.config import ExperimentConfig
 from predrnn.data.batches import ClipSource, ZarrSource
 from predrnn.train import launch, storage
-from predrnn.train.loop import DIVERGED, SELECTION, train_loop_per_worker
+from predrnn.train.loop import DIVERGED, SELECTION, WorkerJob, train_loop_per_worker
 from predrnn.train.spec import RUN_INFO, RunSpec, TrainError, run_record
 
 
 @dataclass
 class TrainResult:
-    """Where a finished training left its things."""
+    """Where a finished training left its things, with the run it trained (its config, dataset version,
+    MLflow store and S3 settings are the spec's)."""
 
-    cfg: ExperimentConfig
-    dataset: dict[str, Any]
+    spec: RunSpec
     run_dir: str
     best_checkpoint: str
     latest_checkpoint: str
     best_metrics: dict[str, Any]
-    tracking_uri: str | None
     run_id: str | None
     wall_s: float
     checkpoints: list[str] = field(default_factory=list)
     last_report: dict[str, Any] = field(default_factory=dict)
-    s3: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    @property
+    def cfg(self) -> ExperimentConfig:
+        return self.spec.cfg
+
+    @property
+    def dataset(self) -> dict[str, Any]:
+        return self.spec.dataset.to_dict()
+
+    @property
+    def tracking_uri(self) -> str | None:
+        return self.spec.tracking_uri
+
+    @property
+    def s3(self) -> dict[str, Any]:
+        return self.spec.s3
 
     def to_dict(self) -> dict[str, Any]:
-        out = dataclasses.asdict(self)
-        out["cfg"] = self.cfg.to_dict()
-        out.pop("s3")  # the finishing step is given its own door's S3 settings
-        return out
+        """JSON types only, no credential (the spec's S3 settings hold none)."""
+        return {**{f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "spec"},
+                "spec": self.spec.to_dict()}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TrainResult:
-        return cls(**{**data, "cfg": ExperimentConfig.from_dict(data["cfg"])})
+        return cls(**{**data, "spec": RunSpec.from_dict(data["spec"])})
 
 
 def initial_weights(cfg: ExperimentConfig, ref: str, tracking_uri: str | None,
@@ -143,10 +156,9 @@ def train(spec: RunSpec, *, max_failures: int = 2, log_every: int | None = None,
     # Ray gets the filesystem opened with the run's S3 settings (a bare s3:// URI would make it look for AWS)
     ray_fs, ray_storage = (storage.filesystem(spec.storage_path, s3) if "://" in spec.storage_path
                            else (None, spec.storage_path))
-    loop_config = {"spec": spec.to_dict(), "source": source or ZarrSource(spec.dataset.uri, spec.s3 or None),
-                   "init_state": init_state,
-                   "log_every": log_every or max(1, min(50, cfg.optim.max_iterations // 30))}
-    trainer = launch.torch_trainer(train_loop_per_worker, loop_config, cfg, name=spec.run_name,
+    job = WorkerJob(spec=spec, source=source or ZarrSource(spec.dataset.uri, spec.s3 or None), init_state=init_state,
+                    log_every=log_every or max(1, min(50, cfg.optim.max_iterations // 30)))
+    trainer = launch.torch_trainer(train_loop_per_worker, job.config(), cfg, name=spec.run_name,
                                    storage_path=ray_storage, storage_filesystem=ray_fs, max_failures=max_failures,
                                    num_to_keep=cfg.optim.keep_best, score_attribute=SELECTION,
                                    placement_strategy=placement_strategy, extra_resources=resources_per_worker)
@@ -182,7 +194,6 @@ def train(spec: RunSpec, *, max_failures: int = 2, log_every: int | None = None,
         # Ray gives filesystem paths; keep the scheme so remote checkpoints stay addressable.
         return ck.path if not scheme or ck.path.startswith(scheme) else scheme + ck.path
 
-    return TrainResult(cfg=cfg, dataset=spec.dataset.to_dict(), run_dir=run_dir, best_checkpoint=where(best),
-                       latest_checkpoint=where(latest), best_metrics={"val_mse": best_score},
-                       tracking_uri=uri, run_id=run_id, wall_s=time.perf_counter() - t0,
-                       checkpoints=sorted(where(ck) for _, ck in scored), last_report=report, s3=s3)
+    return TrainResult(spec=spec, run_dir=run_dir, best_checkpoint=where(best), latest_checkpoint=where(latest),
+                       best_metrics={"val_mse": best_score}, run_id=run_id, wall_s=time.perf_counter() - t0,
+                       checkpoints=sorted(where(ck) for _, ck in scored), last_report=report)

@@ -76,7 +76,7 @@ def run_trial(config: dict[str, Any], search: Search) -> None:
 
     from predrnn.data.batches import ZarrSource
     from predrnn.train import launch
-    from predrnn.train.loop import SELECTION, train_loop_per_worker
+    from predrnn.train.loop import SELECTION, WorkerJob, train_loop_per_worker
 
     tctx = ray.tune.get_context()
     trial_id = tctx.get_trial_id()
@@ -86,9 +86,8 @@ def run_trial(config: dict[str, Any], search: Search) -> None:
     run_id = open_child_run(search, cfg, trial_id, config) if search.spec.tracking_uri else None
     spec = dataclasses.replace(search.spec, cfg=cfg, storage_path=f"{search.experiment_dir}/train",
                                run_name=f"trial-{trial_id}", mlflow_run_id=run_id, tags={})
-    loop_config = {"spec": spec.to_dict(), "source": ZarrSource(spec.dataset.uri, spec.s3 or None), "init_state": None,
-                   "log_every": search.interval}
-    trainer = launch.torch_trainer(train_loop_per_worker, loop_config, cfg, name=spec.run_name,
+    job = WorkerJob(spec=spec, source=ZarrSource(spec.dataset.uri, spec.s3 or None), log_every=search.interval)
+    trainer = launch.torch_trainer(train_loop_per_worker, job.config(), cfg, name=spec.run_name,
                                    storage_path=spec.storage_path, max_failures=search.settings.max_failures,
                                    num_to_keep=max(2, min(cfg.optim.keep_best, 3)), score_attribute=SELECTION,
                                    callbacks=[TuneReportCallback()])

@@ -10,10 +10,12 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -65,13 +67,42 @@ def _is_api_server(cmd: str) -> bool:
     return "prefect.server.api.server" in cmd
 
 
+def _files_holding(folders: list[Path], secrets: dict[str, str]) -> tuple[int, list[str]]:
+    """How many files the folders hold, and which of them hold one of the secrets in clear."""
+    scanned, found = 0, []
+    for folder in folders:
+        for path in folder.rglob("*"):
+            if not path.is_file() or path.is_symlink():
+                continue
+            try:
+                data = path.read_bytes()
+            except OSError:  # gone since the listing
+                continue
+            scanned += 1
+            found += [f"{path}: {name}" for name, secret in secrets.items() if secret.encode() in data]
+    return scanned, found
+
+
 def test_main_job_runs_end_to_end_and_leaves_nothing_running(tmp_path):
+    """The main job end to end, with canary credentials in its environment for the whole run (S3 keys, the
+    promoter's and MLflow's passwords): none of them appears in a line printed or in any file the job wrote
+    (Prefect's database, MLflow's store and artifacts, Ray's session and logs, the run folders)."""
     env, mark = _job_env(tmp_path / "state")
+    canary = {var: f"canary-{var.lower()}-{uuid.uuid4().hex}" for var in
+              ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "PREDRNN_PROMOTER_PASSWORD",
+               "MLFLOW_TRACKING_PASSWORD")}
+    temp = Path(tempfile.mkdtemp(prefix="mj", dir="/tmp"))  # short: Ray's sockets live under it
+    env.update(canary, TMPDIR=str(temp))
     try:
         out = subprocess.run([sys.executable, "-m", "flows.run", "--clips", "40", "--iterations", "3",
                               "--workers", "1"], cwd=tmp_path, env=env, capture_output=True, text=True,
                              timeout=600)
         assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+        printed = [name for name, secret in canary.items() if secret in out.stdout + out.stderr]
+        assert not printed, f"printed: {printed}"
+        scanned, leaked = _files_holding([tmp_path, temp], canary)
+        assert not leaked, leaked
+        assert scanned > 50, scanned  # the Prefect and MLflow databases, Ray's logs, the run folders
         summary = json.loads(out.stdout.strip().splitlines()[-1])
         horizon = len(summary["test_mse_per_frame"])
         assert horizon == len(summary["persistence_mse_per_frame"]) == 10
@@ -93,6 +124,7 @@ def test_main_job_runs_end_to_end_and_leaves_nothing_running(tmp_path):
         assert not left, f"still running after the job finished: {left}"
     finally:
         _kill_all(mark)
+        shutil.rmtree(temp, ignore_errors=True)
 
 
 def test_sigterm_mid_training_stops_the_job_and_everything_it_started(tmp_path):

@@ -88,14 +88,15 @@ def test_static_field_end_to_end_in_mm_per_hour(local_ray, static_rain, tmp_path
     np.save(tmp_path / "ctx.npy", test_ctx)
     res = runner.invoke(app, ["predict", "--model", str(tmp_path / "out" / "model"), "--input",
                               str(tmp_path / "ctx.npy"), "--horizon", "3", "--output", str(tmp_path / "p.npy"),
-                              "--gif", str(tmp_path / "p.gif")])
+                              "--gif", str(tmp_path / "p.gif"), "--precision", "fp32"])  # compared in fp32 below
     assert res.exit_code == 0 and "in mm/h" in res.output, res.output
     from_dir = np.load(tmp_path / "p.npy")
     assert from_dir.shape == (2, 3, 32, 32, 1) and np.isfinite(from_dir).all() and from_dir.min() >= 0.0
     finite = clips[np.isfinite(clips)]
     assert abs(float(from_dir.mean()) - float(finite.mean())) < 2 * float(finite.std())  # mm/h, not standardised
     res = runner.invoke(app, ["predict", "--model", "models:/predrnn-v2/1", "--input", str(tmp_path / "ctx.npy"),
-                              "--horizon", "3", "--output", str(tmp_path / "r.npy"), "--tracking-uri", tracking])
+                              "--horizon", "3", "--output", str(tmp_path / "r.npy"), "--tracking-uri", tracking,
+                              "--precision", "fp32"])
     assert res.exit_code == 0, res.output
     np.testing.assert_array_equal(np.load(tmp_path / "r.npy"), from_dir)
     bad = runner.invoke(app, ["predict", "--model", str(tmp_path / "out" / "model"), "--input",
@@ -107,7 +108,8 @@ def test_static_field_end_to_end_in_mm_per_hour(local_ray, static_rain, tmp_path
     port = free_port()
     env = {**os.environ, "MLFLOW_TRACKING_URI": tracking}
     serve = subprocess.Popen([str(Path(sys.executable).parent / "predrnn"), "serve", "--model",
-                              "models:/predrnn-v2/1", "--port", str(port), "--tracking-uri", tracking], env=env,
+                              "models:/predrnn-v2/1", "--port", str(port), "--tracking-uri", tracking,
+                              "--precision", "fp32"], env=env,
                              start_new_session=True, stdout=open(tmp_path / "serve.log", "wb"),  # noqa: SIM115
                              stderr=subprocess.STDOUT)
     try:

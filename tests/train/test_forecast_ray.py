@@ -168,7 +168,7 @@ def test_a_killed_job_publishes_nothing_and_its_rerun_completes_it(local_ray, mo
                      width=32, seed=1)
     out = tmp_path / "fc" / "long-fc"
     args = ["forecast", "--model", str(model_dir), "--data", src_uri, "--out", str(out), "--split", "all",
-            "--workers", "2", "--batch-size", "1"]
+            "--workers", "2", "--batch-size", "1", "--precision", "fp32"]  # compared with an fp32 forecast
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen([sys.executable, "-m", "predrnn.cli", *args, "--ray-address",
                              ray.get_runtime_context().gcs_address], env=env, start_new_session=True,

@@ -219,9 +219,12 @@ def test_a_dataset_without_test_split_fails_before_training(tmp_path, tracking_u
 
 
 def test_nightly_preflight_names_each_split_it_cannot_use(tmp_path):
-    """nightly-retrain checks the training version's splits and the separate test version before training."""
-    from flows.nightly import preflight_task
+    """nightly-retrain resolves its run once (prepare_nightly): the training version's splits and the separate
+    test version are checked before training, each refusal naming what does not fit."""
+    from predrnn.config import load_config
     from predrnn.data import ingest
+    from predrnn.jobs.nightly import NightlySpec, prepare_nightly
+    from predrnn.train import configure
 
     folder = tmp_path / "mine"
     folder.mkdir()
@@ -233,13 +236,20 @@ def test_nightly_preflight_names_each_split_it_cannot_use(tmp_path):
     other = ingest("moving-digits", "", "other", str(tmp_path / "data"), num_clips=6, frames=8, height=48, width=48)
     rain = ingest("storm-cells", "", "rain", str(tmp_path / "data"), num_clips=6, frames=8, height=32, width=32)
     overrides = ["data.img_height=32", "data.img_width=32", "data.input_length=4", "data.total_length=8"]
+
+    def preflight(data: str, changes: list[str], test: str | None) -> NightlySpec:
+        cfg = configure(load_config("quick", None, changes), workers=1)
+        return prepare_nightly(cfg, data=data, test_dataset=test, state_dir=tmp_path / "state")
+
     with pytest.raises(DatasetError, match="has no test split, which the run's final evaluation needs"):
-        preflight_task.fn(no_test, "quick", overrides, 1, None)
+        preflight(no_test, overrides, None)
     with pytest.raises(DatasetError, match=r"other@.* has frames of 48x48x1 .* expects 32x32x1"):
-        preflight_task.fn(full, "quick", overrides, 1, other)
+        preflight(full, overrides, other)
     with pytest.raises(DatasetError, match=r"rain@.* holds a field in 'mm/h' but the model was trained on image data"):
-        preflight_task.fn(full, "quick", overrides, 1, rain)
+        preflight(full, overrides, rain)
     with pytest.raises(DatasetError, match="clips of 8 frames.*total_length=12"):
-        preflight_task.fn(full, "quick", [*overrides[:2], "data.total_length=12"], 1, None)
-    checked = preflight_task.fn(full, "quick", overrides, 1, full)
-    assert checked["test_dataset"]["splits"]["test"] == 2
+        preflight(full, [*overrides[:2], "data.total_length=12"], None)
+    checked = preflight(full, overrides, full)
+    assert checked.test_dataset.splits["test"] == 2 and checked.run.dataset.uri == checked.test_dataset.uri
+    assert NightlySpec.from_dict(checked.to_dict()) == checked  # what the flow passes between its tasks
+    assert preflight(full, overrides, None).test_dataset == checked.run.dataset  # default: the training version
