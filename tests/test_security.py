@@ -106,3 +106,43 @@ def test_cli_refuses_disabled_ray_auth_in_one_line(tmp_path):
 def test_env_files_are_ignored_by_git():
     for name in (".env", "infra/.env", ".state/stack/secrets/credentials.env"):
         assert subprocess.run(["git", "check-ignore", "-q", name], cwd=REPO).returncode == 0, name
+
+
+def test_s3_settings_say_where_credentials_come_from_never_the_keys(monkeypatch):
+    """What a door reads for S3 travels in specs, task parameters and run records: the endpoint, the region
+    and the credentials' source, never a key; settings that carry one are refused by name, value unshown."""
+    from predrnn.data.store import check_s3_settings
+    from predrnn.settings import Settings
+
+    key, secret = "AKIA-canary-id", "canary-secret-value"
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", key)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", secret)
+    monkeypatch.setenv("AWS_SESSION_TOKEN", "canary-token")
+    monkeypatch.setenv("PREDRNN_S3_ENDPOINT_URL", "http://127.0.0.1:9")
+    s3 = Settings.s3()
+    assert s3 == {"endpoint": "http://127.0.0.1:9", "region": s3["region"], "credentials": "environment"}
+    assert not any(v in repr(s3) for v in (key, secret, "canary-token"))
+    monkeypatch.delenv("AWS_ACCESS_KEY_ID")
+    monkeypatch.setenv("AWS_PROFILE", "radar")
+    assert Settings.s3()["credentials"] == "profile" and Settings.s3()["profile"] == "radar"
+    with pytest.raises(ValueError, match=r"carry credentials \(secret_access_key\)") as err:
+        check_s3_settings({"endpoint": "http://x", "secret_access_key": secret})
+    assert secret not in str(err.value)
+
+
+def test_a_run_spec_holding_an_s3_key_is_refused(tmp_path):
+    """RunSpec refuses credentials in its S3 settings, so no spec, task parameter or run record can hold one."""
+    import dataclasses
+
+    from predrnn.config import load_config
+    from predrnn.data import ingest
+    from predrnn.train import configure, prepare
+
+    uri = ingest("moving-digits", "", "d", str(tmp_path / "data"), num_clips=8, frames=8, height=32, width=32)
+    cfg = configure(load_config("quick", None, ["data.img_height=32", "data.img_width=32", "data.input_length=4",
+                                                "data.total_length=8", "optim.batch_size=2"]), workers=1)
+    where = {"region": "us-east-1", "credentials": "environment"}
+    spec = prepare(cfg, data=uri, state_dir=tmp_path / "state", s3=where)
+    assert spec.to_dict()["s3"] == where
+    with pytest.raises(ValueError, match="carry credentials"):
+        dataclasses.replace(spec, s3={"access_key_id": "AKIA", "secret_access_key": "s"})

@@ -48,5 +48,29 @@ stack_app.command("deploy")(guarded(stack.deploy_cmd))
 app.add_typer(stack_app, name="stack")
 
 
-def main() -> None:  # pragma: no cover - console entry
-    app()
+def main(argv: list[str] | None = None) -> None:
+    """The console entry (``predrnn``, ``python -m predrnn.cli``): the app, with usage mistakes (an unknown or
+    missing option, a value of the wrong type) reported like every bad input: one line ``error: <message>``
+    naming the command and its ``--help``, exit code 2.
+
+    Raises:
+        SystemExit: with the command's exit code.
+    """
+    try:  # typer >= 0.24 runs on a click of its own
+        from typer._click.exceptions import NoArgsIsHelpError, UsageError
+    except ImportError:  # pragma: no cover - typer on the installed click
+        from click.exceptions import NoArgsIsHelpError, UsageError  # type: ignore[no-redef,assignment]
+
+    try:
+        code = app(args=argv, prog_name="predrnn", standalone_mode=False)
+    except NoArgsIsHelpError as err:  # a command group alone: its help, as --help shows it
+        typer.echo(err.ctx.get_help() if err.ctx is not None else str(err))
+        raise SystemExit(2) from None
+    except UsageError as err:
+        where = f" (see `{err.ctx.command_path} --help`)" if err.ctx is not None else ""
+        typer.echo(f"error: {' '.join(err.format_message().split())}{where}", err=True)
+        raise SystemExit(2) from None
+    except typer.Abort:
+        typer.echo("aborted", err=True)
+        raise SystemExit(130) from None
+    raise SystemExit(code if isinstance(code, int) else 0)

@@ -75,8 +75,10 @@ def prepare_forecast(model: str, data: str, out: str, *, split: str = "test", ho
     """
     from predrnn.batch_forecast import check_job
 
-    if workers < 1 or batch_size < 1 or gpus_per_worker < 0:
-        raise JobError("--workers and --batch-size must be >= 1, --gpus-per-worker >= 0")
+    for option, value, least in (("--workers", workers, 1), ("--batch-size", batch_size, 1),
+                                 ("--gpus-per-worker", gpus_per_worker, 0)):
+        if value < least:
+            raise JobError(f"{option} must be >= {least}, got {value}")
     resolved, note = job_precision(precision, "cuda" if gpus_per_worker > 0 else "cpu")
     chosen = resolve_model(model, tracking_uri=tracking_uri, cache_dir=cache_dir)
     job = check_job(chosen.cfg, data, out, split=split, horizon=horizon, s3=s3)

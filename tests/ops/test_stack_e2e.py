@@ -428,8 +428,9 @@ def test_evaluate_and_promote_flows_and_the_registry_commands(shared, monkeypatc
     client = MlflowClient(uri, uri)
     prefect = {PREFECT_API_URL: stack.s.prefect_api_url, PREFECT_API_AUTH_STRING: stack.secrets.prefect_auth_string()}
     with temporary_settings(updates=prefect):  # flows run in this process
-        ev = evaluate_flow(model=f"models:/{MODEL}@champion", dataset=shared.dataset)
-        assert ev["clips"] > 0 and ev["mse"] > 0 and ev["dataset"] == shared.dataset
+        # fp32, as registration scored it (auto is bf16 on a CPU with native bf16)
+        ev = evaluate_flow(model=f"models:/{MODEL}@champion", dataset=shared.dataset, precision="fp32")
+        assert ev["clips"] > 0 and ev["mse"] > 0 and ev["dataset"] == shared.dataset and ev["precision"] == "fp32"
         assert ev["mse"] == pytest.approx(float(client.get_model_version(MODEL, "1").tags["test_mse"]), rel=1e-6)
 
         out = promote_flow(version=candidate, dataset=shared.dataset, margin=0.99)
