@@ -21,7 +21,6 @@ class ResolvedModel:
             alias never moves under a running job); None for a model directory or a ``runs:/`` URI.
         cfg: the model's experiment config (its values: units, normalisation, thresholds).
         net: the loaded forecaster (``nn.Module``), in eval mode.
-        tracking_uri: the MLflow store a registry reference was resolved in; None for a model directory.
     """
 
     ref: str
@@ -29,7 +28,6 @@ class ResolvedModel:
     version: str | None
     cfg: ExperimentConfig
     net: Any = field(repr=False, compare=False)
-    tracking_uri: str | None = None
 
     @property
     def name(self) -> str:
@@ -54,7 +52,7 @@ def resolve_model(ref: str, *, tracking_uri: str | None, cache_dir: Path | None 
 
         version = pinned_ref(ref, tracking_uri) if tracking_uri else None
         net, cfg = load_forecaster(version or ref, tracking_uri=tracking_uri, cache_dir=cache_dir)
-        return ResolvedModel(ref=ref, recorded=ref, version=version, cfg=cfg, net=net, tracking_uri=tracking_uri)
+        return ResolvedModel(ref=ref, recorded=ref, version=version, cfg=cfg, net=net)
     path = Path(ref)
     if (path / "train_state.pt").is_file():  # a checkpoint folder of a run: its exported model
         path = path / "model"

@@ -3,6 +3,7 @@ forecast dataset version scored against its own source. ``predrnn score`` runs i
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -48,7 +49,7 @@ def _is_array_file(path: str) -> bool:
 
 def prepare_score(forecast: str, truth: str | None = None, *, mask: Path | None = None, units: str | None = None,
                   image: bool = False, thresholds: list[float] | None = None, labels: list[str] | None = None,
-                  pools: list[int] = (4, 16), fss_scales: list[int] = (1, 3, 9, 27),  # type: ignore[assignment]
+                  pools: Sequence[int] = (4, 16), fss_scales: Sequence[int] = (1, 3, 9, 27),
                   batch_size: int = 16, s3: dict[str, Any] | None = None) -> ScoreSpec:
     """Check what is scored: a forecast dataset brings its units, thresholds and source; arrays need
     ``truth``. Without ``thresholds``: the forecast dataset's recorded ones, else those customary for
