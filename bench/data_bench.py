@@ -39,6 +39,13 @@ def _peak_mb(worker_pids: list[int] = ()) -> dict[str, float]:  # type: ignore[a
     return {"peak_main_mb": round(_hwm_mb(), 1), "peak_worker_mb": round(max(workers, default=0.0), 1)}
 
 
+def _door_s3(uri: str) -> dict[str, Any] | None:
+    """This process's S3 settings (a child is a door of its own) for a dataset on S3."""
+    from predrnn.settings import s3_settings
+
+    return s3_settings() if uri.startswith("s3://") else None
+
+
 def child_zarr(uri: str, batches: int) -> dict[str, float]:
     import torch
     from torch.utils.data import DataLoader
@@ -46,9 +53,11 @@ def child_zarr(uri: str, batches: int) -> dict[str, float]:
     from predrnn.data import ClipDataset
 
     torch.set_num_threads(1)
-    ds = ClipDataset(uri, split="train")
+    ds = ClipDataset(uri, split="train", s3=_door_s3(uri))
+    # on S3 the workers start by forkserver: obstore's runtime does not survive fork
+    context = "forkserver" if uri.startswith("s3://") else None
     loader = DataLoader(ds, batch_size=8, shuffle=True, num_workers=2, persistent_workers=True,
-                        generator=torch.Generator().manual_seed(0))
+                        generator=torch.Generator().manual_seed(0), multiprocessing_context=context)
     n, it = 0, iter(loader)
     for _ in range(5):  # warm-up: workers started, first chunks read
         next(it)
@@ -74,7 +83,7 @@ def child_train(uri: str, batches: int, depth: int) -> dict[str, float]:
     from predrnn.data.prefetch import BatchPrefetcher
 
     torch.set_num_threads(1)
-    ds = ClipDataset(uri, split="train", length=20, random_crop=True, seed=0)
+    ds = ClipDataset(uri, split="train", length=20, random_crop=True, seed=0, s3=_door_s3(uri))
     warm = 3
     with BatchPrefetcher(ds, 1, warm + batches, batch=8, seed=0, rank=0, depth=depth) as pre:
         for it in range(1, warm + 1):  # the store opened, first chunks read
@@ -189,6 +198,7 @@ def _scales(args: Any, work: Path, root: Path, need: float, rows: list[Any], s3_
     import os
 
     from predrnn.data import ingest, open_version
+    from predrnn.settings import s3_settings
 
     for scale in (int(s) for s in args.scales.split(",")):
         n = args.clips * scale
@@ -209,14 +219,16 @@ def _scales(args: Any, work: Path, root: Path, need: float, rows: list[Any], s3_
               "local_sync": _run_child("train0", uri, args.batches)}
         if s3_env:
             saved = dict(os.environ)
-            os.environ.update(s3_env)
+            os.environ.update(s3_env)  # obstore finds the keys in this process's environment
             try:
-                s3_uri = ingest("moving-digits", "", f"bench-{n}", "s3://datasets", num_clips=n, seed=scale)
+                s3_uri = ingest("moving-digits", "", f"bench-{n}", "s3://datasets", num_clips=n, seed=scale,
+                                s3=s3_settings(s3_env))
             finally:
                 os.environ.clear()
                 os.environ.update(saved)
             tp["s3_prefetch"] = _run_child("train2", s3_uri, args.batches, s3_env)
             tp["s3_sync"] = _run_child("train0", s3_uri, args.batches, s3_env)
+            z["s3"] = _run_child("zarr", s3_uri, args.batches, s3_env)
         raw_mb = n * 20 * 64 * 64 / 2**20
         stored_mb = sum(f.stat().st_size for f in (root / f"bench-{n}").rglob("*") if f.is_file()) / 2**20
         rows.append((scale, n, ingest_s, z, a, tp))
@@ -224,6 +236,10 @@ def _scales(args: Any, work: Path, root: Path, need: float, rows: list[Any], s3_
         print(f"  ingest (moving-digits, write + verify + publish): {n / ingest_s:.0f} clips/s ({ingest_s:.1f} s)")
         print(f"  Zarr ClipDataset + DataLoader(batch 8, 2 workers): {z['clips_per_s']:.0f} clips/s, peak RSS main "
               f"{z['peak_main_mb']:.0f} MiB, largest worker {z['peak_worker_mb']:.0f} MiB")
+        if "s3" in z:
+            zs = z["s3"]
+            print(f"  same from S3 (forkserver workers):                 {zs['clips_per_s']:.0f} clips/s, peak RSS "
+                  f"main {zs['peak_main_mb']:.0f} MiB, largest worker {zs['peak_worker_mb']:.0f} MiB")
         print(f"  NumPy in RAM (authors' float32 array):             {a['clips_per_s']:.0f} clips/s, peak RSS "
               f"{a['peak_main_mb']:.0f} MiB (load {a['load_s']:.1f} s)")
         for key, r in tp.items():

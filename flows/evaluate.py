@@ -20,10 +20,12 @@ from flows.settings import PipelineSettings
 def evaluate_task(model: str, dataset: str, split: str = "test", max_clips: int = 0,
                   tracking_uri: str | None = None, thresholds: list[float] | None = None,
                   horizon: int | None = None, context: int | None = None,
-                  cache_dir: str | None = None, precision: str = "fp32", record: bool = False) -> dict[str, Any]:
+                  cache_dir: str | None = None, precision: str = "fp32", record: bool = False,
+                  s3: dict[str, Any] | None = None) -> dict[str, Any]:
     """Evaluate ``model`` (directory or registry reference, pinned to one version) on ``split`` of ``dataset``
     (:func:`predrnn.jobs.prepare_evaluate` then :func:`~predrnn.jobs.run_evaluate`); ``record``: as a new MLflow
-    run in ``tracking_uri``. ``precision`` defaults to fp32, as the nightly gate compares models.
+    run in ``tracking_uri``. ``precision`` defaults to fp32, as the nightly gate compares models. ``s3``: the
+    flow's keyless S3 settings (:func:`predrnn.settings.s3_settings`).
 
     Returns:
         :meth:`predrnn.jobs.EvaluateResult.summary`: ``{"model", "model_version", "dataset", "split", "clips",
@@ -34,7 +36,7 @@ def evaluate_task(model: str, dataset: str, split: str = "test", max_clips: int 
 
     spec = prepare_evaluate(model, dataset, split=split, max_clips=max_clips, thresholds=thresholds,
                             context=context, horizon=horizon, precision=precision, tracking_uri=tracking_uri,
-                            cache_dir=Path(cache_dir) if cache_dir else None, record=record)
+                            cache_dir=Path(cache_dir) if cache_dir else None, record=record, s3=s3)
     return run_evaluate(spec).summary()
 
 
@@ -78,7 +80,8 @@ def evaluate_flow(
     """
     settings = PipelineSettings()
     result = evaluate_task(model, dataset, split, max_clips, settings.tracking(tracking_uri), thresholds, horizon,
-                           context, cache_dir=str(settings.model_cache), precision=precision, record=log)
+                           context, cache_dir=str(settings.model_cache), precision=precision, record=log,
+                           s3=settings.s3())
     get_run_logger().info("forecast in %s", result["precision"])
     get_run_logger().info("%s on %s/%s: MSE/frame %s (persistence %s)", model, result["dataset"], split,
                           *("n/a" if v is None else f"{v:.4g}" for v in (result["mse"], result["persistence_mse"])))

@@ -17,6 +17,7 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_image_artifact, create_markdown_artifact
 from pydantic import Field
 
+from flows.settings import PipelineSettings
 from predrnn.data import DataError, pipeline
 from predrnn.data.report import version_report
 
@@ -41,40 +42,41 @@ _IO = {"retries": 2, "retry_delay_seconds": 2, "retry_condition_fn": _retry_unle
 
 
 @task(name="inspect", **_IO)
-def inspect_task(kind: str, source: str, options: dict[str, Any]) -> dict[str, Any]:
-    return pipeline.inspect_source(kind, source or None, **options)
+def inspect_task(kind: str, source: str, options: dict[str, Any], s3: dict[str, Any] | None = None) -> dict[str, Any]:
+    return pipeline.inspect_source(kind, source or None, s3=s3, **options)
 
 
 @task(name="find-existing", **_IO)
-def existing_task(root: str, name: str, fingerprint: str) -> str | None:
-    return pipeline.find_existing(root, name, fingerprint)
+def existing_task(root: str, name: str, fingerprint: str, s3: dict[str, Any] | None = None) -> str | None:
+    return pipeline.find_existing(root, name, fingerprint, s3)
 
 
 @task(name="validate")
-def validate_task(kind: str, source: str, options: dict[str, Any]) -> dict[str, Any]:
-    return pipeline.validate_source(kind, source or None, **options)
+def validate_task(kind: str, source: str, options: dict[str, Any], s3: dict[str, Any] | None = None) -> dict[str, Any]:
+    return pipeline.validate_source(kind, source or None, s3=s3, **options)
 
 
 @task(name="write", **_IO)
-def write_task(kind: str, source: str, name: str, root: str, options: dict[str, Any]) -> dict[str, Any]:
-    return pipeline.write_version(kind, source or None, name, root, **options)
+def write_task(kind: str, source: str, name: str, root: str, options: dict[str, Any],
+               s3: dict[str, Any] | None = None) -> dict[str, Any]:
+    return pipeline.write_version(kind, source or None, name, root, s3=s3, **options)
 
 
 @task(name="verify", **_IO)
-def verify_task(staged: dict[str, Any]) -> dict[str, Any]:
-    return pipeline.verify_version(staged)
+def verify_task(staged: dict[str, Any], s3: dict[str, Any] | None = None) -> dict[str, Any]:
+    return pipeline.verify_version(staged, s3)
 
 
 @task(name="publish", **_IO)
-def publish_task(staged: dict[str, Any]) -> str:
-    return pipeline.publish_version(staged)
+def publish_task(staged: dict[str, Any], s3: dict[str, Any] | None = None) -> str:
+    return pipeline.publish_version(staged, s3=s3)
 
 
 @task(name="discard")
-def discard_task(staged: dict[str, Any]) -> bool:
+def discard_task(staged: dict[str, Any], s3: dict[str, Any] | None = None) -> bool:
     """Best effort: with the store still failing the prefix stays, unreferenced, for ``gc_orphans``."""
     try:
-        pipeline.discard_version(staged)
+        pipeline.discard_version(staged, s3)
         return True
     except Exception as err:
         first = (str(err).strip().splitlines() or [type(err).__name__])[0][:300]
@@ -84,8 +86,8 @@ def discard_task(staged: dict[str, Any]) -> bool:
 
 
 @task(name="report", **_IO)
-def report_task(uri: str, seconds: float, name: str) -> str:
-    rep = version_report(uri, seconds)
+def report_task(uri: str, seconds: float, name: str, s3: dict[str, Any] | None = None) -> str:
+    rep = version_report(uri, seconds, s3=s3)
     key = "ingest-" + re.sub(r"[^a-z0-9-]+", "-", name.lower()).strip("-")
     create_markdown_artifact(markdown=rep["markdown"], key=key, description=f"ingest of {rep['uri']}")
     create_image_artifact(image_url=f"data:image/png;base64,{rep['png_base64']}", key=key + "-samples",
@@ -148,20 +150,21 @@ def ingest_flow(
              "val_fraction": val_fraction, "test_fraction": test_fraction, "split_seed": split_seed,
              "split": split}
     opts = {**{k: v for k, v in given.items() if v is not None}, **(options or {})}
-    info = inspect_task(kind, source, opts)
-    uri = existing_task(root, name, info["fingerprint"])
+    s3 = PipelineSettings().s3()  # where S3 is and where credentials come from (never the keys)
+    info = inspect_task(kind, source, opts, s3)
+    uri = existing_task(root, name, info["fingerprint"], s3)
     if uri is None:
-        validate_task(kind, source, opts)
-        staged = write_task(kind, source, name, root, opts)
+        validate_task(kind, source, opts, s3)
+        staged = write_task(kind, source, name, root, opts, s3)
         try:
-            verify_task(staged)
-            uri = publish_task(staged)
+            verify_task(staged, s3)
+            uri = publish_task(staged, s3)
         except BaseException:
-            discard_task(staged)  # retries are spent: nothing of this attempt stays behind
+            discard_task(staged, s3)  # retries are spent: nothing of this attempt stays behind
             raise
     else:
         print(f"{name}: same source and options as {uri}; nothing to do")
-    report_task(uri, time.perf_counter() - started, name)
+    report_task(uri, time.perf_counter() - started, name, s3)
     print(f"committed {uri}")
     return uri
 

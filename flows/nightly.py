@@ -41,12 +41,14 @@ def _fmt(v: float | None) -> str:
 
 
 @task(name="check-source", retries=2, retry_delay_seconds=5)
-def check_source_task(kind: str, source: str, name: str, root: str, options: dict[str, Any]) -> dict[str, Any]:
-    """The source's content fingerprint and the published version made from it, if any."""
+def check_source_task(kind: str, source: str, name: str, root: str, options: dict[str, Any],
+                      s3: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The source's content fingerprint and the published version made from it, if any; ``s3``: the flow's
+    keyless S3 settings."""
     from predrnn.data import find_existing, inspect_source
 
-    info = inspect_source(kind, source or None, **options)
-    return {"fingerprint": info["fingerprint"], "existing": find_existing(root, name, info["fingerprint"]),
+    info = inspect_source(kind, source or None, s3=s3, **options)
+    return {"fingerprint": info["fingerprint"], "existing": find_existing(root, name, info["fingerprint"], s3),
             "clips": info.get("num_clips") or info.get("clips")}
 
 
@@ -137,7 +139,7 @@ def nightly_retrain(
     report = ["# nightly-retrain", ""]
     lower_is_better(metric)  # an unknown score fails here, before any data or training work
 
-    src = check_source_task(kind, source, dataset_name, root, opts)
+    src = check_source_task(kind, source, dataset_name, root, opts, settings.s3())
     if src["existing"]:
         dataset = src["existing"]
         report.append(f"- **data**: source unchanged (fingerprint `{src['fingerprint'][:12]}`); reused `{dataset}`")
@@ -160,7 +162,7 @@ def nightly_retrain(
 
     test_uri = nightly["test_dataset"]["uri"]
     new = evaluate_task(f"models:/{name}/{version}", test_uri, "test", 0, uri,
-                      cache_dir=str(settings.model_cache))
+                      cache_dir=str(settings.model_cache), s3=s3)
     new_val = gate_value(new, metric)
     rows = [f"| v{version} (new) | {new['mse']:.4f} | {new['persistence_mse']:.4f} | {_fmt(new_val)} | "
             f"{new['clips']} |"]
@@ -168,7 +170,7 @@ def nightly_retrain(
     cards = {f"v{version} (new)": new["scores"]["model"]}
     if champion is not None:
         old = evaluate_task(f"models:/{name}/{champion}", test_uri, "test", 0, uri,
-                      cache_dir=str(settings.model_cache))
+                      cache_dir=str(settings.model_cache), s3=s3)
         champ_val = gate_value(old, metric)
         cards[f"v{champion} (champion)"] = old["scores"]["model"]
         rows.append(f"| v{champion} (champion) | {old['mse']:.4f} | {old['persistence_mse']:.4f} | "

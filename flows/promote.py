@@ -98,11 +98,11 @@ def promote_flow(
     if dataset:
         champion = champion_task(name, spec.tracking_uri)
         cand = evaluate_task(f"models:/{name}/{version}", dataset, "test", 0, spec.tracking_uri,
-                             cache_dir=str(settings.model_cache))
+                             cache_dir=str(settings.model_cache), s3=settings.s3())
         table = f"candidate v{version}:\n```\n{cand['table']}\n```\n\n{cand['scorecard']}"
         if champion is not None and champion != version:
             champ = evaluate_task(f"models:/{name}/{champion}", cand["dataset"], "test", 0, spec.tracking_uri,
-                                  cache_dir=str(settings.model_cache))
+                                  cache_dir=str(settings.model_cache), s3=settings.s3())
             table += f"\n\nchampion v{champion}:\n```\n{champ['table']}\n```\n\n{champ['scorecard']}"
     decision = gate_task(name, version, force=force, margin=spec.margin, tracking_uri=spec.tracking_uri,
                          candidate=cand, champion=champ, metric=spec.metric)

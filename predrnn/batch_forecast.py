@@ -187,7 +187,7 @@ def forecast_dataset(model: Any, cfg: ExperimentConfig, job: ForecastJob, *, mod
         batch_size: clips per forward pass (and per Ray Data batch).
         ray_address: an existing cluster (``HOST:PORT``); None starts a local one (no dashboard) in
             ``ray_temp_dir``.
-        s3: S3 settings for roots on S3 (as the door read them); None: this process's environment.
+        s3: S3 settings for roots on S3 (as the door read them); None: the S3 client's defaults.
         progress_bars: Ray Data's progress bars (a terminal); off, the plain ``progress`` lines stand in.
         progress: called with one plain line at each stage and every 5 s while forecasting.
         precision: ``fp32`` or ``bf16`` autocast in the actors (:mod:`predrnn.precision`, resolved at the

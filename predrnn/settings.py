@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -66,13 +67,35 @@ class Settings(BaseSettings):
 
     @staticmethod
     def s3() -> dict[str, Any]:
-        """Where S3 is for ``s3://`` locations (``PREDRNN_S3_ENDPOINT_URL``, ``AWS_REGION``) and where the
-        credentials come from (``AWS_*`` variables, ``AWS_PROFILE``, the AWS default chain): never the keys, so
-        the settings may travel in specs and task parameters; each process's S3 client reads the keys itself
-        (:func:`predrnn.data.store.s3_settings`)."""
-        from predrnn.data.store import s3_settings
-
+        """The door's S3 settings for ``s3://`` locations: :func:`s3_settings` of this process's environment."""
         return s3_settings()
+
+
+def s3_settings(env: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """Where S3 is, from ``env`` (default: this process's environment): ``{"endpoint", "region",
+    "credentials"[, "profile"]}``.
+
+    Never the credentials themselves: ``credentials`` says where each S3 client finds them when it is
+    built, in its own process (``environment``: ``AWS_ACCESS_KEY_ID``/``AWS_SECRET_ACCESS_KEY``;
+    ``profile``: the AWS profile ``profile`` from ``AWS_PROFILE``; ``default chain``: the AWS SDK's
+    chain of shared files, SSO and instance roles). So the settings can travel in a spec, a task
+    parameter or a run record, and a worker resolves the secret itself from its environment.
+    ``endpoint`` from ``PREDRNN_S3_ENDPOINT_URL`` (or ``AWS_ENDPOINT_URL_S3``/``AWS_ENDPOINT_URL``),
+    ``region`` from ``AWS_REGION``/``AWS_DEFAULT_REGION`` (default ``us-east-1``).
+    """
+    env = os.environ if env is None else env
+    cfg: dict[str, Any] = {}
+    endpoint = env.get("PREDRNN_S3_ENDPOINT_URL") or env.get("AWS_ENDPOINT_URL_S3") or env.get("AWS_ENDPOINT_URL")
+    if endpoint:
+        cfg["endpoint"] = endpoint
+    cfg["region"] = env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or "us-east-1"
+    if env.get("AWS_ACCESS_KEY_ID") and env.get("AWS_SECRET_ACCESS_KEY"):
+        cfg["credentials"] = "environment"
+    elif env.get("AWS_PROFILE"):
+        cfg["credentials"], cfg["profile"] = "profile", env["AWS_PROFILE"]
+    else:
+        cfg["credentials"] = "default chain"
+    return cfg
 
 
 def tool_env(state: Path | None = None) -> Path:

@@ -91,6 +91,12 @@ class S3Server:
         return {"AWS_ACCESS_KEY_ID": self.key, "AWS_SECRET_ACCESS_KEY": self.secret,
                 "AWS_REGION": "us-east-1", "PREDRNN_S3_ENDPOINT_URL": self.endpoint}
 
+    def settings(self) -> dict[str, str]:
+        """The keyless S3 settings a door resolves from :meth:`env` (what the library is given)."""
+        from predrnn.settings import s3_settings
+
+        return s3_settings(self.env())
+
     def client(self):
         import boto3
 

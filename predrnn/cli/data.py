@@ -17,8 +17,9 @@ if TYPE_CHECKING:
 def ls_cmd(root: Annotated[str, typer.Argument(help="a root folder or s3://bucket/prefix")]) -> None:
     """List datasets and their versions (newest last; * marks latest)."""
     from predrnn.data import list_datasets
+    from predrnn.settings import s3_settings
 
-    rows = list_datasets(root)
+    rows = list_datasets(root, s3_settings())
     if not rows:
         typer.echo(f"no datasets under {root}")
         return
@@ -204,9 +205,10 @@ def show_cmd(
     write a PNG strip of sample clips."""
     from predrnn.data import open_version
     from predrnn.data.report import split_summary
+    from predrnn.settings import s3_settings
 
     try:
-        v = open_version(uri)
+        v = open_version(uri, s3_settings())
         summary = split_summary(v, check_overlap=check_overlap)
         lines = _show_lines(v, summary)
     except OSError as err:
@@ -228,9 +230,10 @@ def export_cmd(
     import numpy as np
 
     from predrnn.data import open_version
+    from predrnn.settings import s3_settings
 
     try:
-        v = open_version(uri)
+        v = open_version(uri, s3_settings())
         idx = v.split_indices(split)
         if idx.size == 0:
             raise fail(f"{v.uri} has no {split!r} clips (splits: "

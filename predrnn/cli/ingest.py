@@ -60,6 +60,7 @@ def ingest_cmd(
 ) -> None:
     """Ingest a source into a new immutable dataset version; the last line printed is its URI."""
     from predrnn.data import ingest
+    from predrnn.settings import s3_settings
 
     given = {"num_clips": num_clips, "frames": frames, "height": height, "width": width, "seed": seed,
              "window": window, "stride": stride, "resize": resize, "grayscale": grayscale, "variable": variable,
@@ -68,4 +69,5 @@ def ingest_cmd(
              "split": split}
     options = {k: v for k, v in given.items() if v is not None}
     options.update(dict(_parse_option(o) for o in option or []))
-    typer.echo(ingest(kind, source or None, name, root, progress=None if quiet else _echo_progress, **options))
+    typer.echo(ingest(kind, source or None, name, root, progress=None if quiet else _echo_progress,
+                      s3=s3_settings(), **options))

@@ -50,7 +50,7 @@ def promote_cmd(
     store = _store(tracking_uri)
     settings = Settings()  # read once, here: the promoter's account stays in this process
     spec = prepare_promote(model, version, metric=metric, margin=margin, force=force, tracking_uri=store,
-                           dataset=data, cache_dir=settings.model_cache)
+                           dataset=data, cache_dir=settings.model_cache, s3=settings.s3())
     result = run_promote(spec, promoter=settings.promoter())
     typer.echo(result.markdown())
     typer.echo(json.dumps(result.to_dict()))

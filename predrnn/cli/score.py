@@ -36,12 +36,13 @@ def score_cmd(
     frames of its source that it forecast, in the units and at the thresholds the source records. The last
     line is one JSON object."""
     from predrnn.jobs import prepare_score, run_score
+    from predrnn.settings import s3_settings
 
     spec = prepare_score(forecast, truth, mask=mask, units=units, image=image,
                          thresholds=parse_list(thresholds, float, "--thresholds"), labels=score_labels(thresholds),
                          pools=parse_list(pool, int, "--pool") or [], fss_scales=parse_list(fss_scales, int,
                                                                                             "--fss-scales") or [],
-                         batch_size=batch_size)
+                         batch_size=batch_size, s3=s3_settings())
     result = run_score(spec)
     card = result.card
     sq = f" ({spec.units})²" if spec.units else ""

@@ -151,7 +151,7 @@ def evaluate_cmd(
                             pools=parse_list(pool, int, "--pool") or [],
                             fss_scales=parse_list(fss_scales, int, "--fss-scales") or [], context=context,
                             horizon=horizon, precision=precision, tracking_uri=settings.tracking(tracking_uri),
-                            cache_dir=settings.model_cache, record=log)
+                            cache_dir=settings.model_cache, record=log, s3=settings.s3())
     result = run_evaluate(spec)
     typer.echo(spec.precision_note, err=True)
     typer.echo(lead_time_table(result.metrics, units=result.units, channel_units=channel_units(spec.model.cfg)))

@@ -27,7 +27,7 @@ class ZarrSource:
     """A versioned Zarr dataset (``ROOT/NAME@VERSION``, local or ``s3://``) read with ``ClipDataset``."""
 
     uri: str
-    s3: dict[str, Any] | None = field(default=None, hash=False, compare=False)  # None: the environment's
+    s3: dict[str, Any] | None = field(default=None, hash=False, compare=False)  # None: the S3 client's defaults
 
     def open(self, split: str, *, length: int, rank: int = 0, world_size: int = 1, seed: int = 0) -> Any:
         """The split's clips as windows of ``length`` frames: the training split draws each window's start

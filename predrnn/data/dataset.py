@@ -30,7 +30,7 @@ class ClipDataset(Dataset):
         rank: this worker's rank when sharding across ``world_size`` distributed workers; shards are
             disjoint, cover the split and differ in size by at most one clip.
         world_size: number of shards.
-        s3: S3 settings for a version on S3 (as a door read them); None: this process's environment.
+        s3: S3 settings for a version on S3 (as a door read them); None: the S3 client's defaults.
     """
 
     def __init__(self, uri: str | Version, split: str = "train", *, length: int | None = None,

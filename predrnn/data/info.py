@@ -57,7 +57,7 @@ def validate_dataset(cfg: ExperimentConfig, uri: str, *, world_size: int = 1, fo
             dataset's, since its normalisation was learnt on them (evaluation, scoring).
         need_val: require a validation split (training does; evaluation does not).
         need_test: require a test split (a training run that ends with the test evaluation does).
-        s3: S3 settings for a version on S3 (as the door read them); None: this process's environment.
+        s3: S3 settings for a version on S3 (as the door read them); None: the S3 client's defaults.
         need_length: frames per clip the caller reads (default ``data.total_length``), e.g. an
             evaluation at a longer horizon than the training one.
 

@@ -51,17 +51,21 @@ def _fingerprint(src: Source, checksum: str) -> str:
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
 
 
-def inspect_source(kind: str, source: str | None, **options: Any) -> dict[str, Any]:
-    """Describe a source without decoding every clip: frame shape, length, dtype, checksum, clip count."""
-    src = make_source(kind, source, options)
+def inspect_source(kind: str, source: str | None, *, s3: dict[str, Any] | None = None,
+                   **options: Any) -> dict[str, Any]:
+    """Describe a source without decoding every clip: frame shape, length, dtype, checksum, clip count.
+    ``s3``: the S3 settings of an ``s3://`` source or root (:func:`predrnn.settings.s3_settings`'s keyless form)."""
+    src = make_source(kind, source, options, s3=s3)
     info = src.inspect().to_dict()
     info["fingerprint"] = _fingerprint(src, info["checksum"])
     return info
 
 
-def validate_source(kind: str, source: str | None, **options: Any) -> dict[str, Any]:
-    """Structural checks (headers, ranks, dtypes, indices, sizes, archive CRCs); raises DataError."""
-    src = make_source(kind, source, options)
+def validate_source(kind: str, source: str | None, *, s3: dict[str, Any] | None = None,
+                    **options: Any) -> dict[str, Any]:
+    """Structural checks (headers, ranks, dtypes, indices, sizes, archive CRCs); raises DataError.
+    ``s3``: the S3 settings of an ``s3://`` source or root (:func:`predrnn.settings.s3_settings`'s keyless form)."""
+    src = make_source(kind, source, options, s3=s3)
     src.validate()
     if src.inspect().value_kind == "image" and (src.opts.get("valid_min") is not None
                                                 or src.opts.get("valid_max") is not None):
@@ -70,9 +74,9 @@ def validate_source(kind: str, source: str | None, **options: Any) -> dict[str, 
     return {"kind": kind, "valid": True}
 
 
-def find_existing(root: str, name: str, fingerprint: str) -> str | None:
+def find_existing(root: str, name: str, fingerprint: str, s3: dict[str, Any] | None = None) -> str | None:
     """The URI of a published version made from the same source and options, if any."""
-    backend = open_backend(root)
+    backend = open_backend(root, s3)
     try:
         manifests = list_manifests(backend, check_name(name))
     except DataError:
@@ -266,18 +270,19 @@ def _codec(dtype: np.dtype) -> Any:
 
 
 def write_version(kind: str, source: str | None, name: str, root: str, *, progress: Progress | None = None,
-                  **options: Any) -> dict[str, Any]:
+                  s3: dict[str, Any] | None = None, **options: Any) -> dict[str, Any]:
     """Stream the source into a fresh, unpublished Zarr group; returns the staged description.
 
     The group lives under ``ROOT/NAME/data/<token>`` and is referenced by nothing until
     :func:`publish_version`. On any error (or Ctrl-C) it is deleted before the error propagates.
+    ``s3``: the S3 settings of an ``s3://`` source or root (:func:`predrnn.settings.s3_settings`'s keyless form).
     """
     import zarr
 
     check_name(name)
-    src = make_source(kind, source, options)
+    src = make_source(kind, source, options, s3=s3)
     info = src.inspect()
-    backend = open_backend(root)
+    backend = open_backend(root, s3)
     backend.check_writable(name)
     T, (H, W, C) = info.frames, info.frame_shape
     dtype = np.dtype(info.dtype)
@@ -520,15 +525,16 @@ def _discard_staged(backend: Any, key: str) -> None:
         log.warning("could not remove the staged data %s (%s); gc_orphans removes it later", backend.join(key), first)
 
 
-def verify_version(staged: dict[str, Any]) -> dict[str, Any]:
+def verify_version(staged: dict[str, Any], s3: dict[str, Any] | None = None) -> dict[str, Any]:
     """Re-read the staged group: shape, dtype, split length and the data hash must match.
 
     A mismatch (:class:`DataError`) deletes the staged data. Any other error (the store failing) keeps
     it, so that the check can be retried; a caller that gives up discards it (:func:`discard_version`).
+    ``s3``: the S3 settings of a root on S3.
     """
     import zarr
 
-    backend = open_backend(staged["root"])
+    backend = open_backend(staged["root"], s3)
     where = backend.join(staged["key"])
     try:
         group = zarr.open_group(backend.zarr_store(staged["key"], read_only=True), mode="r")
@@ -558,8 +564,7 @@ def publish_version(staged: dict[str, Any], preview_png: bytes | None = None, *,
     If a version with the same content id already exists, the staged copy is deleted and the
     existing URI returned: re-ingesting the same content is a no-op. A retry after a lost reply finds
     its own manifest and keeps the data it points to. On a store error the staged data is kept for
-    a retry, as in :func:`verify_version`. ``s3``: the S3 settings of a root on S3 (None: this process's
-    environment).
+    a retry, as in :func:`verify_version`. ``s3``: the S3 settings of a root on S3.
     """
     backend = open_backend(staged["root"], s3)
     name, version = staged["name"], staged["version"]
@@ -588,14 +593,14 @@ def publish_version(staged: dict[str, Any], preview_png: bytes | None = None, *,
     return uri
 
 
-def discard_version(staged: dict[str, Any]) -> None:
+def discard_version(staged: dict[str, Any], s3: dict[str, Any] | None = None) -> None:
     """Delete a staged (unpublished) version's data."""
-    open_backend(staged["root"]).delete_prefix(staged["key"])
+    open_backend(staged["root"], s3).delete_prefix(staged["key"])
 
 
-def gc_orphans(root: str, name: str, older_than_s: float = 3600.0) -> list[str]:
+def gc_orphans(root: str, name: str, older_than_s: float = 3600.0, s3: dict[str, Any] | None = None) -> list[str]:
     """Delete data prefixes no manifest refers to (left by killed writers) older than ``older_than_s``."""
-    backend = open_backend(root)
+    backend = open_backend(root, s3)
     used = {m["path"].rsplit("/", 1)[-1] for m in list_manifests(backend, check_name(name))}
     now = dt.datetime.now(dt.UTC)
     removed = []
@@ -613,7 +618,7 @@ def gc_orphans(root: str, name: str, older_than_s: float = 3600.0) -> list[str]:
 
 
 def ingest(kind: str, source: str | None, name: str, root: str, *, progress: Progress | None = None,
-           **options: Any) -> str:
+           s3: dict[str, Any] | None = None, **options: Any) -> str:
     """Ingest ``source`` of ``kind`` as dataset ``name`` under ``root``; returns the committed version URI.
 
     Same source and options as an existing version: returns that version without writing.
@@ -625,20 +630,22 @@ def ingest(kind: str, source: str | None, name: str, root: str, *, progress: Pro
         name: dataset name (letters, digits, ``.``, ``_``, ``-``).
         root: a local folder or ``s3://bucket/prefix``.
         progress: called with the number of clips written so far, after each batch.
+        s3: the S3 settings of an ``s3://`` source or root (:func:`predrnn.settings.s3_settings`'s keyless
+            form; None: the client's defaults).
         **options: source options (``num_clips``, ``frames``, ``window``, ``stride``, ``resize``,
             ``grayscale``, ``val_fraction``, ``test_fraction``, ``split_seed``, ...).
     """
     check_name(name)
-    src_info = inspect_source(kind, source, **options)
-    existing = find_existing(root, name, src_info["fingerprint"])
+    src_info = inspect_source(kind, source, s3=s3, **options)
+    existing = find_existing(root, name, src_info["fingerprint"], s3)
     if existing:
         log.info("%s: same source and options as %s; nothing to do", name, existing)
         return existing
-    validate_source(kind, source, **options)
-    staged = write_version(kind, source, name, root, progress=progress, **options)
+    validate_source(kind, source, s3=s3, **options)
+    staged = write_version(kind, source, name, root, progress=progress, s3=s3, **options)
     try:
-        verify_version(staged)
-        return publish_version(staged)
+        verify_version(staged, s3)
+        return publish_version(staged, s3=s3)
     except BaseException:
-        _discard_staged(open_backend(staged["root"]), staged["key"])
+        _discard_staged(open_backend(staged["root"], s3), staged["key"])
         raise

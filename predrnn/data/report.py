@@ -92,9 +92,11 @@ def shared_warning(shared: dict[str, int] | None) -> str | None:
             "held-out split are not independent of training; look for duplicated clips or sequences)")
 
 
-def version_report(uri: str, seconds: float | None = None, *, clips: int = 4) -> dict[str, Any]:
-    """``{"uri", "markdown", "png_base64"}`` describing a published version."""
-    v = open_version(uri)
+def version_report(uri: str, seconds: float | None = None, *, clips: int = 4,
+                   s3: dict[str, Any] | None = None) -> dict[str, Any]:
+    """``{"uri", "markdown", "png_base64"}`` describing a published version (``s3``: the S3 settings of a version
+    on S3)."""
+    v = open_version(uri, s3)
     a = v.attrs
     st = a.get("stats", {})
     sizes = a.get("split", {}).get("sizes", {})

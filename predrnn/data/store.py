@@ -10,8 +10,10 @@ Data is written under a fresh ``data/<token>`` prefix that nothing refers to unt
 published, so a crash mid-write leaves nothing visible and never touches earlier versions. A
 version id is derived from the content hash, so the same content always gets the same id.
 
-S3 settings come from the standard AWS environment variables or profile; the endpoint from
-``PREDRNN_S3_ENDPOINT_URL``, ``AWS_ENDPOINT_URL_S3`` or ``AWS_ENDPOINT_URL``.
+A root on S3 is opened with the S3 settings a door resolved (:meth:`predrnn.settings.Settings.s3`:
+the endpoint, the region and where credentials come from, never a key) and read and written with
+obstore, the one S3 client of the store, the sources and run storage; the keys are found by the
+client in its own process.
 """
 
 from __future__ import annotations
@@ -153,33 +155,6 @@ class LocalBackend(Backend):
         super().check_writable(name)
 
 
-def s3_settings() -> dict[str, Any]:
-    """Where S3 is, from this process's environment: ``{"endpoint", "region", "credentials"[, "profile"]}``.
-
-    Never the credentials themselves: ``credentials`` says where each S3 client finds them when it is
-    built, in its own process (``environment``: ``AWS_ACCESS_KEY_ID``/``AWS_SECRET_ACCESS_KEY``;
-    ``profile``: the AWS profile ``profile`` from ``AWS_PROFILE``; ``default chain``: the AWS SDK's
-    chain of shared files, SSO and instance roles). So the settings can travel in a spec, a task
-    parameter or a run record, and a worker resolves the secret itself from its environment.
-    Read by the doors (:meth:`predrnn.settings.Settings.s3`); ``endpoint`` from
-    ``PREDRNN_S3_ENDPOINT_URL`` (or ``AWS_ENDPOINT_URL_S3``/``AWS_ENDPOINT_URL``), ``region`` from
-    ``AWS_REGION``/``AWS_DEFAULT_REGION`` (default ``us-east-1``).
-    """
-    cfg: dict[str, Any] = {}
-    endpoint = (os.environ.get("PREDRNN_S3_ENDPOINT_URL") or os.environ.get("AWS_ENDPOINT_URL_S3")
-                or os.environ.get("AWS_ENDPOINT_URL"))
-    if endpoint:
-        cfg["endpoint"] = endpoint
-    cfg["region"] = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
-    if os.environ.get("AWS_ACCESS_KEY_ID") and os.environ.get("AWS_SECRET_ACCESS_KEY"):
-        cfg["credentials"] = "environment"
-    elif os.environ.get("AWS_PROFILE"):
-        cfg["credentials"], cfg["profile"] = "profile", os.environ["AWS_PROFILE"]
-    else:
-        cfg["credentials"] = "default chain"
-    return cfg
-
-
 # the keys of the settings that name a place; the rest say where credentials come from
 _S3_CLIENT_KEYS = ("endpoint", "region")
 
@@ -210,17 +185,79 @@ _OBSTORE_PID: int | None = None
 
 
 def _obstore_usable() -> bool:
-    """obstore's async runtime does not survive ``fork``: a forked child (e.g. a DataLoader worker)
-    of a process that already used it must use another client."""
+    """Whether obstore can run in this process: its async runtime does not survive ``fork``, so a child
+    forked from a process that already used it (a ``DataLoader`` worker started by ``fork``) cannot."""
     global _OBSTORE_PID
     if _OBSTORE_PID is None:
         _OBSTORE_PID = os.getpid()
     return os.getpid() == _OBSTORE_PID
 
 
+def check_obstore_usable(uri: str) -> None:
+    """Raise before an S3 request that would hang in a child forked after obstore started.
+
+    Raises:
+        DataError: this process was forked from one that already used S3; the message names the fix
+            (``DataLoader(..., multiprocessing_context="forkserver")`` or ``"spawn"``).
+    """
+    if not _obstore_usable():
+        raise DataError(f"{uri} cannot be read in a process forked after S3 was used (obstore's runtime does not "
+                        "survive fork): start DataLoader workers with multiprocessing_context='forkserver' "
+                        "or 'spawn'")
+
+
+def obstore_options(s3: dict[str, Any] | None) -> dict[str, Any]:
+    """The keyword arguments of an obstore S3 client (``config``, ``client_options``, perhaps
+    ``credential_provider``) for the keyless settings ``s3``.
+
+    The endpoint and region come from the settings (None or missing: the client's defaults, AWS's endpoint);
+    the keys are found by the client in this process: obstore reads the ``AWS_*`` variables
+    (``credentials: environment``), boto3's chain gives a profile, SSO or an instance role (``profile``,
+    ``default chain``). None is ever passed in.
+
+    Raises:
+        ValueError: the settings carry a key (:func:`check_s3_settings`).
+    """
+    settings = dict(check_s3_settings(s3) or {})
+    cfg = s3_client_config(settings)
+    kwargs: dict[str, Any] = {"config": cfg,
+                              "client_options": {"allow_http": str(cfg.get("endpoint", "")).startswith("http://")}}
+    if settings.get("credentials") != "environment":  # obstore reads AWS_* itself; profiles through boto3
+        try:
+            import boto3
+            from obstore.auth.boto3 import Boto3CredentialProvider
+
+            session = boto3.Session(profile_name=settings.get("profile"))
+            if session.get_credentials() is not None:
+                kwargs["credential_provider"] = Boto3CredentialProvider(session)
+        except Exception:  # no usable profile: obstore falls back to its own discovery
+            pass
+    return kwargs
+
+
+def obstore_s3(bucket: str, s3: dict[str, Any] | None, *, prefix: str = "") -> Any:
+    """An obstore ``S3Store`` of ``bucket`` (under ``prefix``), configured with the keyless settings ``s3``
+    (:func:`obstore_options`).
+
+    Raises:
+        DataError: this process was forked after obstore started (:func:`check_obstore_usable`).
+        ValueError: the settings carry a key (:func:`check_s3_settings`).
+    """
+    from obstore.store import S3Store
+
+    options = obstore_options(s3)
+    check_obstore_usable(f"s3://{bucket}/{prefix}".rstrip("/"))
+    return S3Store(bucket, prefix=prefix or None, **options)
+
+
 class S3Backend(Backend):
-    """A root on S3, opened with the S3 settings ``s3`` (:func:`s3_settings`' form, as a door read them);
-    None reads them from this process's environment."""
+    """A root on S3, opened with the S3 settings ``s3`` (:meth:`predrnn.settings.Settings.s3`'s form, as a
+    door resolved them; None: the client's defaults) through :func:`obstore_s3`.
+
+    Raises:
+        DataError: the URI has no bucket; this process was forked after obstore started.
+        ValueError: the settings carry a key (:func:`check_s3_settings`).
+    """
 
     def __init__(self, uri: str, s3: dict[str, Any] | None = None):
         rest = uri[len("s3://"):]
@@ -230,7 +267,7 @@ class S3Backend(Backend):
         self.bucket = bucket
         self.prefix = prefix.strip("/")
         self.root_uri = f"s3://{bucket}" + (f"/{self.prefix}" if self.prefix else "")
-        self.s3 = dict(check_s3_settings(s3) or {}) if s3 is not None else None
+        self.s3 = dict(check_s3_settings(s3) or {})
         self.store = self._make(self.prefix)
 
     def __getstate__(self) -> dict[str, Any]:
@@ -240,27 +277,11 @@ class S3Backend(Backend):
         self.__init__(state["uri"], state.get("s3"))  # type: ignore[misc]
 
     def settings(self) -> dict[str, Any]:
-        return self.s3 if self.s3 is not None else s3_settings()
+        """The S3 settings this root was opened with (keyless)."""
+        return self.s3
 
     def _make(self, prefix: str) -> Any:
-        from obstore.store import S3Store
-
-        _obstore_usable()  # records the process that starts obstore's runtime
-        settings = self.settings()
-        cfg = s3_client_config(settings)
-        endpoint = cfg.get("endpoint", "")
-        kwargs: dict[str, Any] = {"client_options": {"allow_http": endpoint.startswith("http://")}}
-        if settings.get("credentials") != "environment":  # obstore reads AWS_* itself; profiles through boto3
-            try:
-                import boto3
-                from obstore.auth.boto3 import Boto3CredentialProvider
-
-                session = boto3.Session(profile_name=settings.get("profile"))
-                if session.get_credentials() is not None:
-                    kwargs["credential_provider"] = Boto3CredentialProvider(session)
-            except Exception:  # no usable profile: obstore falls back to its own discovery
-                pass
-        return S3Store(self.bucket, prefix=prefix or None, config=cfg, **kwargs)  # type: ignore[arg-type]
+        return obstore_s3(self.bucket, self.s3, prefix=prefix)
 
     def put_bytes(self, key: str, data: bytes) -> None:
         import obstore
@@ -311,21 +332,15 @@ class S3Backend(Backend):
         super().check_writable(name)
 
     def zarr_store(self, key: str, *, read_only: bool) -> Any:
-        from zarr.storage import FsspecStore, ObjectStore
+        from zarr.storage import ObjectStore
 
         prefix = f"{self.prefix}/{key}" if self.prefix else key
-        if _obstore_usable():
-            return ObjectStore(self._make(prefix), read_only=read_only)
-        cfg = self.settings()
-        options: dict[str, Any] = {"client_kwargs": {"region_name": cfg["region"]}, "skip_instance_cache": True}
-        if cfg.get("endpoint"):
-            options["endpoint_url"] = cfg["endpoint"]
-        return FsspecStore.from_url(f"s3://{self.bucket}/{prefix}", storage_options=options, read_only=read_only)
+        return ObjectStore(self._make(prefix), read_only=read_only)
 
 
 def open_backend(root: str | Path, s3: dict[str, Any] | None = None) -> Backend:
-    """A backend for a root URI: ``s3://bucket/prefix`` (opened with the S3 settings ``s3``; None: this
-    process's environment) or a local folder (``file://`` allowed)."""
+    """A backend for a root URI: ``s3://bucket/prefix`` (opened with the S3 settings ``s3``, see
+    :class:`S3Backend`) or a local folder (``file://`` allowed)."""
     root = str(root)
     if root.startswith("s3://"):
         return S3Backend(root, s3)
@@ -383,9 +398,10 @@ def list_manifests(backend: Backend, name: str) -> list[dict[str, Any]]:
     return sorted(out, key=lambda m: (m.get("created", ""), m.get("version", "")))
 
 
-def list_datasets(root: str | Path) -> list[dict[str, Any]]:
-    """Summaries of every dataset and version under ``root`` (newest version last per name)."""
-    backend = open_backend(root)
+def list_datasets(root: str | Path, s3: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    """Summaries of every dataset and version under ``root`` (newest version last per name); ``s3``: the S3
+    settings of a root on S3 (:class:`S3Backend`)."""
+    backend = open_backend(root, s3)
     rows = []
     for name in backend.list_dirs(""):
         if not _NAME_RE.match(name):
@@ -530,6 +546,6 @@ class Version:
 
 def open_version(uri: str, s3: dict[str, Any] | None = None) -> Version:
     """Open a published version read-only: ``ROOT/NAME@VERSION``, ``ROOT/NAME@latest`` or ``ROOT/NAME``
-    (on S3 with the settings ``s3``; None: this process's environment)."""
+    (on S3 with the settings ``s3``, see :class:`S3Backend`)."""
     backend, manifest = resolve(uri, s3)
     return Version(backend, manifest)

@@ -29,6 +29,7 @@ class EvaluateSpec:
         precision: the forecasts' precision (``fp32``/``bf16``), resolved for this machine.
         precision_note: the line saying which precision and why (:func:`predrnn.precision.describe`).
         record: the MLflow store that records the evaluation as a new run; None: not recorded.
+        s3: the S3 settings of a dataset on S3 (:func:`predrnn.settings.s3_settings`'s keyless form).
     """
 
     model: ResolvedModel
@@ -44,6 +45,7 @@ class EvaluateSpec:
     precision: str = "fp32"
     precision_note: str = ""
     record: str | None = None
+    s3: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -98,7 +100,7 @@ def prepare_evaluate(model: str, data: str, *, split: str = "test", max_clips: i
                      pools: list[int] | None = None, fss_scales: list[int] | None = None,
                      context: int | None = None, horizon: int | None = None, precision: str = "auto",
                      tracking_uri: str | None = None, cache_dir: Path | None = None,
-                     record: bool = False) -> EvaluateSpec:
+                     record: bool = False, s3: dict[str, Any] | None = None) -> EvaluateSpec:
     """Resolve an evaluation once, checking everything before any clip is forecast.
 
     Args:
@@ -109,6 +111,7 @@ def prepare_evaluate(model: str, data: str, *, split: str = "test", max_clips: i
         tracking_uri: the MLflow store of registry references, and of the record.
         cache_dir: where registry versions are kept once downloaded.
         record: record the evaluation as a new MLflow run in ``tracking_uri``.
+        s3: the door's S3 settings for a dataset on S3 (:func:`predrnn.settings.s3_settings`).
 
     Raises:
         PredrnnError (one line): bad pools or scales, an unknown precision, a model that cannot be loaded, a
@@ -127,14 +130,14 @@ def prepare_evaluate(model: str, data: str, *, split: str = "test", max_clips: i
         n_in, n_out = protocol(chosen.cfg, context, horizon)
     except ValueError as err:
         raise JobError(str(err)) from None
-    info = validate_dataset(chosen.cfg, data, for_model=True, need_length=n_in + n_out)
+    info = validate_dataset(chosen.cfg, data, for_model=True, need_length=n_in + n_out, s3=s3)
     return EvaluateSpec(model=chosen, dataset=info, split=split, context=n_in, horizon=n_out, max_clips=max_clips,
                         thresholds=None if thresholds is None else tuple(thresholds),
                         labels=None if labels is None else tuple(labels),
                         pools=None if pools is None else tuple(pools),
                         fss_scales=None if fss_scales is None else tuple(fss_scales),
                         precision=resolved, precision_note=note,
-                        record=tracking_uri if record else None)
+                        record=tracking_uri if record else None, s3=dict(s3 or {}))
 
 
 def run_evaluate(spec: EvaluateSpec) -> EvaluateResult:
@@ -150,7 +153,7 @@ def run_evaluate(spec: EvaluateSpec) -> EvaluateResult:
 
     cfg = spec.model.cfg
     try:
-        metrics = evaluate_split(spec.model.net, cfg, ZarrSource(spec.dataset.uri), spec.split,
+        metrics = evaluate_split(spec.model.net, cfg, ZarrSource(spec.dataset.uri, spec.s3 or None), spec.split,
                                  max_clips=spec.max_clips, thresholds=spec.thresholds, pools=spec.pools,
                                  fss_scales=spec.fss_scales, labels=spec.labels, context=spec.context,
                                  horizon=spec.horizon, precision=spec.precision)

@@ -67,7 +67,7 @@ def prepare_forecast(model: str, data: str, out: str, *, split: str = "test", ho
         split, horizon: which clips, and frames forecast (default: the model's training horizon).
         precision: ``auto``, ``bf16`` or ``fp32``, resolved for the actors' device.
         tracking_uri: the MLflow store of a registry reference; ``cache_dir``: where its versions are kept.
-        s3: the S3 settings of the door (:func:`predrnn.data.store.s3_settings`).
+        s3: the S3 settings of the door (:func:`predrnn.settings.s3_settings`).
 
     Raises:
         PredrnnError (one line): options out of range, an unknown precision, a model that cannot be loaded, a

@@ -4,7 +4,7 @@ on a score, optionally after evaluating both on one held-out test version. ``pre
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +23,7 @@ class PromoteSpec:
         dataset: a dataset version both models are evaluated on first (its test split); None: the scores
             recorded on the versions at registration are compared (only if from the same dataset).
         cache_dir: where registry versions are kept once downloaded (for the evaluations).
+        s3: the S3 settings of a dataset on S3 (:func:`predrnn.settings.s3_settings`'s keyless form).
     """
 
     model_name: str
@@ -33,6 +34,7 @@ class PromoteSpec:
     tracking_uri: str
     dataset: str | None = None
     cache_dir: Path | None = None
+    s3: dict[str, Any] = field(default_factory=dict)
 
     @property
     def score(self) -> str:
@@ -77,7 +79,8 @@ def gate_value(evaluation: dict[str, Any], metric: str) -> float | None:
 
 
 def prepare_promote(model_name: str, version: int, *, metric: str = "mse", margin: float = 0.01, force: bool = False,
-                    tracking_uri: str, dataset: str | None = None, cache_dir: Path | None = None) -> PromoteSpec:
+                    tracking_uri: str, dataset: str | None = None, cache_dir: Path | None = None,
+                    s3: dict[str, Any] | None = None) -> PromoteSpec:
     """Check a promotion's options before anything is evaluated or moved.
 
     Raises:
@@ -96,7 +99,8 @@ def prepare_promote(model_name: str, version: int, *, metric: str = "mse", margi
     except KeyError as err:
         raise JobError(str(err).strip("'\"")) from None
     return PromoteSpec(model_name=model_name, version=int(version), metric=metric_tag(metric), margin=margin,
-                       force=force, tracking_uri=tracking_uri, dataset=dataset, cache_dir=cache_dir)
+                       force=force, tracking_uri=tracking_uri, dataset=dataset, cache_dir=cache_dir,
+                       s3=dict(s3 or {}))
 
 
 def evaluate_models(spec: PromoteSpec) -> tuple[int | None, dict[str, Any], dict[str, Any] | None]:
@@ -111,7 +115,7 @@ def evaluate_models(spec: PromoteSpec) -> tuple[int | None, dict[str, Any], dict
     def evaluate(version: int) -> dict[str, Any]:
         return run_evaluate(prepare_evaluate(f"models:/{spec.model_name}/{version}", str(spec.dataset),
                                              precision="fp32", tracking_uri=spec.tracking_uri,
-                                             cache_dir=spec.cache_dir)).summary()
+                                             cache_dir=spec.cache_dir, s3=spec.s3)).summary()
 
     cand = evaluate(spec.version)
     champ = evaluate(champion) if champion is not None and champion != spec.version else None

@@ -47,7 +47,7 @@ class RunSpec:
         state_dir: the local state folder (Ray's session folder goes under it when short enough).
         ray_address: an existing cluster (``HOST:PORT``); None starts a local one.
         s3: where the run's ``s3://`` locations are (endpoint, region) and where each process, the workers
-            too, finds the credentials (:func:`predrnn.data.store.s3_settings`); never the keys.
+            too, finds the credentials (:func:`predrnn.settings.s3_settings`); never the keys.
         mlflow_run_id: the MLflow run a resumed run continues; None opens a new run.
         extended_from: a resumed run's previous ``optim.max_iterations`` when it grew.
         fork_checkpoint: the checkpoint whose full training state a forked run starts from.
@@ -246,7 +246,7 @@ def prepare(cfg: ExperimentConfig, *, data: str | None = None, tracking_uri: str
         state_dir: the local state folder (as the door resolved it).
         run_name: the run directory name; default ``<experiment name>-<time>``.
         ray_address: an existing cluster; None starts a local one.
-        s3: S3 settings for ``s3://`` storage (:func:`predrnn.data.store.s3_settings`, read at the door).
+        s3: S3 settings for ``s3://`` storage (:func:`predrnn.settings.s3_settings`, read at the door).
         resume: a run (see :func:`run_location`) to continue: same run directory and MLflow run, its own
             config (only a larger ``optim.max_iterations`` from ``cfg``, :func:`resumed_config`) and data.
         fork: a run whose latest checkpoint (weights, optimiser, iteration, RNG) a new run starts from,

@@ -1,10 +1,11 @@
-"""Where training runs live: a local folder or ``s3://bucket/prefix``, through pyarrow's filesystems.
+"""Where training runs live: a local folder or ``s3://bucket/prefix``, as pyarrow filesystems.
 
-An ``s3://`` location is opened with the project's S3 settings, the same as the dataset store's
-(:func:`predrnn.data.store.s3_settings`: ``PREDRNN_S3_ENDPOINT_URL`` for SeaweedFS or MinIO, the
-standard ``AWS_*`` variables or the AWS default chain), so a run directory, its checkpoints and its
-records are reachable wherever the datasets are. Ray Train receives the same filesystem
-(``RunConfig(storage_filesystem=...)``) instead of resolving the URI by itself.
+An ``s3://`` location is read and written by the dataset store's S3 client (obstore, through its
+fsspec filesystem under pyarrow's ``PyFileSystem``), with the S3 settings the door resolved
+(:func:`predrnn.settings.s3_settings`: the endpoint, the region and where credentials come from), so a
+run directory, its checkpoints and its records are reachable wherever the datasets are. Ray Train
+receives the same filesystem (``RunConfig(storage_filesystem=...)``) instead of resolving the URI by
+itself.
 """
 
 from __future__ import annotations
@@ -13,28 +14,49 @@ import contextlib
 import json
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
+
+
+class _BytesWriter:
+    """A writable file that hands obstore's writer ``bytes``: its writer takes unsigned-byte buffers only,
+    and pyarrow's streams pass their own buffer type."""
+
+    def __init__(self, raw: Any):
+        self.raw = raw
+
+    def write(self, data: Any) -> int:
+        return int(self.raw.write(bytes(data)))
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.raw, name)
 
 
 def _s3(options: dict[str, Any] | None = None) -> Any:
+    """A pyarrow filesystem over obstore's S3 client with the keyless settings ``options``; paths are
+    ``bucket/key``.
+
+    Raises:
+        DataError: this process was forked after obstore started.
+        ValueError: the settings carry a key.
+    """
+    import pyarrow as pa
     import pyarrow.fs as pafs
+    from obstore.fsspec import FsspecStore
 
-    from predrnn.data.store import check_s3_settings, s3_settings
+    from predrnn.data.store import check_obstore_usable, obstore_options
 
-    cfg = (check_s3_settings(options) or {}) if options is not None else s3_settings()
-    kwargs: dict[str, Any] = {"region": cfg.get("region", "us-east-1")}
-    endpoint = cfg.get("endpoint")
-    if endpoint:
-        parsed = urlparse(endpoint if "://" in endpoint else f"https://{endpoint}")
-        kwargs["endpoint_override"] = parsed.netloc + parsed.path.rstrip("/")
-        kwargs["scheme"] = parsed.scheme or "https"
-    # no keys are passed: the AWS SDK finds them in this process (AWS_* variables, AWS_PROFILE, SSO, roles)
-    return pafs.S3FileSystem(**kwargs)
+    kwargs = obstore_options(options)
+    check_obstore_usable("s3:// run storage")
+
+    class Handler(pafs.FSSpecHandler):
+        def open_output_stream(self, path: str, metadata: Any) -> Any:
+            return pa.PythonFile(_BytesWriter(self.fs.open(path, mode="wb")), mode="w")
+
+    return pafs.PyFileSystem(Handler(FsspecStore("s3", skip_instance_cache=True, **kwargs)))
 
 
 def filesystem(location: str, s3: dict[str, Any] | None = None) -> tuple[Any, str]:
     """``(pyarrow filesystem, path inside it)`` of a local path or a URI; ``s3://`` opened with the S3
-    settings ``s3`` (:meth:`predrnn.settings.Settings.s3`, read at the door; None: read now)."""
+    settings ``s3`` (:func:`predrnn.settings.s3_settings`, read at the door; None: the client's defaults)."""
     import pyarrow.fs as pafs
 
     if location.startswith("s3://"):

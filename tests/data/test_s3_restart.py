@@ -25,10 +25,10 @@ pytestmark = [pytest.mark.slow, pytest.mark.s3, pytest.mark.prefect]
 GEN = {"num_clips": 600, "frames": 10, "height": 64, "width": 64, "seed": 3}
 
 
-def _clips(uri: str) -> np.ndarray:
+def _clips(uri: str, s3: dict[str, Any] | None = None) -> np.ndarray:
     from predrnn.data import open_version
 
-    return np.asarray(open_version(uri).array[:])
+    return np.asarray(open_version(uri, s3).array[:])
 
 
 def test_s3_restart_during_ingest_flow(prefect_harness, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
@@ -37,6 +37,7 @@ def test_s3_restart_during_ingest_flow(prefect_harness, tmp_path: Path, monkeypa
 
     from flows.ingest import ingest_flow
     from predrnn.data import gc_orphans, ingest, list_datasets, open_version
+    from predrnn.settings import s3_settings
 
     stack = Stack(StackSettings(state_dir=Path(tempfile.mkdtemp(prefix="predrnn-s3fault-")),
                                 services=["s3"]).with_free_ports())
@@ -44,9 +45,10 @@ def test_s3_restart_during_ingest_flow(prefect_harness, tmp_path: Path, monkeypa
     try:
         for k, v in stack.client_env().items():
             monkeypatch.setenv(k, v)
-        root = "s3://datasets"
-        before = ingest("moving-digits", None, "before", root, num_clips=24, frames=8, height=32, width=32, seed=1)
-        before_clips = _clips(before)
+        root, cfg = "s3://datasets", s3_settings(stack.client_env())
+        before = ingest("moving-digits", None, "before", root, num_clips=24, frames=8, height=32, width=32, seed=1,
+                        s3=cfg)
+        before_clips = _clips(before, cfg)
         reference = ingest("moving-digits", None, "digits", str(tmp_path / "local"), **GEN)  # undisturbed
 
         s3 = stack.s3_client()
@@ -75,7 +77,7 @@ def test_s3_restart_during_ingest_flow(prefect_harness, tmp_path: Path, monkeypa
         assert state.is_completed(), state
         uri = state.result()
         assert uri.split("@")[1] == reference.split("@")[1]  # the same content hash as the undisturbed ingest
-        np.testing.assert_array_equal(_clips(uri), _clips(reference))
+        np.testing.assert_array_equal(_clips(uri, cfg), _clips(reference))
 
         with get_client(sync_client=True) as client:
             runs = client.read_task_runs(flow_run_filter=FlowRunFilter(
@@ -84,13 +86,13 @@ def test_s3_restart_during_ingest_flow(prefect_harness, tmp_path: Path, monkeypa
         assert len(write) == 1 and write[0].run_count >= 2, [(r.name, r.run_count) for r in runs]  # retried
 
         # nothing lost, nothing half-written
-        np.testing.assert_array_equal(_clips(before), before_clips)
-        listed = {d["name"]: d for d in list_datasets(root)}
+        np.testing.assert_array_equal(_clips(before, cfg), before_clips)
+        listed = {d["name"]: d for d in list_datasets(root, cfg)}
         assert set(listed) == {"before", "digits"}
-        assert open_version(f"{root}/digits@latest").version == uri.split("@")[1]
-        removed = gc_orphans(root, "digits", older_than_s=0)
+        assert open_version(f"{root}/digits@latest", cfg).version == uri.split("@")[1]
+        removed = gc_orphans(root, "digits", older_than_s=0, s3=cfg)
         assert len(removed) <= write[0].run_count - 1  # at most one leftover prefix per failed attempt
-        np.testing.assert_array_equal(_clips(uri), _clips(reference))
+        np.testing.assert_array_equal(_clips(uri, cfg), _clips(reference))
     finally:
         stack.down(echo=print)
     assert not stack.running()

@@ -123,7 +123,7 @@ def test_s3_source_matches_local(case: int, s3_env, local: Path, uploaded: str, 
 
     here = open_version(ingest(kind, str(local / rel), "here", str(root), **opts))
     s3_uri = f"{uploaded}/{rel}"
-    there = open_version(ingest(kind, s3_uri, "there", str(root), **opts))
+    there = open_version(ingest(kind, s3_uri, "there", str(root), s3=s3_env.settings(), **opts))
     assert fetched == [s3_uri]  # inspect, validate and write share one copy
     assert there.shape == here.shape and there.dtype == here.dtype
     np.testing.assert_array_equal(there.array[:], here.array[:])  # NaN == NaN here
@@ -143,11 +143,12 @@ def test_s3_source_changed_object_is_fetched_again(s3_env, local: Path, uploaded
     key = f"{uploaded.split('/', 3)[3]}/changing/arr.npy"
     first = ingest("npy", str(local / "arr.npy"), "x", str(root))
     s3_env.client().upload_file(str(local / "arr.npy"), s3_env.bucket, key)
-    assert ingest("npy", f"{uploaded}/changing/arr.npy", "x", str(root)) == first  # same content: no-op
+    s3 = s3_env.settings()
+    assert ingest("npy", f"{uploaded}/changing/arr.npy", "x", str(root), s3=s3) == first  # same content: no-op
     other = moving_blobs(8, 5, seed=9)
     np.save(tmp_path / "other.npy", other)
     s3_env.client().upload_file(str(tmp_path / "other.npy"), s3_env.bucket, key)
-    second = ingest("npy", f"{uploaded}/changing/arr.npy", "x", str(root))
+    second = ingest("npy", f"{uploaded}/changing/arr.npy", "x", str(root), s3=s3)
     assert second != first
     np.testing.assert_array_equal(open_version(second).array[:, ..., 0], other)
 
@@ -161,25 +162,27 @@ def test_s3_source_errors_are_one_line_and_write_nothing(s3_env, uploaded: str, 
     code, out, err = _cli_ingest("frames-folder", f"{uploaded}/nothing/", "bad", root, {})
     assert code == 2 and err.strip().splitlines() == [f"error: source {uploaded}/nothing/: empty prefix (no "
                                                       f"objects below it in bucket {s3_env.bucket})"]
+    s3 = s3_env.settings()
     with pytest.raises(DataError, match=r"^source s3://no-such-bucket-here/x.npy: the bucket does not exist"):
-        ingest("npy", "s3://no-such-bucket-here/x.npy", "bad", str(root))
+        ingest("npy", "s3://no-such-bucket-here/x.npy", "bad", str(root), s3=s3)
     # a reader's error names the object by its URI, not the temporary copy
     with pytest.raises(DataError, match=rf"^{uploaded}/arr.npy: \w+ of 5 frames are shorter than --window 99$"):
-        ingest("npy", f"{uploaded}/arr.npy", "bad", str(root), window=99)
-    monkeypatch.setenv("PREDRNN_S3_ENDPOINT_URL", "http://127.0.0.1:9")  # nothing listens on the discard port
+        ingest("npy", f"{uploaded}/arr.npy", "bad", str(root), window=99, s3=s3)
+    nowhere = {**s3, "endpoint": "http://127.0.0.1:9"}  # nothing listens on the discard port
     with pytest.raises(DataError, match=r"^source s3://.*/arr.npy: cannot reach the S3 endpoint http://127.0.0.1:9"):
-        ingest("npy", f"{uploaded}/arr.npy", "bad", str(root))
+        ingest("npy", f"{uploaded}/arr.npy", "bad", str(root), s3=nowhere)
     assert list_datasets(root) == []
 
 
-def test_s3_source_through_boto3_and_no_copy_left(s3_env, local: Path, uploaded: str, root: Path,
-                                                 monkeypatch: pytest.MonkeyPatch):
-    """Where obstore cannot run (a forked child) the same copy comes through boto3; clear_cache removes it."""
+def test_s3_source_copy_left_by_nobody_and_refused_in_a_forked_child(s3_env, local: Path, uploaded: str, root: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch):
+    """clear_cache removes a copy no live source holds; where obstore cannot run (a child forked after it
+    started) fetching fails in one line naming the fix, before any request."""
     import predrnn.data.store as store
 
     remote.clear_cache()
-    monkeypatch.setattr(store, "_obstore_usable", lambda: False)
-    src = make_source("thuml-npz", f"{uploaded}/mnist", {})
+    s3 = s3_env.settings()
+    src = make_source("thuml-npz", f"{uploaded}/mnist", {}, s3=s3)
     assert isinstance(src.remote, remote.Mirror) and src.path is not None and src.path.is_dir()
     info = src.inspect()
     assert info.location == f"{uploaded}/mnist"
@@ -188,6 +191,10 @@ def test_s3_source_through_boto3_and_no_copy_left(s3_env, local: Path, uploaded:
     assert remote.clear_cache() == 0 and copy.exists()  # a live source keeps its copy
     del src
     assert remote.clear_cache() == 1 and not copy.exists()
+    monkeypatch.setattr(store, "_obstore_usable", lambda: False)
+    with pytest.raises(DataError, match=r"^s3://.* cannot be read in a process forked after S3 was used .*"
+                                        r"multiprocessing_context='forkserver' or 'spawn'$"):
+        make_source("thuml-npz", f"{uploaded}/mnist", {}, s3=s3)
 
 
 def test_cli_subprocess_removes_its_copy(s3_env, uploaded: str, root: Path, tmp_path: Path):

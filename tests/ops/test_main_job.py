@@ -83,10 +83,23 @@ def _files_holding(folders: list[Path], secrets: dict[str, str]) -> tuple[int, l
     return scanned, found
 
 
+# the forecast flow on the main job's model and dataset, in a process of its own as a deployment runs it
+_FORECAST = """
+import json, sys
+from predrnn.settings import tool_env
+tool_env()
+from flows.api_server import job_api_server
+with job_api_server():
+    from flows.forecast import forecast_flow
+    print(json.dumps(forecast_flow(model="models:/predrnn-v2/1", dataset=sys.argv[1], workers=1, batch_size=8)))
+"""
+
+
 def test_main_job_runs_end_to_end_and_leaves_nothing_running(tmp_path):
-    """The main job end to end, with canary credentials in its environment for the whole run (S3 keys, the
-    promoter's and MLflow's passwords): none of them appears in a line printed or in any file the job wrote
-    (Prefect's database, MLflow's store and artifacts, Ray's session and logs, the run folders)."""
+    """The main job (ingest and train flows) and then the forecast flow end to end, with canary credentials in
+    their environment for the whole run (S3 keys, the promoter's and MLflow's passwords): none of them appears
+    in a line printed or in any file the runs wrote (Prefect's database, MLflow's store and artifacts, Ray's
+    session and logs, the run folders, the forecast dataset)."""
     env, mark = _job_env(tmp_path / "state")
     canary = {var: f"canary-{var.lower()}-{uuid.uuid4().hex}" for var in
               ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "PREDRNN_PROMOTER_PASSWORD",
@@ -98,12 +111,17 @@ def test_main_job_runs_end_to_end_and_leaves_nothing_running(tmp_path):
                               "--workers", "1"], cwd=tmp_path, env=env, capture_output=True, text=True,
                              timeout=600)
         assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
-        printed = [name for name, secret in canary.items() if secret in out.stdout + out.stderr]
+        summary = json.loads(out.stdout.strip().splitlines()[-1])
+        fc = subprocess.run([sys.executable, "-c", _FORECAST, summary["dataset"]], cwd=tmp_path, env=env,
+                            capture_output=True, text=True, timeout=300)
+        assert fc.returncode == 0, fc.stdout[-3000:] + fc.stderr[-3000:]
+        forecast = json.loads(fc.stdout.strip().splitlines()[-1])
+        assert forecast["clips"] > 0 and "digits-forecast@" in forecast["uri"], forecast
+        printed = [name for name, secret in canary.items() if secret in out.stdout + out.stderr + fc.stdout + fc.stderr]
         assert not printed, f"printed: {printed}"
         scanned, leaked = _files_holding([tmp_path, temp], canary)
         assert not leaked, leaked
         assert scanned > 50, scanned  # the Prefect and MLflow databases, Ray's logs, the run folders
-        summary = json.loads(out.stdout.strip().splitlines()[-1])
         horizon = len(summary["test_mse_per_frame"])
         assert horizon == len(summary["persistence_mse_per_frame"]) == 10
         assert 0 < summary["test_mse"] < 1e4 and 0 < summary["persistence_mse"] < 1e4

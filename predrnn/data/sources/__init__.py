@@ -30,9 +30,11 @@ def source_class(kind: str) -> type[Source]:
     return getattr(importlib.import_module(module), cls)
 
 
-def make_source(kind: str, source: str | Path | None, options: dict[str, Any] | None = None) -> Source:
-    """A reader for ``kind`` over ``source`` with ``options`` (unknown options are refused)."""
-    return source_class(kind)(source, dict(options or {}))
+def make_source(kind: str, source: str | Path | None, options: dict[str, Any] | None = None, *,
+                s3: dict[str, Any] | None = None) -> Source:
+    """A reader for ``kind`` over ``source`` with ``options`` (unknown options are refused); ``s3``: the S3
+    settings of an ``s3://`` source (:func:`predrnn.settings.s3_settings`'s keyless form)."""
+    return source_class(kind)(source, dict(options or {}), s3=s3)
 
 
 __all__ = ["KINDS", "Clip", "Source", "SourceInfo", "make_source", "source_class"]

@@ -90,12 +90,15 @@ class Source:
     time_ordered: ClassVar[bool] = False  # one time-ordered sequence (a grid): split by time blocks
     reader_version: ClassVar[int] = 1  # raised when the kind reads the same files differently
 
-    def __new__(cls, source: str | Path | None = None, options: dict[str, Any] | None = None) -> Source:
+    def __new__(cls, source: str | Path | None = None, options: dict[str, Any] | None = None, *,
+                s3: dict[str, Any] | None = None) -> Source:
         if cls.needs_source and str(source or "").startswith("s3://") and not issubclass(cls, RemoteSource):
             return super().__new__(remote_class(cls))  # the kind's reader over the local copy, reporting the URI
         return super().__new__(cls)
 
-    def __init__(self, source: str | Path | None, options: dict[str, Any]):
+    def __init__(self, source: str | Path | None, options: dict[str, Any], *, s3: dict[str, Any] | None = None):
+        """Raises DataError: an unknown option, a missing or unreadable source; ``s3``: the S3 settings of an
+        ``s3://`` source (:func:`predrnn.settings.s3_settings`'s keyless form; None: the client's defaults)."""
         accepted = {**COMMON_OPTIONS, **self.OPTIONS}
         unknown = sorted(set(options) - set(accepted))
         if unknown:
@@ -111,7 +114,7 @@ class Source:
                 from predrnn.data.sources.remote import fetch
 
                 self._check_common()  # bad options fail before anything is fetched
-                self.remote = fetch(str(source))
+                self.remote = fetch(str(source), s3)
                 self.path = self.remote.path
             else:
                 if "://" in str(source) and not str(source).startswith("file://"):

@@ -81,8 +81,8 @@ class MovingDigits(Source):
     needs_source = False
     OPTIONS = {**_GEN_OPTIONS, "digits": 2, "digits_idx": None, "min_speed": 2.0, "max_speed": 5.0}
 
-    def __init__(self, source: str | Path | None, options: dict) -> None:
-        super().__init__(source, options)
+    def __init__(self, source: str | Path | None, options: dict, *, s3: dict | None = None) -> None:
+        super().__init__(source, options, s3=s3)
         _positive(self, "num_clips", "frames", "height", "width", "digits")
         if self.opts["digits_idx"] is None and source:
             self.opts["digits_idx"] = str(source)
@@ -152,8 +152,8 @@ class StormCells(Source):
     needs_source = False
     OPTIONS = {**_GEN_OPTIONS, "cells": 6, "max_wind": 2.5, "radar_mask": False, "valid_min": 0.0}
 
-    def __init__(self, source: str | Path | None, options: dict) -> None:
-        super().__init__(source, options)
+    def __init__(self, source: str | Path | None, options: dict, *, s3: dict | None = None) -> None:
+        super().__init__(source, options, s3=s3)
         _positive(self, "num_clips", "frames", "height", "width", "cells")
 
     def inspect(self) -> SourceInfo:

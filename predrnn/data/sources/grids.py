@@ -243,7 +243,7 @@ class GridSource(Source):
     time_ordered = True
     reader_version = 2  # CF decoding through xarray, time as a coordinate (version 1 read Zarr packed values raw)
 
-    def __init__(self, source: str | Path | None, options: dict[str, Any]):
+    def __init__(self, source: str | Path | None, options: dict[str, Any], *, s3: dict[str, Any] | None = None):
         self.pattern: str | None = None
         text = str(source or "")
         if not text.startswith("s3://") and any(c in text for c in "*?["):
@@ -252,7 +252,7 @@ class GridSource(Source):
             root = Path(*base.parts[:fixed]) if fixed else Path(".")
             self.pattern = str(Path(*base.parts[fixed:]))
             source = str(root)
-        super().__init__(source, options)
+        super().__init__(source, options, s3=s3)
         self._handles = _Files()
 
     # -- the archive ---------------------------------------------------------------------------

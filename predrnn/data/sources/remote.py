@@ -7,9 +7,9 @@ that mirrors their key layout below the URI; the kind's own reader then runs on 
 folder). A URI naming one object gives one local file of the same name; any other URI is a prefix and
 gives a folder of everything below it.
 
-* S3 settings and credentials are the store's (:func:`predrnn.data.store.s3_settings`, through
-  :class:`~predrnn.data.store.S3Backend`): ``PREDRNN_S3_ENDPOINT_URL`` (or ``AWS_ENDPOINT_URL_S3`` /
-  ``AWS_ENDPOINT_URL``), ``AWS_REGION`` and the ``AWS_*`` keys or the boto3 default chain.
+* The S3 client is the store's (obstore, :func:`predrnn.data.store.obstore_s3`), configured with the
+  keyless S3 settings the door resolved (:func:`predrnn.settings.s3_settings`: the endpoint, the
+  region and where credentials come from); the keys are found by the client in this process.
 * Memory stays flat in object size: objects are read in ranged GETs of :data:`PART_BYTES`, each
   written to disk before the next is asked for, at most :data:`WORKERS` objects at a time; every part
   is read ``If-Match`` the ETag listed, so an object replaced mid-fetch is an error, not a mix of two.
@@ -126,13 +126,15 @@ _entries: dict[str, _Entry] = {}
 _root: dict[str, Any] = {"pid": None, "path": None}
 
 
-def fetch(uri: str) -> Mirror:
+def fetch(uri: str, s3: dict[str, Any] | None = None) -> Mirror:
     """The local copy of the object or prefix at ``uri``, fetched unless this process holds it already.
 
     Args:
         uri: ``s3://bucket/key``: one object (local copy: a file of the key's last name) or a prefix
             (a folder of that name holding every object below it, in the same layout). A trailing '/'
             means a prefix; ``s3://bucket`` is the whole bucket.
+        s3: the S3 settings (:func:`predrnn.settings.s3_settings`'s keyless form; None: the client's
+            defaults).
 
     Returns:
         A :class:`Mirror` whose ``path`` the kind's reader opens like a local source.
@@ -146,7 +148,7 @@ def fetch(uri: str) -> Mirror:
     bucket, key = split_s3_uri(uri)
     with _lock:
         root = _cache_root()
-        client = _client(bucket)
+        client = _Client(bucket, s3)
         objects, name = _listing(client, uri, bucket, key)
         h = hashlib.sha256(uri_clean.encode())
         for o in objects:
@@ -253,7 +255,7 @@ def _listing(client: _Client, uri: str, bucket: str, key: str) -> tuple[list[_Ob
     except DataError:
         raise
     except Exception as err:  # obstore and botocore raise their own types
-        raise DataError(f"source {uri}: {_problem(err)}") from None
+        raise DataError(f"source {uri}: {_problem(err, client.endpoint)}") from None
     prefix = key if not key or key.endswith("/") else key + "/"
     folders = {k.rsplit("/", 1)[0] for k, _, _ in below if "/" in k}
     objects = []
@@ -332,7 +334,7 @@ def _fetch_one(client: _Client, uri: str, obj: _Object, dest: Path) -> None:
             raise DataError(f"source {uri}: {where} changed while being fetched; run again") from None
         if "NotFound" in text or "NoSuchKey" in text or "404" in text:
             raise DataError(f"source {uri}: {where} disappeared while being fetched; run again") from None
-        raise DataError(f"source {uri}: reading {where} failed: {_problem(err)}") from None
+        raise DataError(f"source {uri}: reading {where} failed: {_problem(err, client.endpoint)}") from None
 
 
 def _first_line(err: BaseException) -> str:
@@ -341,10 +343,8 @@ def _first_line(err: BaseException) -> str:
     return line[:300] + ("..." if len(line) > 300 else "")
 
 
-def _problem(err: BaseException) -> str:
-    """What went wrong with an S3 request, in a few words (one line)."""
-    from predrnn.data.store import s3_settings
-
+def _problem(err: BaseException, endpoint: str | None) -> str:
+    """What went wrong with an S3 request to ``endpoint`` (None: AWS's), in a few words (one line)."""
     text = " ".join(str(err).split())
     low = text.lower()
     if "nosuchbucket" in low or "bucket does not exist" in low:
@@ -356,40 +356,31 @@ def _problem(err: BaseException) -> str:
         return "no S3 credentials: set AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY or an AWS profile"
     if any(w in low for w in ("error sending request", "connection refused", "could not connect", "connect timeout",
                               "timed out", "dns error", "failed to establish", "name or service not known")):
-        endpoint = s3_settings().get("endpoint") or "the AWS default endpoint"
-        return f"cannot reach the S3 endpoint {endpoint} (connection failed; check PREDRNN_S3_ENDPOINT_URL)"
+        return (f"cannot reach the S3 endpoint {endpoint or 'of AWS'} (connection failed; check "
+                "PREDRNN_S3_ENDPOINT_URL)")
     return _first_line(err)
 
 
 # ---------------------------------------------------------------------------------------------
-# Two clients over the store's settings: obstore, and boto3 where obstore cannot run (its async
-# runtime does not survive fork, see predrnn.data.store._obstore_usable).
+# The store's S3 client (obstore) over the door's settings.
 
 
 class _Client:
-    bucket: str
+    """Listing, metadata and ranged reads of one bucket through obstore.
+
+    Raises:
+        DataError: this process was forked after obstore started (:func:`predrnn.data.store.obstore_s3`).
+    """
+
+    def __init__(self, bucket: str, s3: dict[str, Any] | None):
+        from predrnn.data.store import obstore_s3, s3_client_config
+
+        self.bucket = bucket
+        self.endpoint: str | None = s3_client_config(dict(s3 or {})).get("endpoint")
+        self.store = obstore_s3(bucket, s3)
 
     def list(self, prefix: str) -> list[tuple[str, int, str | None]]:
         """(key, size, ETag) of every object whose key starts with ``prefix`` ('' for all)."""
-        raise NotImplementedError
-
-    def head(self, key: str) -> tuple[int, str | None] | None:
-        """(size, ETag) of one object, or None when there is none."""
-        raise NotImplementedError
-
-    def read(self, key: str, start: int, end: int, etag: str | None) -> Any:
-        """Bytes ``start:end`` (a bytes-like object), failing if the object's ETag is no longer ``etag``."""
-        raise NotImplementedError
-
-
-class _ObstoreClient(_Client):
-    def __init__(self, bucket: str):
-        from predrnn.data.store import S3Backend
-
-        self.bucket = bucket
-        self.store = S3Backend(f"s3://{bucket}").store
-
-    def list(self, prefix: str) -> list[tuple[str, int, str | None]]:
         import obstore
 
         out: list[tuple[str, int, str | None]] = []
@@ -401,6 +392,7 @@ class _ObstoreClient(_Client):
         return out
 
     def head(self, key: str) -> tuple[int, str | None] | None:
+        """(size, ETag) of one object, or None when there is none."""
         import obstore
         from obstore.exceptions import NotFoundError
 
@@ -411,53 +403,10 @@ class _ObstoreClient(_Client):
         return int(m["size"]), m.get("e_tag")
 
     def read(self, key: str, start: int, end: int, etag: str | None) -> Any:
+        """Bytes ``start:end`` (a bytes-like object), failing if the object's ETag is no longer ``etag``."""
         import obstore
 
         options: dict[str, Any] = {"range": (start, end)}
         if etag:
             options["if_match"] = etag
         return obstore.get(self.store, key, options=options).bytes()  # type: ignore[arg-type]
-
-
-class _Boto3Client(_Client):
-    def __init__(self, bucket: str):
-        import boto3
-
-        from predrnn.data.store import s3_settings
-
-        cfg = s3_settings()
-        self.bucket = bucket
-        # the keys are found by boto3 in this process (AWS_* variables, the profile, SSO, roles), never passed
-        self.s3 = boto3.session.Session(profile_name=cfg.get("profile")).client(
-            "s3", endpoint_url=cfg.get("endpoint"), region_name=cfg["region"])
-
-    def list(self, prefix: str) -> list[tuple[str, int, str | None]]:
-        out: list[tuple[str, int, str | None]] = []
-        for page in self.s3.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix):
-            out.extend((str(o["Key"]), int(o["Size"]), o.get("ETag")) for o in page.get("Contents", []))
-        return out
-
-    def head(self, key: str) -> tuple[int, str | None] | None:
-        from botocore.exceptions import ClientError
-
-        try:
-            m = self.s3.head_object(Bucket=self.bucket, Key=key)
-        except ClientError as err:
-            if str(err.response.get("Error", {}).get("Code")) in ("404", "NoSuchKey", "NotFound"):
-                return None
-            raise
-        return int(m["ContentLength"]), m.get("ETag")
-
-    def read(self, key: str, start: int, end: int, etag: str | None) -> Any:
-        extra = {"IfMatch": etag} if etag else {}
-        body = self.s3.get_object(Bucket=self.bucket, Key=key, Range=f"bytes={start}-{end - 1}", **extra)["Body"]
-        try:
-            return body.read()
-        finally:
-            body.close()
-
-
-def _client(bucket: str) -> _Client:
-    from predrnn.data.store import _obstore_usable
-
-    return _ObstoreClient(bucket) if _obstore_usable() else _Boto3Client(bucket)
