@@ -21,11 +21,12 @@ def evaluate_task(model: str, dataset: str, split: str = "test", max_clips: int 
                   tracking_uri: str | None = None, thresholds: list[float] | None = None,
                   horizon: int | None = None, context: int | None = None,
                   cache_dir: str | None = None, precision: str = "fp32", record: bool = False,
-                  s3: dict[str, Any] | None = None) -> dict[str, Any]:
+                  s3: dict[str, Any] | None = None, baselines: list[str] | None = None) -> dict[str, Any]:
     """Evaluate ``model`` (directory or registry reference, pinned to one version) on ``split`` of ``dataset``
     (:func:`predrnn.jobs.prepare_evaluate` then :func:`~predrnn.jobs.run_evaluate`); ``record``: as a new MLflow
     run in ``tracking_uri``. ``precision`` defaults to fp32, as the nightly gate compares models. ``s3``: the
-    flow's keyless S3 settings (:func:`predrnn.settings.s3_settings`).
+    flow's keyless S3 settings (:func:`predrnn.settings.s3_settings`). ``baselines``: scored beside the model
+    (None: all that apply).
 
     Returns:
         :meth:`predrnn.jobs.EvaluateResult.summary`: ``{"model", "model_version", "dataset", "split", "clips",
@@ -36,7 +37,8 @@ def evaluate_task(model: str, dataset: str, split: str = "test", max_clips: int 
 
     spec = prepare_evaluate(model, dataset, split=split, max_clips=max_clips, thresholds=thresholds,
                             context=context, horizon=horizon, precision=precision, tracking_uri=tracking_uri,
-                            cache_dir=Path(cache_dir) if cache_dir else None, record=record, s3=s3)
+                            cache_dir=Path(cache_dir) if cache_dir else None, record=record, s3=s3,
+                            baselines=baselines)
     return run_evaluate(spec).summary()
 
 
@@ -63,6 +65,8 @@ def evaluate_flow(
     precision: Annotated[Literal["auto", "bf16", "fp32"], Field(
         description="auto: bf16 where the processor computes it natively, else fp32")] = "auto",
     log: Annotated[bool, Field(description="record the evaluation as a new MLflow run")] = False,
+    baselines: Annotated[list[Literal["persistence", "extrapolation", "sprog"]] | None, Field(
+        description="baselines scored beside the model (default: all that apply to the data)")] = None,
 ) -> dict[str, Any]:
     """Evaluate ``model`` on ``split`` of ``dataset`` and publish the per-lead-time scorecard as an artifact.
 
@@ -75,13 +79,15 @@ def evaluate_flow(
         thresholds: CSI/FSS thresholds in the data's units (default: recorded by the dataset).
         horizon, context: frames forecast and given (default: the model's training lengths).
         precision: the model's forecasts (:mod:`predrnn.precision`), resolved for this machine's CPU.
+        baselines: persistence, extrapolation (pysteps optical flow and advection), sprog (pysteps S-PROG);
+            default: every one that applies (images and several variables: persistence).
         log: record the evaluation as a new MLflow run (metrics per lead time, scorecards), as ``predrnn
             evaluate --log`` does.
     """
     settings = PipelineSettings()
     result = evaluate_task(model, dataset, split, max_clips, settings.tracking(tracking_uri), thresholds, horizon,
                            context, cache_dir=str(settings.model_cache), precision=precision, record=log,
-                           s3=settings.s3())
+                           s3=settings.s3(), baselines=list(baselines) if baselines else None)
     get_run_logger().info("forecast in %s", result["precision"])
     get_run_logger().info("%s on %s/%s: MSE/frame %s (persistence %s)", model, result["dataset"], split,
                           *("n/a" if v is None else f"{v:.4g}" for v in (result["mse"], result["persistence_mse"])))

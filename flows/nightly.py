@@ -175,7 +175,7 @@ def nightly_retrain(
         cards[f"v{champion} (champion)"] = old["scores"]["model"]
         rows.append(f"| v{champion} (champion) | {old['mse']:.4f} | {old['persistence_mse']:.4f} | "
                     f"{_fmt(champ_val)} | {old['clips']} |")
-    cards["persistence"] = new["scores"]["persistence"]
+    cards.update({who: card for who, card in new["scores"].items() if who != "model"})  # every baseline
     units = f" ({new['units']})" if new.get("units") else ""
     report += ["", f"evaluated on the test split of `{new['dataset']}`{units}:", "",
                f"| model | test MSE/frame | persistence | {metric} | clips |", "|---|---|---|---|---|", *rows, "",

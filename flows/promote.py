@@ -8,7 +8,7 @@ is recorded in MLflow tags and in a Prefect artifact.
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
@@ -31,7 +31,7 @@ def champion_task(model_name: str, tracking_uri: str | None) -> int | None:
 @task(name="promotion-gate")
 def gate_task(model_name: str, version: int, *, force: bool, margin: float, tracking_uri: str,
               candidate: dict[str, Any] | None = None, champion: dict[str, Any] | None = None,
-              metric: str = "test_mse") -> dict[str, Any]:
+              metric: str = "test_mse", must_beat: str | None = None) -> dict[str, Any]:
     """The gate (:func:`predrnn.jobs.promote.run_promote`) on the evaluations the flow ran (or, without them,
     on the scores recorded at registration); if it passes (or ``force``), ``champion`` moves atomically.
 
@@ -43,7 +43,8 @@ def gate_task(model_name: str, version: int, *, force: bool, margin: float, trac
     from predrnn.settings import Settings
     from predrnn.tracking.registry import RegistryError, record_failure
 
-    spec = prepare_promote(model_name, version, metric=metric, margin=margin, force=force, tracking_uri=tracking_uri)
+    spec = prepare_promote(model_name, version, metric=metric, margin=margin, force=force, tracking_uri=tracking_uri,
+                           dataset=candidate["dataset"] if candidate else None, must_beat=must_beat)
     try:  # the promoter's account is read here, in the flow's process: never a parameter of the task
         result = run_promote(spec, promoter=Settings().promoter(), candidate=candidate, champion=champion)
     except RegistryError as err:
@@ -74,6 +75,8 @@ def promote_flow(
     tracking_uri: str | None = None,
     metric: Annotated[str, Field(min_length=2, description="score the gate compares: mse, csi_m, "
                                  "csi_<thr>, fss_<thr>_n<N>, ...")] = "mse",
+    must_beat: Annotated[Literal["persistence", "extrapolation", "sprog"] | None, Field(
+        description="a baseline the candidate must also beat on the metric (needs dataset)")] = None,
 ) -> dict[str, Any]:
     """Promote ``version`` of ``model_name`` to ``champion`` if it beats the champion by ``margin`` on ``metric``.
 
@@ -85,6 +88,7 @@ def promote_flow(
         dataset: evaluate both models on this version's test split first (recommended).
         tracking_uri: MLflow store (default ``$MLFLOW_TRACKING_URI``).
         metric: the score compared (mean over lead times), its direction known (:mod:`predrnn.scorecard`).
+        must_beat: a baseline the candidate must also beat on ``metric`` in its evaluation of ``dataset``.
     """
     from predrnn.jobs.promote import prepare_promote
 
@@ -92,7 +96,8 @@ def promote_flow(
     name = model_name or settings.model_name
     # every option checked before any evaluation (an unknown score, a margin out of range)
     spec = prepare_promote(name, version, metric=metric, margin=settings.margin if margin is None else margin,
-                           force=force, tracking_uri=settings.tracking(tracking_uri), dataset=dataset)
+                           force=force, tracking_uri=settings.tracking(tracking_uri), dataset=dataset,
+                           must_beat=must_beat)
     cand = champ = None
     table = ""
     if dataset:
@@ -105,7 +110,7 @@ def promote_flow(
                                   cache_dir=str(settings.model_cache), s3=settings.s3())
             table += f"\n\nchampion v{champion}:\n```\n{champ['table']}\n```\n\n{champ['scorecard']}"
     decision = gate_task(name, version, force=force, margin=spec.margin, tracking_uri=spec.tracking_uri,
-                         candidate=cand, champion=champ, metric=spec.metric)
+                         candidate=cand, champion=champ, metric=spec.metric, must_beat=spec.must_beat)
     get_run_logger().info("%s v%s: %s (%s)", name, version, "promoted" if decision["promoted"] else "refused",
                           decision["reason"])
     publish_decision(decision, table)

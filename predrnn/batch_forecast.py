@@ -172,7 +172,8 @@ def forecast_dataset(model: Any, cfg: ExperimentConfig, job: ForecastJob, *, mod
                      model_version: str | None = None, workers: int = 1, gpus_per_worker: float = 0.0,
                      batch_size: int = 16, ray_address: str | None = None, ray_temp_dir: str | None = None,
                      s3: dict[str, Any] | None = None, progress_bars: bool = False,
-                     progress: Callable[[str], None] | None = None, precision: str = "fp32") -> dict[str, Any]:
+                     progress: Callable[[str], None] | None = None, precision: str = "fp32",
+                     baseline: str | None = None) -> dict[str, Any]:
     """Forecast every clip of a checked job (:func:`check_job`) on Ray Data; publish the forecast version.
 
     Each clip's first ``job.context`` frames are the context; its forecast, (horizon, H, W, C) float32
@@ -192,6 +193,9 @@ def forecast_dataset(model: Any, cfg: ExperimentConfig, job: ForecastJob, *, mod
         progress: called with one plain line at each stage and every 5 s while forecasting.
         precision: ``fp32`` or ``bf16`` autocast in the actors (:mod:`predrnn.precision`, resolved at the
             door); recorded in the version's ``forecast`` attributes, and a bf16 job is a job of its own.
+        baseline: forecast with this baseline (:data:`predrnn.baselines.BASELINES`) instead of ``model``
+            (None then): in this process, ``batch_size`` clips at a time, no Ray; the job's identity is the
+            baseline's name instead of a weights digest.
 
     Returns:
         ``{"uri", "clips", "resumed", "reused", "forecast_s", "clips_per_s", "workers", "job"}``:
@@ -212,10 +216,12 @@ def forecast_dataset(model: Any, cfg: ExperimentConfig, job: ForecastJob, *, mod
     precision = normalise(precision)
     if precision == "auto":
         raise DataError("forecast_dataset takes a resolved precision (fp32 or bf16), got auto")
-    digest = weights_digest(model)
-    spec: dict[str, Any] = {"weights_sha256": digest, "source": job.source_uri, "split": job.split,
+    identity = {"baseline": baseline} if baseline else {"weights_sha256": weights_digest(model)}
+    spec: dict[str, Any] = {**identity, "source": job.source_uri, "split": job.split,
                             "context": job.context, "horizon": job.horizon}
-    if precision != "fp32":  # fp32 jobs keep the identity they had before precision was a choice
+    if baseline:
+        precision = "fp32"  # a baseline computes in float64 (pysteps), stored as float32
+    elif precision != "fp32":  # fp32 jobs keep the identity they had before precision was a choice
         spec["precision"] = precision
     jid = job_id(spec)
     n = int(job.source_index.size)
@@ -247,6 +253,8 @@ def forecast_dataset(model: Any, cfg: ExperimentConfig, job: ForecastJob, *, mod
                             for s, code in (("train", 0), ("val", 1), ("test", 2))}},
         "forecast": forecast_attrs,
     }
+    if baseline:
+        return _baseline_dataset(baseline, job, attrs, jid, batch_size=batch_size, s3=s3, say=say)
     from predrnn.train.launch import ensure_ray, shutdown
 
     ray_started = ensure_ray(ray_address, temp_dir=ray_temp_dir, dashboard=False)
@@ -271,6 +279,43 @@ def forecast_dataset(model: Any, cfg: ExperimentConfig, job: ForecastJob, *, mod
             "forecast_s": round(forecast_s, 3),
             "clips_per_s": round(pending.size / forecast_s, 2) if pending.size and forecast_s > 0 else None,
             "workers": workers, "job": jid}
+
+
+def _baseline_dataset(name: str, job: ForecastJob, attrs: dict[str, Any], jid: str, *, batch_size: int,
+                      s3: dict[str, Any] | None, say: Callable[[str], None]) -> dict[str, Any]:
+    """Forecast the job with baseline ``name`` in this process and publish it (see :func:`forecast_dataset`)."""
+    import torch
+
+    from predrnn.baselines import baseline_forecast
+    from predrnn.data.forecasts import publish_forecast, stage_forecast
+    from predrnn.data.store import open_version
+    from predrnn.values import from_dataset_attrs
+
+    values = from_dataset_attrs(job.source_attrs)
+    n = int(job.source_index.size)
+    staged = stage_forecast(job.root, job.name, job=jid, shape=(n, job.horizon, *job.frame_shape),
+                            split_codes=job.split_codes, source_index=job.source_index, attrs=attrs, s3=s3)
+    pending = staged.pending()
+    if staged.resumed:
+        say(f"resuming job {jid}: {staged.resumed} of {n} clips were written by an earlier run")
+    source = open_version(job.source_uri, s3)
+    started = last = time.perf_counter()
+    for i in range(0, pending.size, batch_size):
+        positions = pending[i:i + batch_size]
+        clips = torch.from_numpy(np.asarray(source.read(job.source_index[positions])[:, :job.context], np.float32))
+        staged.write(positions, baseline_forecast(name, clips, job.horizon, values).numpy())
+        now = time.perf_counter()
+        if now - last >= 5.0 or i + batch_size >= pending.size:
+            last = now
+            done = min(i + batch_size, int(pending.size))
+            say(f"forecast {done}/{pending.size} clips with {name} ({done / max(now - started, 1e-9):.1f} clips/s)")
+    forecast_s = time.perf_counter() - started
+    say(f"checking {n} clips against their digests and publishing")
+    uri = publish_forecast(staged)
+    return {"uri": uri, "clips": int(pending.size), "resumed": staged.resumed, "reused": False,
+            "forecast_s": round(forecast_s, 3),
+            "clips_per_s": round(pending.size / forecast_s, 2) if pending.size and forecast_s > 0 else None,
+            "workers": 1, "job": jid}
 
 
 def _check_gpus(workers: int, gpus_per_worker: float) -> None:

@@ -53,8 +53,9 @@ def evaluate_split(model: nn.Module, cfg: ExperimentConfig, source: ClipSource, 
                    batch: int = 16, max_clips: int = 0, thresholds: Sequence[float] | None = None,
                    pools: Sequence[int] | None = None, fss_scales: Sequence[int] | None = None,
                    labels: Sequence[str] | None = None, context: int | None = None,
-                   horizon: int | None = None, precision: str = "fp32") -> dict[str, Any]:
-    """Model and persistence metrics per lead time on every clip of ``split``, in the data's units.
+                   horizon: int | None = None, precision: str = "fp32", baselines: Sequence[str] | None = None,
+                   spectra: bool = False, spacing: float | None = None) -> dict[str, Any]:
+    """Model and baseline metrics per lead time on every clip of ``split``, in the data's units.
 
     Args:
         cfg: the model's config; ``cfg.values`` says what the values are.
@@ -64,9 +65,13 @@ def evaluate_split(model: nn.Module, cfg: ExperimentConfig, source: ClipSource, 
         thresholds, pools, fss_scales: verification options (see :func:`score_options`).
         labels: the thresholds' keys as the user wrote them (``"0.5"``, ``"2"``).
         precision: the model's forecasts in ``fp32`` or under ``bf16`` autocast (:mod:`predrnn.precision`).
+        baselines: the baselines scored beside the model (:data:`predrnn.baselines.BASELINES`); None:
+            persistence.
+        spectra, spacing: also the power spectra per lead time, the grid spacing in km (None: pixels);
+            see :func:`predrnn.steps.evaluate`.
 
     Returns:
-        ``{"model": {...}, "persistence": {...}}`` (:meth:`predrnn.metrics.MetricAccumulator.compute`).
+        ``{"model": {...}, "<baseline>": {...}, ...}`` (:meth:`predrnn.metrics.MetricAccumulator.compute`).
     """
     n_in, n_out = protocol(cfg, context, horizon)
     ds = source.open(split, length=n_in + n_out, rank=0, world_size=1)
@@ -74,7 +79,8 @@ def evaluate_split(model: nn.Module, cfg: ExperimentConfig, source: ClipSource, 
     if cfg.values.channels:
         opts["thresholds"] = []  # each channel is scored at its own thresholds
     out = evaluate(model, iterate_batches(ds, batch, max_clips), n_in, max_clips=max_clips,
-                   values=cfg.values, labels=labels, precision=precision, **opts)
+                   values=cfg.values, labels=labels, precision=precision, baselines=baselines, spectra=spectra,
+                   spacing=spacing, **opts)
     empty = out["model"].get("lead_times_without_data") or []
     if empty:
         log.warning("the %s split has no observation at lead time(s) %s in any clip: they have no score (null) "
@@ -152,10 +158,23 @@ def lead_time_plot(path: str | Path, result: dict[str, Any]) -> Path:
 
 
 def scorecards(metrics: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """``{"model": card, "persistence": card}`` (:func:`predrnn.metrics.scorecard`) from ``evaluate()``."""
+    """``{"model": card, "<baseline>": card, ...}`` (:func:`predrnn.metrics.scorecard`) from ``evaluate()``,
+    the model first."""
     from predrnn.metrics import scorecard
 
-    return {who: scorecard(metrics[who]) for who in ("model", "persistence") if who in metrics}
+    return {who: scorecard(block) for who, block in metrics.items() if isinstance(block, dict) and "mse" in block}
+
+
+def grid_spacing_km(attrs: dict[str, Any]) -> float | None:
+    """The grid spacing in km of a dataset version (``attrs["grid"]``, recorded at ingest from the x
+    coordinate's CF ``units``: m or km), or None when the grid has no projected coordinate."""
+    x = (attrs.get("grid") or {}).get("x") or {}
+    spacing, units = x.get("spacing"), str(x.get("units", "")).strip().lower()
+    if not spacing:
+        return None
+    factor = {"m": 1e-3, "metre": 1e-3, "meter": 1e-3, "metres": 1e-3, "meters": 1e-3, "km": 1.0,
+              "kilometre": 1.0, "kilometer": 1.0, "kilometres": 1.0, "kilometers": 1.0}.get(units)
+    return abs(float(spacing)) * factor if factor else None
 
 
 def channel_units(cfg: ExperimentConfig) -> dict[str, str]:
@@ -164,16 +183,29 @@ def channel_units(cfg: ExperimentConfig) -> dict[str, str]:
 
 
 def write_scorecard(out_dir: str | Path, cards: dict[str, dict[str, Any]], *, units: str = "",
-                    channel_units: dict[str, str] | None = None) -> tuple[Path, Path]:
+                    channel_units: dict[str, str] | None = None,
+                    spectra: dict[str, dict[str, Any]] | None = None) -> tuple[Path, ...]:
     """``scorecard.md`` (tables per lead time; per variable for several) and ``scorecard.png`` (plot of the
-    headline scores) in ``out_dir``."""
+    headline scores) in ``out_dir``; with ``spectra`` (each forecaster's ``evaluate()`` spectrum) also
+    ``spectra.png`` (:func:`predrnn.spectra.plot_spectra`)."""
     from predrnn import scorecard as sc
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     md = out / "scorecard.md"
     md.write_text(sc.markdown(cards, units=units, channel_units=channel_units))
-    return md, sc.plot(out / "scorecard.png", cards, units=units)
+    paths: tuple[Path, ...] = (md, sc.plot(out / "scorecard.png", cards, units=units))
+    if spectra:
+        from predrnn.spectra import plot_spectra
+
+        paths += (plot_spectra(out / "spectra.png", spectra, units=units),)
+    return paths
+
+
+def spectra_of(metrics: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Each forecaster's power spectrum in ``evaluate()``'s output (empty when none was accumulated)."""
+    return {who: block["spectrum"] for who, block in metrics.items() if isinstance(block, dict)
+            and block.get("spectrum")}
 
 
 def pictures(out_dir: str | Path, model: nn.Module, cfg: ExperimentConfig, source: ClipSource,
@@ -193,12 +225,13 @@ def pictures(out_dir: str | Path, model: nn.Module, cfg: ExperimentConfig, sourc
 
 
 def evaluation_metrics(result: dict[str, Any], prefix: str) -> dict[str, float]:
-    """Flatten ``evaluate()`` output into ``{prefix}_mse``, ``{prefix}_mse_f01``, ... and persistence."""
+    """Flatten ``evaluate()`` output into ``{prefix}_mse``, ``{prefix}_mse_f01``, ... for the model and
+    ``{prefix}_<baseline>_mse``, ... for each baseline (``val_persistence_mse``, ``test_sprog_mse``)."""
     out: dict[str, float] = {}
-    for who, tag in (("model", prefix), ("persistence", f"{prefix}_persistence")):
-        block = result.get(who)
-        if not block:
+    for who, block in result.items():
+        if not isinstance(block, dict) or "mse" not in block:
             continue
+        tag = prefix if who == "model" else f"{prefix}_{who}"
         for key in EVAL_METRICS:
             if block.get(key) is None:
                 continue

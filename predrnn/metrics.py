@@ -231,7 +231,9 @@ def scorecard(block: dict[str, Any]) -> dict[str, Any]:
 
     ``{"lead_times": N, "mse": [N], "mae": [N], "rmse": [N], "csi": {"<thr>": [N]}, "pod", "far",
     "bias", "hss", "csi_pool": {"<k>": {"<thr>": [N]}}, "fss": {"<thr>": {"<n>": [N]}}, "csi_m": [N]}``
-    (plus ``psnr``/``ssim`` for images); verification keys only when thresholds were given.
+    (plus ``psnr``/``ssim`` for images); verification keys only when thresholds were given; with a
+    ``"spectrum"`` (:meth:`predrnn.spectra.SpectrumAccumulator.compute`), ``"spectral_ratio": {"<scale>":
+    [N]}`` (forecast / observed power at that wavelength) and ``"spectral_units"`` (``km`` or ``px``).
     """
     out: dict[str, Any] = {"lead_times": len(block["mse_per_frame"])}
     for k in ("mse", "mae", "rmse", "psnr", "ssim"):
@@ -240,6 +242,9 @@ def scorecard(block: dict[str, Any]) -> dict[str, Any]:
     for k in SCORE_KEYS:
         if k in block:
             out[k] = block[k]
+    if block.get("spectrum"):
+        out["spectral_ratio"] = block["spectrum"]["ratio"]
+        out["spectral_units"] = block["spectrum"]["units"]
     if block.get("channels"):  # several variables: the headline on standardised values, then each variable
         out["units"] = block.get("units", "standardised")
         out["channels"] = {name: scorecard(one) for name, one in block["channels"].items()}

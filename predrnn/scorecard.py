@@ -82,6 +82,12 @@ def markdown(cards: dict[str, dict[str, Any]], *, units: str = "",
     pool = first.get("csi_pool", {})
     lines += _score_table(cards, f"**pooled CSI** (block in pixels / threshold{u})", "csi_pool",
                           [(k, t) for k in pool for t in pool[k]], n)
+    spectral = {who: c for who, c in cards.items() if c.get("spectral_ratio")}
+    if spectral:
+        one = next(iter(spectral.values()))
+        lines += _score_table(spectral, f"**spectral ratio** (forecast / observed power at a wavelength in "
+                              f"{one.get('spectral_units', 'px')}; 1: as sharp as observed, < 1: smoothed)",
+                              "spectral_ratio", [(s,) for s in one["spectral_ratio"]], n)
     return "\n".join(lines) + "\n"
 
 
@@ -153,7 +159,8 @@ def lead_time_metrics(card: dict[str, Any], prefix: str) -> dict[int, dict[str, 
     """Tracker metrics with the lead time as the step: ``{lead: {"<prefix>_csi_2": v, ...}}``.
 
     Names: ``<prefix>_<score>`` for mse/mae/rmse/psnr/ssim/csi_m, ``<prefix>_<score>_<thr>`` for
-    csi/pod/far/bias/hss, ``<prefix>_fss_<thr>_n<N>``, ``<prefix>_csi_pool<K>_<thr>``. Nulls are left out.
+    csi/pod/far/bias/hss, ``<prefix>_fss_<thr>_n<N>``, ``<prefix>_csi_pool<K>_<thr>``,
+    ``<prefix>_spectral_ratio_<scale><km|px>``. Nulls are left out.
     """
     out: dict[int, dict[str, float]] = {i + 1: {} for i in range(int(card["lead_times"]))}
 
@@ -175,4 +182,6 @@ def lead_time_metrics(card: dict[str, Any], prefix: str) -> dict[int, dict[str, 
     for k, by_t in card.get("csi_pool", {}).items():
         for t, vals in by_t.items():
             put(f"{prefix}_csi_pool{k}_{t}", vals)
+    for s, vals in card.get("spectral_ratio", {}).items():
+        put(f"{prefix}_spectral_ratio_{s}{card.get('spectral_units', 'px')}", vals)
     return out

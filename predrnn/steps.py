@@ -121,27 +121,37 @@ def evaluate(model: nn.Module, batches: Iterable[torch.Tensor], input_length: in
              device: torch.device | str = "cpu", precision: str = "fp32", with_ssim: bool = True,
              with_persistence: bool = True, max_clips: int = 0, values: ValuesConfig = IMAGE,
              thresholds: Sequence[float] = (), pools: Sequence[int] = (),
-             fss_scales: Sequence[int] = (), labels: Sequence[str] | None = None) -> dict[str, Any]:
-    """Metrics per lead time over all batches, for the model and (by default) persistence.
+             fss_scales: Sequence[int] = (), labels: Sequence[str] | None = None,
+             baselines: Sequence[str] | None = None, spectra: bool = False,
+             spacing: float | None = None) -> dict[str, Any]:
+    """Metrics per lead time over all batches, for the model and its baselines (by default persistence).
 
     Args:
         batches: clips (B, T, H, W, C) in the data's units.
         values: what the values are: metrics are in the data's units over the pixels that have data.
-        precision: the model's forecast in ``fp32`` or under ``bf16`` autocast (persistence is exact).
+        precision: the model's forecast in ``fp32`` or under ``bf16`` autocast (the baselines are exact).
         thresholds, pools, fss_scales: verification scores (:mod:`predrnn.verification`) at these
             thresholds in the data's units; none when ``thresholds`` is empty. ``labels``: their keys
             as the user wrote them.
+        baselines: the baselines scored beside the model, given the same context (names of
+            :data:`predrnn.baselines.BASELINES`); None: persistence (none with ``with_persistence=False``).
+            Any but persistence needs pysteps (:mod:`predrnn.baselines`).
+        spectra: also accumulate each forecaster's and the truth's power spectra per lead time
+            (:class:`predrnn.spectra.SpectrumAccumulator`, single-channel data), with the grid ``spacing``
+            in km (None: scales in pixels).
 
     Returns:
-        ``{"model": {...}, "persistence": {...}}`` with the keys of
-        :meth:`predrnn.metrics.MetricAccumulator.compute`.
+        ``{"model": {...}, "<baseline>": {...}, ...}`` with the keys of
+        :meth:`predrnn.metrics.MetricAccumulator.compute`, and ``"spectrum"``
+        (:meth:`predrnn.spectra.SpectrumAccumulator.compute`) in each when ``spectra``.
 
     Raises:
-        ValueError: no batch at all.
+        ValueError: no batch at all; a baseline refused for this data (its one-line reason).
     """
     device = torch.device(device)
-    acc: MetricAccumulator | None = None
-    base: MetricAccumulator | None = None
+    names = list(("persistence",) if with_persistence else ()) if baselines is None else list(baselines)
+    accs: dict[str, MetricAccumulator] = {}
+    spectrum: dict[str, Any] = {}
     seen = 0
     for batch in batches:
         frames = batch.to(device, non_blocking=True).float()
@@ -150,17 +160,37 @@ def evaluate(model: nn.Module, batches: Iterable[torch.Tensor], input_length: in
         if max_clips:
             frames = frames[: max_clips - seen]
         horizon = frames.shape[1] - input_length
-        if acc is None:
-            acc, base = (MetricAccumulator(horizon, with_ssim=with_ssim, values=values, thresholds=thresholds,
-                                           pools=pools, fss_scales=fss_scales, labels=labels) for _ in range(2))
+        if not accs:
+            accs = {who: MetricAccumulator(horizon, with_ssim=with_ssim, values=values, thresholds=thresholds,
+                                           pools=pools, fss_scales=fss_scales, labels=labels)
+                    for who in ("model", *names)}
+            if spectra:
+                from predrnn.spectra import SpectrumAccumulator
+
+                spectrum = {who: SpectrumAccumulator(horizon, spacing=spacing) for who in accs}
         truth = frames[:, input_length:]
-        acc.update(eval_step(model, frames, input_length, precision=precision, values=values), truth)
-        if with_persistence and base is not None:
-            base.update(persistence_forecast(frames[:, :input_length], horizon, values), truth)
+        for who, acc in accs.items():
+            if who == "model":
+                pred = eval_step(model, frames, input_length, precision=precision, values=values)
+            else:
+                pred = _baseline(who, frames[:, :input_length], horizon, values)
+            acc.update(pred, truth)
+            if who in spectrum:
+                spectrum[who].update(pred.cpu(), truth.cpu())
         seen += frames.shape[0]
-    if acc is None:
+    if not accs:
         raise ValueError("evaluate() got no batches")
-    out = {"model": acc.compute()}
-    if with_persistence and base is not None:
-        out["persistence"] = base.compute()
+    out = {who: acc.compute() for who, acc in accs.items()}
+    for who, acc_s in spectrum.items():
+        out[who]["spectrum"] = acc_s.compute()
     return out
+
+
+def _baseline(name: str, context: torch.Tensor, horizon: int, values: ValuesConfig) -> torch.Tensor:
+    """Baseline ``name``'s forecast in the data's units; persistence here, the others from
+    :mod:`predrnn.baselines` (pysteps, imported only when asked for)."""
+    if name == "persistence":
+        return persistence_forecast(context, horizon, values)
+    from predrnn.baselines import baseline_forecast
+
+    return baseline_forecast(name, context, horizon, values)

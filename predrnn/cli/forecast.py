@@ -108,7 +108,8 @@ def predict_cmd(
 
 def forecast_cmd(
     model: Annotated[str, typer.Option(
-        "--model", help="model directory, or models:/NAME@ALIAS / models:/NAME/VERSION")],
+        "--model", help="model directory, models:/NAME@ALIAS / models:/NAME/VERSION, or a baseline: "
+        "persistence, extrapolation (pysteps optical flow + advection), sprog (pysteps S-PROG)")],
     data: Annotated[str, typer.Option("--data", help="source dataset version ROOT/NAME[@VERSION] (local or s3://)")],
     out: Annotated[str, typer.Option("--out", help="forecast dataset ROOT/NAME (a new version is added)")],
     split: Annotated[str, typer.Option("--split", help="train, val, test or all")] = "test",
@@ -122,9 +123,13 @@ def forecast_cmd(
     ray_address: Annotated[str | None, typer.Option(
         "--ray-address", help="existing Ray cluster HOST:PORT (default: the stack's, else a local one)")] = None,
     precision: PrecisionOpt = "auto",
+    context: Annotated[int | None, typer.Option(
+        "--context", help="a baseline's context frames (default: the clip's frames before the horizon)")] = None,
 ) -> None:
     """Forecast every clip of a dataset split on Ray Data into a new forecast dataset version (Zarr, atomic,
-    resumable). The clips' first context frames are the input; the last line printed is the version's URI."""
+    resumable). The clips' first context frames are the input; the last line printed is the version's URI.
+    A baseline (--model persistence|extrapolation|sprog, with --horizon) forecasts in this process into a
+    forecast dataset that `score` and the exports treat like a model's."""
     from predrnn.forecaster import is_registry_ref
     from predrnn.jobs import prepare_forecast, run_forecast
     from predrnn.settings import Settings, tool_env
@@ -135,7 +140,7 @@ def forecast_cmd(
                             gpus_per_worker=gpus_per_worker, batch_size=batch_size, precision=precision,
                             tracking_uri=settings.tracking(tracking_uri) if is_registry_ref(model) else None,
                             cache_dir=settings.model_cache, ray_address=ray_address or settings.ray_address,
-                            ray_temp_dir=str(root / "ray" / "forecast"), s3=settings.s3())
+                            ray_temp_dir=str(root / "ray" / "forecast"), s3=settings.s3(), context=context)
     typer.echo(spec.describe())
     result = run_forecast(spec, progress=typer.echo, progress_bars=sys.stderr.isatty())
     if not result["reused"]:

@@ -35,12 +35,16 @@ def promote_cmd(
     data: Annotated[str | None, typer.Option("--data", help="evaluate the candidate and the champion on this "
                                              "dataset version's test split first (as the promote flow does) "
                                              "and compare those scores")] = None,
+    must_beat: Annotated[str | None, typer.Option(
+        "--must-beat", help="a baseline the candidate must also beat on --metric in that evaluation: persistence, "
+        "extrapolation or sprog (needs --data)")] = None,
     tracking_uri: TrackingOpt = None,
 ) -> None:
     """Move alias `champion` to VERSION if it beats the champion by the margin on --metric (test MSE).
 
     Without --data, compares the test scores recorded on both versions at registration (they must share a
-    dataset). Lower is better for mse/mae/rmse/far, higher for csi/pod/hss/fss. Exit code 1 when the gate
+    dataset). Lower is better for mse/mae/rmse/far, higher for csi/pod/hss/fss. With --must-beat the candidate
+    must also beat that baseline (e.g. --must-beat extrapolation --metric csi_m). Exit code 1 when the gate
     refuses. On a tracking server with authentication the alias moves as $PREDRNN_PROMOTER_USERNAME (only
     promoters move `champion`).
     """
@@ -50,7 +54,7 @@ def promote_cmd(
     store = _store(tracking_uri)
     settings = Settings()  # read once, here: the promoter's account stays in this process
     spec = prepare_promote(model, version, metric=metric, margin=margin, force=force, tracking_uri=store,
-                           dataset=data, cache_dir=settings.model_cache, s3=settings.s3())
+                           dataset=data, cache_dir=settings.model_cache, s3=settings.s3(), must_beat=must_beat)
     result = run_promote(spec, promoter=settings.promoter())
     typer.echo(result.markdown())
     typer.echo(json.dumps(result.to_dict()))

@@ -131,12 +131,18 @@ def evaluate_cmd(
                                                      "models:/ URIs and --log")] = None,
     log: Annotated[bool, typer.Option("--log", help="record the metrics as a new MLflow run")] = False,
     precision: PrecisionOpt = "auto",
+    baselines: Annotated[str | None, typer.Option(
+        "--baselines", help="baselines scored beside the model: persistence, extrapolation (pysteps optical flow "
+        "+ advection), sprog (pysteps S-PROG), comma-separated (default: all that apply; images and several "
+        "variables: persistence)")] = None,
 ) -> None:
-    """Per-lead-time scores of a model and of persistence, in the data's units.
+    """Per-lead-time scores of a model and of its baselines, in the data's units.
 
     MSE/MAE per frame, RMSE (and PSNR/SSIM for images); at thresholds CSI/POD/FAR/bias/HSS,
-    pooled CSI, FSS and CSI-M. The last line is one JSON object whose "model" and
-    "persistence" hold the per-lead-time scorecards (the keys of `predrnn score`).
+    pooled CSI, FSS and CSI-M; for a single field, the spectral ratio (forecast / observed power) at 8, 16,
+    32 and 64 km (pixels without a projected grid). The last line is one JSON object whose "model" and
+    "baselines" (persistence, extrapolation, sprog) hold the per-lead-time scorecards (the keys of
+    `predrnn score`).
     """
     from predrnn.settings import tool_env
 
@@ -151,7 +157,8 @@ def evaluate_cmd(
                             pools=parse_list(pool, int, "--pool") or [],
                             fss_scales=parse_list(fss_scales, int, "--fss-scales") or [], context=context,
                             horizon=horizon, precision=precision, tracking_uri=settings.tracking(tracking_uri),
-                            cache_dir=settings.model_cache, record=log, s3=settings.s3())
+                            cache_dir=settings.model_cache, record=log, s3=settings.s3(),
+                            baselines=[b.strip() for b in baselines.split(",") if b.strip()] if baselines else None)
     result = run_evaluate(spec)
     typer.echo(spec.precision_note, err=True)
     typer.echo(lead_time_table(result.metrics, units=result.units, channel_units=channel_units(spec.model.cfg)))

@@ -10,7 +10,14 @@ from typing import Any
 
 from predrnn.data.info import DatasetInfo
 from predrnn.errors import PredrnnError
-from predrnn.jobs.model import JobError, ResolvedModel, check_pools_and_scales, job_precision, resolve_model
+from predrnn.jobs.model import (
+    JobError,
+    ResolvedModel,
+    check_baselines,
+    check_pools_and_scales,
+    job_precision,
+    resolve_model,
+)
 
 
 @dataclass(frozen=True)
@@ -30,6 +37,9 @@ class EvaluateSpec:
         precision_note: the line saying which precision and why (:func:`predrnn.precision.describe`).
         record: the MLflow store that records the evaluation as a new run; None: not recorded.
         s3: the S3 settings of a dataset on S3 (:func:`predrnn.settings.s3_settings`'s keyless form).
+        baselines: the baselines scored beside the model on the same context (:data:`predrnn.baselines.BASELINES`).
+        spectra: also the power spectra of every forecaster and the truth per lead time (single-channel fields),
+            on a grid ``spacing`` km apart (None: scales in pixels).
     """
 
     model: ResolvedModel
@@ -46,6 +56,9 @@ class EvaluateSpec:
     precision_note: str = ""
     record: str | None = None
     s3: dict[str, Any] = field(default_factory=dict)
+    baselines: tuple[str, ...] = ("persistence",)
+    spectra: bool = False
+    spacing: float | None = None
 
 
 @dataclass(frozen=True)
@@ -54,8 +67,8 @@ class EvaluateResult:
 
     Attributes:
         spec: the evaluation.
-        metrics: ``{"model": ..., "persistence": ...}`` as :func:`predrnn.evaluation.evaluate_split` returns.
-        cards: the per-lead-time scorecards of the model and of persistence (the keys of ``predrnn score``).
+        metrics: ``{"model": ..., "<baseline>": ...}`` as :func:`predrnn.evaluation.evaluate_split` returns.
+        cards: the per-lead-time scorecards of the model and of each baseline (the keys of ``predrnn score``).
         units: the units the scores are in (``(mm/h)²``, ...), empty for images.
         table: the per-lead-time table; ``scorecard``: the scorecard as markdown.
         run_id: the MLflow run that records the evaluation, when recorded.
@@ -76,7 +89,8 @@ class EvaluateResult:
                "units": self.units, "precision": s.precision,
                f"{s.split}_mse_per_frame": m["mse_per_frame"], "persistence_mse_per_frame": p["mse_per_frame"],
                f"{s.split}_mse": m["mse"], "persistence_mse": p["mse"],
-               "model": self.cards["model"], "persistence": self.cards["persistence"]}
+               "model": self.cards["model"], "persistence": self.cards["persistence"],
+               "baselines": {who: card for who, card in self.cards.items() if who != "model"}}
         if self.run_id:
             out["run_id"], out["tracking_uri"] = self.run_id, s.record
         return out
@@ -91,7 +105,9 @@ class EvaluateResult:
                 "clips": m["clips"], "units": self.units, "precision": s.precision, "mse": m["mse"],
                 "persistence_mse": p["mse"], "mse_per_frame": m["mse_per_frame"], "ssim": m.get("ssim"),
                 "scores": self.cards, "summary": summary_values(self.cards["model"]),
-                "persistence_summary": summary_values(self.cards["persistence"]), "table": self.table,
+                "persistence_summary": summary_values(self.cards["persistence"]),
+                "baseline_summaries": {who: summary_values(card) for who, card in self.cards.items() if who != "model"},
+                "table": self.table,
                 "scorecard": self.scorecard, **({"run_id": self.run_id} if self.run_id else {})}
 
 
@@ -100,7 +116,8 @@ def prepare_evaluate(model: str, data: str, *, split: str = "test", max_clips: i
                      pools: list[int] | None = None, fss_scales: list[int] | None = None,
                      context: int | None = None, horizon: int | None = None, precision: str = "auto",
                      tracking_uri: str | None = None, cache_dir: Path | None = None,
-                     record: bool = False, s3: dict[str, Any] | None = None) -> EvaluateSpec:
+                     record: bool = False, s3: dict[str, Any] | None = None,
+                     baselines: list[str] | None = None) -> EvaluateSpec:
     """Resolve an evaluation once, checking everything before any clip is forecast.
 
     Args:
@@ -112,6 +129,8 @@ def prepare_evaluate(model: str, data: str, *, split: str = "test", max_clips: i
         cache_dir: where registry versions are kept once downloaded.
         record: record the evaluation as a new MLflow run in ``tracking_uri``.
         s3: the door's S3 settings for a dataset on S3 (:func:`predrnn.settings.s3_settings`).
+        baselines: the baselines to score beside the model (persistence always among them); None: every one
+            that applies to the data (:func:`predrnn.baselines.applicable_baselines`).
 
     Raises:
         PredrnnError (one line): bad pools or scales, an unknown precision, a model that cannot be loaded, a
@@ -131,13 +150,48 @@ def prepare_evaluate(model: str, data: str, *, split: str = "test", max_clips: i
     except ValueError as err:
         raise JobError(str(err)) from None
     info = validate_dataset(chosen.cfg, data, for_model=True, need_length=n_in + n_out, s3=s3)
+    names, spectra = _baselines(chosen.cfg, baselines, n_in)
+    check_baselines(names, info.uri, split, n_in, n_out, chosen.cfg.values, s3)
+    spacing = None
+    if spectra:
+        from predrnn.data import open_version
+        from predrnn.evaluation import grid_spacing_km
+
+        spacing = grid_spacing_km(open_version(info.uri, s3).attrs)
     return EvaluateSpec(model=chosen, dataset=info, split=split, context=n_in, horizon=n_out, max_clips=max_clips,
                         thresholds=None if thresholds is None else tuple(thresholds),
                         labels=None if labels is None else tuple(labels),
                         pools=None if pools is None else tuple(pools),
                         fss_scales=None if fss_scales is None else tuple(fss_scales),
                         precision=resolved, precision_note=note,
-                        record=tracking_uri if record else None, s3=dict(s3 or {}))
+                        record=tracking_uri if record else None, s3=dict(s3 or {}), baselines=names,
+                        spectra=spectra, spacing=spacing)
+
+
+def _baselines(cfg: Any, asked: list[str] | None, context: int) -> tuple[tuple[str, ...], bool]:
+    """The baselines of an evaluation (persistence first) and whether spectra are measured (single-channel
+    fields, where the baselines beyond persistence apply).
+
+    Raises:
+        JobError: an unknown baseline, or one that does not apply to the data (with why).
+    """
+    from predrnn.baselines import BASELINES, applicable_baselines
+
+    fits = applicable_baselines(cfg.values, cfg.data.img_channel)
+    if asked is None:
+        names = [b for b in fits if b != "sprog" or context >= 3]
+    else:
+        unknown = [b for b in asked if b not in BASELINES]
+        if unknown:
+            raise JobError(f"unknown baseline(s) {', '.join(unknown)}; choose from {', '.join(BASELINES)}")
+        refused = [b for b in asked if b not in fits]
+        if refused:
+            why = ("image data (8-bit intensities)" if cfg.values.kind != "field" else
+                   f"{cfg.data.img_channel} channels (baselines forecast one field)" if cfg.data.img_channel != 1
+                   else "a field that is not a non-negative quantity (S-PROG's dB transform)")
+            raise JobError(f"baseline(s) {', '.join(refused)} do not apply to {why}; these do: {', '.join(fits)}")
+        names = ["persistence", *(b for b in BASELINES if b in asked and b != "persistence")]
+    return tuple(names), len(fits) > 1
 
 
 def run_evaluate(spec: EvaluateSpec) -> EvaluateResult:
@@ -156,7 +210,8 @@ def run_evaluate(spec: EvaluateSpec) -> EvaluateResult:
         metrics = evaluate_split(spec.model.net, cfg, ZarrSource(spec.dataset.uri, spec.s3 or None), spec.split,
                                  max_clips=spec.max_clips, thresholds=spec.thresholds, pools=spec.pools,
                                  fss_scales=spec.fss_scales, labels=spec.labels, context=spec.context,
-                                 horizon=spec.horizon, precision=spec.precision)
+                                 horizon=spec.horizon, precision=spec.precision, baselines=spec.baselines,
+                                 spectra=spec.spectra, spacing=spec.spacing)
     except PredrnnError:
         raise
     except ValueError as err:  # e.g. an empty split
@@ -179,7 +234,7 @@ def _record(result: EvaluateResult) -> str:
     the metrics per lead time, the scorecards as artifacts; returns its run id."""
     import tempfile
 
-    from predrnn.evaluation import evaluation_metrics, write_scorecard
+    from predrnn.evaluation import evaluation_metrics, spectra_of, write_scorecard
     from predrnn.tracking import Tracker
     from predrnn.train.finalize import log_scorecard
 
@@ -193,7 +248,7 @@ def _record(result: EvaluateResult) -> str:
     tracker.log_metrics(run_id, evaluation_metrics(result.metrics, spec.split))
     log_scorecard(tracker, run_id, result.cards, spec.split)
     with tempfile.TemporaryDirectory() as tmp:
-        for path in write_scorecard(tmp, result.cards, units=result.units):
+        for path in write_scorecard(tmp, result.cards, units=result.units, spectra=spectra_of(result.metrics)):
             tracker.log_artifact(run_id, path, "evaluation")
     tracker.end_run(run_id)
     return run_id

@@ -91,3 +91,37 @@ def job_precision(requested: str, device: str, task: str = "forecast") -> tuple[
     except PrecisionError as err:
         raise JobError(f"--precision: {err}") from None
     return resolved, describe(requested, resolved, device, kind)
+
+
+def check_baselines(names: Any, data: str, split: str, context: int, horizon: int, values: Any,
+                    s3: dict[str, Any] | None = None) -> None:
+    """Forecast the split's first clip with each baseline, so that one that cannot run on this data (too few
+    context frames, too small a grid, values it does not take) is refused before the whole split is read.
+
+    Args:
+        names: baseline names (:data:`predrnn.baselines.BASELINES`); persistence needs no check.
+        data: the dataset version; ``split``: the split forecast; ``context``, ``horizon``: frames in and out.
+        values: the data's :class:`predrnn.config.ValuesConfig`.
+
+    Raises:
+        JobError: the baseline's own one-line reason.
+    """
+    import numpy as np
+    import torch
+
+    from predrnn.baselines import baseline_forecast
+    from predrnn.data import open_version
+
+    names = [n for n in names if n != "persistence"]
+    if not names:
+        return
+    version = open_version(data, s3)
+    index = version.split_indices(split)
+    if index.size == 0:
+        return  # the job itself reports the empty split
+    clip = torch.from_numpy(np.asarray(version.read(index[:1])[:, :context], np.float32))
+    for name in names:
+        try:
+            baseline_forecast(name, clip, horizon, values)
+        except ValueError as err:
+            raise JobError(str(err)) from None

@@ -24,6 +24,8 @@ class PromoteSpec:
             recorded on the versions at registration are compared (only if from the same dataset).
         cache_dir: where registry versions are kept once downloaded (for the evaluations).
         s3: the S3 settings of a dataset on S3 (:func:`predrnn.settings.s3_settings`'s keyless form).
+        must_beat: a baseline (:data:`predrnn.baselines.BASELINES`) the candidate must also beat on the metric,
+            in the same evaluation of ``dataset``; None: only the champion is compared.
     """
 
     model_name: str
@@ -35,6 +37,7 @@ class PromoteSpec:
     dataset: str | None = None
     cache_dir: Path | None = None
     s3: dict[str, Any] = field(default_factory=dict)
+    must_beat: str | None = None
 
     @property
     def score(self) -> str:
@@ -78,15 +81,28 @@ def gate_value(evaluation: dict[str, Any], metric: str) -> float | None:
     return float(summary[name])
 
 
+def baseline_value(evaluation: dict[str, Any], baseline: str, metric: str) -> float | None:
+    """Baseline ``baseline``'s value of ``metric`` (mean over lead times) in an evaluation's summary.
+
+    Raises:
+        JobError: the evaluation did not score that baseline, or has no such score.
+    """
+    summaries = evaluation.get("baseline_summaries") or {}
+    if baseline not in summaries:
+        raise JobError(f"the evaluation has no {baseline} baseline; it scored {', '.join(summaries) or 'none'}")
+    return gate_value({"summary": summaries[baseline]}, metric)
+
+
 def prepare_promote(model_name: str, version: int, *, metric: str = "mse", margin: float = 0.01, force: bool = False,
                     tracking_uri: str, dataset: str | None = None, cache_dir: Path | None = None,
-                    s3: dict[str, Any] | None = None) -> PromoteSpec:
+                    s3: dict[str, Any] | None = None, must_beat: str | None = None) -> PromoteSpec:
     """Check a promotion's options before anything is evaluated or moved.
 
     Raises:
-        JobError: a version below 1, a margin outside [0, 1), or a score whose direction is unknown (named,
-            with the known ones).
+        JobError: a version below 1, a margin outside [0, 1), a score whose direction is unknown (named,
+            with the known ones), an unknown baseline, or a baseline to beat without a dataset to evaluate on.
     """
+    from predrnn.baselines import BASELINES
     from predrnn.scorecard import lower_is_better
     from predrnn.tracking.registry import metric_tag
 
@@ -98,9 +114,13 @@ def prepare_promote(model_name: str, version: int, *, metric: str = "mse", margi
         lower_is_better(metric)
     except KeyError as err:
         raise JobError(str(err).strip("'\"")) from None
+    if must_beat is not None and must_beat not in BASELINES:
+        raise JobError(f"--must-beat {must_beat!r} is no baseline; choose from {', '.join(BASELINES)}")
+    if must_beat is not None and not dataset:
+        raise JobError("--must-beat needs a dataset to evaluate the candidate and the baseline on (--data)")
     return PromoteSpec(model_name=model_name, version=int(version), metric=metric_tag(metric), margin=margin,
                        force=force, tracking_uri=tracking_uri, dataset=dataset, cache_dir=cache_dir,
-                       s3=dict(s3 or {}))
+                       s3=dict(s3 or {}), must_beat=must_beat)
 
 
 def evaluate_models(spec: PromoteSpec) -> tuple[int | None, dict[str, Any], dict[str, Any] | None]:
@@ -146,6 +166,8 @@ def run_promote(spec: PromoteSpec, *, promoter: Any = None, candidate: dict[str,
     if candidate is not None:
         values = {"candidate_value": gate_value(candidate, spec.metric), "dataset": candidate["dataset"],
                   "champion_value": None if champion is None else gate_value(champion, spec.metric)}
+        if spec.must_beat:
+            values["must_beat"] = (spec.must_beat, baseline_value(candidate, spec.must_beat, spec.metric))
     decision = promote(spec.model_name, spec.version, force=spec.force, margin=spec.margin,
                        tracking_uri=spec.tracking_uri, metric=spec.metric, promoter=promoter, **values)
     return PromoteResult(decision=decision, candidate=candidate, champion=champion)

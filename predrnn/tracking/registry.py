@@ -311,7 +311,8 @@ def _settle_pending(client: Any, name: str, alias: str, current: int | None) -> 
 def promote(model_name: str, version: int, *, force: bool = False, margin: float = DEFAULT_MARGIN,
             metric: str = DEFAULT_METRIC, tracking_uri: str | None = None, candidate_value: float | None = None,
             champion_value: float | None = None, dataset: str | None = None,
-            alias: str = CHAMPION, lower_is_better: bool | None = None, promoter: Account | None = None) -> Decision:
+            alias: str = CHAMPION, lower_is_better: bool | None = None, promoter: Account | None = None,
+            must_beat: tuple[str, float | None] | None = None) -> Decision:
     """Make ``version`` the champion if it beats the current champion by ``margin`` (or ``force``).
 
     Without explicit values the versions' ``metric`` tags (written at registration) are compared,
@@ -332,6 +333,8 @@ def promote(model_name: str, version: int, *, force: bool = False, margin: float
         alias: the alias to move.
         promoter: the account that moves the alias on a tracking server whose ``champion`` only promoters
             move (:mod:`predrnn.tracking.auth_app`); None: the store's own credentials.
+        must_beat: ``(baseline, its value)`` of ``metric`` on the same test split as ``candidate_value``: the
+            candidate must also be strictly better than that baseline (e.g. ``("extrapolation", 0.41)``).
 
     Returns:
         The :class:`Decision`; ``promoted`` is False when the gate refused (nothing moved).
@@ -383,6 +386,15 @@ def promote(model_name: str, version: int, *, force: bool = False, margin: float
                   f"{'less' if lower else 'plus'} {margin:.1%})" if cand_val is not None and comparison['threshold']
                   is not None else f"candidate has no finite {metric} value")
         ok = False
+    if must_beat is not None and previous != version and comparable:
+        b_name, b_val = must_beat
+        beaten = (cand_val is not None and b_val is not None and math.isfinite(cand_val) and math.isfinite(b_val)
+                  and (cand_val < b_val if lower else cand_val > b_val))
+        comparison["must_beat"] = {"baseline": b_name, "value": b_val, "beaten": beaten}
+        if not beaten:
+            ok = False
+            reason = (f"{metric} {_fmt(cand_val)} does not beat the {b_name} baseline's {_fmt(b_val)} on the same "
+                      "test split" + ("" if previous is None else f"; {reason}"))
     move = previous != version and (ok or force)
     if force and not ok and previous != version:
         reason = f"forced; the gate would have refused: {reason}"

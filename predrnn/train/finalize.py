@@ -40,7 +40,7 @@ def log_scorecard(tracker: Any, run_id: str, cards: dict[str, dict[str, Any]], s
     from predrnn.scorecard import lead_time_metrics
 
     for who, card in cards.items():
-        prefix = f"{split}_lead" if who == "model" else f"{split}_persistence_lead"
+        prefix = f"{split}_lead" if who == "model" else f"{split}_{who}_lead"
         for lead, values in lead_time_metrics(card, prefix).items():
             if values:
                 tracker.log_metrics(run_id, values, step=lead)

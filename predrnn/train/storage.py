@@ -51,7 +51,8 @@ def _s3(options: dict[str, Any] | None = None) -> Any:
         def open_output_stream(self, path: str, metadata: Any) -> Any:
             return pa.PythonFile(_BytesWriter(self.fs.open(path, mode="wb")), mode="w")
 
-    return pafs.PyFileSystem(Handler(FsspecStore("s3", skip_instance_cache=True, **kwargs)))
+    make: Any = FsspecStore  # skip_instance_cache is fsspec's, outside obstore's typed signature
+    return pafs.PyFileSystem(Handler(make("s3", skip_instance_cache=True, **kwargs)))
 
 
 def filesystem(location: str, s3: dict[str, Any] | None = None) -> tuple[Any, str]:

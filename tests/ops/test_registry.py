@@ -73,6 +73,45 @@ def test_gate_on_csi_m_promotes_the_higher_score(uri):
         promote(NAME, lower_csi, tracking_uri=uri, metric="test_bias_2")
 
 
+def test_the_gate_refuses_a_candidate_that_does_not_beat_the_named_baseline(uri):
+    """``must_beat``: the first model, and a model better than the champion, are refused when the baseline
+    scores better on the same test split; recorded on the version, overridden only by force."""
+    from mlflow import MlflowClient
+
+    v1 = add_version(uri, 10.0, csi_m=0.40)
+    first = promote(NAME, v1, tracking_uri=uri, metric="test_csi_m", candidate_value=0.40, dataset="ds@v1",
+                    must_beat=("extrapolation", 0.45))
+    assert not first.promoted and current_champion(NAME, tracking_uri=uri, missing_ok=True) is None
+    assert "does not beat the extrapolation baseline's 0.45" in first.reason
+    assert first.comparison["must_beat"] == {"baseline": "extrapolation", "value": 0.45, "beaten": False}
+    tags = MlflowClient(uri, uri).get_model_version(NAME, str(v1)).tags
+    assert tags[DECISION_TAG] == "refused" and json.loads(tags[COMPARISON_TAG])["must_beat"]["beaten"] is False
+    ok = promote(NAME, v1, tracking_uri=uri, metric="test_csi_m", candidate_value=0.40, dataset="ds@v1",
+                 must_beat=("extrapolation", 0.35))
+    assert ok.promoted and ok.comparison["must_beat"]["beaten"]
+    v2 = add_version(uri, 9.0, csi_m=0.50)  # beats the champion by far, not the baseline
+    refused = promote(NAME, v2, tracking_uri=uri, metric="test_csi_m", candidate_value=0.50, champion_value=0.40,
+                      dataset="ds@v1", must_beat=("sprog", 0.52))
+    assert not refused.promoted and "sprog baseline's 0.52" in refused.reason
+    mse = promote(NAME, v2, tracking_uri=uri, metric="test_mse", candidate_value=9.0, champion_value=10.0,
+                  dataset="ds@v1", must_beat=("persistence", 8.0))  # lower is better: 9 does not beat 8
+    assert not mse.promoted and "does not beat the persistence baseline's 8" in mse.reason
+    forced = promote(NAME, v2, tracking_uri=uri, metric="test_csi_m", candidate_value=0.50, champion_value=0.40,
+                     dataset="ds@v1", must_beat=("sprog", 0.52), force=True)
+    assert forced.promoted and forced.forced and forced.reason.startswith("forced; the gate would have refused")
+
+
+def test_a_baseline_to_beat_needs_a_known_name_and_a_dataset(uri):
+    from predrnn.jobs.model import JobError
+    from predrnn.jobs.promote import prepare_promote
+
+    with pytest.raises(JobError, match="--must-beat 'optical-flow' is no baseline; choose from persistence, "
+                                       "extrapolation, sprog"):
+        prepare_promote(NAME, 1, tracking_uri=uri, dataset="ds@v1", must_beat="optical-flow")
+    with pytest.raises(JobError, match=r"--must-beat needs a dataset .* \(--data\)"):
+        prepare_promote(NAME, 1, tracking_uri=uri, must_beat="extrapolation")
+
+
 def test_gate_refuses_worse_forces_and_rolls_back(uri):
     from mlflow import MlflowClient
 
