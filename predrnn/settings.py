@@ -98,6 +98,30 @@ def s3_settings(env: Mapping[str, str] | None = None) -> dict[str, Any]:
     return cfg
 
 
+def ray_token_auth_on() -> bool:
+    """Whether this process runs Ray under token authentication: ``RAY_AUTH_MODE=token`` and a token
+    (``RAY_AUTH_TOKEN`` or ``RAY_AUTH_TOKEN_PATH``), as :func:`tool_env` sets them up."""
+    return os.environ.get("RAY_AUTH_MODE", "").lower() == "token" and bool(
+        os.environ.get("RAY_AUTH_TOKEN") or os.environ.get("RAY_AUTH_TOKEN_PATH"))
+
+
+def ray_process_env(values: Mapping[str, str], *, keep_given: bool = True) -> dict[str, str]:
+    """Put Ray's own settings into this process's environment, where Ray reads them (it has no other way
+    for these: the controller's poll interval, the single-machine cluster switch, the cluster address);
+    returns the values in force.
+
+    Args:
+        values: variable -> value.
+        keep_given: a value already in the environment (the user's) wins; False overrides it.
+    """
+    for k, v in values.items():
+        if keep_given:
+            os.environ.setdefault(k, v)
+        else:
+            os.environ[k] = v
+    return {k: os.environ[k] for k in values}
+
+
 def tool_env(state: Path | None = None) -> Path:
     """Keep every tool's state under the state folder (``PREDRNN_STATE_DIR``, default ``./.state``),
     switch telemetry off and put Ray under token authentication (:func:`predrnn.security.ray_auth_env`),

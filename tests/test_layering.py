@@ -39,10 +39,9 @@ def test_a_core_module_reaching_for_an_edge_breaks_a_contract(tmp_path):
     assert "predrnn.metrics -> mlflow" in res.stdout and "predrnn.metrics -> predrnn.tracking" in res.stdout
 
 
-# The modules that read the process environment: the settings and the command line (the doors), and the Ray
-# edge, which configures Ray through the variables Ray itself reads (its token authentication, checked before
-# it starts or joins a cluster; the controller's poll interval, a user's value kept), as Ray has no other way.
-ENV_READERS = {"predrnn/settings.py", "predrnn/cli/ops.py", "predrnn/train/launch.py"}
+# The modules that read the process environment: the settings and the command line (the doors). Ray's own
+# variables, which Ray reads from the environment, are read and written through predrnn.settings too.
+ENV_READERS = {"predrnn/settings.py", "predrnn/cli/ops.py"}
 
 
 def _env_readers(root: Path) -> set[str]:

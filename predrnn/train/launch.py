@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -29,8 +28,10 @@ def export_cluster_address() -> None:
     """
     import ray
 
+    from predrnn.settings import ray_process_env
+
     with contextlib.suppress(Exception):  # not connected yet: auto-detection stays as it was
-        os.environ.setdefault("RAY_ADDRESS", ray.get_runtime_context().gcs_address)
+        ray_process_env({"RAY_ADDRESS": ray.get_runtime_context().gcs_address})
 
 
 def bind_rendezvous_to_loopback() -> None:
@@ -84,9 +85,9 @@ def _require_token_auth() -> None:
         SecurityError: ``RAY_AUTH_MODE`` is not ``token``, or no token is given.
     """
     from predrnn.security import SecurityError
+    from predrnn.settings import ray_token_auth_on
 
-    if os.environ.get("RAY_AUTH_MODE", "").lower() != "token" or not (
-            os.environ.get("RAY_AUTH_TOKEN") or os.environ.get("RAY_AUTH_TOKEN_PATH")):
+    if not ray_token_auth_on():
         raise SecurityError("Ray needs token authentication: set RAY_AUTH_MODE=token and RAY_AUTH_TOKEN_PATH (a "
                             "predrnn command does this with predrnn.security.ray_auth_env)")
 
@@ -102,7 +103,9 @@ def _local_only(on: bool) -> None:
     """
     from ray._private import ray_constants
 
-    os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0" if on else "1"
+    from predrnn.settings import ray_process_env
+
+    ray_process_env({"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0" if on else "1"}, keep_given=False)
     ray_constants.ENABLE_RAY_CLUSTER = not on
 
 
@@ -150,9 +153,9 @@ def ensure_ray(address: str | None, *, num_cpus: int | None = None, temp_dir: st
     train_env = {"RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.5"}
     if not address:
         train_env["RAY_TRAIN_ENABLE_PREEMPTION_WATCHER"] = "0"
-    train_env = {k: os.environ.get(k, v) for k, v in train_env.items()}
-    for k, v in train_env.items():
-        os.environ.setdefault(k, v)
+    from predrnn.settings import ray_process_env
+
+    train_env = ray_process_env(train_env)
     runtime_env = {"worker_process_setup_hook": setup_worker_process, "env_vars": train_env}
     if address:
         ray.init(address=address, log_to_driver=True, logging_level=logging.WARNING, runtime_env=runtime_env)
