@@ -17,13 +17,16 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from predrnn.config import ExperimentConfig
 from predrnn.data.errors import DataError
 from predrnn.errors import PredrnnError
+
+if TYPE_CHECKING:
+    from predrnn.data.store import S3Settings
 
 
 class ForecastError(PredrnnError, ValueError):
@@ -56,7 +59,7 @@ def weights_digest(model: Any) -> str:
 
 
 def check_job(cfg: ExperimentConfig, data: str, out: str, *, split: str = "test", horizon: int | None = None,
-              s3: dict[str, Any] | None = None) -> ForecastJob:
+              s3: S3Settings | None = None) -> ForecastJob:
     """Check a forecast job before any worker starts: the output place, the source split, and the model
     against the data (frame size, channels, value kind and units, clip length), reading one clip.
 
@@ -107,7 +110,7 @@ def check_job(cfg: ExperimentConfig, data: str, out: str, *, split: str = "test"
                        horizon=horizon, root=root, name=name, source_attrs=version.attrs)
 
 
-def _check_out(root: str, name: str, source: Any, s3: dict[str, Any] | None) -> None:
+def _check_out(root: str, name: str, source: Any, s3: S3Settings | None) -> None:
     """Forecasts go to a dataset of their own, one per source dataset: ``ROOT/NAME`` must not be the
     source, a dataset of observations, or a forecast dataset of another source.
 
@@ -137,7 +140,7 @@ class _ForecastActor:
     """A Ray Data actor holding the model: forecasts a batch of positions and writes them to the stage."""
 
     def __init__(self, cfg_json: str, shared: list[Any], source_uri: str, context: int, horizon: int,
-                 device: str, s3: dict[str, Any] | None, precision: str = "fp32") -> None:
+                 device: str, s3: S3Settings | None, precision: str = "fp32") -> None:
         import ray
         import torch
 
@@ -171,7 +174,7 @@ class _ForecastActor:
 def forecast_dataset(model: Any, cfg: ExperimentConfig, job: ForecastJob, *, model_ref: str,
                      model_version: str | None = None, workers: int = 1, gpus_per_worker: float = 0.0,
                      batch_size: int = 16, ray_address: str | None = None, ray_temp_dir: str | None = None,
-                     s3: dict[str, Any] | None = None, progress_bars: bool = False,
+                     s3: S3Settings | None = None, progress_bars: bool = False,
                      progress: Callable[[str], None] | None = None, precision: str = "fp32",
                      baseline: str | None = None) -> dict[str, Any]:
     """Forecast every clip of a checked job (:func:`check_job`) on Ray Data; publish the forecast version.
@@ -282,7 +285,7 @@ def forecast_dataset(model: Any, cfg: ExperimentConfig, job: ForecastJob, *, mod
 
 
 def _baseline_dataset(name: str, job: ForecastJob, attrs: dict[str, Any], jid: str, *, batch_size: int,
-                      s3: dict[str, Any] | None, say: Callable[[str], None]) -> dict[str, Any]:
+                      s3: S3Settings | None, say: Callable[[str], None]) -> dict[str, Any]:
     """Forecast the job with baseline ``name`` in this process and publish it (see :func:`forecast_dataset`)."""
     import torch
 
@@ -330,7 +333,7 @@ def _check_gpus(workers: int, gpus_per_worker: float) -> None:
 
 
 def _run_actors(model: Any, cfg: ExperimentConfig, job: ForecastJob, staged: Any, pending: np.ndarray, *,
-                workers: int, gpus_per_worker: float, batch_size: int, s3: dict[str, Any] | None,
+                workers: int, gpus_per_worker: float, batch_size: int, s3: S3Settings | None,
                 progress_bars: bool, say: Callable[[str], None], precision: str) -> None:
     """Forecast the ``pending`` positions with ``workers`` Ray Data actors on the connected cluster."""
     import ray

@@ -11,12 +11,15 @@ import os
 import sys
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from predrnn.security import Account
+
+if TYPE_CHECKING:
+    from predrnn.data.store import S3Settings
 
 
 class Settings(BaseSettings):
@@ -66,12 +69,12 @@ class Settings(BaseSettings):
         return given or self.tracking_uri or default_tracking_uri(self.state / "mlflow")
 
     @staticmethod
-    def s3() -> dict[str, Any]:
+    def s3() -> S3Settings:
         """The door's S3 settings for ``s3://`` locations: :func:`s3_settings` of this process's environment."""
         return s3_settings()
 
 
-def s3_settings(env: Mapping[str, str] | None = None) -> dict[str, Any]:
+def s3_settings(env: Mapping[str, str] | None = None) -> S3Settings:
     """Where S3 is, from ``env`` (default: this process's environment): ``{"endpoint", "region",
     "credentials"[, "profile"]}``.
 
@@ -84,7 +87,7 @@ def s3_settings(env: Mapping[str, str] | None = None) -> dict[str, Any]:
     ``region`` from ``AWS_REGION``/``AWS_DEFAULT_REGION`` (default ``us-east-1``).
     """
     env = os.environ if env is None else env
-    cfg: dict[str, Any] = {}
+    cfg: S3Settings = {}
     endpoint = env.get("PREDRNN_S3_ENDPOINT_URL") or env.get("AWS_ENDPOINT_URL_S3") or env.get("AWS_ENDPOINT_URL")
     if endpoint:
         cfg["endpoint"] = endpoint

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -12,6 +12,7 @@ from predrnn.cli.common import PrecisionOpt, fail, parse_list, score_labels
 
 if TYPE_CHECKING:
     from predrnn.config import ExperimentConfig
+    from predrnn.data.store import S3Settings
 
 
 def _check_start(resume: str | None, fork: str | None, init_weights: str | None, preset: str | None,
@@ -28,7 +29,7 @@ def _check_start(resume: str | None, fork: str | None, init_weights: str | None,
 
 
 def _train_config(resume: str | None, fork: str | None, preset: str | None, config: Path | None,
-                  overrides: list[str], tracking_uri: str | None, s3: dict[str, Any]) -> ExperimentConfig:
+                  overrides: list[str], tracking_uri: str | None, s3: S3Settings) -> ExperimentConfig:
     """The run's config before the command-line settings: the resumed or forked run's, else the preset's or
     the file's; with the --set overrides."""
     from predrnn.config import apply_overrides, load_config

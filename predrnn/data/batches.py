@@ -9,11 +9,14 @@ sees exactly the clips it would have seen without the interruption.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import torch
 
 from predrnn.data.errors import DataError
+
+if TYPE_CHECKING:
+    from predrnn.data.store import S3Settings
 
 
 class ClipSource(Protocol):
@@ -27,7 +30,7 @@ class ZarrSource:
     """A versioned Zarr dataset (``ROOT/NAME@VERSION``, local or ``s3://``) read with ``ClipDataset``."""
 
     uri: str
-    s3: dict[str, Any] | None = field(default=None, hash=False, compare=False)  # None: the S3 client's defaults
+    s3: S3Settings | None = field(default=None, hash=False, compare=False)  # None: the S3 client's defaults
 
     def open(self, split: str, *, length: int, rank: int = 0, world_size: int = 1, seed: int = 0) -> Any:
         """The split's clips as windows of ``length`` frames: the training split draws each window's start

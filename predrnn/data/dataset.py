@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -11,6 +11,9 @@ from torch.utils.data import Dataset
 from predrnn.data.errors import DataError
 from predrnn.data.store import Version, open_version
 from predrnn.values import from_dataset_attrs
+
+if TYPE_CHECKING:
+    from predrnn.data.store import S3Settings
 
 
 class ClipDataset(Dataset):
@@ -35,7 +38,7 @@ class ClipDataset(Dataset):
 
     def __init__(self, uri: str | Version, split: str = "train", *, length: int | None = None,
                  random_crop: bool = False, seed: int = 0, rank: int = 0, world_size: int = 1,
-                 s3: dict[str, Any] | None = None):
+                 s3: S3Settings | None = None):
         self.version = uri if isinstance(uri, Version) else open_version(uri, s3)
         if world_size < 1 or not 0 <= rank < world_size:
             raise DataError(f"need 0 <= rank < world_size, got rank={rank}, world_size={world_size}")

@@ -25,12 +25,15 @@ import json
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from predrnn.data.errors import DataError
 from predrnn.data.store import SCHEMA_VERSION, Backend, check_name, list_manifests, open_backend
+
+if TYPE_CHECKING:
+    from predrnn.data.store import S3Settings
 
 log = logging.getLogger("predrnn.data")
 
@@ -43,7 +46,7 @@ def job_id(spec: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(spec, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def find_published(root: str, name: str, job: str, s3: dict[str, Any] | None = None) -> str | None:
+def find_published(root: str, name: str, job: str, s3: S3Settings | None = None) -> str | None:
     """The URI of a published forecast version made by job ``job`` under ``ROOT/NAME``, or None."""
     backend = open_backend(root, s3)
     for m in reversed(list_manifests(backend, check_name(name))):
@@ -63,7 +66,7 @@ class StagedForecast:
     job: str
     shape: tuple[int, int, int, int, int]
     attrs: dict[str, Any]
-    s3: dict[str, Any] | None = None
+    s3: S3Settings | None = None
     resumed: int = 0
     _cache: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
@@ -124,7 +127,7 @@ def _now() -> str:
 
 def stage_forecast(root: str, name: str, *, job: str, shape: tuple[int, int, int, int, int],
                    split_codes: np.ndarray, source_index: np.ndarray, attrs: dict[str, Any],
-                   s3: dict[str, Any] | None = None) -> StagedForecast:
+                   s3: S3Settings | None = None) -> StagedForecast:
     """The staged group of job ``job``: the one a killed run of the same job left (its written clips
     kept), else a new one under ``ROOT/NAME/data/<time>-<job>``.
 
@@ -245,7 +248,7 @@ class ForecastClips:
 
     ndim = 5
 
-    def __init__(self, uri: str, s3: dict[str, Any] | None = None) -> None:
+    def __init__(self, uri: str, s3: S3Settings | None = None) -> None:
         from predrnn.data.store import open_version
 
         self.version = fc = open_version(uri, s3)

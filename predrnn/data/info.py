@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from predrnn.config import ExperimentConfig
 from predrnn.data.errors import DataError
+
+if TYPE_CHECKING:
+    from predrnn.data.store import S3Settings
 
 
 @dataclass(frozen=True)
@@ -49,7 +52,7 @@ def check_values_match(uri: str, data: Any, model: Any) -> None:
 
 def validate_dataset(cfg: ExperimentConfig, uri: str, *, world_size: int = 1, for_model: bool = False,
                      need_val: bool = True, need_test: bool = False, need_length: int | None = None,
-                     s3: dict[str, Any] | None = None) -> DatasetInfo:
+                     s3: S3Settings | None = None) -> DatasetInfo:
     """Open the version behind ``uri`` and check it against the config, before any worker starts.
 
     Args:

@@ -16,7 +16,7 @@ import re
 import time
 import uuid
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -32,6 +32,9 @@ from predrnn.data.store import (
     manifest_key,
     open_backend,
 )
+
+if TYPE_CHECKING:
+    from predrnn.data.store import S3Settings
 
 log = logging.getLogger("predrnn.data")
 
@@ -51,7 +54,7 @@ def _fingerprint(src: Source, checksum: str) -> str:
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
 
 
-def inspect_source(kind: str, source: str | None, *, s3: dict[str, Any] | None = None,
+def inspect_source(kind: str, source: str | None, *, s3: S3Settings | None = None,
                    **options: Any) -> dict[str, Any]:
     """Describe a source without decoding every clip: frame shape, length, dtype, checksum, clip count.
     ``s3``: the S3 settings of an ``s3://`` source or root (:func:`predrnn.settings.s3_settings`'s keyless form)."""
@@ -61,7 +64,7 @@ def inspect_source(kind: str, source: str | None, *, s3: dict[str, Any] | None =
     return info
 
 
-def validate_source(kind: str, source: str | None, *, s3: dict[str, Any] | None = None,
+def validate_source(kind: str, source: str | None, *, s3: S3Settings | None = None,
                     **options: Any) -> dict[str, Any]:
     """Structural checks (headers, ranks, dtypes, indices, sizes, archive CRCs); raises DataError.
     ``s3``: the S3 settings of an ``s3://`` source or root (:func:`predrnn.settings.s3_settings`'s keyless form)."""
@@ -74,7 +77,7 @@ def validate_source(kind: str, source: str | None, *, s3: dict[str, Any] | None 
     return {"kind": kind, "valid": True}
 
 
-def find_existing(root: str, name: str, fingerprint: str, s3: dict[str, Any] | None = None) -> str | None:
+def find_existing(root: str, name: str, fingerprint: str, s3: S3Settings | None = None) -> str | None:
     """The URI of a published version made from the same source and options, if any."""
     backend = open_backend(root, s3)
     try:
@@ -270,7 +273,7 @@ def _codec(dtype: np.dtype) -> Any:
 
 
 def write_version(kind: str, source: str | None, name: str, root: str, *, progress: Progress | None = None,
-                  s3: dict[str, Any] | None = None, **options: Any) -> dict[str, Any]:
+                  s3: S3Settings | None = None, **options: Any) -> dict[str, Any]:
     """Stream the source into a fresh, unpublished Zarr group; returns the staged description.
 
     The group lives under ``ROOT/NAME/data/<token>`` and is referenced by nothing until
@@ -525,7 +528,7 @@ def _discard_staged(backend: Any, key: str) -> None:
         log.warning("could not remove the staged data %s (%s); gc_orphans removes it later", backend.join(key), first)
 
 
-def verify_version(staged: dict[str, Any], s3: dict[str, Any] | None = None) -> dict[str, Any]:
+def verify_version(staged: dict[str, Any], s3: S3Settings | None = None) -> dict[str, Any]:
     """Re-read the staged group: shape, dtype, split length and the data hash must match.
 
     A mismatch (:class:`DataError`) deletes the staged data. Any other error (the store failing) keeps
@@ -558,7 +561,7 @@ def verify_version(staged: dict[str, Any], s3: dict[str, Any] | None = None) -> 
 
 
 def publish_version(staged: dict[str, Any], preview_png: bytes | None = None, *,
-                    s3: dict[str, Any] | None = None) -> str:
+                    s3: S3Settings | None = None) -> str:
     """Make a verified staged version visible by writing its manifest (last); returns its URI.
 
     If a version with the same content id already exists, the staged copy is deleted and the
@@ -593,12 +596,12 @@ def publish_version(staged: dict[str, Any], preview_png: bytes | None = None, *,
     return uri
 
 
-def discard_version(staged: dict[str, Any], s3: dict[str, Any] | None = None) -> None:
+def discard_version(staged: dict[str, Any], s3: S3Settings | None = None) -> None:
     """Delete a staged (unpublished) version's data."""
     open_backend(staged["root"], s3).delete_prefix(staged["key"])
 
 
-def gc_orphans(root: str, name: str, older_than_s: float = 3600.0, s3: dict[str, Any] | None = None) -> list[str]:
+def gc_orphans(root: str, name: str, older_than_s: float = 3600.0, s3: S3Settings | None = None) -> list[str]:
     """Delete data prefixes no manifest refers to (left by killed writers) older than ``older_than_s``."""
     backend = open_backend(root, s3)
     used = {m["path"].rsplit("/", 1)[-1] for m in list_manifests(backend, check_name(name))}
@@ -618,7 +621,7 @@ def gc_orphans(root: str, name: str, older_than_s: float = 3600.0, s3: dict[str,
 
 
 def ingest(kind: str, source: str | None, name: str, root: str, *, progress: Progress | None = None,
-           s3: dict[str, Any] | None = None, **options: Any) -> str:
+           s3: S3Settings | None = None, **options: Any) -> str:
     """Ingest ``source`` of ``kind`` as dataset ``name`` under ``root``; returns the committed version URI.
 
     Same source and options as an existing version: returns that version without writing.

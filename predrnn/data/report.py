@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import base64
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from predrnn.data.preview import strip_png
 from predrnn.data.store import SPLIT_CODES, SPLITS, Version, open_version
+
+if TYPE_CHECKING:
+    from predrnn.data.store import S3Settings
 
 _OVERLAP_KEYS = ("frames", "unique_frames", "constant_frames", "shared_frames", "frame_check")
 _PER_SPLIT_KEYS = ("sizes", "sequences", "sequence_names", *_OVERLAP_KEYS)
@@ -93,7 +96,7 @@ def shared_warning(shared: dict[str, int] | None) -> str | None:
 
 
 def version_report(uri: str, seconds: float | None = None, *, clips: int = 4,
-                   s3: dict[str, Any] | None = None) -> dict[str, Any]:
+                   s3: S3Settings | None = None) -> dict[str, Any]:
     """``{"uri", "markdown", "png_base64"}`` describing a published version (``s3``: the S3 settings of a version
     on S3)."""
     v = open_version(uri, s3)

@@ -24,10 +24,11 @@ import os
 import re
 import shutil
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict, cast
 
 import numpy as np
 
@@ -155,6 +156,22 @@ class LocalBackend(Backend):
         super().check_writable(name)
 
 
+class S3Settings(TypedDict, total=False):
+    """Where S3 is and where credentials come from (:func:`predrnn.settings.s3_settings`), never a key.
+
+    Attributes:
+        endpoint: an S3 endpoint other than AWS's (``http://127.0.0.1:8433`` for SeaweedFS).
+        region: the region (``us-east-1`` by default).
+        credentials: ``environment`` (``AWS_*`` variables), ``profile`` (with ``profile``) or ``default chain``.
+        profile: the AWS profile's name.
+    """
+
+    endpoint: str
+    region: str
+    credentials: str
+    profile: str
+
+
 # the keys of the settings that name a place; the rest say where credentials come from
 _S3_CLIENT_KEYS = ("endpoint", "region")
 
@@ -163,7 +180,7 @@ _SECRET_KEYS = ("access_key_id", "secret_access_key", "token", "session_token", 
                 "aws_secret_access_key", "secret", "key", "password")
 
 
-def check_s3_settings(s3: dict[str, Any] | None) -> dict[str, Any] | None:
+def check_s3_settings(s3: Mapping[str, Any] | None) -> Mapping[str, Any] | None:
     """``s3`` as given, after checking that it names no credential (they are never carried as values).
 
     Raises:
@@ -176,9 +193,15 @@ def check_s3_settings(s3: dict[str, Any] | None) -> dict[str, Any] | None:
     return s3
 
 
-def s3_client_config(s3: dict[str, Any]) -> dict[str, Any]:
+def keyless(s3: S3Settings | None) -> S3Settings:
+    """A copy of the S3 settings ``s3`` (None: none), checked to hold no key (:func:`check_s3_settings`)."""
+    return cast(S3Settings, dict(check_s3_settings(s3) or {}))
+
+
+def s3_client_config(s3: S3Settings) -> dict[str, Any]:
     """The settings an S3 client is configured with (endpoint, region); credentials are found by the client."""
-    return {k: s3[k] for k in _S3_CLIENT_KEYS if s3.get(k)}
+    given: dict[str, Any] = dict(s3)
+    return {k: given[k] for k in _S3_CLIENT_KEYS if given.get(k)}
 
 
 _OBSTORE_PID: int | None = None
@@ -206,7 +229,7 @@ def check_obstore_usable(uri: str) -> None:
                         "or 'spawn'")
 
 
-def obstore_options(s3: dict[str, Any] | None) -> dict[str, Any]:
+def obstore_options(s3: S3Settings | None) -> dict[str, Any]:
     """The keyword arguments of an obstore S3 client (``config``, ``client_options``, perhaps
     ``credential_provider``) for the keyless settings ``s3``.
 
@@ -218,7 +241,7 @@ def obstore_options(s3: dict[str, Any] | None) -> dict[str, Any]:
     Raises:
         ValueError: the settings carry a key (:func:`check_s3_settings`).
     """
-    settings = dict(check_s3_settings(s3) or {})
+    settings = keyless(s3)
     cfg = s3_client_config(settings)
     kwargs: dict[str, Any] = {"config": cfg,
                               "client_options": {"allow_http": str(cfg.get("endpoint", "")).startswith("http://")}}
@@ -235,7 +258,7 @@ def obstore_options(s3: dict[str, Any] | None) -> dict[str, Any]:
     return kwargs
 
 
-def obstore_s3(bucket: str, s3: dict[str, Any] | None, *, prefix: str = "") -> Any:
+def obstore_s3(bucket: str, s3: S3Settings | None, *, prefix: str = "") -> Any:
     """An obstore ``S3Store`` of ``bucket`` (under ``prefix``), configured with the keyless settings ``s3``
     (:func:`obstore_options`).
 
@@ -259,7 +282,7 @@ class S3Backend(Backend):
         ValueError: the settings carry a key (:func:`check_s3_settings`).
     """
 
-    def __init__(self, uri: str, s3: dict[str, Any] | None = None):
+    def __init__(self, uri: str, s3: S3Settings | None = None):
         rest = uri[len("s3://"):]
         bucket, _, prefix = rest.partition("/")
         if not bucket:
@@ -267,7 +290,7 @@ class S3Backend(Backend):
         self.bucket = bucket
         self.prefix = prefix.strip("/")
         self.root_uri = f"s3://{bucket}" + (f"/{self.prefix}" if self.prefix else "")
-        self.s3 = dict(check_s3_settings(s3) or {})
+        self.s3 = keyless(s3)
         self.store = self._make(self.prefix)
 
     def __getstate__(self) -> dict[str, Any]:
@@ -276,7 +299,7 @@ class S3Backend(Backend):
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__init__(state["uri"], state.get("s3"))  # type: ignore[misc]
 
-    def settings(self) -> dict[str, Any]:
+    def settings(self) -> S3Settings:
         """The S3 settings this root was opened with (keyless)."""
         return self.s3
 
@@ -338,7 +361,7 @@ class S3Backend(Backend):
         return ObjectStore(self._make(prefix), read_only=read_only)
 
 
-def open_backend(root: str | Path, s3: dict[str, Any] | None = None) -> Backend:
+def open_backend(root: str | Path, s3: S3Settings | None = None) -> Backend:
     """A backend for a root URI: ``s3://bucket/prefix`` (opened with the S3 settings ``s3``, see
     :class:`S3Backend`) or a local folder (``file://`` allowed)."""
     root = str(root)
@@ -398,7 +421,7 @@ def list_manifests(backend: Backend, name: str) -> list[dict[str, Any]]:
     return sorted(out, key=lambda m: (m.get("created", ""), m.get("version", "")))
 
 
-def list_datasets(root: str | Path, s3: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+def list_datasets(root: str | Path, s3: S3Settings | None = None) -> list[dict[str, Any]]:
     """Summaries of every dataset and version under ``root`` (newest version last per name); ``s3``: the S3
     settings of a root on S3 (:class:`S3Backend`)."""
     backend = open_backend(root, s3)
@@ -415,7 +438,7 @@ def list_datasets(root: str | Path, s3: dict[str, Any] | None = None) -> list[di
     return rows
 
 
-def resolve(uri: str, s3: dict[str, Any] | None = None) -> tuple[Backend, dict[str, Any]]:
+def resolve(uri: str, s3: S3Settings | None = None) -> tuple[Backend, dict[str, Any]]:
     """The backend and manifest of a version URI; ``@latest`` is the newest published version."""
     root, name, version = parse_uri(uri)
     backend = open_backend(root, s3)
@@ -544,7 +567,7 @@ class Version:
         self.__dict__.update(state)
 
 
-def open_version(uri: str, s3: dict[str, Any] | None = None) -> Version:
+def open_version(uri: str, s3: S3Settings | None = None) -> Version:
     """Open a published version read-only: ``ROOT/NAME@VERSION``, ``ROOT/NAME@latest`` or ``ROOT/NAME``
     (on S3 with the settings ``s3``, see :class:`S3Backend`)."""
     backend, manifest = resolve(uri, s3)

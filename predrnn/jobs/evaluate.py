@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from predrnn.data.info import DatasetInfo
+from predrnn.data.store import S3Settings, keyless
 from predrnn.errors import PredrnnError
 from predrnn.jobs.model import (
     JobError,
@@ -55,7 +56,7 @@ class EvaluateSpec:
     precision: str = "fp32"
     precision_note: str = ""
     record: str | None = None
-    s3: dict[str, Any] = field(default_factory=dict)
+    s3: S3Settings = field(default_factory=S3Settings)
     baselines: tuple[str, ...] = ("persistence",)
     spectra: bool = False
     spacing: float | None = None
@@ -116,7 +117,7 @@ def prepare_evaluate(model: str, data: str, *, split: str = "test", max_clips: i
                      pools: list[int] | None = None, fss_scales: list[int] | None = None,
                      context: int | None = None, horizon: int | None = None, precision: str = "auto",
                      tracking_uri: str | None = None, cache_dir: Path | None = None,
-                     record: bool = False, s3: dict[str, Any] | None = None,
+                     record: bool = False, s3: S3Settings | None = None,
                      baselines: list[str] | None = None) -> EvaluateSpec:
     """Resolve an evaluation once, checking everything before any clip is forecast.
 
@@ -164,7 +165,7 @@ def prepare_evaluate(model: str, data: str, *, split: str = "test", max_clips: i
                         pools=None if pools is None else tuple(pools),
                         fss_scales=None if fss_scales is None else tuple(fss_scales),
                         precision=resolved, precision_note=note,
-                        record=tracking_uri if record else None, s3=dict(s3 or {}), baselines=names,
+                        record=tracking_uri if record else None, s3=keyless(s3), baselines=names,
                         spectra=spectra, spacing=spacing)
 
 

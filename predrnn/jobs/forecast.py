@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from predrnn.batch_forecast import ForecastJob
+from predrnn.data.store import S3Settings, keyless
 from predrnn.jobs.model import JobError, ResolvedModel, check_baselines, job_precision, resolve_model
 
 
@@ -40,7 +41,7 @@ class ForecastSpec:
     precision_note: str = ""
     ray_address: str | None = None
     ray_temp_dir: str | None = None
-    s3: dict[str, Any] = field(default_factory=dict)
+    s3: S3Settings = field(default_factory=S3Settings)
     baseline: str | None = None
 
     def plan(self) -> dict[str, Any]:
@@ -63,7 +64,7 @@ def prepare_forecast(model: str, data: str, out: str, *, split: str = "test", ho
                      workers: int = 1, gpus_per_worker: float = 0.0, batch_size: int = 16,
                      precision: str = "auto", tracking_uri: str | None = None, cache_dir: Path | None = None,
                      ray_address: str | None = None, ray_temp_dir: str | None = None,
-                     s3: dict[str, Any] | None = None, context: int | None = None) -> ForecastSpec:
+                     s3: S3Settings | None = None, context: int | None = None) -> ForecastSpec:
     """Resolve a forecast job once: the options, the model (pinned and loaded), the model against the data
     (frames, channels, units, clip length) and the output place; no worker has started.
 
@@ -95,7 +96,7 @@ def prepare_forecast(model: str, data: str, out: str, *, split: str = "test", ho
         job = check_job(chosen.cfg, data, out, split=split, horizon=horizon, s3=s3)
         check_baselines([model], job.source_uri, split, job.context, job.horizon, chosen.cfg.values, s3)
         return ForecastSpec(model=chosen, job=job, batch_size=batch_size, precision="fp32",
-                            precision_note="baselines compute in float64 (pysteps)", s3=dict(s3 or {}),
+                            precision_note="baselines compute in float64 (pysteps)", s3=keyless(s3),
                             baseline=model)
     if context is not None:
         raise JobError("--context is a baseline's option; a model forecasts from its own context length")
@@ -104,7 +105,7 @@ def prepare_forecast(model: str, data: str, out: str, *, split: str = "test", ho
     job = check_job(chosen.cfg, data, out, split=split, horizon=horizon, s3=s3)
     return ForecastSpec(model=chosen, job=job, workers=workers, gpus_per_worker=gpus_per_worker,
                         batch_size=batch_size, precision=resolved, precision_note=note, ray_address=ray_address,
-                        ray_temp_dir=ray_temp_dir, s3=dict(s3 or {}))
+                        ray_temp_dir=ray_temp_dir, s3=keyless(s3))
 
 
 def run_forecast(spec: ForecastSpec, *, progress: Callable[[str], None] | None = None,
@@ -128,7 +129,7 @@ def run_forecast(spec: ForecastSpec, *, progress: Callable[[str], None] | None =
 
 
 def _baseline_model(name: str, data: str, horizon: int | None, context: int | None,
-                    s3: dict[str, Any] | None) -> ResolvedModel:
+                    s3: S3Settings | None) -> ResolvedModel:
     """A baseline as the job's forecaster: a config that describes the data (its frames, values and the
     baseline's context and horizon) and no network.
 

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from predrnn.config import ExperimentConfig
 from predrnn.errors import PredrnnError
+
+if TYPE_CHECKING:
+    from predrnn.data.store import S3Settings
 
 
 @dataclass(frozen=True)
@@ -94,7 +97,7 @@ def job_precision(requested: str, device: str, task: str = "forecast") -> tuple[
 
 
 def check_baselines(names: Any, data: str, split: str, context: int, horizon: int, values: Any,
-                    s3: dict[str, Any] | None = None) -> None:
+                    s3: S3Settings | None = None) -> None:
     """Forecast the split's first clip with each baseline, so that one that cannot run on this data (too few
     context frames, too small a grid, values it does not take) is refused before the whole split is read.
 

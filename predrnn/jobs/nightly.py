@@ -7,11 +7,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from predrnn.config import ExperimentConfig
 from predrnn.data.info import DatasetInfo
 from predrnn.train.spec import RunSpec
+
+if TYPE_CHECKING:
+    from predrnn.data.store import S3Settings
 
 
 @dataclass(frozen=True)
@@ -40,7 +43,7 @@ class NightlySpec:
 
 def prepare_nightly(cfg: ExperimentConfig, *, data: str, test_dataset: str | None = None,
                     tracking_uri: str | None = None, state_dir: str | Path = ".state", ray_address: str | None = None,
-                    s3: dict[str, Any] | None = None, run_name: str | None = None,
+                    s3: S3Settings | None = None, run_name: str | None = None,
                     init_weights: str | None = None) -> NightlySpec:
     """Resolve a nightly retraining: the run as :func:`predrnn.train.prepare` resolves it (the training
     version's train, val and test splits, enough clips for the workers, clips of ``data.total_length``

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from predrnn.data.store import S3Settings, keyless
 from predrnn.jobs.model import JobError
 
 
@@ -36,7 +37,7 @@ class PromoteSpec:
     tracking_uri: str
     dataset: str | None = None
     cache_dir: Path | None = None
-    s3: dict[str, Any] = field(default_factory=dict)
+    s3: S3Settings = field(default_factory=S3Settings)
     must_beat: str | None = None
 
     @property
@@ -95,7 +96,7 @@ def baseline_value(evaluation: dict[str, Any], baseline: str, metric: str) -> fl
 
 def prepare_promote(model_name: str, version: int, *, metric: str = "mse", margin: float = 0.01, force: bool = False,
                     tracking_uri: str, dataset: str | None = None, cache_dir: Path | None = None,
-                    s3: dict[str, Any] | None = None, must_beat: str | None = None) -> PromoteSpec:
+                    s3: S3Settings | None = None, must_beat: str | None = None) -> PromoteSpec:
     """Check a promotion's options before anything is evaluated or moved.
 
     Raises:
@@ -120,7 +121,7 @@ def prepare_promote(model_name: str, version: int, *, metric: str = "mse", margi
         raise JobError("--must-beat needs a dataset to evaluate the candidate and the baseline on (--data)")
     return PromoteSpec(model_name=model_name, version=int(version), metric=metric_tag(metric), margin=margin,
                        force=force, tracking_uri=tracking_uri, dataset=dataset, cache_dir=cache_dir,
-                       s3=dict(s3 or {}), must_beat=must_beat)
+                       s3=keyless(s3), must_beat=must_beat)
 
 
 def evaluate_models(spec: PromoteSpec) -> tuple[int | None, dict[str, Any], dict[str, Any] | None]:

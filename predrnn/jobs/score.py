@@ -6,12 +6,15 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from predrnn.errors import PredrnnError
 from predrnn.jobs.model import JobError, check_pools_and_scales
+
+if TYPE_CHECKING:
+    from predrnn.data.store import S3Settings
 
 
 @dataclass(frozen=True)
@@ -50,7 +53,7 @@ def _is_array_file(path: str) -> bool:
 def prepare_score(forecast: str, truth: str | None = None, *, mask: Path | None = None, units: str | None = None,
                   image: bool = False, thresholds: list[float] | None = None, labels: list[str] | None = None,
                   pools: Sequence[int] = (4, 16), fss_scales: Sequence[int] = (1, 3, 9, 27),
-                  batch_size: int = 16, s3: dict[str, Any] | None = None) -> ScoreSpec:
+                  batch_size: int = 16, s3: S3Settings | None = None) -> ScoreSpec:
     """Check what is scored: a forecast dataset brings its units, thresholds and source; arrays need
     ``truth``. Without ``thresholds``: the forecast dataset's recorded ones, else those customary for
     ``units`` (HKO-7 for mm/h, SEVIR for VIL; :func:`predrnn.verification.default_thresholds`).

@@ -13,13 +13,17 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from predrnn.config import ExperimentConfig
 from predrnn.data.batches import ClipSource, ZarrSource
 from predrnn.train import launch, storage
 from predrnn.train.loop import DIVERGED, SELECTION, WorkerJob, train_loop_per_worker
 from predrnn.train.spec import RUN_INFO, RunSpec, TrainError, run_record
+
+if TYPE_CHECKING:
+    from predrnn.data.store import S3Settings
+
 
 
 @dataclass
@@ -50,7 +54,7 @@ class TrainResult:
         return self.spec.tracking_uri
 
     @property
-    def s3(self) -> dict[str, Any]:
+    def s3(self) -> S3Settings:
         return self.spec.s3
 
     def to_dict(self) -> dict[str, Any]:

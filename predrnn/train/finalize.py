@@ -7,7 +7,7 @@ import json
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -25,8 +25,11 @@ from predrnn.evaluation import (
 from predrnn.train.state import MODEL_DIR, iteration_of
 from predrnn.values import score_units
 
+if TYPE_CHECKING:
+    from predrnn.data.store import S3Settings
 
-def local_checkpoint(path: str, dest: str | Path, s3: dict[str, Any] | None = None) -> Path:
+
+def local_checkpoint(path: str, dest: str | Path, s3: S3Settings | None = None) -> Path:
     """A local copy of checkpoint ``path`` (returned as is when already local; ``s3://`` opened with ``s3``)."""
     if "://" not in path and Path(path).is_dir():
         return Path(path)
@@ -47,7 +50,7 @@ def log_scorecard(tracker: Any, run_id: str, cards: dict[str, dict[str, Any]], s
 
 
 def finish(result: Any, *, out_dir: str | Path, split: str = "test", register: bool = True,
-           source: ClipSource | None = None, s3: dict[str, Any] | None = None) -> dict[str, Any]:
+           source: ClipSource | None = None, s3: S3Settings | None = None) -> dict[str, Any]:
     """Evaluate the best checkpoint on ``split``, write pictures, log everything, register the model.
 
     Args:
@@ -86,7 +89,7 @@ def finish(result: Any, *, out_dir: str | Path, split: str = "test", register: b
 
 
 def _finish(result: Any, tracker: Any, *, out_dir: str | Path, split: str, register: bool,
-            source: ClipSource | None, s3: dict[str, Any] | None) -> dict[str, Any]:
+            source: ClipSource | None, s3: S3Settings | None) -> dict[str, Any]:
     from predrnn.checkpoint import load_model_dir
 
     out = Path(out_dir)

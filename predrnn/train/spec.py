@@ -20,7 +20,7 @@ import torch
 from predrnn.config import ConfigError, ExperimentConfig
 from predrnn.data.batches import per_worker_batch
 from predrnn.data.info import DatasetInfo, validate_dataset
-from predrnn.data.store import check_s3_settings
+from predrnn.data.store import S3Settings, check_s3_settings, keyless
 from predrnn.errors import PredrnnError
 from predrnn.precision import has_native_bf16, resolve_precision
 from predrnn.train import storage
@@ -64,7 +64,7 @@ class RunSpec:
     run_name: str
     state_dir: str
     ray_address: str | None = None
-    s3: dict[str, Any] = field(default_factory=dict)
+    s3: S3Settings = field(default_factory=S3Settings)
     mlflow_run_id: str | None = None
     extended_from: int | None = None
     fork_checkpoint: str | None = None
@@ -126,7 +126,7 @@ def run_record(spec: RunSpec, mlflow_run_id: str | None) -> dict[str, Any]:
     return {"spec": spec.to_dict(), "mlflow_run_id": mlflow_run_id}
 
 
-def read_run_info(run_dir: str, s3: dict[str, Any] | None = None) -> dict[str, Any] | None:
+def read_run_info(run_dir: str, s3: S3Settings | None = None) -> dict[str, Any] | None:
     """The record a run wrote at its start (:func:`run_record`), or None if absent. Records of
     earlier versions (config, dataset and tracking URI side by side) are read into the same form."""
     saved = storage.read_json(run_dir, RUN_INFO, s3)
@@ -167,7 +167,7 @@ def run_location(ref: str, tracking_uri: str | None = None) -> str:
     return f"{tags['ray.storage_path'].rstrip('/')}/{tags['ray.run_name']}"
 
 
-def run_config(ref: str, tracking_uri: str | None = None, s3: dict[str, Any] | None = None) -> ExperimentConfig:
+def run_config(ref: str, tracking_uri: str | None = None, s3: S3Settings | None = None) -> ExperimentConfig:
     """The config a run was started with (``ref`` as for :func:`run_location`): the base of
     ``--resume`` and ``--fork`` at the door.
 
@@ -181,7 +181,7 @@ def run_config(ref: str, tracking_uri: str | None = None, s3: dict[str, Any] | N
     return ExperimentConfig.from_dict(saved["spec"]["cfg"])
 
 
-def trained_to(run_dir: str, s3: dict[str, Any] | None = None) -> int:
+def trained_to(run_dir: str, s3: S3Settings | None = None) -> int:
     """The iteration of the run's newest readable checkpoint (0: none), where a resume continues; a
     corrupt or cut-short checkpoint is skipped as the workers skip it."""
     from ray.train import Checkpoint
@@ -234,7 +234,7 @@ def resumed_config(saved: ExperimentConfig, given: ExperimentConfig) -> Experime
 
 def prepare(cfg: ExperimentConfig, *, data: str | None = None, tracking_uri: str | None = None,
             storage_path: str | None = None, state_dir: str | Path = ".state", run_name: str | None = None,
-            ray_address: str | None = None, s3: dict[str, Any] | None = None, resume: str | None = None,
+            ray_address: str | None = None, s3: S3Settings | None = None, resume: str | None = None,
             fork: str | None = None, init_weights: str | None = None, need_test: bool = True) -> RunSpec:
     """Resolve a training run once, checking everything that can be checked without workers.
 
@@ -257,7 +257,7 @@ def prepare(cfg: ExperimentConfig, *, data: str | None = None, tracking_uri: str
     Raises:
         ConfigError, DataError, TrackingError, TrainError: naming the problem, before anything starts.
     """
-    s3 = dict(s3 or {})
+    s3 = keyless(s3)
     state = str(Path(state_dir).absolute())
     if tracking_uri:
         from predrnn.tracking import check_tracking

@@ -13,7 +13,10 @@ from __future__ import annotations
 import contextlib
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from predrnn.data.store import S3Settings
 
 
 class _BytesWriter:
@@ -30,7 +33,7 @@ class _BytesWriter:
         return getattr(self.raw, name)
 
 
-def _s3(options: dict[str, Any] | None = None) -> Any:
+def _s3(options: S3Settings | None = None) -> Any:
     """A pyarrow filesystem over obstore's S3 client with the keyless settings ``options``; paths are
     ``bucket/key``.
 
@@ -55,7 +58,7 @@ def _s3(options: dict[str, Any] | None = None) -> Any:
     return pafs.PyFileSystem(Handler(make("s3", skip_instance_cache=True, **kwargs)))
 
 
-def filesystem(location: str, s3: dict[str, Any] | None = None) -> tuple[Any, str]:
+def filesystem(location: str, s3: S3Settings | None = None) -> tuple[Any, str]:
     """``(pyarrow filesystem, path inside it)`` of a local path or a URI; ``s3://`` opened with the S3
     settings ``s3`` (:func:`predrnn.settings.s3_settings`, read at the door; None: the client's defaults)."""
     import pyarrow.fs as pafs
@@ -72,7 +75,7 @@ def scheme_of(location: str) -> str:
     return location.split("://", 1)[0] + "://" if "://" in location and not location.startswith("file://") else ""
 
 
-def write_json(location: str, name: str, record: dict[str, Any], s3: dict[str, Any] | None = None) -> None:
+def write_json(location: str, name: str, record: dict[str, Any], s3: S3Settings | None = None) -> None:
     """Write ``record`` as JSON to ``location/name`` (the folder is created if needed)."""
     fs, path = filesystem(location, s3)
     fs.create_dir(path, recursive=True)
@@ -80,7 +83,7 @@ def write_json(location: str, name: str, record: dict[str, Any], s3: dict[str, A
         fh.write(json.dumps(record, indent=2).encode())
 
 
-def read_json(location: str, name: str, s3: dict[str, Any] | None = None) -> dict[str, Any] | None:
+def read_json(location: str, name: str, s3: S3Settings | None = None) -> dict[str, Any] | None:
     """The JSON record ``location/name``, or None when absent."""
     fs, path = filesystem(location, s3)
     try:
@@ -90,14 +93,14 @@ def read_json(location: str, name: str, s3: dict[str, Any] | None = None) -> dic
         return None
 
 
-def remove(location: str, name: str, s3: dict[str, Any] | None = None) -> None:
+def remove(location: str, name: str, s3: S3Settings | None = None) -> None:
     """Delete ``location/name`` if present."""
     fs, path = filesystem(location, s3)
     with contextlib.suppress(FileNotFoundError, OSError):
         fs.delete_file(f"{path}/{name}")
 
 
-def checkpoint(location: str, s3: dict[str, Any] | None = None) -> Any:
+def checkpoint(location: str, s3: S3Settings | None = None) -> Any:
     """A ``ray.train.Checkpoint`` of the checkpoint directory ``location`` on its filesystem."""
     from ray.train import Checkpoint
 
@@ -117,7 +120,7 @@ def checkpoint_dirs(fs: Any, path: str) -> list[tuple[tuple[int, int], str]]:
                   and (o := order_of(i.path)) is not None)
 
 
-def latest_checkpoint(run_dir: str, s3: dict[str, Any] | None = None) -> str | None:
+def latest_checkpoint(run_dir: str, s3: S3Settings | None = None) -> str | None:
     """The newest ``iter_*`` checkpoint directory of a run (same form as ``run_dir``), or None."""
     fs, path = filesystem(run_dir, s3)
     try:

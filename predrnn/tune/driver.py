@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from predrnn.config import ExperimentConfig
+from predrnn.data.store import S3Settings, keyless
 from predrnn.train.spec import RunSpec
 from predrnn.tune.plan import Search, TuneError, TuneResult, TuneSettings, check_search
 from predrnn.tune.recorder import (
@@ -179,7 +180,7 @@ def _new_tuner(search: Search, space: SearchSpace) -> Any:
 
 
 def resume(experiment_dir: str, *, ray_address: str | None = None, num_cpus: int | None = None,
-           s3: dict[str, Any] | None = None) -> TuneResult:
+           s3: S3Settings | None = None) -> TuneResult:
     """Continue an interrupted search; finished trials are not run again.
 
     Args:
@@ -206,7 +207,7 @@ def resume(experiment_dir: str, *, ray_address: str | None = None, num_cpus: int
     if not rtune.Tuner.can_restore(str(path)):
         raise TuneError(f"{path} holds no Tune experiment state to restore (did the search start any trial?)")
     search = dataclasses.replace(search, spec=dataclasses.replace(search.spec, ray_address=ray_address or None,
-                                                                  s3=dict(s3 or {})))
+                                                                  s3=keyless(s3)))
     started = launch.ensure_ray(search.spec.ray_address, num_cpus=num_cpus, temp_dir=f"{search.spec.state_dir}/ray/tmp")
     try:
         check_resources(search.spec.cfg, search.settings.concurrency)

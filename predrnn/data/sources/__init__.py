@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import importlib
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from predrnn.data.errors import DataError
 from predrnn.data.sources.base import Clip, Source, SourceInfo
+
+if TYPE_CHECKING:
+    from predrnn.data.store import S3Settings
 
 _KINDS: dict[str, tuple[str, str]] = {
     "thuml-npz": ("predrnn.data.sources.arrays", "ThumlNpz"),
@@ -31,7 +34,7 @@ def source_class(kind: str) -> type[Source]:
 
 
 def make_source(kind: str, source: str | Path | None, options: dict[str, Any] | None = None, *,
-                s3: dict[str, Any] | None = None) -> Source:
+                s3: S3Settings | None = None) -> Source:
     """A reader for ``kind`` over ``source`` with ``options`` (unknown options are refused); ``s3``: the S3
     settings of an ``s3://`` source (:func:`predrnn.settings.s3_settings`'s keyless form)."""
     return source_class(kind)(source, dict(options or {}), s3=s3)

@@ -18,6 +18,7 @@ from predrnn.data.errors import DataError
 
 if TYPE_CHECKING:
     from predrnn.data.sources.remote import Mirror
+    from predrnn.data.store import S3Settings
 
 COMMON_OPTIONS: dict[str, Any] = {
     "val_fraction": 0.1,
@@ -91,12 +92,12 @@ class Source:
     reader_version: ClassVar[int] = 1  # raised when the kind reads the same files differently
 
     def __new__(cls, source: str | Path | None = None, options: dict[str, Any] | None = None, *,
-                s3: dict[str, Any] | None = None) -> Source:
+                s3: S3Settings | None = None) -> Source:
         if cls.needs_source and str(source or "").startswith("s3://") and not issubclass(cls, RemoteSource):
             return super().__new__(remote_class(cls))  # the kind's reader over the local copy, reporting the URI
         return super().__new__(cls)
 
-    def __init__(self, source: str | Path | None, options: dict[str, Any], *, s3: dict[str, Any] | None = None):
+    def __init__(self, source: str | Path | None, options: dict[str, Any], *, s3: S3Settings | None = None):
         """Raises DataError: an unknown option, a missing or unreadable source; ``s3``: the S3 settings of an
         ``s3://`` source (:func:`predrnn.settings.s3_settings`'s keyless form; None: the client's defaults)."""
         accepted = {**COMMON_OPTIONS, **self.OPTIONS}

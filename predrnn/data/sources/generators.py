@@ -10,12 +10,17 @@ import gzip
 from collections.abc import Iterator
 from functools import lru_cache
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image
 
 from predrnn.data.errors import DataError
 from predrnn.data.sources.base import Clip, Source, SourceInfo, file_sha256, params_checksum
+
+if TYPE_CHECKING:
+    from predrnn.data.store import S3Settings
+
 
 _GEN_OPTIONS = {"num_clips": 1000, "frames": 20, "height": 64, "width": 64, "seed": 0}
 
@@ -81,7 +86,7 @@ class MovingDigits(Source):
     needs_source = False
     OPTIONS = {**_GEN_OPTIONS, "digits": 2, "digits_idx": None, "min_speed": 2.0, "max_speed": 5.0}
 
-    def __init__(self, source: str | Path | None, options: dict, *, s3: dict | None = None) -> None:
+    def __init__(self, source: str | Path | None, options: dict, *, s3: S3Settings | None = None) -> None:
         super().__init__(source, options, s3=s3)
         _positive(self, "num_clips", "frames", "height", "width", "digits")
         if self.opts["digits_idx"] is None and source:
@@ -152,7 +157,7 @@ class StormCells(Source):
     needs_source = False
     OPTIONS = {**_GEN_OPTIONS, "cells": 6, "max_wind": 2.5, "radar_mask": False, "valid_min": 0.0}
 
-    def __init__(self, source: str | Path | None, options: dict, *, s3: dict | None = None) -> None:
+    def __init__(self, source: str | Path | None, options: dict, *, s3: S3Settings | None = None) -> None:
         super().__init__(source, options, s3=s3)
         _positive(self, "num_clips", "frames", "height", "width", "cells")
 

@@ -43,7 +43,7 @@ from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -57,6 +57,9 @@ from predrnn.data.sources.base import (
     natural_key,
     physical_float32,
 )
+
+if TYPE_CHECKING:
+    from predrnn.data.store import S3Settings
 
 _TIME_NAMES = ("time", "t", "times", "valid_time", "datetime", "date")
 _Y_NAMES = {"y", "lat", "latitude", "rlat", "south_north", "yc", "row", "rows", "northing", "ny", "j",
@@ -243,7 +246,7 @@ class GridSource(Source):
     time_ordered = True
     reader_version = 2  # CF decoding through xarray, time as a coordinate (version 1 read Zarr packed values raw)
 
-    def __init__(self, source: str | Path | None, options: dict[str, Any], *, s3: dict[str, Any] | None = None):
+    def __init__(self, source: str | Path | None, options: dict[str, Any], *, s3: S3Settings | None = None):
         self.pattern: str | None = None
         text = str(source or "")
         if not text.startswith("s3://") and any(c in text for c in "*?["):

@@ -41,9 +41,12 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from predrnn.data.errors import DataError
+
+if TYPE_CHECKING:
+    from predrnn.data.store import S3Settings
 
 log = logging.getLogger("predrnn.data")
 
@@ -126,7 +129,7 @@ _entries: dict[str, _Entry] = {}
 _root: dict[str, Any] = {"pid": None, "path": None}
 
 
-def fetch(uri: str, s3: dict[str, Any] | None = None) -> Mirror:
+def fetch(uri: str, s3: S3Settings | None = None) -> Mirror:
     """The local copy of the object or prefix at ``uri``, fetched unless this process holds it already.
 
     Args:
@@ -372,11 +375,11 @@ class _Client:
         DataError: this process was forked after obstore started (:func:`predrnn.data.store.obstore_s3`).
     """
 
-    def __init__(self, bucket: str, s3: dict[str, Any] | None):
-        from predrnn.data.store import obstore_s3, s3_client_config
+    def __init__(self, bucket: str, s3: S3Settings | None):
+        from predrnn.data.store import keyless, obstore_s3, s3_client_config
 
         self.bucket = bucket
-        self.endpoint: str | None = s3_client_config(dict(s3 or {})).get("endpoint")
+        self.endpoint: str | None = s3_client_config(keyless(s3)).get("endpoint")
         self.store = obstore_s3(bucket, s3)
 
     def list(self, prefix: str) -> list[tuple[str, int, str | None]]:
