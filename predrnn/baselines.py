@@ -139,7 +139,8 @@ def _motion(frames: np.ndarray, method: str) -> np.ndarray:
     """A motion field (2, H, W), pixels per time step (x then y, pysteps' order), from frames (T, H, W).
 
     NaN is masked for LK and VET and filled with the frame's minimum for DARTS; frames without any value
-    give no motion (zeros).
+    give no motion (zeros), and so do frames with nothing to track, where the estimate is singular (a field
+    without texture or features: uniform, or all below the threshold).
     """
     ps = _pysteps()
     T, H, W = frames.shape
@@ -148,11 +149,14 @@ def _motion(frames: np.ndarray, method: str) -> np.ndarray:
     if not np.isfinite(frames).reshape(frames.shape[0], -1).any(axis=1).all():
         return np.zeros((2, H, W))
     estimate = ps.motion.get_method(method)
-    if method == "DARTS":
-        filled = np.where(np.isfinite(frames), frames, np.nanmin(frames, axis=(1, 2), keepdims=True))
-        velocity = estimate(filled, verbose=False)
-    else:
-        velocity = estimate(np.ma.masked_invalid(frames), verbose=False)
+    try:
+        if method == "DARTS":
+            filled = np.where(np.isfinite(frames), frames, np.nanmin(frames, axis=(1, 2), keepdims=True))
+            velocity = estimate(filled, verbose=False)
+        else:
+            velocity = estimate(np.ma.masked_invalid(frames), verbose=False)
+    except np.linalg.LinAlgError:  # nothing to track (pysteps' least squares on a featureless field)
+        return np.zeros((2, H, W))
     return np.nan_to_num(np.asarray(velocity, dtype=np.float64), nan=0.0, posinf=0.0, neginf=0.0)
 
 
@@ -253,9 +257,10 @@ def sprog(context: torch.Tensor, horizon: int, values: ValuesConfig, *, method: 
     (default :func:`cascade_levels` of the grid), ``ar_order``, pysteps' defaults otherwise (Gaussian
     band-pass filters, FFT decomposition, semi-Lagrangian advection, CDF matching to the last field,
     unconditional statistics), and back to the units with the inverse transform (values below the
-    threshold -> 0). A clip with a rain-free frame (nothing at or above ``threshold``) among the last
-    ``ar_order + 1``, where S-PROG is undefined (a cascade without variance), gets the last frame advected
-    along the motion instead (Lagrangian persistence; all zero for a dry last frame).
+    threshold -> 0). Where S-PROG is undefined, a clip gets the last frame advected along the motion
+    instead (Lagrangian persistence; all zero for a dry last frame): a rain-free frame (nothing at or above
+    ``threshold``) among the last ``ar_order + 1`` (a cascade without variance), or a field that does not
+    evolve at all (correlation 1: singular Yule-Walker equations).
 
     Args:
         context: (B, T_in, H, W, 1) in the data's units, non-negative (rain rate, VIL), NaN = no data.
@@ -305,16 +310,21 @@ def sprog(context: torch.Tensor, horizon: int, values: ValuesConfig, *, method: 
     for b, frames in enumerate(clips):
         db = _to_db(frames, threshold)
         velocity = _motion(db, method)  # NaN masked, as for extrapolation
+        last = np.where(np.isfinite(frames[-1]), frames[-1], 0.0)
+        # S-PROG is undefined where its AR models are: a frame of the window without rain (a cascade level
+        # without variance) or a field that does not evolve at all (correlation 1, singular Yule-Walker
+        # equations); such a clip gets what S-PROG tends to when nothing evolves, the last frame advected
         if not all(np.any(np.nan_to_num(f, nan=0.0) >= threshold) for f in frames[-(ar_order + 1):]):
-            # a frame of the AR window without rain leaves the cascade without variance, where S-PROG is
-            # undefined: the clip gets what S-PROG tends to when nothing evolves, the last frame advected
-            last = np.where(np.isfinite(frames[-1]), frames[-1], 0.0)
             out[b] = advect(last, velocity, N, extrap_kwargs={"outval": 0.0, "interp_order": 1})
             continue
         db[~np.isfinite(db)] = thr_db - _ZERO_BELOW_DB
-        with _quiet():
-            fc = nowcast(db[-(ar_order + 1):], velocity, N, precip_thr=thr_db, n_cascade_levels=levels,
-                         ar_order=ar_order)
+        try:
+            with _quiet():
+                fc = nowcast(db[-(ar_order + 1):], velocity, N, precip_thr=thr_db, n_cascade_levels=levels,
+                             ar_order=ar_order)
+        except np.linalg.LinAlgError:
+            out[b] = advect(last, velocity, N, extrap_kwargs={"outval": 0.0, "interp_order": 1})
+            continue
         back, _ = ps.utils.transformation.dB_transform(np.asarray(fc), threshold=thr_db, inverse=True)
         out[b] = np.nan_to_num(back, nan=0.0)  # pysteps' NaN: advected in from outside the domain
     return _as_forecast(out, context, one)

@@ -157,6 +157,38 @@ def lead_time_plot(path: str | Path, result: dict[str, Any]) -> Path:
     return save_figure(fig, path)
 
 
+def baseline_plan(cfg: ExperimentConfig, asked: Sequence[str] | None, context: int) -> tuple[tuple[str, ...], bool]:
+    """The baselines an evaluation scores beside the model (persistence first) and whether it measures the
+    spectra (single-channel fields, where the baselines beyond persistence apply).
+
+    Args:
+        asked: the baselines asked for (persistence is always among them); None: every one that applies
+            (:func:`predrnn.baselines.applicable_baselines`; S-PROG with at least 3 context frames and a grid
+            of at least 16 pixels).
+
+    Raises:
+        ValueError: an unknown baseline, or one that does not apply to the data (with why).
+    """
+    from predrnn.baselines import _MIN_SPROG_GRID, BASELINES, applicable_baselines
+
+    fits = applicable_baselines(cfg.values, cfg.data.img_channel)
+    if asked is None:  # S-PROG where it can run: an AR(2) model on 3 frames, a cascade on 16 pixels
+        big = max(cfg.data.img_height, cfg.data.img_width) >= _MIN_SPROG_GRID
+        names = [b for b in fits if b != "sprog" or (context >= 3 and big)]
+    else:
+        unknown = [b for b in asked if b not in BASELINES]
+        if unknown:
+            raise ValueError(f"unknown baseline(s) {', '.join(unknown)}; choose from {', '.join(BASELINES)}")
+        refused = [b for b in asked if b not in fits]
+        if refused:
+            why = ("image data (8-bit intensities)" if cfg.values.kind != "field" else
+                   f"{cfg.data.img_channel} channels (baselines forecast one field)" if cfg.data.img_channel != 1
+                   else "a field that is not a non-negative quantity (S-PROG's dB transform)")
+            raise ValueError(f"baseline(s) {', '.join(refused)} do not apply to {why}; these do: {', '.join(fits)}")
+        names = ["persistence", *(b for b in BASELINES if b in asked and b != "persistence")]
+    return tuple(names), len(fits) > 1
+
+
 def scorecards(metrics: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """``{"model": card, "<baseline>": card, ...}`` (:func:`predrnn.metrics.scorecard`) from ``evaluate()``,
     the model first."""

@@ -191,3 +191,14 @@ def test_sprog_with_a_dry_frame_in_its_window_gives_the_advected_last_frame():
     assert torch.allclose(pred, extrapolation(context, 3, RAIN), atol=1e-5)
     dry = torch.zeros(1, 4, 64, 64, 1)
     assert (sprog(dry, 3, RAIN) == 0).all()
+
+
+def test_a_static_textured_field_has_no_motion_where_the_estimate_is_singular():
+    """Random rain that never moves: every tracked feature stays put, pysteps' outlier detection meets a
+    singular covariance; the motion is zero and extrapolation and S-PROG keep the field where it is."""
+    rng = np.random.default_rng(0)
+    frame = torch.tensor(rng.gamma(1.5, 6.0, (32, 32)), dtype=torch.float32)
+    clip = frame[None, None, :, :, None].expand(1, 5, 32, 32, 1).contiguous()
+    pred = extrapolation(clip, 3, RAIN)
+    assert torch.allclose(pred, clip[:, -1:].expand_as(pred), atol=1e-4)
+    assert torch.allclose(sprog(clip, 3, RAIN), pred, atol=1e-4)  # no evolution: S-PROG is that advection

@@ -170,29 +170,13 @@ def prepare_evaluate(model: str, data: str, *, split: str = "test", max_clips: i
 
 
 def _baselines(cfg: Any, asked: list[str] | None, context: int) -> tuple[tuple[str, ...], bool]:
-    """The baselines of an evaluation (persistence first) and whether spectra are measured (single-channel
-    fields, where the baselines beyond persistence apply).
+    """:func:`predrnn.evaluation.baseline_plan`, its refusal as a one-line JobError."""
+    from predrnn.evaluation import baseline_plan
 
-    Raises:
-        JobError: an unknown baseline, or one that does not apply to the data (with why).
-    """
-    from predrnn.baselines import BASELINES, applicable_baselines
-
-    fits = applicable_baselines(cfg.values, cfg.data.img_channel)
-    if asked is None:
-        names = [b for b in fits if b != "sprog" or context >= 3]
-    else:
-        unknown = [b for b in asked if b not in BASELINES]
-        if unknown:
-            raise JobError(f"unknown baseline(s) {', '.join(unknown)}; choose from {', '.join(BASELINES)}")
-        refused = [b for b in asked if b not in fits]
-        if refused:
-            why = ("image data (8-bit intensities)" if cfg.values.kind != "field" else
-                   f"{cfg.data.img_channel} channels (baselines forecast one field)" if cfg.data.img_channel != 1
-                   else "a field that is not a non-negative quantity (S-PROG's dB transform)")
-            raise JobError(f"baseline(s) {', '.join(refused)} do not apply to {why}; these do: {', '.join(fits)}")
-        names = ["persistence", *(b for b in BASELINES if b in asked and b != "persistence")]
-    return tuple(names), len(fits) > 1
+    try:
+        return baseline_plan(cfg, asked, context)
+    except ValueError as err:
+        raise JobError(str(err)) from None
 
 
 def run_evaluate(spec: EvaluateSpec) -> EvaluateResult:

@@ -12,14 +12,18 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from predrnn.data.batches import ClipSource, ZarrSource, load_batch
+from predrnn.data.store import open_version
 from predrnn.evaluation import (
+    baseline_plan,
     channel_units,
     evaluate_split,
     evaluation_metrics,
+    grid_spacing_km,
     lead_time_plot,
     lead_time_table,
     pictures,
     scorecards,
+    spectra_of,
     write_scorecard,
 )
 from predrnn.train.state import MODEL_DIR, iteration_of
@@ -105,9 +109,11 @@ def _finish(result: Any, tracker: Any, *, out_dir: str | Path, split: str, regis
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     model, cfg = load_model_dir(model_dir)
+    names, with_spectra = baseline_plan(cfg, None, cfg.data.input_length)  # every baseline that applies
+    spacing = grid_spacing_km(open_version(result.dataset["uri"], s3).attrs) if with_spectra else None
     torch.set_grad_enabled(False)
     try:
-        metrics = evaluate_split(model, cfg, source, split)
+        metrics = evaluate_split(model, cfg, source, split, baselines=names, spectra=with_spectra, spacing=spacing)
         pics = pictures(out, model, cfg, source, split)
     finally:
         torch.set_grad_enabled(True)
@@ -115,7 +121,9 @@ def _finish(result: Any, tracker: Any, *, out_dir: str | Path, split: str, regis
     (out / f"{split}_metrics.json").write_text(json.dumps(metrics, indent=2))
     cards = scorecards(metrics)
     units = score_units(cfg.values)
-    card_md, card_png = write_scorecard(out, cards, units=units, channel_units=channel_units(cfg))
+    card_files = write_scorecard(out, cards, units=units, channel_units=channel_units(cfg),
+                                 spectra=spectra_of(metrics))
+    card_md = card_files[0]
     (out / "config.json").write_text(cfg.to_json())
     summary: dict[str, Any] = {
         "dataset": result.dataset["uri"], "run_dir": result.run_dir,
@@ -135,7 +143,7 @@ def _finish(result: Any, tracker: Any, *, out_dir: str | Path, split: str, regis
         tracker.log_metrics(result.run_id, flat, step=cfg.optim.max_iterations)
         log_scorecard(tracker, result.run_id, cards, split)
         for path in (pics["png"], pics["gif"], plot, out / "config.json", out / f"{split}_metrics.json",
-                     card_md, card_png):
+                     *card_files):
             tracker.log_artifact(result.run_id, path, "evaluation")
     if register and tracker is not None:
         from predrnn.scorecard import summary_values
