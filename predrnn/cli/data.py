@@ -158,8 +158,9 @@ def _forecast_lines(a: dict[str, Any]) -> list[str]:
     f = a.get("forecast")
     if not isinstance(f, dict):
         return []
-    return [f"forecast:   {f.get('model_version') or f.get('model')} (weights sha256 "
-            f"{str(f.get('weights_sha256', ''))[:16]}...) on {f.get('source')} ({f.get('split')}): "
+    made = (f"the {f['baseline']} baseline" if f.get("baseline") else
+            f"{f.get('model_version') or f.get('model')} (weights sha256 {str(f.get('weights_sha256', ''))[:16]}...)")
+    return [f"forecast:   {made} on {f.get('source')} ({f.get('split')}): "
             f"{f.get('context')} context frames -> lead times 1..{f.get('horizon')}"
             + (f", precision {f['precision']}" if f.get("precision") else "")]
 

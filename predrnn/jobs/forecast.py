@@ -151,8 +151,10 @@ def _baseline_model(name: str, data: str, horizon: int | None, context: int | No
         raise JobError(f"cannot open dataset {data!r}: {err}") from None
     _, t, h, w, c = version.shape
     n_in = t - horizon if context is None else int(context)
-    if n_in < 1 or n_in + horizon > t:
-        raise JobError(f"--context {n_in} + --horizon {horizon} frames do not fit clips of {t} frames in {version.uri}")
+    if n_in < 1 or n_in + horizon > t:  # a baseline is scored against the clip's own frames: no forecast past them
+        given = f"--context {n_in} + " if context is not None else "at least 1 context frame + "
+        raise JobError(f"{given}--horizon {horizon} frames do not fit clips of {t} frames in {version.uri} (a "
+                       "baseline forecasts within the clips)")
     values = from_dataset_attrs(version.attrs)
     fits = applicable_baselines(values, c)
     if name not in fits:

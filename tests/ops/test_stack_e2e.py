@@ -486,6 +486,7 @@ def test_forecast_flow_writes_the_champions_forecasts_to_s3_on_the_stacks_ray(sh
     from flows.forecast import forecast_flow
     from predrnn.data import open_version
     from predrnn.forecaster import load_forecaster
+    from predrnn.settings import s3_settings
     from predrnn.precision import resolve_precision
     from predrnn.predict import forecast_array
 
@@ -496,7 +497,8 @@ def test_forecast_flow_writes_the_champions_forecasts_to_s3_on_the_stacks_ray(sh
     name = shared.dataset.rsplit("/", 1)[1].split("@")[0]
     assert out["uri"].startswith(f"s3://datasets/{name}-forecast@") and out["clips"] > 0, out
     assert again["reused"] and again["uri"] == out["uri"]
-    fc, src = open_version(out["uri"]), open_version(shared.dataset)
+    s3 = s3_settings(stack.client_env())  # what a door resolves: the library reads no environment
+    fc, src = open_version(out["uri"], s3), open_version(shared.dataset, s3)
     f = fc.attrs["forecast"]
     assert f["model_version"] == f"models:/{MODEL}/1" and f["source"] == src.uri and f["split"] == "test"
     net, cfg = load_forecaster(f"models:/{MODEL}/1", tracking_uri=stack.s.mlflow_url)
