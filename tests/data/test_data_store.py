@@ -91,8 +91,12 @@ def test_read_errors_and_uri_parsing(root: Path):
 
 
 _WRITER = textwrap.dedent("""
+    import signal
     import sys
     from predrnn.data import ingest
+
+    # Ctrl-C as in a terminal, even when the suite runs in the background (where SIGINT is inherited ignored)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
     def progress(n):
         print("written", n, flush=True)
