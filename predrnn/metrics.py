@@ -242,7 +242,7 @@ def scorecard(block: dict[str, Any]) -> dict[str, Any]:
     for k in SCORE_KEYS:
         if k in block:
             out[k] = block[k]
-    if block.get("spectrum"):
+    if block.get("spectrum") and block["spectrum"]["ratio"]:  # every scale longer than a tiny domain: none
         out["spectral_ratio"] = block["spectrum"]["ratio"]
         out["spectral_units"] = block["spectrum"]["units"]
     if block.get("channels"):  # several variables: the headline on standardised values, then each variable

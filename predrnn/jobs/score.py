@@ -152,7 +152,9 @@ class ScoreResult:
 
 def run_score(spec: ScoreSpec) -> ScoreResult:
     """Score every clip ``spec.batch_size`` at a time: MSE/MAE per frame, RMSE, CSI/POD/FAR/bias/HSS, pooled
-    CSI, FSS and CSI-M (pysteps / SEVIR definitions; images add PSNR and SSIM on 8-bit data).
+    CSI, FSS and CSI-M (pysteps / SEVIR definitions; images add PSNR and SSIM on 8-bit data); a single field
+    also the spectral ratio (:mod:`predrnn.spectra`, km on a forecast dataset whose source has a projected
+    grid, else pixels).
 
     Raises:
         JobError: the arrays cannot be read or do not fit each other or the mask.
@@ -164,6 +166,13 @@ def run_score(spec: ScoreSpec) -> ScoreResult:
     values = ValuesConfig() if spec.image else ValuesConfig(kind="field", units=spec.units)
     acc = MetricAccumulator(f.shape[1], values=values, thresholds=spec.thresholds, pools=spec.pools,
                             fss_scales=spec.fss_scales, labels=spec.labels)
+    spectra = None  # the spectral ratio of a single field, as evaluate measures it (predrnn.spectra)
+    if not spec.image and f.ndim == 5 and f.shape[-1] == 1:
+        from predrnn.evaluation import grid_spacing_km
+        from predrnn.spectra import SpectrumAccumulator
+
+        source = getattr(spec.dataset, "source", None)
+        spectra = SpectrumAccumulator(f.shape[1], spacing=grid_spacing_km(source.attrs) if source else None)
     bs, image = spec.batch_size, spec.image
     try:
         for i in range(0, f.shape[0], bs):
@@ -176,6 +185,11 @@ def run_score(spec: ScoreSpec) -> ScoreResult:
             mi = None if m is None else (m[i:i + bs] if m.ndim == 5 and m.shape[0] == f.shape[0]
                                          else np.broadcast_to(m, fi.shape))
             acc.update(fi, ti, mi)
+            if spectra is not None:  # a pixel outside the mask is one without an observation
+                spectra.update(fi, ti if mi is None else np.where(np.asarray(mi) != 0, ti, np.nan))
     except ValueError as err:
         raise JobError(str(err)) from None
-    return ScoreResult(card=scorecard(acc.compute()), clips=int(f.shape[0]), lead_times=int(f.shape[1]))
+    block = acc.compute()
+    if spectra is not None and spectra.fields.any():
+        block["spectrum"] = spectra.compute()
+    return ScoreResult(card=scorecard(block), clips=int(f.shape[0]), lead_times=int(f.shape[1]))

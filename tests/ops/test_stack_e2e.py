@@ -486,9 +486,9 @@ def test_forecast_flow_writes_the_champions_forecasts_to_s3_on_the_stacks_ray(sh
     from flows.forecast import forecast_flow
     from predrnn.data import open_version
     from predrnn.forecaster import load_forecaster
-    from predrnn.settings import s3_settings
     from predrnn.precision import resolve_precision
     from predrnn.predict import forecast_array
+    from predrnn.settings import s3_settings
 
     prefect = {PREFECT_API_URL: stack.s.prefect_api_url, PREFECT_API_AUTH_STRING: stack.secrets.prefect_auth_string()}
     with temporary_settings(updates=prefect):
