@@ -224,17 +224,43 @@ def show_cmd(
 
 def export_cmd(
     uri: Annotated[str, typer.Argument(help="ROOT/NAME[@VERSION|@latest]")],
-    out: Annotated[Path, typer.Option("--out", help="the .npy file to write")],
+    out: Annotated[Path, typer.Option("--out", help="the file to write: .npy, .nc (NetCDF-4) or .zarr")],
     split: Annotated[str, typer.Option("--split", help="all, train, val or test")] = "all",
+    fmt: Annotated[str | None, typer.Option(
+        "--format", help="npy (one array), netcdf or zarr (CF-1.10 with coordinates, valid times and units); "
+        "default: from the suffix of --out")] = None,
+    truth: Annotated[bool, typer.Option("--truth", help="netcdf/zarr of a forecast dataset: add the observed "
+                                        "frames at the same valid times (<variable>_observed)")] = False,
 ) -> None:
-    """Write the clips of a split as one (clips, T, H, W, C) array in stored order (streamed, not in RAM)."""
-    import numpy as np
-
+    """Write the clips of a split: as one (clips, T, H, W, C) array in stored order (npy), or as a CF-1.10
+    NetCDF file or Zarr store with the grid's coordinates, the valid time of every frame and each variable's
+    units (a forecast dataset: dimensions reference_time, lead_time, y, x and the model's attributes).
+    Streamed, not in RAM; written aside and moved into place last."""
     from predrnn.data import open_version
     from predrnn.settings import s3_settings
 
+    suffixes = {".npy": "npy", ".nc": "netcdf", ".nc4": "netcdf", ".netcdf": "netcdf", ".zarr": "zarr"}
+    chosen = fmt or suffixes.get(out.suffix.lower())
+    if chosen not in ("npy", "netcdf", "zarr"):
+        raise fail(f"--format must be npy, netcdf or zarr, got {fmt!r}" if fmt else
+                   f"cannot tell the format from {out.name!r}: name it .npy, .nc or .zarr, or pass --format")
+    if truth and chosen == "npy":
+        raise fail("--truth needs --format netcdf or zarr (an .npy file holds one array)")
+    s3 = s3_settings()
+    if chosen != "npy":
+        from predrnn.data.cf import export_version
+
+        try:
+            done = export_version(uri, out, chosen, split=split, truth=truth, s3=s3)  # type: ignore[arg-type]
+        except OSError as err:
+            raise fail(f"cannot write {out}: {err}") from None
+        typer.echo(f"wrote {done['out']} ({done['clips']} clips along {done['dims']}; variables "
+                   f"{', '.join(done['variables'])}; {chosen}, CF-1.10)")
+        return
+    import numpy as np
+
     try:
-        v = open_version(uri, s3_settings())
+        v = open_version(uri, s3)
         idx = v.split_indices(split)
         if idx.size == 0:
             raise fail(f"{v.uri} has no {split!r} clips (splits: "

@@ -68,12 +68,21 @@ def _forecast(model: str, input: Path, horizon: int, truth: Path | None, trackin
 def predict_cmd(
     model: Annotated[str, typer.Option(
         "--model", help="model directory, or models:/NAME@ALIAS / models:/NAME/VERSION")],
-    input: Annotated[Path, typer.Option(
-        "--input", help="context clips .npy (clips, T_in, H, W, C) in the data's units: an image model takes "
-        "uint8 or floats in [0,1], a field model floats in its units (e.g. mm/h; NaN = no data)")],
-    horizon: Annotated[int, typer.Option("--horizon", help="frames to forecast")],
-    output: Annotated[Path, typer.Option("--output", help="forecast .npy (clips, N, H, W, C) float32 in the "
-                                         "data's units (images: [0,1])")],
+    input: Annotated[str, typer.Option(
+        "--input", help="context clips .npy (clips, T_in, H, W, C) in the data's units (an image model takes "
+        "uint8 or floats in [0,1], a field model floats in its units, NaN = no data); or an archive of a "
+        "gridded model: a NetCDF file, a folder of one file per scan, a glob or a Zarr store (local or "
+        "s3://), whose newest T_in regular frames are the context")],
+    horizon: Annotated[int | None, typer.Option("--horizon", help="frames to forecast (an archive: default "
+                                                "the model's output length)")] = None,
+    output: Annotated[Path | None, typer.Option("--output", help="forecast .npy (clips, N, H, W, C) float32 in the "
+                                                "data's units; from an archive a CF-1.10 .nc or .zarr with "
+                                                "reference, lead and valid times and the archive's grid")] = None,
+    at: Annotated[str | None, typer.Option("--at", help="an archive: the forecast time (ISO 8601, UTC unless "
+                                           "an offset is given); the context ends at the newest frame at or "
+                                           "before it (default: now)")] = None,
+    max_age: Annotated[float, typer.Option("--max-age", help="an archive: how many time steps old the newest "
+                                           "frame may be at the forecast time")] = 3,
     gif: Annotated[Path | None, typer.Option("--gif", help="write a context | truth | forecast GIF")] = None,
     truth: Annotated[Path | None, typer.Option("--truth", help="true future .npy to show in the GIF")] = None,
     tracking_uri: Annotated[str | None, typer.Option(
@@ -81,12 +90,22 @@ def predict_cmd(
     batch_size: Annotated[int, typer.Option("--batch-size", help="clips per forward pass")] = 16,
     precision: PrecisionOpt = "auto",
 ) -> None:
-    """Forecast N frames for every context clip, in the data's units (the model directory records them)."""
+    """Forecast N frames for every context clip, in the data's units (the model directory records them); or,
+    from an archive, one dated nowcast from its newest frames, written as a CF-1.10 file. An archive with a
+    gap inside the context, fewer frames than the model's context, a newest frame older than --max-age or
+    another grid, variable or units than the model's is refused before the model loads."""
     import numpy as np
 
+    if output is None:
+        raise fail("--output is required: a .npy file, or from an archive a .nc or .zarr file")
+    if not input.endswith(".npy"):
+        _predict_archive(model, input, horizon, output, at, max_age, tracking_uri, precision, gif)
+        return
+    if horizon is None:
+        raise fail("--horizon is required with a .npy context")
     resolved, said = door_precision(precision, "cpu")
     try:
-        cfg, pred, ctx_units, true_units = _forecast(model, input, horizon, truth, tracking_uri, batch_size,
+        cfg, pred, ctx_units, true_units = _forecast(model, Path(input), horizon, truth, tracking_uri, batch_size,
                                                      resolved)
     except PredrnnError:
         raise  # the CLI's error handler
@@ -103,6 +122,38 @@ def predict_cmd(
         from predrnn.viz import field_colours, forecast_gif
 
         forecast_gif(gif, ctx_units, pred, true_units, field=field_colours(cfg.values, ctx_units, true_units, pred))
+        typer.echo(f"wrote {gif}")
+
+
+def _predict_archive(model: str, archive: str, horizon: int | None, output: Path, at: str | None, max_age: float,
+                     tracking_uri: str | None, precision: str, gif: Path | None) -> None:
+    """``predict --input ARCHIVE``: :func:`predrnn.jobs.nowcast.prepare_nowcast`, then run and write."""
+    import numpy as np
+
+    from predrnn.forecaster import is_registry_ref
+    from predrnn.jobs.nowcast import prepare_nowcast, run_nowcast, write_nowcast
+    from predrnn.settings import Settings, tool_env
+
+    if output.suffix.lower() not in (".nc", ".zarr"):
+        raise fail(f"--output from an archive is a CF file: name it .nc or .zarr, got {output.name!r}")
+    if is_registry_ref(model):
+        tool_env()
+    settings = Settings()  # read once, here
+    spec = prepare_nowcast(model, archive, horizon=horizon, at=at, max_age_steps=max_age, precision=precision,
+                           tracking_uri=settings.tracking(tracking_uri) if is_registry_ref(model) else None,
+                           cache_dir=settings.model_cache, s3=settings.s3())
+    typer.echo(spec.describe(), err=True)
+    result = run_nowcast(spec)
+    write_nowcast(result, str(output))
+    from predrnn.values import field_units
+
+    typer.echo(f"wrote {output} reference time {np.datetime_as_string(spec.reference_time, unit='s')}Z, "
+               f"{spec.horizon} lead times, {field_units(spec.cfg.values)}")
+    if gif is not None:
+        from predrnn.viz import field_colours, forecast_gif
+
+        ctx = spec.context.frames
+        forecast_gif(gif, ctx, result.forecast, None, field=field_colours(spec.cfg.values, ctx, result.forecast))
         typer.echo(f"wrote {gif}")
 
 

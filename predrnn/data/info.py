@@ -15,7 +15,9 @@ if TYPE_CHECKING:
 @dataclass(frozen=True)
 class DatasetInfo:
     """What training records about its data: the resolved version URI, its shape and what its values are
-    (``values``: a :class:`predrnn.config.ValuesConfig` as a dict, normalisation from the training split)."""
+    (``values``: a :class:`predrnn.config.ValuesConfig` as a dict, normalisation from the training split),
+    and ``place`` (:func:`place_of`): the grid, variables, time step and reader options of a gridded
+    source, which a nowcast checks an archive against (empty for video and arrays)."""
 
     uri: str
     name: str
@@ -24,9 +26,32 @@ class DatasetInfo:
     dtype: str
     splits: dict[str, int]
     values: dict[str, Any] = field(default_factory=dict)
+    place: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+# the gridded reader's options that decide how an archive is read (a nowcast reads new scans the same way)
+READER_OPTIONS = ("variable", "time_dim", "units", "time_step", "time_tolerance", "channel_dim", "valid_min",
+                  "valid_max")
+
+
+def place_of(attrs: dict[str, Any]) -> dict[str, Any]:
+    """What a gridded version records about its place and time, as a model keeps it: ``grid`` (y/x
+    coordinates, 2-D lat/lon names, grid mapping), ``channels``, ``variables``, ``time`` (coordinate, kind,
+    step, units) and ``reader`` (the source kind and its reading options); empty for a version without a
+    time coordinate or grid (video, arrays)."""
+    if "grid" not in attrs and "time" not in attrs:
+        return {}
+    time = attrs.get("time") or {}
+    source = attrs.get("source") or {}
+    options = source.get("options") or {}
+    return {"grid": attrs.get("grid"), "channels": attrs.get("channels"), "variables": attrs.get("variables"),
+            "units": attrs.get("units"),
+            "time": {k: time[k] for k in ("coordinate", "kind", "step", "units") if k in time},
+            "reader": {"kind": source.get("kind"), "options": {k: options[k] for k in READER_OPTIONS
+                                                               if options.get(k) is not None}}}
 
 
 def check_values_match(uri: str, data: Any, model: Any) -> None:
@@ -114,4 +139,5 @@ def validate_dataset(cfg: ExperimentConfig, uri: str, *, world_size: int = 1, fo
         raise DataError(f"dataset {version.uri} has no test split, which the run's final evaluation needs: "
                            "ingest a test source or pass --test-fraction to ingest")
     return DatasetInfo(uri=str(version.uri), name=str(version.name), version=str(version.version),
-                       shape=shape, dtype=str(version.dtype), splits=splits, values=asdict(values))
+                       shape=shape, dtype=str(version.dtype), splits=splits, values=asdict(values),
+                       place=place_of(version.attrs))

@@ -303,6 +303,22 @@ def fetch_model(ref: str, tracking_uri: str, cache_dir: Path | None = None) -> P
         raise TrackingError(f"cannot load {ref} from {uri}: {type(err).__name__}: {err}") from err
 
 
+def registered_model_dir(ref: str, tracking_uri: str | None, cache_dir: Path | None = None) -> Path:
+    """The model directory (``config.json``, ``model.pt``, ``extra.json``) inside the registered model behind
+    ``ref``, downloaded once into ``cache_dir`` (:func:`fetch_model`); nothing is loaded.
+
+    Raises:
+        TrackingError: the store is unreachable, the reference does not resolve, or the model holds no model
+            directory.
+    """
+    uri = resolve_tracking_uri(tracking_uri)
+    local = fetch_model(ref, uri, cache_dir)
+    found = sorted(p.parent for p in (local / "artifacts").rglob("config.json") if (p.parent / "model.pt").is_file())
+    if not found:
+        raise TrackingError(f"{ref} in {uri} holds no model directory (artifacts/*/config.json and model.pt)")
+    return found[0]
+
+
 def load_registered_model(ref: str, tracking_uri: str | None = None,
                           cache_dir: Path | None = None) -> tuple[Any, ExperimentConfig]:
     """``(nn.Module, ExperimentConfig)`` for ``models:/NAME@ALIAS``, ``models:/NAME/VERSION``, ``runs:/...``;

@@ -710,6 +710,54 @@ class GridSource(Source):
             v[bad] = np.nan
         return as_stored_float(y, where, self.opts["float_dtype"])
 
+    # -- the newest frames (a nowcast's context) ----------------------------------------------
+
+    def frame_times(self) -> tuple[np.ndarray | None, Any, dict[str, Any], dict[str, np.ndarray]]:
+        """The archive's frames in time order, without cutting windows or splits (an archive that holds
+        only a few scans is read the same way).
+
+        Returns:
+            ``(times, step, place, coords)``: the valid time of every frame, (F,) datetime64[ns] or float64
+            (None without a time coordinate); the time step (``time_step`` when given, else the most common
+            one); what a dataset version records about the archive (``grid``, ``channels``, ``variables``,
+            ``units``, ``time``); and the grid's coordinate arrays (as :meth:`grid_arrays`).
+
+        Raises:
+            DataError: as :meth:`inspect` (no variable, repeated times, grids that differ between files).
+        """
+        parts = [_Part(f, self._handles) for f in self._files()]
+        lay = self._layout(parts[0])
+        line = self._timeline(parts, lay)
+        self.__dict__["_frames_cache"] = (parts, lay, line)
+        units = [ch["units"] for ch in lay.channels]
+        time: dict[str, Any] = {"coordinate": lay.time_dim if line.times is not None else None}
+        if line.times is not None:
+            time.update(kind="datetime" if line.times.dtype.kind == "M" else "number",
+                        step=format_step(line.step) if line.step is not None else None)
+            if line.times.dtype.kind != "M":
+                time["units"] = str(parts[0].ds.coords[lay.time_dim].attrs.get("units", ""))
+        place = {"grid": _grid(parts[0].ds, lay), "channels": lay.channels, "variables": lay.names,
+                 "units": units[0] if len(set(units)) == 1 else ", ".join(units), "time": time,
+                 "frame_shape": list(lay.shape)}
+        return line.times, line.step, place, _grid_arrays(parts[0].ds, lay)
+
+    def read_frames(self, positions: Any) -> np.ndarray:
+        """Frames at ``positions`` of :meth:`frame_times`' order as (k, H, W, C) float32 in the data's units,
+        CF-decoded, values outside the declared valid range NaN (as :meth:`clips` reads them).
+
+        Raises:
+            DataError: :meth:`frame_times` was not called first, or the data cannot be read.
+        """
+        if "_frames_cache" not in self.__dict__:
+            raise DataError("read_frames needs frame_times() first")
+        parts, lay, line = self.__dict__["_frames_cache"]
+        pos = np.asarray(positions, np.int64)
+        try:
+            x = self._read(parts, lay, line.part[pos], line.local[pos], f"{self.path} [{','.join(lay.names)}]")
+            return self._physical(x, lay, str(self.path)).astype(np.float32)
+        finally:
+            self._close()
+
     def channel_ranges(self) -> list[tuple[float | None, float | None]]:
         """Per channel, the valid range in force: the option where given, else the CF-declared one."""
         if not hasattr(self, "_ranges"):
