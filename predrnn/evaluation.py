@@ -242,18 +242,39 @@ def spectra_of(metrics: dict[str, Any]) -> dict[str, dict[str, Any]]:
 
 def pictures(out_dir: str | Path, model: nn.Module, cfg: ExperimentConfig, source: ClipSource,
              split: str = "test", clips: int = 4) -> dict[str, Path]:
-    """A GIF and a PNG grid of truth vs forecast for the first ``clips`` clips of ``split``."""
-    from predrnn.viz import field_colours, forecast_gif, forecast_grid_png
+    """A GIF and a PNG grid of truth vs forecast for the first ``clips`` clips of ``split``.
+
+    When the split's dataset is a published version (a :class:`~predrnn.data.ClipDataset`, as
+    :class:`~predrnn.data.batches.ZarrSource` opens) whose grid has coordinates
+    (:meth:`~predrnn.data.store.Version.grid_coords`, ``attrs["grid"]``), the pictures are drawn on the map:
+    axes in the grid's coordinates, every frame titled with its valid time (the clips' own,
+    :meth:`~predrnn.data.store.Version.valid_times`) and lead. Otherwise they show pixels, as ever.
+    """
+    from predrnn.viz import field_colours, forecast_gif, forecast_grid_png, map_axes
 
     ds = source.open(split, length=cfg.data.total_length, rank=0, world_size=1)
-    frames = load_batch(ds, list(range(min(clips, len(ds)))))
+    positions = list(range(min(clips, len(ds))))
+    frames = load_batch(ds, positions)
     n_in = cfg.data.input_length
     pred = eval_step(model, frames, n_in, values=cfg.values).numpy()
     ctx, truth = frames[:, :n_in].numpy(), frames[:, n_in:].numpy()
     out = Path(out_dir)
     field = field_colours(cfg.values, ctx, truth, pred)
-    return {"gif": forecast_gif(out / "forecast.gif", ctx, pred, truth, field=field),
-            "png": forecast_grid_png(out / "forecast_grid.png", ctx, pred, truth, field=field)}
+    on_map: dict[str, Any] = {}
+    version = getattr(ds, "version", None)
+    if version is not None and hasattr(version, "grid_coords") and positions:
+        coords, grid = version.grid_coords(), version.attrs.get("grid")
+        if map_axes(ctx.shape[2:4], coords, grid).kind != "pixel":
+            on_map = {"coords": coords, "grid": grid}
+            clip_ids = np.asarray(ds.indices)[positions]  # the split's positions -> the version's clips
+            times = version.valid_times(clip_ids)
+            if times is not None:
+                start = getattr(ds, "_start", None)  # a window cut at random (training split) starts later
+                starts = [int(start(int(c))) if start is not None else 0 for c in clip_ids]
+                length = cfg.data.total_length
+                on_map["valid_times"] = np.stack([times[k, s:s + length] for k, s in enumerate(starts)])
+    return {"gif": forecast_gif(out / "forecast.gif", ctx, pred, truth, field=field, **on_map),
+            "png": forecast_grid_png(out / "forecast_grid.png", ctx, pred, truth, field=field, **on_map)}
 
 
 def evaluation_metrics(result: dict[str, Any], prefix: str) -> dict[str, float]:
