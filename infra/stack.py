@@ -104,7 +104,7 @@ class StackSettings(BaseSettings):
     s3_access_key: str = "predrnn"
     s3_secret_key: SecretStr | None = None  # None: generated once into the state folder's secrets
     s3_region: str = "us-east-1"
-    buckets: list[str] = Field(default_factory=lambda: ["mlflow", "datasets", "ray"])
+    buckets: list[str] = Field(default_factory=lambda: ["mlflow", "datasets", "ray", "radar", "nowcasts"])
     startup_timeout_s: float = 180.0
     # Ray's token: the user's own (RAY_AUTH_TOKEN_PATH, as every predrnn command takes it), else generated
     ray_auth_token_path: Path | None = Field(default=None, validation_alias="RAY_AUTH_TOKEN_PATH")

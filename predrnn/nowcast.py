@@ -104,14 +104,6 @@ def _fmt_step(d: Any) -> str:
     return format_step(np.timedelta64(d, "ns"))
 
 
-def recorded_step(place: dict[str, Any]) -> np.timedelta64 | None:
-    """The time step a model's training data recorded (``place["time"]["step"]``), or None."""
-    from predrnn.data.cf import nominal_step
-
-    step = nominal_step({"time": place.get("time") or {}})
-    return step if isinstance(step, np.timedelta64) else None
-
-
 def select_context(times: np.ndarray, step: np.timedelta64, count: int, *, at: np.datetime64,
                    max_age_steps: float, tolerance: np.timedelta64 | None = None, where: str = "archive"
                    ) -> np.ndarray:
@@ -287,4 +279,4 @@ def nowcast_dataset(forecast: np.ndarray, context: Context, *, attrs: dict[str, 
 
 
 __all__ = ["Context", "NowcastError", "check_place", "nowcast_dataset", "parse_time", "read_context",
-           "recorded_step", "select_context", "utc_now"]
+           "select_context", "utc_now"]

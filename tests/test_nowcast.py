@@ -5,7 +5,6 @@ in the context, too few frames, a stalled feed, another grid) is refused in one 
 
 from __future__ import annotations
 
-import shutil
 from dataclasses import replace
 from pathlib import Path
 
@@ -159,4 +158,48 @@ def test_options_a_nowcast_cannot_take_are_refused_in_one_line(radar, tmp_path):
     code, out = predict("--model", str(radar["model"]), "--input", str(radar["scans"]), "--at", "yesterday-ish",
                         "--output", str(tmp_path / "now.nc"))
     assert code == 2 and "--at must be a time" in out, out
-    shutil.rmtree(tmp_path / "none", ignore_errors=True)
+
+
+def test_a_scheduled_nowcast_writes_each_reference_time_once_and_prunes_by_the_datas_clock(radar, tmp_path):
+    """What the ``nowcast`` flow does every time step: one file per reference time, nothing when no new frame
+    came, the older nowcasts pruned (never files it did not write), a picture and latency in its report."""
+    from predrnn.jobs.nowcast import nowcast_report, prepare_nowcast, publish_nowcast, published_nowcasts
+
+    out = tmp_path / "nowcasts"
+    out.mkdir()
+    (out / "README.txt").write_text("not a nowcast")
+
+    def once(at: str, retention=None) -> dict:
+        spec = prepare_nowcast(str(radar["model"]), str(radar["scans"]), at=at, precision="fp32")
+        return publish_nowcast(spec, str(out), retention=retention) | {"spec": spec}
+
+    first = once("2026-06-01T01:40")
+    assert first["written"] and first["uri"] == f"{out}/20260601T014000Z.nc" and first["pruned"] == []
+    with xr.open_dataset(first["uri"]) as ds:
+        assert ds["reference_time"].values[0] == START + STEP * 20
+    stamp = Path(first["uri"]).stat().st_mtime_ns
+    again = once("2026-06-01T01:44")  # no scan since 01:40
+    assert not again["written"] and again["result"] is None and Path(first["uri"]).stat().st_mtime_ns == stamp
+    assert "Nothing was written" in nowcast_report(again["spec"], again, {})["markdown"]
+    nxt = once("2026-06-01T01:45", retention=np.timedelta64(4, "m"))
+    assert nxt["written"] and nxt["pruned"] == ["20260601T014000Z.nc"]
+    assert list(published_nowcasts(str(out))) == [np.datetime64("2026-06-01T01:45:00")]
+    assert sorted(p.name for p in out.iterdir()) == ["20260601T014500Z.nc", "README.txt"]
+    report = nowcast_report(nxt["spec"], nxt, {"total": 2.0, "read": 0.5, "forecast": 1.2, "age": 30})
+    assert "| reference time | 2026-06-01T01:45:00 |" in report["markdown"]
+    assert "| valid times | 2026-06-01T01:50:00..2026-06-01T02:00:00 |" in report["markdown"]
+    assert "| latency | 2.0 s" in report["markdown"] and "| pruned | 20260601T014000Z.nc |" in report["markdown"]
+    import base64
+
+    assert base64.b64decode(report["png_base64"])[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_predict_from_an_archive_draws_its_gif_on_the_map(radar, tmp_path):
+    code, out = predict("--model", str(radar["model"]), "--input", str(radar["scans"]), "--at", "2026-06-01T01:40",
+                        "--output", str(tmp_path / "now.nc"), "--gif", str(tmp_path / "now.gif"))
+    assert code == 0, out
+    from PIL import Image
+
+    with Image.open(tmp_path / "now.gif") as gif:
+        assert gif.n_frames == 4 + 3  # the context, then the lead times
+        assert gif.size[0] > 2 * 16 * 4  # drawn with axes and titles, not the bare pixel picture

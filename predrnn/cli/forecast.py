@@ -152,8 +152,11 @@ def _predict_archive(model: str, archive: str, horizon: int | None, output: Path
     if gif is not None:
         from predrnn.viz import field_colours, forecast_gif
 
-        ctx = spec.context.frames
-        forecast_gif(gif, ctx, result.forecast, None, field=field_colours(spec.cfg.values, ctx, result.forecast))
+        ctx, leads = spec.context, spec.context.step * np.arange(1, spec.horizon + 1)
+        valid = np.concatenate([ctx.times, ctx.reference_time + leads])[None]
+        forecast_gif(gif, ctx.frames, result.forecast, None, field=field_colours(spec.cfg.values, ctx.frames,
+                                                                                   result.forecast),
+                     coords=ctx.coords, grid=ctx.place.get("grid"), valid_times=valid)
         typer.echo(f"wrote {gif}")
 
 

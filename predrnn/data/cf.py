@@ -157,19 +157,15 @@ def nominal_step(attrs: dict[str, Any], times: np.ndarray | None = None) -> Any:
     """The time step a version records (``attrs["time"]["step"]``, e.g. ``5 min``): a ``timedelta64[ns]`` for
     datetimes, a float for a numeric time coordinate; else the most common step of ``times`` (n, T); None
     without times."""
+    from predrnn.data.errors import DataError
+    from predrnn.data.sources.grids import _parse_step
+
     text = str((attrs.get("time") or {}).get("step") or "")
     kind = (attrs.get("time") or {}).get("kind")
-    if text and kind == "datetime":
-        import pandas as pd
-
+    if text and kind in ("datetime", "number"):
         try:
-            return np.timedelta64(pd.Timedelta(text.replace(" ", "")).value, "ns")
-        except ValueError:
-            pass
-    elif text and kind == "number":
-        try:
-            return float(text)
-        except ValueError:
+            return _parse_step(text.replace(" ", "") if kind == "datetime" else float(text), kind == "datetime")
+        except (DataError, ValueError):
             pass
     if times is None or times.shape[-1] < 2:
         return None

@@ -9,6 +9,7 @@ nowcast --every`` pays the start-up once) and ``write_nowcast`` puts the CF file
 from __future__ import annotations
 
 import json
+import re
 import tempfile
 import time
 from collections import OrderedDict
@@ -232,5 +233,120 @@ def write_nowcast(result: NowcastResult, out: str, *, s3: S3Settings | None = No
     return out
 
 
-__all__ = ["NowcastResult", "NowcastSpec", "loaded_model", "model_record", "prepare_nowcast", "reference_name",
-           "run_nowcast", "write_nowcast"]
+NAME_PATTERN = re.compile(r"^(\d{8}T\d{6})Z\.nc$")  # what publish_nowcast writes (and only that is pruned)
+
+
+def published_nowcasts(out: str, *, s3: S3Settings | None = None) -> dict[np.datetime64, str]:
+    """The nowcasts under ``out`` (a folder or ``s3://bucket/prefix``) named ``YYYYmmddTHHMMSSZ.nc``, by
+    reference time (datetime64[s], UTC); other files are not theirs and are ignored."""
+    from predrnn.data.store import open_backend
+
+    found = {}
+    for key in open_backend(out, s3).list_keys(""):
+        m = NAME_PATTERN.match(key)
+        if m:
+            t = m.group(1)
+            found[np.datetime64(f"{t[:4]}-{t[4:6]}-{t[6:8]}T{t[9:11]}:{t[11:13]}:{t[13:15]}", "s")] = key
+    return dict(sorted(found.items()))
+
+
+def publish_nowcast(spec: NowcastSpec, out: str, *, retention: np.timedelta64 | None = None,
+                    s3: S3Settings | None = None) -> dict[str, Any]:
+    """One scheduled nowcast: ``<out>/<reference time>.nc`` written once per reference time, then the
+    nowcasts older than ``retention`` pruned.
+
+    When a nowcast of the spec's reference time is there already (no frame arrived since it was written),
+    nothing is forecast or written. Otherwise :func:`run_nowcast` forecasts and :func:`write_nowcast` puts the
+    file in place atomically (written beside it and renamed; on S3, put whole). Pruning removes the
+    nowcasts of ``out`` (only files named as this function names them) whose reference time is more than
+    ``retention`` before this one's: relative to the data's own clock, so replaying an archive keeps the
+    same files as running live.
+
+    Args:
+        spec: the nowcast, resolved by :func:`prepare_nowcast`.
+        out: a folder, or ``s3://bucket/prefix``.
+        retention: how long nowcasts are kept (None: for ever).
+
+    Returns:
+        ``{"uri", "reference_time" (ISO, UTC), "written" (bool), "pruned" (names), "result"
+        (:class:`NowcastResult` or None), "write_s"}``.
+
+    Raises:
+        NowcastError: a retention that is not positive.
+        DataError: ``out`` cannot be listed or written.
+    """
+    from predrnn.data.store import open_backend
+
+    if retention is not None and not retention > np.timedelta64(0, "s"):
+        raise NowcastError(f"the retention must be positive, got {retention}")
+    name = spec.file_name()
+    uri = f"{out.rstrip('/')}/{name}"
+    ref = np.asarray(spec.reference_time).astype("datetime64[s]")[()]
+    have = published_nowcasts(out, s3=s3)
+    result, write_s = None, 0.0
+    if ref not in have:
+        result = run_nowcast(spec)
+        t0 = time.perf_counter()
+        write_nowcast(result, uri, s3=s3)
+        write_s = time.perf_counter() - t0
+    pruned = []
+    if retention is not None:
+        backend = open_backend(out, s3)
+        for t, key in have.items():
+            if t < ref - retention:
+                backend.delete_prefix(key)
+                pruned.append(key)
+    return {"uri": uri, "reference_time": f"{ref}Z", "written": result is not None, "pruned": pruned,
+            "result": result, "write_s": round(write_s, 3)}
+
+
+def nowcast_report(spec: NowcastSpec, published: dict[str, Any], timings: dict[str, float]) -> dict[str, str]:
+    """What a scheduled nowcast shows (its Prefect artifact): ``{"markdown", "png_base64"}``, a table of the
+    reference time, context, lead and valid times, the file and the latency, with the picture
+    (:func:`predrnn.viz.nowcast_png`: the last observed frame and the forecast at four lead times, in the
+    data's units, axes in the grid's coordinates); no picture when nothing was written.
+
+    Args:
+        spec, published: the nowcast and what :func:`publish_nowcast` returned for it.
+        timings: seconds by phase (``read``, ``load``, ``forecast``, ``write``, ``total``) and ``age``: how
+            long after the reference time the file was in place.
+    """
+    import base64
+
+    from predrnn.data.sources.grids import format_step, format_time
+    from predrnn.values import field_units
+
+    ctx, result = spec.context, published["result"]
+    ref = format_time(spec.reference_time)
+    if result is None:
+        newest = format_time(ctx.newest) if ctx.newest is not None else ref
+        return {"markdown": f"## No new frame\n\nThe newest frame is {newest}; the nowcast of reference time "
+                            f"{ref} is there already (`{published['uri']}`). Nothing was written.\n",
+                "png_base64": ""}
+    from predrnn.viz import field_colours, nowcast_png
+
+    leads = ctx.step * np.arange(1, spec.horizon + 1)
+    last, pred = ctx.frames[0, -1, ..., 0], result.forecast[0, ..., 0]
+    with tempfile.TemporaryDirectory(prefix="predrnn-nowcast-") as tmp:
+        png = nowcast_png(Path(tmp) / "nowcast.png", last, pred, reference_time=spec.reference_time,
+                          lead_times=leads, coords=ctx.coords, grid=ctx.place.get("grid"),
+                          field=field_colours(spec.cfg.values, last, pred) or (0.0, 1.0, ""))
+        b64 = base64.b64encode(png.read_bytes()).decode()
+    valid = f"{format_time(spec.reference_time + leads[0])}..{format_time(spec.reference_time + leads[-1])}"
+    rows = [("file", f"`{published['uri']}`"), ("model", f"`{spec.version or spec.model}`"),
+            ("reference time", ref), ("context", f"{format_time(ctx.times[0])}..{ref} ({ctx.times.size} frames)"),
+            ("lead times", f"{format_step(leads[0])}..{format_step(leads[-1])} every {format_step(ctx.step)}"),
+            ("valid times", valid), ("units", field_units(spec.cfg.values) or "-"),
+            ("latency", f"{timings.get('total', 0):.1f} s (read and check {timings.get('read', 0):.1f}, load "
+                        f"{timings.get('load', 0):.1f}, forecast {timings.get('forecast', 0):.1f}, write "
+                        f"{timings.get('write', 0):.1f})"),
+            ("in place", f"{timings.get('age', 0):.0f} s after the reference time (time step "
+                         f"{format_step(ctx.step)})"),
+            ("pruned", ", ".join(published["pruned"]) or "-")]
+    md = "\n".join([f"## Nowcast {ref}", "", "| | |", "|---|---|", *[f"| {k} | {v} |" for k, v in rows], "",
+                    f"![nowcast {ref}](data:image/png;base64,{b64})", ""])
+    return {"markdown": md, "png_base64": b64}
+
+
+__all__ = ["NAME_PATTERN", "NowcastResult", "NowcastSpec", "loaded_model", "model_record", "nowcast_report",
+           "prepare_nowcast", "publish_nowcast", "published_nowcasts", "reference_name", "run_nowcast", "write_nowcast"]

@@ -27,7 +27,7 @@ def test_prefect_yaml_deployments_reuse_definitions():
     text = (REPO / "prefect.yaml").read_text()
     doc = yaml.safe_load(text)
     deps = {d["name"]: d for d in doc["deployments"]}
-    assert set(deps) == {"ingest", "train", "tune", "evaluate", "forecast", "promote", "nightly-retrain"}
+    assert set(deps) == {"ingest", "train", "tune", "evaluate", "forecast", "promote", "nightly-retrain", "nowcast"}
     assert "*local_pool" in text and "*nightly_0200" in text  # anchors, not copies
     for d in deps.values():
         path, func = d["entrypoint"].split(":")
@@ -37,6 +37,12 @@ def test_prefect_yaml_deployments_reuse_definitions():
     assert nightly["schedules"][0]["cron"] == "0 2 * * *"
     assert nightly["schedules"][0]["timezone"] == "{{ $PREDRNN_TIMEZONE }}"
     assert nightly["concurrency_limit"] == {"limit": 1, "collision_strategy": "CANCEL_NEW"}
+    nowcast = deps["nowcast"]  # every radar step, one at a time; off until pointed at a feed
+    assert nowcast["schedules"] == [{"interval": 300, "active": False}]
+    assert nowcast["concurrency_limit"] == {"limit": 1, "collision_strategy": "CANCEL_NEW"}
+    from flows.nowcast import nowcast_flow
+
+    assert set(nowcast["parameters"]) <= set(nowcast_flow.parameters.properties)
 
 
 def test_kubernetes_manifests_parse_with_the_expected_kinds():

@@ -34,6 +34,7 @@ from browser_helpers import (
     prefect_custom_run,
     prefect_deployment_listed,
     prefect_run_page,
+    shot,
 )
 from listeners import Watch, exposed, group_family
 from ops_helpers import TINY
@@ -507,6 +508,132 @@ def test_forecast_flow_writes_the_champions_forecasts_to_s3_on_the_stacks_ray(sh
     want = forecast_array(net, cfg, src.read(test)[:, :f["context"]], f["horizon"], precision=f["precision"])
     atol = 1e-5 if f["precision"] == "fp32" else 1e-2  # bf16 may round batches of other sizes differently
     np.testing.assert_allclose(fc.read(np.arange(test.size)), want, rtol=0, atol=atol)
+
+
+def _radar_champion(stack: Stack, scans: Path, work: Path, uri: str) -> str:
+    """An (untrained) 16x16 field model of the scans' grid, registered as ``radar-nowcast`` v1 and promoted to
+    champion with ``promote --force``: what a radar team's training would leave in the registry."""
+    from dataclasses import replace
+
+    from mlflow import MlflowClient
+    from typer.testing import CliRunner
+
+    from predrnn.checkpoint import save_model_dir
+    from predrnn.cli import app
+    from predrnn.config import preset
+    from predrnn.data import ingest, open_version, validate_dataset
+    from predrnn.models import build_model
+    from predrnn.tracking.model import log_forecaster
+    from predrnn.values import from_dataset_attrs
+
+    data = ingest("netcdf", str(scans), "radar", str(work / "data"), window=7, val_fraction=0.0, test_fraction=0.0)
+    q = preset("quick")
+    cfg = replace(q, values=from_dataset_attrs(open_version(data).attrs),
+                  data=replace(q.data, dataset=data, img_height=16, img_width=16, input_length=4, total_length=7),
+                  model=replace(q.model, num_hidden=(8,), filter_size=3, patch_size=4))
+    info = validate_dataset(cfg, data, need_val=False)
+    model_dir = save_model_dir(work / "model", build_model(cfg), cfg, extra={"iteration": 0,
+                                                                             "dataset": info.to_dict()})
+    client = MlflowClient(uri, uri)
+    experiment = client.create_experiment("radar-nowcast")
+    run = client.create_run(experiment)
+    model_id, location = log_forecaster(client, experiment, run.info.run_id, model_dir, cfg,
+                                 np.zeros((2, 4, 16, 16, 1), np.float32))
+    client.set_terminated(run.info.run_id)
+    client.create_registered_model("radar-nowcast")
+    mv = client.create_model_version("radar-nowcast", source=location, run_id=run.info.run_id,
+                                     model_id=model_id)
+    res = CliRunner().invoke(app, ["promote", "radar-nowcast", mv.version, "--force", "--tracking-uri", uri])
+    assert res.exit_code == 0, res.output
+    return "models:/radar-nowcast@champion"
+
+
+def test_the_nowcast_deployment_writes_one_nowcast_per_new_scan_and_fails_red_on_a_missing_one(shared, tmp_path,
+                                                                                               monkeypatch):
+    """Scans dropped one by one into an S3 prefix; each run of the ``nowcast`` deployment (scheduled through
+    the API, as its interval schedule schedules them) writes exactly one new ``<reference time>.nc`` to S3;
+    a run with no new scan writes none; a run after a missing scan fails with its time named and writes
+    nothing; the run's artifact holds the picture (screenshot) and the latency."""
+    from predrnn.data.sources.generators import write_scan_archive
+
+    stack, api = shared.stack, shared.api
+    for k, v in stack.client_env().items():
+        monkeypatch.setenv(k, v)
+    dep = _api(api, "/deployments/name/nowcast/nowcast", method="GET")
+    assert dep["schedules"][0]["schedule"]["interval"] == 300 and dep["schedules"][0]["active"] is False
+    assert dep["global_concurrency_limit"]["limit"] == 1
+    step = dt.timedelta(minutes=5)
+    now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
+    last = now.replace(second=0, microsecond=0) - dt.timedelta(minutes=now.minute % 5)
+    start = last - 7 * step  # scans 0..7 end at or before now
+    files = write_scan_archive(tmp_path / "scans", steps=8, start=start.isoformat(timespec="minutes"), height=16,
+                               width=16, episode=8)
+    model = _radar_champion(stack, tmp_path / "scans", tmp_path, stack.s.mlflow_url)
+    s3 = stack.s3_client()
+
+    def drop(k: int) -> None:
+        s3.put_object(Bucket="radar", Key=f"e2e/{files[k].name}", Body=files[k].read_bytes())
+
+    def nowcasts() -> list[str]:
+        return sorted(o["Key"] for o in s3.list_objects_v2(Bucket="nowcasts", Prefix="e2e/").get("Contents", []))
+
+    def scheduled_run() -> dict[str, Any]:
+        when = (dt.datetime.now(dt.UTC) + dt.timedelta(seconds=1)).isoformat()
+        params = {"archive": "s3://radar/e2e", "out": "s3://nowcasts/e2e", "model": model, "max_age": 12,
+                  "retention_hours": 0.05, "precision": "fp32"}
+        run = _api(api, f"/deployments/{dep['id']}/create_flow_run", {
+            "parameters": params, "state": {"type": "SCHEDULED", "state_details": {"scheduled_time": when}}})
+        done = _wait_final(api, run["id"], 240)
+        latency = [ln for ln in _artifacts(api, run["id"]).get("nowcast", {}).get("data", "").splitlines()
+                   if ln.startswith("| latency")]
+        print("nowcast run:", done["state"]["type"], round(done.get("total_run_time") or 0, 1), "s", latency)
+        return done
+
+    def name(k: int) -> str:
+        return f"e2e/{(start + k * step):%Y%m%dT%H%M%S}Z.nc"
+
+    for k in range(4):
+        drop(k)
+    t0 = time.monotonic()
+    first = scheduled_run()
+    shared.timings["nowcast-run"] = time.monotonic() - t0
+    assert first["state"]["type"] == "COMPLETED", first["state"]
+    assert nowcasts() == [name(3)]
+    arts = _artifacts(api, first["id"])
+    report = arts["nowcast"]["data"]
+    assert f"| reference time | {start + 3 * step:%Y-%m-%dT%H:%M:%S} |" in report and "| latency |" in report
+    assert arts["nowcast-picture"]["data"].startswith("data:image/png;base64,")
+
+    again = scheduled_run()  # no new scan
+    assert again["state"]["type"] == "COMPLETED", again["state"]
+    assert "Nothing was written" in _artifacts(api, again["id"])["nowcast"]["data"]
+    assert nowcasts() == [name(3)]
+
+    drop(4)
+    nxt = scheduled_run()
+    assert nxt["state"]["type"] == "COMPLETED", nxt["state"]
+    assert nowcasts() == [name(4)]  # one new nowcast; the one 5 min older is past the 3 min retention
+    import xarray as xr
+
+    (tmp_path / "got.nc").write_bytes(s3.get_object(Bucket="nowcasts", Key=name(4))["Body"].read())
+    with xr.open_dataset(tmp_path / "got.nc") as ds:
+        assert ds["reference_time"].values[0] == np.datetime64(start + 4 * step, "ns")
+        assert (ds.attrs["predrnn_model"], ds.attrs["predrnn_model_version"], ds.attrs["predrnn_model_alias"]) == (
+            "radar-nowcast", "1", "champion")
+
+    drop(6)  # scan 5 never arrives
+    red = scheduled_run()
+    assert red["state"]["type"] == "FAILED", red["state"]
+    assert f"{start + 5 * step:%Y-%m-%dT%H:%M:%S} missing" in red["state"]["message"], red["state"]
+    assert nowcasts() == [name(4)]
+
+    ui = api.removesuffix("/api")
+    with shared.browser() as page:
+        page.goto(f"{ui}/artifacts/artifact/{arts['nowcast']['id']}")
+        page.get_by_text(f"Nowcast {start + 3 * step:%Y-%m-%dT%H:%M:%S}").first.wait_for()
+        page.wait_for_function("() => [...document.images].some(i => i.complete && i.naturalWidth > 100)")
+        shot(page, "prefect-nowcast-artifact")
+        prefect_run_page(page, ui, red["id"], "Failed", log_text="missing", name="prefect-nowcast-failed")
 
 
 def test_no_secret_is_written_outside_the_secret_files(shared):
