@@ -10,8 +10,10 @@
 3. **Evaluate.** The new model and the current champion on the *same* held-out test version.
 4. **Gate.** Promote only if the new model beats the champion by ``margin`` on ``metric`` (test MSE
    per frame by default; any scorecard score such as ``csi_m`` or ``fss_2_n9``, its direction known);
-   otherwise keep the champion and say why. The report carries both models' scorecards. Every decision
-   is a Prefect artifact (``nightly-retrain``) and MLflow tags.
+   otherwise keep the champion and say why. With no champion yet, the new model must beat the strongest
+   baseline of its evaluation (persistence, and extrapolation and S-PROG where they apply) on ``metric``.
+   The report carries both models' scorecards. Every decision is a Prefect artifact
+   (``nightly-retrain``) and MLflow tags.
 
 Two nightly runs never overlap: the deployment has a concurrency limit of 1 (see ``prefect.yaml``).
 """
@@ -28,7 +30,7 @@ from pydantic import Field
 
 from flows.evaluate import evaluate_task
 from flows.ingest import SourceKind, ingest_flow
-from flows.progress import TrainingProgress
+from flows.progress import TrainingProgress, link_model_version
 from flows.promote import champion_task, gate_task
 from flows.settings import PipelineSettings
 from predrnn.jobs.promote import gate_value
@@ -126,7 +128,7 @@ def nightly_retrain(
         model_name: registered model (default ``$PREDRNN_MODEL_NAME``); set as ``tracking.registered_model``.
         tracking_uri: MLflow store (default ``$MLFLOW_TRACKING_URI``).
         ray_address: Ray cluster to train on (default ``$PREDRNN_RAY_ADDRESS``; none: a local Ray).
-        metric: the score the gate compares (mean over lead times; see :mod:`predrnn.scorecard`).
+        metric: the score the gate compares (its mean over lead times): mse, csi_m, fss_2_n9, ...
     """
     log = get_run_logger()
     settings = PipelineSettings()
@@ -157,6 +159,7 @@ def nightly_retrain(
     spec, s3 = nightly["run"], settings.s3()
     trained = train_task(spec, str(settings.state / "runs"), s3)
     version = int(trained["model_version"])
+    link_model_version(uri, name, version)
     report.append(f"- **training**: {name} v{version} ({trained['init']}, {trained['train_s']} s, "
                   f"MLflow run `{trained['run_id']}`)")
 
@@ -184,7 +187,8 @@ def nightly_retrain(
     decision = gate_task(name, version, force=False, margin=gate_margin, tracking_uri=uri, candidate=new,
                          champion=old if champion is not None else None, metric=metric_tag(metric))
     verdict = (f"promoted v{version} to champion" if decision["promoted"]
-               else f"kept champion v{decision['champion']}")
+               else f"kept champion v{decision['champion']}" if decision["champion"] is not None
+               else f"v{version} not promoted (no champion yet)")
     report += [f"**decision**: {verdict}. {decision['reason']}.", "", decision["markdown"]]
     _report(report)
     log.info("%s: %s", verdict, decision["reason"])

@@ -3,7 +3,8 @@
 Training runs in Ray workers that log their metrics to the MLflow run. While the task waits on it,
 :class:`TrainingProgress` reads the run's latest logged iteration every few seconds and moves a
 Prefect progress artifact (0..100 %), with a line in the flow-run log at each change; at the start
-it publishes the MLflow run (id, store, UI link) as a markdown artifact.
+it publishes the MLflow run (id, store, a link to its page in its experiment) as a markdown artifact and
+tags the run with the Prefect flow run's page, so each leads to the other.
 """
 
 from __future__ import annotations
@@ -12,6 +13,49 @@ import contextvars
 import threading
 from types import TracebackType
 from typing import Any
+
+FLOW_RUN_TAG = "prefect.flow_run"  # on the MLflow run and the model version: the Prefect flow run's page
+
+
+def flow_run_url() -> str | None:
+    """The Prefect UI page of the flow run this code runs in (None outside a flow run)."""
+    from prefect.runtime import flow_run
+
+    return flow_run.ui_url
+
+
+def link_run(tracking_uri: str, run_id: str) -> str | None:
+    """Tag the MLflow run with the Prefect flow run's page (:data:`FLOW_RUN_TAG`); returns the run's
+    experiment id (for a link to the run's page), None when the store cannot say. A link never stops
+    training: a failure is logged."""
+    from prefect import get_run_logger
+
+    from predrnn.tracking import Tracker
+
+    try:
+        client = Tracker(tracking_uri, check=False).client
+        url = flow_run_url()
+        if url:
+            client.set_tag(run_id, FLOW_RUN_TAG, url)
+        return str(client.get_run(run_id).info.experiment_id)
+    except Exception as err:
+        get_run_logger().warning("could not link the MLflow run %s to this flow run: %s", run_id, err)
+        return None
+
+
+def link_model_version(tracking_uri: str, name: str, version: int | str) -> None:
+    """Tag a registered model version with the Prefect flow run that made it (:data:`FLOW_RUN_TAG`)."""
+    from prefect import get_run_logger
+
+    from predrnn.tracking import Tracker
+
+    url = flow_run_url()
+    if not url:
+        return
+    try:
+        Tracker(tracking_uri, check=False).client.set_model_version_tag(name, str(version), FLOW_RUN_TAG, url)
+    except Exception as err:
+        get_run_logger().warning("could not link %s v%s to this flow run: %s", name, version, err)
 
 
 class TrainingProgress:
@@ -48,8 +92,9 @@ class TrainingProgress:
 
         self._run_id = run_id
         where = self.uri or ""
-        link = (f"[open the run]({where.rstrip('/')}/#/experiments/0/runs/{run_id})"
-                if where.startswith(("http://", "https://")) else f"`{ui_command(where)}`")
+        experiment = link_run(where, run_id)
+        link = (f"[open the run]({where.rstrip('/')}/#/experiments/{experiment}/runs/{run_id})"
+                if where.startswith(("http://", "https://")) and experiment else f"`{ui_command(where)}`")
         create_markdown_artifact(key=f"{self.key}-mlflow-run", description="the MLflow run of this training",
                                  markdown=f"MLflow run `{run_id}` in `{where}`: {link}")
         get_run_logger().info("MLflow run %s in %s", run_id, where)

@@ -13,7 +13,7 @@ from typing import Any
 
 from prefect import flow, get_run_logger, task
 
-from flows.progress import TrainingProgress
+from flows.progress import TrainingProgress, link_model_version
 from flows.settings import PipelineSettings
 
 
@@ -94,6 +94,8 @@ def train_flow(dataset: str, preset: str = "quick", overrides: list[str] | None 
     result = train_task(spec)
     out = out_dir or str(settings.state / "runs" / Path(result["run_dir"]).name)
     summary = finish_task(result, out, s3=s3)
+    if summary.get("model_version"):
+        link_model_version(uri, summary["registered_model"], summary["model_version"])
     log.info("registered %s (test MSE/frame %.2f vs persistence %.2f)", summary.get("model_uri"),
              summary["test_mse"], summary["persistence_mse"])
     return summary

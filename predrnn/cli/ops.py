@@ -138,13 +138,21 @@ def serve_cmd(
     resolved, said = door_precision(precision, "cpu")
     token, where = _serve_token(host, require_token, token_file, Settings().state)
     if is_registry_ref(model):  # a registry version is fetched once into the local cache, then served from there
+        import urllib.parse
+
         from predrnn.tracking.model import fetch_model
 
         local = fetch_model(model, uri, Settings().model_cache)
-        typer.echo(f"serving {model} ({local.parent.name} version {local.name}, from {local})"
-                   if local.is_relative_to(Settings().model_cache) else f"serving {model} (from {local})")
+        cached = local.is_relative_to(Settings().model_cache)
+        about = {"requested": model}
+        if cached:  # cache_dir/<store>/<name>/<version>
+            about |= {"model": urllib.parse.unquote(local.parent.name), "model_version": local.name}
+        typer.echo(f"serving {model} ({about['model']} version {local.name}, from {local})"
+                   if cached else f"serving {model} (from {local})")
         model = str(local)
-    app = scoring_app(model, token, resolved)  # a model it cannot load fails here, in one line
+    else:
+        about = {"model": Path(model).name, "requested": model}
+    app = scoring_app(model, token, resolved, about)  # a model it cannot load fails here, in one line
     typer.echo(said)
     typer.echo(f"listening on http://{host}:{port}; " + (f"requests need 'Authorization: Bearer <token>', the "
                                                         f"token in {where}" if token else

@@ -94,6 +94,26 @@ def baseline_value(evaluation: dict[str, Any], baseline: str, metric: str) -> fl
     return gate_value({"summary": summaries[baseline]}, metric)
 
 
+def strongest_baseline(evaluation: dict[str, Any], metric: str) -> tuple[str, float] | None:
+    """``(name, value)`` of the baseline with the best ``metric`` (mean over lead times, its direction known)
+    among those an evaluation scored (persistence always; extrapolation and S-PROG where they apply), or None
+    when none has that score: what a first model must beat, with no champion to compare with."""
+    import math
+
+    from predrnn.scorecard import lower_is_better
+
+    lower = lower_is_better(metric.removeprefix("test_"))
+    found = []
+    for name in evaluation.get("baseline_summaries") or {}:
+        try:
+            value = baseline_value(evaluation, name, metric)
+        except JobError:
+            continue
+        if value is not None and math.isfinite(value):
+            found.append((value if lower else -value, name, value))
+    return (min(found)[1], min(found)[2]) if found else None
+
+
 def prepare_promote(model_name: str, version: int, *, metric: str = "mse", margin: float = 0.01, force: bool = False,
                     tracking_uri: str, dataset: str | None = None, cache_dir: Path | None = None,
                     s3: S3Settings | None = None, must_beat: str | None = None) -> PromoteSpec:
@@ -169,6 +189,8 @@ def run_promote(spec: PromoteSpec, *, promoter: Any = None, candidate: dict[str,
                   "champion_value": None if champion is None else gate_value(champion, spec.metric)}
         if spec.must_beat:
             values["must_beat"] = (spec.must_beat, baseline_value(candidate, spec.must_beat, spec.metric))
+        else:
+            values["first_must_beat"] = strongest_baseline(candidate, spec.metric)
     decision = promote(spec.model_name, spec.version, force=spec.force, margin=spec.margin,
                        tracking_uri=spec.tracking_uri, metric=spec.metric, promoter=promoter, **values)
     return PromoteResult(decision=decision, candidate=candidate, champion=champion)

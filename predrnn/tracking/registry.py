@@ -312,7 +312,8 @@ def promote(model_name: str, version: int, *, force: bool = False, margin: float
             metric: str = DEFAULT_METRIC, tracking_uri: str | None = None, candidate_value: float | None = None,
             champion_value: float | None = None, dataset: str | None = None,
             alias: str = CHAMPION, lower_is_better: bool | None = None, promoter: Account | None = None,
-            must_beat: tuple[str, float | None] | None = None) -> Decision:
+            must_beat: tuple[str, float | None] | None = None,
+            first_must_beat: tuple[str, float | None] | None = None) -> Decision:
     """Make ``version`` the champion if it beats the current champion by ``margin`` (or ``force``).
 
     Without explicit values the versions' ``metric`` tags (written at registration) are compared,
@@ -335,6 +336,10 @@ def promote(model_name: str, version: int, *, force: bool = False, margin: float
             move (:mod:`predrnn.tracking.auth_app`); None: the store's own credentials.
         must_beat: ``(baseline, its value)`` of ``metric`` on the same test split as ``candidate_value``: the
             candidate must also be strictly better than that baseline (e.g. ``("extrapolation", 0.41)``).
+        first_must_beat: with no champion yet, the baseline the first candidate must be strictly better than
+            on ``metric`` (the strongest one its evaluation scored). Without it (and without ``must_beat``) a
+            first candidate gated on ``test_mse`` must beat its registered ``test_persistence_mse``; on any
+            other score with no baseline value, the gate refuses (evaluate with a dataset, or ``force``).
 
     Returns:
         The :class:`Decision`; ``promoted`` is False when the gate refused (nothing moved).
@@ -386,6 +391,15 @@ def promote(model_name: str, version: int, *, force: bool = False, margin: float
                   f"{'less' if lower else 'plus'} {margin:.1%})" if cand_val is not None and comparison['threshold']
                   is not None else f"candidate has no finite {metric} value")
         ok = False
+    if previous is None and must_beat is None:  # the first model is gated too: it must beat a baseline
+        must_beat = first_must_beat
+        if must_beat is None and metric == "test_mse":
+            must_beat = ("persistence", _metric_of(client, model_name, version, "test_persistence_mse", uri)[0])
+        if must_beat is None or must_beat[1] is None:
+            ok = False
+            reason = (f"no {alias} yet, and no baseline's {metric} to beat: evaluate on a dataset (the promote "
+                      "flow's or predrnn promote's --data) or force")
+            must_beat = None
     if must_beat is not None and previous != version and comparable:
         b_name, b_val = must_beat
         beaten = (cand_val is not None and b_val is not None and math.isfinite(cand_val) and math.isfinite(b_val)
@@ -393,8 +407,11 @@ def promote(model_name: str, version: int, *, force: bool = False, margin: float
         comparison["must_beat"] = {"baseline": b_name, "value": b_val, "beaten": beaten}
         if not beaten:
             ok = False
-            reason = (f"{metric} {_fmt(cand_val)} does not beat the {b_name} baseline's {_fmt(b_val)} on the same "
-                      "test split" + ("" if previous is None else f"; {reason}"))
+            reason = ((f"no {alias} yet; " if previous is None else "") + f"{metric} {_fmt(cand_val)} does not beat "
+                      f"the {b_name} baseline's {_fmt(b_val)} on the same test split"
+                      + ("" if previous is None else f"; {reason}"))
+        elif previous is None:
+            reason = f"no {alias} yet; {metric} {_fmt(cand_val)} beats the {b_name} baseline's {_fmt(b_val)}"
     move = previous != version and (ok or force)
     if force and not ok and previous != version:
         reason = f"forced; the gate would have refused: {reason}"

@@ -1,9 +1,10 @@
 """``predrnn serve``: MLflow's scoring server for a model, behind a bearer token when asked.
 
-The app is MLflow's own pyfunc scoring server (``POST /invocations``, ``GET /ping``, ``/health``,
-``/version``); with a token every request except the health probes (``/ping``, ``/health``, which
-carry no data) must send ``Authorization: Bearer <token>`` or gets 401. The token is compared in
-constant time and never logged.
+The app is MLflow's own pyfunc scoring server (``POST /invocations``, ``GET /ping``, ``/health``), with
+``/version`` saying which model is served (its registered name and version) and the package versions.
+With a token every request except the health probes (``/ping``, ``/health``, which carry no data) must
+send ``Authorization: Bearer <token>`` or gets 401. The token is compared in constant time and never
+logged.
 """
 
 from __future__ import annotations
@@ -15,10 +16,14 @@ from typing import Any
 OPEN_PATHS = frozenset({"/ping", "/health"})
 
 
-def scoring_app(model_path: str | Path, token: str | None, precision: str = "fp32") -> Any:
+def scoring_app(model_path: str | Path, token: str | None, precision: str = "fp32",
+                about: dict[str, str] | None = None) -> Any:
     """The FastAPI app serving the pyfunc model at ``model_path``; ``token``: the bearer token required
     (None: no authentication, for a server on loopback only); ``precision``: ``fp32`` or ``bf16``, the
-    forecasts' precision (:mod:`predrnn.precision`, resolved by the caller).
+    forecasts' precision (:mod:`predrnn.precision`, resolved by the caller); ``about``: what ``GET /version``
+    says of the model (e.g. ``{"model": "predrnn-v2", "model_version": "3", "requested":
+    "models:/predrnn-v2@champion"}``; default: its path), with the ``precision`` and the ``predrnn`` and
+    ``mlflow`` versions added. MLflow's own ``/version`` (its package version only) is replaced.
 
     Raises:
         TrackingError: ``model_path`` is not an MLflow pyfunc model (a plain model directory is named as such).
@@ -43,6 +48,18 @@ def scoring_app(model_path: str | Path, token: str | None, precision: str = "fp3
     if hasattr(inner, "precision"):  # a predrnn forecaster
         inner.precision = normalise(precision)
     app = init(pyfunc)
+    import mlflow
+
+    from predrnn import __version__
+
+    said = {**(about or {"model": str(model_path)}), "precision": normalise(precision), "predrnn": __version__,
+            "mlflow": mlflow.__version__}
+    app.router.routes[:] = [r for r in app.router.routes if getattr(r, "path", None) != "/version"]
+
+    @app.get("/version")
+    def version() -> dict[str, str]:
+        return said
+
     if token is None:
         return app
     expected = f"Bearer {token}".encode()

@@ -73,13 +73,22 @@ def shot(page: Any, name: str) -> Path:
 def prefect_deployment_listed(page: Any, ui: str, name: str, schedule_text: str) -> None:
     """The deployments page lists ``name`` with its schedule; then its own page shows the schedule."""
     page.goto(f"{ui}/deployments")
-    row = page.get_by_role("row").filter(has_text=name)
+    row = page.get_by_role("row").filter(has=page.get_by_role("link", name=name, exact=True))
     row.first.wait_for()
     assert schedule_text in row.first.inner_text(), row.first.inner_text()
     shot(page, "prefect-deployments")
     page.get_by_role("link", name=name, exact=True).first.click()
     page.get_by_text(schedule_text).first.wait_for()
     shot(page, f"prefect-deployment-{name}")
+
+
+def prefect_deployment_parameters(page: Any, ui: str, deployment_id: str, shown: list[str], name: str) -> None:
+    """The deployment's page, its Parameters tab: every text in ``shown`` (parameter names, values) is there."""
+    page.goto(f"{ui}/deployments/deployment/{deployment_id}")
+    page.get_by_text("Parameters", exact=True).first.click()
+    for text in shown:
+        wait_for_text(page, text, name)
+    shot(page, name)
 
 
 def prefect_custom_run(page: Any, ui: str, name: str, parameters: dict[str, Any]) -> str:

@@ -27,7 +27,8 @@ def test_prefect_yaml_deployments_reuse_definitions():
     text = (REPO / "prefect.yaml").read_text()
     doc = yaml.safe_load(text)
     deps = {d["name"]: d for d in doc["deployments"]}
-    assert set(deps) == {"ingest", "train", "tune", "evaluate", "forecast", "promote", "nightly-retrain", "nowcast"}
+    assert set(deps) == {"ingest", "train", "tune", "evaluate", "forecast", "promote", "nightly-retrain",
+                         "nightly-retrain-small", "nowcast"}
     assert "*local_pool" in text and "*nightly_0200" in text  # anchors, not copies
     for d in deps.values():
         path, func = d["entrypoint"].split(":")
@@ -37,6 +38,15 @@ def test_prefect_yaml_deployments_reuse_definitions():
     assert nightly["schedules"][0]["cron"] == "0 2 * * *"
     assert nightly["schedules"][0]["timezone"] == "{{ $PREDRNN_TIMEZONE }}"
     assert nightly["concurrency_limit"] == {"limit": 1, "collision_strategy": "CANCEL_NEW"}
+    from flows.nightly import nightly_retrain
+
+    small = deps["nightly-retrain-small"]  # the laptop-sized nightly: the same flow and schedule, switched off
+    assert small["schedules"] == [{**nightly["schedules"][0], "active": False}]
+    assert small["parameters"]["workers"] == 1 and "optim.max_iterations=8" in small["parameters"]["overrides"]
+    for d in (nightly, small):  # every parameter the flow takes, so scheduled runs can be pointed at any data
+        assert set(d["parameters"]) <= set(nightly_retrain.parameters.properties), d["name"]
+    assert {"source", "source_options", "preset", "overrides", "workers", "metric", "margin"} <= set(
+        nightly["parameters"])
     nowcast = deps["nowcast"]  # every radar step, one at a time; off until pointed at a feed
     assert nowcast["schedules"] == [{"interval": 300, "active": False}]
     assert nowcast["concurrency_limit"] == {"limit": 1, "collision_strategy": "CANCEL_NEW"}

@@ -24,14 +24,17 @@ pytestmark = [pytest.mark.mlflow]
 NAME = "gate-model"
 
 
-def add_version(uri: str, test_mse: float, dataset: str = "ds@v1", **scores: float) -> int:
-    """A registered version whose registration tags carry a test MSE and other scores (as training writes them)."""
+def add_version(uri: str, test_mse: float, dataset: str = "ds@v1", persistence_mse: float = 99.0,
+                **scores: float) -> int:
+    """A registered version whose registration tags carry a test MSE, persistence's and other scores (as
+    training writes them)."""
     from mlflow import MlflowClient
 
     client = MlflowClient(uri, uri)
     with contextlib.suppress(Exception):  # already registered
         client.create_registered_model(NAME)
-    tags = {"test_mse": f"{test_mse:.4f}", "dataset": dataset, **{f"test_{k}": f"{v:.6g}" for k, v in scores.items()}}
+    tags = {"test_mse": f"{test_mse:.4f}", "test_persistence_mse": f"{persistence_mse:.4f}",
+            "dataset": dataset, **{f"test_{k}": f"{v:.6g}" for k, v in scores.items()}}
     mv = client.create_model_version(NAME, "file:///nonexistent/model", tags=tags)
     return int(mv.version)
 
@@ -61,7 +64,7 @@ def test_compare_knows_each_scores_direction():
 
 def test_gate_on_csi_m_promotes_the_higher_score(uri):
     v1 = add_version(uri, 10.0, csi_m=0.40)
-    assert promote(NAME, v1, tracking_uri=uri, metric="test_csi_m").promoted
+    assert promote(NAME, v1, tracking_uri=uri, metric="test_csi_m", first_must_beat=("persistence", 0.2)).promoted
     worse_mse_better_csi = add_version(uri, 11.0, csi_m=0.45)
     assert not promote(NAME, worse_mse_better_csi, tracking_uri=uri).promoted  # default: test MSE
     decision = promote(NAME, worse_mse_better_csi, tracking_uri=uri, metric="test_csi_m", margin=0.05)
@@ -99,6 +102,40 @@ def test_the_gate_refuses_a_candidate_that_does_not_beat_the_named_baseline(uri)
     forced = promote(NAME, v2, tracking_uri=uri, metric="test_csi_m", candidate_value=0.50, champion_value=0.40,
                      dataset="ds@v1", must_beat=("sprog", 0.52), force=True)
     assert forced.promoted and forced.forced and forced.reason.startswith("forced; the gate would have refused")
+
+
+def test_the_first_model_must_beat_a_baseline_too(uri):
+    """No champion yet is no free pass: the first candidate is refused when a baseline scores better (its
+    evaluation's strongest one, or the persistence MSE recorded at registration), and when no baseline value
+    is known; force promotes it, recorded as forced."""
+    from mlflow import MlflowClient
+
+    from predrnn.jobs.promote import strongest_baseline
+
+    lost = add_version(uri, 10.0, persistence_mse=8.0)  # training recorded persistence beating it
+    refused = promote(NAME, lost, tracking_uri=uri)
+    assert not refused.promoted and current_champion(NAME, tracking_uri=uri, missing_ok=True) is None
+    assert refused.reason == ("no champion yet; test_mse 10 does not beat the persistence baseline's 8 "
+                              "on the same test split")
+    assert MlflowClient(uri, uri).get_model_version(NAME, str(lost)).tags[DECISION_TAG] == "refused"
+    unknown = promote(NAME, lost, tracking_uri=uri, metric="test_csi_m")  # no baseline CSI on record
+    assert not unknown.promoted and "no baseline's test_csi_m to beat" in unknown.reason
+    evaluation = {"baseline_summaries": {"persistence": {"csi_m": 0.30}, "extrapolation": {"csi_m": 0.42},
+                                         "sprog": {"csi_m": 0.38}}}
+    best = strongest_baseline(evaluation, "test_csi_m")
+    assert best == ("extrapolation", 0.42)
+    assert strongest_baseline({"baseline_summaries": {"persistence": {"mse": 9.0}, "sprog": {"mse": 7.5}}},
+                              "test_mse") == ("sprog", 7.5)  # lower is better
+    v2 = add_version(uri, 10.0, csi_m=0.40)
+    no = promote(NAME, v2, tracking_uri=uri, metric="test_csi_m", candidate_value=0.40, dataset="ds@v1",
+                 first_must_beat=best)
+    assert not no.promoted and "extrapolation baseline's 0.42" in no.reason
+    forced = promote(NAME, lost, tracking_uri=uri, force=True)
+    assert forced.promoted and forced.reason.startswith("forced; the gate would have refused: no champion yet")
+    assert MlflowClient(uri, uri).get_model_version(NAME, str(lost)).tags[DECISION_TAG] == "promoted"
+    beats = add_version(uri, 7.0, persistence_mse=8.0)
+    rollback_free = promote(NAME, beats, tracking_uri=uri)  # a champion now: compared with it, as before
+    assert rollback_free.promoted and "champion v1" in rollback_free.reason
 
 
 def test_a_baseline_to_beat_needs_a_known_name_and_a_dataset(uri):

@@ -19,6 +19,7 @@ def _versions(uri: str, *mses: float) -> list[int]:
     client = MlflowClient(uri, uri)
     client.create_registered_model("m")
     return [int(client.create_model_version("m", "s3://placeholder/model", tags={"test_mse": str(v),
+                                                                              "test_persistence_mse": "99",
                                                                               "dataset": "d@1"}).version)
             for v in mses]
 

@@ -33,6 +33,7 @@ from browser_helpers import (
     mlflow_model_alias,
     prefect_custom_run,
     prefect_deployment_listed,
+    prefect_deployment_parameters,
     prefect_run_page,
     shot,
 )
@@ -243,6 +244,9 @@ def test_stack_nightly_promote_predict_serve(shared, tmp_path, monkeypatch):
         nightly = _api(api, "/deployments/name/nightly-retrain/nightly-retrain", method="GET")
         assert nightly["schedules"][0]["schedule"]["cron"] == "0 2 * * *"
         assert nightly["global_concurrency_limit"]["limit"] == 1
+        small = _api(api, "/deployments/name/nightly-retrain/nightly-retrain-small", method="GET")
+        assert small["parameters"]["source_options"] == {**SOURCE, "seed": 0} and small["parameters"]["workers"] == 1
+        assert small["schedules"][0]["active"] is False and small["global_concurrency_limit"]["limit"] == 1
 
         params = {"source_options": SOURCE, "overrides": TINY, "workers": 1, "margin": 0.01}
         ui = api.removesuffix("/api")
@@ -250,6 +254,8 @@ def test_stack_nightly_promote_predict_serve(shared, tmp_path, monkeypatch):
         with shared.browser() as page:
             prefect_deployment_listed(page, ui, "nightly-retrain", "At 02:00 AM every day")
             run_name = prefect_custom_run(page, ui, "nightly-retrain", params)
+            prefect_deployment_parameters(page, ui, small["id"], ["source_options", "optim.max_iterations=8",
+                                                                  "nightly-small"], "prefect-deployment-parameters")
         timings["ui"] = time.monotonic() - t0
         sockets.__enter__()
         ui_run = _api(api, "/flow_runs/filter", {"flow_runs": {"name": {"any_": [run_name]}}})
@@ -276,29 +282,60 @@ def test_stack_nightly_promote_predict_serve(shared, tmp_path, monkeypatch):
 
         arts = _api(api, "/artifacts/filter", {"artifacts": {"flow_run_id": {"any_": [done["id"]]}}})
         report = next(a["data"] for a in arts if a["key"] == "nightly-retrain")
-        assert "ingested `s3://datasets/nightly@" in report and "promoted v1 to champion" in report
+        assert "ingested `s3://datasets/nightly@" in report
         shared.dataset = report.split("ingested `", 1)[1].split("`", 1)[0]
         assert "### scorecard" in report and "persistence MSE/frame" in report
         progress = next(a for a in arts if a["key"] == "nightly-progress")  # training progress in the UI
         assert progress["type"] == "progress" and float(progress["data"]) == 100.0, progress
-        assert "MLflow run `" in next(a["data"] for a in arts if a["key"] == "nightly-mlflow-run")
+        run_md = next(a["data"] for a in arts if a["key"] == "nightly-mlflow-run")
+        assert "MLflow run `" in run_md
 
         uri = s.mlflow_url
         from mlflow import MlflowClient
 
+        from predrnn.tracking.registry import COMPARISON_TAG, DECISION_TAG
+
         client = MlflowClient(uri, uri)
+        # no champion yet is no free pass: v1 is gated on the persistence baseline of the same evaluation
+        gate = json.loads(client.get_model_version(MODEL, "1").tags[COMPARISON_TAG])
+        assert gate["must_beat"]["baseline"] == "persistence" and gate["must_beat"]["value"] > 0, gate
+        beaten = gate["candidate"] < gate["must_beat"]["value"]
+        assert gate["must_beat"]["beaten"] is beaten
+        if beaten:
+            assert "promoted v1 to champion" in report and "beats the persistence baseline's" in report, report
+        else:  # 8 iterations rarely beat persistence: refused, then promoted by hand with --force, recorded
+            assert "v1 not promoted (no champion yet)" in report, report
+            assert "does not beat the persistence baseline's" in report, report
+            from typer.testing import CliRunner
+
+            from predrnn.cli import app
+
+            res = CliRunner().invoke(app, ["promote", MODEL, "1", "--force", "--tracking-uri", uri])
+            assert res.exit_code == 0 and "forced; the gate would have refused: no champion yet" in res.output
         mv = client.get_model_version_by_alias("predrnn-v2", "champion")
-        assert mv.version == "1" and mv.tags["promotion.decision"] == "promoted"
+        assert mv.version == "1" and mv.tags[DECISION_TAG] == "promoted"
         run = client.get_run(mv.run_id)
         assert run.info.artifact_uri.startswith("mlflow-artifacts:")
         keys = [o["Key"] for o in stack.s3_client().list_objects_v2(Bucket="mlflow").get("Contents", [])]
         assert any(k.endswith("MLmodel") for k in keys)  # the model's files are on S3
         assert done["id"] == ui_run[0]["id"]  # the UI's run ran; the API's was rejected while it did
 
+        # links both ways: the artifact leads to the MLflow run in its experiment, run and version back here
+        link = run_md.split("](", 1)[1].split(")", 1)[0]
+        assert run.info.experiment_id != "0"  # the runs live in experiment predrnn, not Default
+        assert link == f"{uri}/#/experiments/{run.info.experiment_id}/runs/{mv.run_id}"
+        back = f"{ui}/flow-runs/flow-run/{done['id']}"
+        assert run.data.tags["prefect.flow_run"] == back and mv.tags["prefect.flow_run"] == back
         with shared.browser() as page:
             prefect_run_page(page, ui, done["id"], "Completed", log_text="dataset s3://datasets/nightly@",
                              artifact_key="nightly-progress")
             mlflow_model_alias(page, uri, "predrnn-v2", "1", "champion")
+            page.goto(link)
+            page.get_by_text(run.info.run_name, exact=True).first.wait_for()
+            shot(page, "mlflow-run-from-prefect")
+            page.goto(back)
+            page.get_by_text(done["name"], exact=True).first.wait_for()
+            page.get_by_text("Completed", exact=True).first.wait_for()
 
         # forecast from @champion with the CLI (artifacts come through the server from S3)
         for k, v in stack.client_env().items():
@@ -331,6 +368,9 @@ def test_stack_nightly_promote_predict_serve(shared, tmp_path, monkeypatch):
                 assert serve.poll() is None, (tmp_path / "serve.log").read_text()[-2000:]
                 assert time.monotonic() - t0 < 120, "scoring server did not start"
                 time.sleep(0.5)
+        about = _api(f"http://127.0.0.1:{port}", "/version", method="GET")
+        assert (about["model"], about["model_version"], about["requested"]) == ("predrnn-v2", "1",
+                                                                              "models:/predrnn-v2@champion"), about
         body = {"inputs": ctx.tolist(), "params": {"horizon": 4}}
         pred = np.asarray(_api(f"http://127.0.0.1:{port}", "/invocations", body)["predictions"], np.float32)
         timings["serve"] = time.monotonic() - t0
@@ -543,8 +583,10 @@ def _radar_champion(stack: Stack, scans: Path, work: Path, uri: str) -> str:
     client.create_registered_model("radar-nowcast")
     mv = client.create_model_version("radar-nowcast", source=location, run_id=run.info.run_id,
                                      model_id=model_id)
+    first = CliRunner().invoke(app, ["promote", "radar-nowcast", mv.version, "--tracking-uri", uri])
+    assert "no champion yet, and no baseline's test_mse to beat" in first.output, first.output  # gated too
     res = CliRunner().invoke(app, ["promote", "radar-nowcast", mv.version, "--force", "--tracking-uri", uri])
-    assert res.exit_code == 0, res.output
+    assert res.exit_code == 0 and "forced; the gate would have refused" in res.output, res.output
     return "models:/radar-nowcast@champion"
 
 

@@ -81,6 +81,15 @@ def test_serve_beyond_loopback_requires_the_bearer_token(pyfunc_model, tmp_path)
         assert _post(url, body, token="not-the-token")[0] == 401
         status, out = _post(url, body, token=token)
         assert status == 200 and np.asarray(out["predictions"]).shape == (2, 4, 32, 32, 1)
+        req = urllib.request.Request(f"http://127.0.0.1:{port}/version", headers={"Authorization": f"Bearer {token}"})
+        with urllib.request.urlopen(req, timeout=10) as resp:  # noqa: S310 - loopback
+            about = json.loads(resp.read())
+        import mlflow
+
+        from predrnn import __version__
+
+        assert about == {"model": "pyfunc", "requested": str(pyfunc_model), "precision": "bf16",
+                         "predrnn": __version__, "mlflow": mlflow.__version__}  # the model's, not only MLflow's
         text = log.read_text()
         assert str(token_file) in text and token not in text  # where the token is, never the token
         # the server forecasts in the precision it was asked for, and says so
