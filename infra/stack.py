@@ -72,6 +72,9 @@ class StackSettings(BaseSettings):
     state_dir: Path = Path(".state/stack")
     host: str = "127.0.0.1"
     services: list[str] = Field(default_factory=lambda: list(SERVICES))
+    # added to every port not set on its own (PREDRNN_STACK_PORT_BASE=1000: Prefect 5210, MLflow 6050, ...,
+    # Ray's workers 21400-21999): a second stack, or one beside services on the defaults, in one setting
+    port_base: int = Field(default=0, ge=0)
     prefect_port: int = 4210
     mlflow_port: int = 5050
     s3_port: int = 8433
@@ -108,6 +111,20 @@ class StackSettings(BaseSettings):
     startup_timeout_s: float = 180.0
     # Ray's token: the user's own (RAY_AUTH_TOKEN_PATH, as every predrnn command takes it), else generated
     ray_auth_token_path: Path | None = Field(default=None, validation_alias="RAY_AUTH_TOKEN_PATH")
+
+    @model_validator(mode="after")
+    def _ports_moved_by_the_base(self) -> StackSettings:
+        if not self.port_base:
+            return self
+        for name in type(self).model_fields:
+            if not (name.endswith("_port") or name.startswith("ray_worker_port_")) or name in self.model_fields_set:
+                continue
+            moved = getattr(self, name) + self.port_base
+            if moved > 65535:
+                raise ValueError(f"PREDRNN_STACK_PORT_BASE={self.port_base} moves {name} to {moved}, beyond 65535; "
+                                 f"use a smaller base or set PREDRNN_STACK_{name.upper()}")
+            object.__setattr__(self, name, moved)
+        return self
 
     @model_validator(mode="after")
     def _zombie_after_heartbeats(self) -> StackSettings:
@@ -180,7 +197,8 @@ class StackSettings(BaseSettings):
                 except OSError:
                     raise StackError(f"port {port} on {self.host} ({service}, setting {name}) is in use by another "
                                      f"program: stop it, or move the stack's port with "
-                                     f"PREDRNN_STACK_{name.upper()}=PORT") from None
+                                     f"PREDRNN_STACK_{name.upper()}=PORT (or every port with "
+                                     f"PREDRNN_STACK_PORT_BASE=OFFSET)") from None
         root = self.state_dir.absolute()
         try:
             root.mkdir(parents=True, exist_ok=True)

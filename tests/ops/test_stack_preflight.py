@@ -24,7 +24,8 @@ def test_a_port_held_by_another_program_is_named_before_anything_starts():
             stack.up(echo=lambda _m: None)
         assert time.monotonic() - t0 < 5
     assert str(err.value) == (f"port {port} on 127.0.0.1 (mlflow, setting mlflow_port) is in use by another program: "
-                              f"stop it, or move the stack's port with PREDRNN_STACK_MLFLOW_PORT=PORT")
+                              "stop it, or move the stack's port with PREDRNN_STACK_MLFLOW_PORT=PORT (or every port "
+                              "with PREDRNN_STACK_PORT_BASE=OFFSET)")
     assert not stack.running() and not (stack.root / "logs").exists()
 
 
@@ -55,6 +56,23 @@ def test_two_settings_on_one_port_and_the_defaults():
     ray_cmd_ports = ("--ray-client-server-port", "--dashboard-agent-listen-port", "--min-worker-port")
     assert all(any(a.startswith(flag) for a in Stack(StackSettings()).ray_command()) for flag in ray_cmd_ports)
     assert set(StackSettings(services=["mlflow"]).ports()) == {"mlflow_port"}
+
+
+def test_one_port_base_moves_every_port_not_set_on_its_own(monkeypatch):
+    defaults = StackSettings()
+    monkeypatch.setenv("PREDRNN_STACK_PORT_BASE", "1000")
+    monkeypatch.setenv("PREDRNN_STACK_MLFLOW_PORT", "7777")  # set alone: kept as given
+    moved = StackSettings()
+    names = [n for n in type(defaults).model_fields if n.endswith("_port") or n.startswith("ray_worker_port_")]
+    assert len(names) >= 20
+    for name in names:
+        want = 7777 if name == "mlflow_port" else getattr(defaults, name) + 1000
+        assert getattr(moved, name) == want, name
+    assert moved.prefect_api_url == "http://127.0.0.1:5210/api" and moved.ray_worker_port_min == 21400
+    assert moved.mlflow_url == "http://127.0.0.1:7777"
+    monkeypatch.setenv("PREDRNN_STACK_PORT_BASE", "30000")
+    with pytest.raises(ValueError, match=r"PREDRNN_STACK_PORT_BASE=30000 moves \w+_port to \d+, beyond 65535"):
+        StackSettings()
 
 
 def test_settings_are_listed_with_their_source(tmp_path, monkeypatch):
