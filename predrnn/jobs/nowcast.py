@@ -183,7 +183,9 @@ def loaded_model(model_dir: str) -> tuple[Any, str, float]:
 
 def run_nowcast(spec: NowcastSpec) -> NowcastResult:
     """Forecast the spec's context (:func:`predrnn.predict.forecast_array`) and build its CF dataset
-    (:func:`predrnn.nowcast.nowcast_dataset`) with the model's attributes."""
+    (:func:`predrnn.nowcast.nowcast_dataset`) with the model's attributes. Pixels with no data in every
+    context frame (outside a radar's range) are NaN at every lead time (written as the variable's
+    ``_FillValue``), as the archive had them: the model's values there are not a forecast."""
     from predrnn import __version__
     from predrnn.data.cf import REFERENCE, model_attrs
     from predrnn.data.sources.grids import format_time
@@ -194,6 +196,8 @@ def run_nowcast(spec: NowcastSpec) -> NowcastResult:
     t0 = time.perf_counter()
     pred = forecast_array(net, spec.cfg, spec.context.frames, spec.horizon, precision=spec.precision)
     forecast_s = time.perf_counter() - t0
+    outside = np.all(np.isnan(spec.context.frames[0]), axis=0)  # (H, W, C): no data in any context frame
+    pred[:, :, outside] = np.nan  # beyond the radar's range (or a channel's coverage) nothing is forecast
     recorded = spec.model if spec.model.startswith("models:/") else Path(spec.model_dir).name
     attrs = {"title": f"nowcast from {spec.archive}", "source": f"predrnn {__version__}",
              "history": f"{format_time(np.datetime64('now', 's'))}Z predrnn {__version__} nowcast",

@@ -48,7 +48,12 @@ def test_prefect_yaml_deployments_reuse_definitions():
     assert {"source", "source_options", "preset", "overrides", "workers", "metric", "margin"} <= set(
         nightly["parameters"])
     nowcast = deps["nowcast"]  # every radar step, one at a time; off until pointed at a feed
-    assert nowcast["schedules"] == [{"interval": 300, "active": False}]
+    assert nowcast["schedules"] == [{"interval": 300, "anchor_date": "2026-01-01T00:01:00+00:00", "active": False}]
+    from prefect.cli.deploy._schedules import _schedule_config_to_deployment_schedule
+
+    made = _schedule_config_to_deployment_schedule(dict(nowcast["schedules"][0]))  # as `prefect deploy` reads it
+    assert made["schedule"].interval.total_seconds() == 300 and made["schedule"].anchor_date.minute == 1
+    assert made["active"] is False
     assert nowcast["concurrency_limit"] == {"limit": 1, "collision_strategy": "CANCEL_NEW"}
     from flows.nowcast import nowcast_flow
 
