@@ -30,7 +30,7 @@ from pydantic import Field
 
 from flows.evaluate import evaluate_task
 from flows.ingest import SourceKind, ingest_flow
-from flows.progress import TrainingProgress, link_model_version
+from flows.progress import NIGHTLY_PHASES, Phases, TrainingProgress, link_model_version
 from flows.promote import champion_task, gate_task
 from flows.settings import PipelineSettings
 from predrnn.jobs.promote import gate_value
@@ -74,14 +74,17 @@ def prepare_task(preset: str, overrides: list[str], dataset: str, workers: int, 
 
 
 @task(name="train-new-model")
-def train_task(spec: dict[str, Any], out_dir: str, s3: dict[str, Any]) -> dict[str, Any]:
-    """Train on Ray Train, evaluate the best checkpoint, register it (alias ``challenger``)."""
+def train_task(spec: dict[str, Any], out_dir: str, s3: dict[str, Any],
+               phases: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Train on Ray Train, evaluate the best checkpoint, register it (alias ``challenger``); each step a
+    phase of the flow's progress (``phases``)."""
     from predrnn.train import RunSpec, finish, train
 
     run = RunSpec.from_dict(spec)
-    with TrainingProgress("nightly", run.cfg.optim.max_iterations, run.tracking_uri) as progress:
+    steps = Phases.from_dict(phases) or Phases.create("nightly", NIGHTLY_PHASES)
+    with TrainingProgress(steps, run.cfg.optim.max_iterations, run.tracking_uri) as progress:
         result = train(run, on_start=progress.start)
-    summary = finish(result, out_dir=Path(out_dir) / run.run_name, s3=s3)
+    summary = finish(result, out_dir=Path(out_dir) / run.run_name, s3=s3, on_phase=steps.enter)
     keep = ("model_uri", "model_version", "registered_model", "run_id", "test_mse", "persistence_mse", "dataset")
     note = f"warm-started from {run.init_weights}" if run.init_weights else "from scratch"
     return {**{k: summary.get(k) for k in keep}, "init": note, "train_s": round(result.wall_s, 1)}
@@ -140,6 +143,8 @@ def nightly_retrain(
     opts = dict(source_options or {})
     report = ["# nightly-retrain", ""]
     lower_is_better(metric)  # an unknown score fails here, before any data or training work
+    phases = Phases.create("nightly", NIGHTLY_PHASES)
+    phases.enter("checking the data")
 
     src = check_source_task(kind, source, dataset_name, root, opts, settings.s3())
     if src["existing"]:
@@ -157,13 +162,15 @@ def nightly_retrain(
                            ray_address=address, run_name=f"nightly-{time.strftime('%Y%m%d-%H%M%S')}",
                            init_weights=warm)
     spec, s3 = nightly["run"], settings.s3()
-    trained = train_task(spec, str(settings.state / "runs"), s3)
+    trained = train_task(spec, str(settings.state / "runs"), s3, phases.to_dict())
     version = int(trained["model_version"])
     link_model_version(uri, name, version)
     report.append(f"- **training**: {name} v{version} ({trained['init']}, {trained['train_s']} s, "
                   f"MLflow run `{trained['run_id']}`)")
 
     test_uri = nightly["test_dataset"]["uri"]
+    phases.enter("comparing with the champion", "both on the same test version" if champion is not None
+                 else "no champion yet: with the baselines")
     new = evaluate_task(f"models:/{name}/{version}", test_uri, "test", 0, uri,
                       cache_dir=str(settings.model_cache), s3=s3)
     new_val = gate_value(new, metric)
@@ -184,6 +191,7 @@ def nightly_retrain(
                f"| model | test MSE/frame | persistence | {metric} | clips |", "|---|---|---|---|---|", *rows, "",
                "### scorecard", "", markdown(cards, units=new.get("units", "")), ""]
 
+    phases.enter("promoting")
     decision = gate_task(name, version, force=False, margin=gate_margin, tracking_uri=uri, candidate=new,
                          champion=old if champion is not None else None, metric=metric_tag(metric))
     verdict = (f"promoted v{version} to champion" if decision["promoted"]
@@ -192,6 +200,7 @@ def nightly_retrain(
     report += [f"**decision**: {verdict}. {decision['reason']}.", "", decision["markdown"]]
     _report(report)
     log.info("%s: %s", verdict, decision["reason"])
+    phases.done(verdict)
     return {"dataset": dataset, "reused_dataset": bool(src["existing"]), "model_version": version,
             "champion_before": champion, "champion": decision["champion"], "promoted": decision["promoted"],
             "reason": decision["reason"], "new_test_mse": new["mse"], "metric": metric, "new_value": new_val,

@@ -13,7 +13,7 @@ from typing import Any
 
 from prefect import flow, get_run_logger, task
 
-from flows.progress import TrainingProgress, link_model_version
+from flows.progress import TRAIN_PHASES, Phases, TrainingProgress, link_model_version
 from flows.settings import PipelineSettings
 
 
@@ -43,24 +43,29 @@ def prepare_task(preset: str, overrides: list[str], dataset: str, workers: int |
 
 
 @task(name="train-ray")
-def train_task(spec: dict[str, Any]) -> dict[str, Any]:
-    """Distributed training; returns the run directory, checkpoints and MLflow run id. Its progress is a
-    Prefect progress artifact and flow-run log lines; the MLflow run a markdown artifact."""
+def train_task(spec: dict[str, Any], phases: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Distributed training; returns the run directory, checkpoints and MLflow run id. Its progress (the
+    flow's ``phases``) is the Prefect progress artifact and flow-run log lines; the MLflow run a markdown
+    artifact."""
     from predrnn.train import RunSpec, train
 
     run = RunSpec.from_dict(spec)
-    with TrainingProgress("train", run.cfg.optim.max_iterations, run.tracking_uri) as progress:
+    steps = Phases.from_dict(phases) or Phases.create("train", TRAIN_PHASES)
+    with TrainingProgress(steps, run.cfg.optim.max_iterations, run.tracking_uri) as progress:
         return train(run, on_start=progress.start).to_dict()
 
 
 @task(name="evaluate-and-register")
 def finish_task(result: dict[str, Any], out_dir: str, split: str = "test",
-                s3: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Test metrics, pictures, the MLflow model and its registry version (alias ``challenger``)."""
+                s3: dict[str, Any] | None = None, phases: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Test metrics, pictures, the MLflow model and its registry version (alias ``challenger``); the
+    flow's ``phases`` enter ``evaluating`` and ``registering``."""
     from predrnn.train import finish
     from predrnn.train.driver import TrainResult
 
-    return finish(TrainResult.from_dict(result), out_dir=out_dir, split=split, s3=s3)
+    steps = Phases.from_dict(phases)
+    return finish(TrainResult.from_dict(result), out_dir=out_dir, split=split, s3=s3,
+                  on_phase=steps.enter if steps is not None else None)
 
 
 @flow(name="train")
@@ -84,6 +89,8 @@ def train_flow(dataset: str, preset: str = "quick", overrides: list[str] | None 
     log = get_run_logger()
     settings = PipelineSettings()
     s3 = settings.s3()
+    phases = Phases.create("train", TRAIN_PHASES)
+    phases.enter("resolving the run")
     uri = check_tracking_task(settings.tracking(tracking_uri))
     spec = prepare_task(preset, list(overrides or []), dataset, workers, tracking_uri=uri,
                         state_dir=str(settings.state), storage_path=storage_path,
@@ -91,11 +98,12 @@ def train_flow(dataset: str, preset: str = "quick", overrides: list[str] | None 
     info = spec["dataset"]
     log.info("dataset %s: %s clips (train %s, val %s, test %s)", info["uri"], info["shape"][0],
              info["splits"]["train"], info["splits"]["val"], info["splits"]["test"])
-    result = train_task(spec)
+    result = train_task(spec, phases.to_dict())
     out = out_dir or str(settings.state / "runs" / Path(result["run_dir"]).name)
-    summary = finish_task(result, out, s3=s3)
+    summary = finish_task(result, out, s3=s3, phases=phases.to_dict())
     if summary.get("model_version"):
         link_model_version(uri, summary["registered_model"], summary["model_version"])
+    phases.done(f"registered {summary.get('model_uri')}" if summary.get("model_uri") else "done")
     log.info("registered %s (test MSE/frame %.2f vs persistence %.2f)", summary.get("model_uri"),
              summary["test_mse"], summary["persistence_mse"])
     return summary

@@ -53,7 +53,7 @@ from predrnn.errors import PredrnnError
 
 SERVICES = ("s3", "mlflow", "prefect", "ray", "worker")
 STATE_FILE = "stack.json"
-SECRET_SETTINGS = frozenset({"s3_secret_key"})
+SECRET_SETTINGS = frozenset({"s3_secret_key", "failure_webhook"})
 # MLflow accounts of the stack: the admin (user management), the pipeline (runs, model versions) and the
 # promoter (the only non-admin that moves @champion: the `promoter` role of predrnn.tracking.auth_app)
 ADMIN_USER, PIPELINE_USER, PROMOTER_USER = "admin", "pipeline", "promoter"
@@ -109,6 +109,11 @@ class StackSettings(BaseSettings):
     s3_region: str = "us-east-1"
     buckets: list[str] = Field(default_factory=lambda: ["mlflow", "datasets", "ray", "radar", "nowcasts"])
     startup_timeout_s: float = 180.0
+    # where a failed or crashed run of these deployments is reported (a Prefect automation posting JSON
+    # {"text", "subject", "body"}: Slack, Teams, Mattermost or any HTTP receiver); kept as a secret of a
+    # Prefect block, never in a state file or a log. None: no notification
+    failure_webhook: SecretStr | None = None
+    notify_deployments: list[str] = Field(default_factory=lambda: ["nightly-retrain", "nightly-retrain-small"])
     # Ray's token: the user's own (RAY_AUTH_TOKEN_PATH, as every predrnn command takes it), else generated
     ray_auth_token_path: Path | None = Field(default=None, validation_alias="RAY_AUTH_TOKEN_PATH")
 
@@ -150,7 +155,8 @@ class StackSettings(BaseSettings):
             if name == "ray_auth_token_path":
                 shown = str(self.ray_token_path)
             elif name in SECRET_SETTINGS:
-                shown = "********" if value is not None else f"(generated in {self.secrets_dir})"
+                shown = ("********" if value is not None else "(none)" if name == "failure_webhook"
+                         else f"(generated in {self.secrets_dir})")
             else:
                 shown = ",".join(value) if isinstance(value, list) else str(value)
             source = "environment" if var in env else ".env" if var in in_file else "default"
@@ -758,6 +764,46 @@ class Stack:
             "actions": [{"type": "change-flow-run-state", "state": "CRASHED",
                          "message": f"no heartbeat for {self.s.zombie_after_s} s: its process or machine is gone"}]})
 
+    def _install_failure_notification(self) -> str | None:
+        """With ``failure_webhook`` set: a Prefect automation that posts to it when a flow run of one of
+        ``notify_deployments`` ends Failed or Crashed, with the deployment, the run's name, its state message
+        and its page in the UI. The URL is a secret value of a ``custom-webhook`` block (shown masked in the
+        UI), so neither the automation nor a log holds it. Replaces older copies; returns the automation's
+        id (None: no webhook set, older copies removed)."""
+        name = "predrnn: notify a failed run"
+        block = "predrnn-failure-webhook"
+        for old in self._prefect_api("/automations/filter", {"automations": {"name": {"any_": [name]}}}):
+            self._prefect_api(f"/automations/{old['id']}", method="DELETE")
+        with contextlib.suppress(urllib.error.HTTPError):  # none yet
+            doc = self._prefect_api(f"/block_types/slug/custom-webhook/block_documents/name/{block}", method="GET")
+            self._prefect_api(f"/block_documents/{doc['id']}", method="DELETE")
+        if self.s.failure_webhook is None:
+            return None
+        kind = self._prefect_api("/block_types/slug/custom-webhook", method="GET")
+        (schema,) = self._prefect_api("/block_schemas/filter", {
+            "block_schemas": {"block_type_id": {"any_": [kind["id"]]}}, "limit": 1})
+        doc = self._prefect_api("/block_documents/", {
+            "name": block, "block_type_id": kind["id"], "block_schema_id": schema["id"],
+            "data": {"name": "predrnn", "url": "{{url}}", "method": "POST", "timeout": 10,
+                     "allow_private_urls": True, "secrets": {"url": self.s.failure_webhook.get_secret_value()},
+                     "json_data": {"text": "{{subject}}\n{{body}}", "subject": "{{subject}}", "body": "{{body}}"}}})
+        body = ("Deployment: {{ deployment.name }}\nFlow run: {{ flow_run.name }} ({{ flow_run.id }})\n"
+                "State: {{ flow_run.state.name }}\nReason: {{ flow_run.state.message }}\n"
+                "Page: {{ flow_run|ui_url }}")
+        made = self._prefect_api("/automations/", {
+            "name": name, "enabled": True,
+            "description": f"a run of {', '.join(self.s.notify_deployments)} failed or crashed: post to the webhook",
+            "trigger": {"type": "event", "posture": "Reactive",
+                        "expect": ["prefect.flow-run.Failed", "prefect.flow-run.Crashed"],
+                        "match": {"prefect.resource.id": "prefect.flow-run.*"},
+                        "match_related": {"prefect.resource.role": "deployment",
+                                          "prefect.resource.name": list(self.s.notify_deployments)},
+                        "for_each": ["prefect.resource.id"], "threshold": 1, "within": 0},
+            "actions": [{"type": "send-notification", "block_document_id": doc["id"],
+                         "subject": "{{ deployment.name }}: run {{ flow_run.name }} {{ flow_run.state.name }}",
+                         "body": body}]})
+        return str(made["id"])
+
     # -- public API ----------------------------------------------------------------------------------
 
     def _health_checks(self) -> dict[str, Callable[[], bool]]:
@@ -785,7 +831,7 @@ class Stack:
         s.preflight()  # seconds, before any process starts
         self.root.mkdir(parents=True, exist_ok=True)
         t0 = time.monotonic()
-        state: dict[str, Any] = {"settings": json.loads(s.model_dump_json(exclude={"s3_secret_key"})),
+        state: dict[str, Any] = {"settings": json.loads(s.model_dump_json(exclude=set(SECRET_SETTINGS))),
                                  "urls": s.urls(), "services": {}}
         procs: dict[str, subprocess.Popen[bytes]] = {}
 
@@ -821,6 +867,9 @@ class Stack:
                 raise errors[0]
             if "mlflow" in s.services:
                 self.ensure_mlflow_accounts()
+            if "prefect" in s.services and self._install_failure_notification():
+                echo(f"{'prefect':8} failed or crashed runs of {', '.join(s.notify_deployments)} are posted to "
+                     "the failure webhook")
             if "worker" in s.services:
                 if "prefect" not in s.services:
                     raise StackError("the worker needs the prefect service")

@@ -17,7 +17,8 @@ class DatasetInfo:
     """What training records about its data: the resolved version URI, its shape and what its values are
     (``values``: a :class:`predrnn.config.ValuesConfig` as a dict, normalisation from the training split),
     and ``place`` (:func:`place_of`): the grid, variables, time step and reader options of a gridded
-    source, which a nowcast checks an archive against (empty for video and arrays)."""
+    source, which a nowcast checks an archive against (empty for video and arrays); ``content_hash``: the
+    SHA-256 of its content."""
 
     uri: str
     name: str
@@ -27,6 +28,7 @@ class DatasetInfo:
     splits: dict[str, int]
     values: dict[str, Any] = field(default_factory=dict)
     place: dict[str, Any] = field(default_factory=dict)
+    content_hash: str = ""  # SHA-256 of the version's content (the version id is its first 16 hex digits)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -140,4 +142,4 @@ def validate_dataset(cfg: ExperimentConfig, uri: str, *, world_size: int = 1, fo
                            "ingest a test source or pass --test-fraction to ingest")
     return DatasetInfo(uri=str(version.uri), name=str(version.name), version=str(version.version),
                        shape=shape, dtype=str(version.dtype), splits=splits, values=asdict(values),
-                       place=place_of(version.attrs))
+                       place=place_of(version.attrs), content_hash=str(version.attrs.get("content_hash", "")))

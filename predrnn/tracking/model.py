@@ -21,21 +21,37 @@ MODEL_NAME = "model"
 
 
 def signature(cfg: ExperimentConfig) -> Any:
-    """The pyfunc signature: no input schema, float32 output, ``params={"horizon": N}``.
+    """The pyfunc signature: what ``predict`` takes and gives, as MLflow shows it under Schema.
 
-    MLflow would pin one dtype and one context length from an input schema, while a forecast takes any
-    T_in >= 1, integers 0..255 or floats of any width, and (without layer norm) any frame size divisible
-    by the patch; the model checks its input itself (:func:`predrnn.predict.check_context`) and answers
-    a bad one with a one-line error (HTTP 400 in ``serve``).
+    Input: the context (clips, T_in, H, W, C) with any number of clips and any context length T_in >= 1;
+    an image model takes 8-bit levels (uint8 0..255), a field model float32 in the data's units (NaN = no
+    data). H and W are the trained frame size with layer norm, else any (multiples of the patch size).
+    Output: the forecast (clips, horizon, H, W, C) float32 in the data's units; ``params={"horizon": N}``.
+
+    MLflow enforces the input's dtype exactly (:func:`mlflow.pyfunc.load_model`'s ``predict``); ``predict``,
+    ``forecast`` and ``serve`` take more (image floats in [0, 1], integer levels of any width, fields of any
+    float width: :func:`predrnn.predict.check_context`), checked by the model itself.
     """
     from mlflow.models import ModelSignature
     from mlflow.types import ParamSchema, ParamSpec, Schema, TensorSpec
 
     d = cfg.data
     size = (d.img_height, d.img_width) if cfg.model.layer_norm else (-1, -1)
-    return ModelSignature(inputs=None,
+    return ModelSignature(inputs=Schema([TensorSpec(input_dtype(cfg), (-1, -1, *size, d.img_channel))]),
                           outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, -1, *size, d.img_channel))]),
                           params=ParamSchema([ParamSpec("horizon", "long", d.total_length - d.input_length)]))
+
+
+def input_dtype(cfg: ExperimentConfig) -> np.dtype:
+    """The dtype of the input schema: uint8 for an image model (8-bit levels), float32 for a field."""
+    return np.dtype(np.float32) if cfg.values.kind == "field" else np.dtype(np.uint8)
+
+
+def schema_example(cfg: ExperimentConfig, example: np.ndarray) -> np.ndarray:
+    """Context clips in the data's units (images as floats in [0, 1]) as the input schema's dtype."""
+    if input_dtype(cfg) == np.uint8:
+        return np.clip(np.rint(np.asarray(example, np.float64) * 255.0), 0, 255).astype(np.uint8)
+    return np.asarray(example, np.float32)
 
 
 def log_forecaster(client: Any, experiment_id: str, run_id: str, model_dir: str | Path, cfg: ExperimentConfig,
@@ -63,7 +79,7 @@ def log_forecaster(client: Any, experiment_id: str, run_id: str, model_dir: str 
             meta = Model(artifact_path=MODEL_NAME, run_id=run_id, model_id=logged.model_id)
             mlflow.pyfunc.save_model(str(local), mlflow_model=meta, python_model=forecast_model_class()(),
                                      artifacts={"model_dir": str(model_dir)}, code_paths=[str(package_dir)],
-                                     signature=signature(cfg), input_example=example.astype(np.float32),
+                                     signature=signature(cfg), input_example=schema_example(cfg, example),
                                      pip_requirements=reqs)
             client.log_model_artifacts(logged.model_id, str(local))
     except BaseException:
@@ -74,7 +90,7 @@ def log_forecaster(client: Any, experiment_id: str, run_id: str, model_dir: str 
 
 
 def register_forecaster(tracker: Any, run_id: str, model_dir: str | Path, cfg: ExperimentConfig, example: np.ndarray,
-                        *, version_tags: dict[str, Any]) -> dict[str, Any]:
+                        *, version_tags: dict[str, Any], description: str | None = None) -> dict[str, Any]:
     """Log the model directory as a pyfunc forecaster of run ``run_id`` and register it as a new version of
     ``cfg.tracking.registered_model`` with alias ``challenger``, through ``tracker``'s client.
 
@@ -82,7 +98,8 @@ def register_forecaster(tracker: Any, run_id: str, model_dir: str | Path, cfg: E
         tracker: a :class:`predrnn.tracking.Tracker` on the run's store.
         model_dir: a directory written by :func:`predrnn.checkpoint.save_model_dir`.
         example: context clips (B >= 2, input_length, H, W, C) float32 used as the input example.
-        version_tags: tags set on the new model version (dataset, test metrics).
+        version_tags: tags set on the new model version (dataset, the gate's test scores).
+        description: the version's description (markdown).
 
     Returns:
         ``{"name", "version", "model_uri" (models:/NAME/VERSION), "logged_model_uri", "alias"}``.
@@ -94,7 +111,7 @@ def register_forecaster(tracker: Any, run_id: str, model_dir: str | Path, cfg: E
     with contextlib.suppress(Exception):  # already registered
         client.create_registered_model(name)
     mv = client.create_model_version(name, source=location, run_id=run_id, model_id=model_id,
-                                     tags={k: str(v) for k, v in version_tags.items()})
+                                     tags={k: str(v) for k, v in version_tags.items()}, description=description)
     client.set_registered_model_alias(name, CHALLENGER, mv.version)
     return {"name": name, "version": int(mv.version), "model_uri": f"models:/{name}/{mv.version}",
             "logged_model_uri": f"models:/{model_id}", "alias": f"models:/{name}@{CHALLENGER}"}

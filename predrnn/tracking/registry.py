@@ -147,7 +147,7 @@ def compare(candidate: float | None, champion: float | None, *, margin: float = 
 
 
 def metric_tag(score: str) -> str:
-    """The version tag a score is recorded under at registration: ``mse`` -> ``test_mse``."""
+    """The run metric a score's test mean is logged under at registration: ``mse`` -> ``test_mse``."""
     return score if score.startswith("test_") else f"test_{score}"
 
 
@@ -186,19 +186,30 @@ def _short(err: BaseException) -> str:
 
 def version_metric(model_name: str, version: int, metric: str = DEFAULT_METRIC, *,
                    tracking_uri: str | None = None) -> tuple[float | None, str | None]:
-    """``(value, dataset)`` of a version's test metric tag (written at registration) and its dataset tag."""
+    """``(value, dataset)`` of a version's test score (:func:`_metric_of`) and the dataset it was measured on."""
     uri = resolve_tracking_uri(tracking_uri)
     return _metric_of(_client(uri), model_name, version, metric, uri)
 
 
 def _metric_of(client: Any, name: str, version: int, metric: str, uri: str) -> tuple[float | None, str | None]:
+    """A version's ``metric`` (``test_mse``, ``test_csi_m``, ``test_persistence_mse`` ...) and its ``dataset``
+    tag (``NAME@VERSION``): the metric of the run that registered it (every score's mean over lead times is
+    logged there), else a version tag of that name (versions registered before the scores moved to the run)."""
     try:
         mv = client.get_model_version(name, str(version))
     except Exception as err:
         raise RegistryError(f"cannot read version {version} of {name!r} from {uri}: "
                             f"{type(err).__name__}: {_short(err)}") from err
     tags = mv.tags or {}
-    raw = tags.get(metric)
+    raw: Any = None
+    if mv.run_id:
+        try:
+            raw = client.get_run(mv.run_id).data.metrics.get(metric)
+        except Exception as err:
+            raise RegistryError(f"cannot read the run {mv.run_id} of {name!r} v{version} from {uri}: "
+                                f"{type(err).__name__}: {_short(err)}") from err
+    if raw is None:
+        raw = tags.get(metric)
     try:
         value = float(raw) if raw is not None else None
     except ValueError:
@@ -262,11 +273,18 @@ def _move_alias(client: Any, name: str, alias: str, target: int, previous: int |
     raise RegistryError(f"moving {alias!r} of {name!r} to version {target} failed on {uri} ({cause}); {state}")
 
 
-def _record(client: Any, name: str, version: int, tags: dict[str, str], description: str | None = None) -> None:
+DECISION_MARK = "<!-- promotion -->"  # the version description's decision section starts here (invisible)
+
+
+def _record(client: Any, name: str, version: int, tags: dict[str, str], decision: str | None = None) -> None:
+    """Set ``tags`` on the version and, with ``decision`` (markdown), put it under the description written at
+    registration (a section replacing the previous decision's)."""
     for k, v in tags.items():
         client.set_model_version_tag(name, str(version), k, v)
-    if description is not None:
-        client.update_model_version(name, str(version), description=description)
+    if decision is not None:
+        before = (client.get_model_version(name, str(version)).description or "").split(DECISION_MARK)[0].rstrip()
+        text = f"{before}\n\n{DECISION_MARK}\n\n{decision}" if before else f"{DECISION_MARK}\n\n{decision}"
+        client.update_model_version(name, str(version), description=text)
 
 
 def record_failure(model_name: str, version: int, error: str, *, tracking_uri: str, wait_s: float = 0.0,
@@ -316,8 +334,8 @@ def promote(model_name: str, version: int, *, force: bool = False, margin: float
             first_must_beat: tuple[str, float | None] | None = None) -> Decision:
     """Make ``version`` the champion if it beats the current champion by ``margin`` (or ``force``).
 
-    Without explicit values the versions' ``metric`` tags (written at registration) are compared,
-    and only if both were evaluated on the same dataset. A flow that evaluated both models on the
+    Without explicit values the versions' ``metric`` test scores (their runs' metrics, :func:`_metric_of`)
+    are compared, and only if both were evaluated on the same dataset. A flow that evaluated both models on the
     same held-out test version passes ``candidate_value``, ``champion_value`` and ``dataset``.
 
     Args:
@@ -325,11 +343,11 @@ def promote(model_name: str, version: int, *, force: bool = False, margin: float
         version: the candidate version.
         force: move the alias whatever the comparison says (the comparison is still recorded).
         margin: relative improvement required, e.g. 0.01 for 1 % lower ``metric``.
-        metric: a score's version tag (``test_mse``, ``test_csi_m``, ``test_csi_2``, ``test_fss_2_n9`` ...:
-            :func:`metric_tag` of a :func:`predrnn.scorecard.summary_values` name); recorded at registration.
+        metric: a test score of the versions' runs (``test_mse``, ``test_csi_m``, ``test_csi_2``, ``test_fss_2_n9`` ...:
+            :func:`metric_tag` of a :func:`predrnn.scorecard.summary_values` name); logged at registration.
         lower_is_better: the metric's direction; default from its name (:func:`predrnn.scorecard.lower_is_better`).
         tracking_uri: MLflow store (default: ``$MLFLOW_TRACKING_URI`` or the local SQLite).
-        candidate_value, champion_value: measured values that replace the tags.
+        candidate_value, champion_value: measured values that replace the recorded scores.
         dataset: the dataset both values were measured on (recorded).
         alias: the alias to move.
         promoter: the account that moves the alias on a tracking server whose ``champion`` only promoters

@@ -167,10 +167,11 @@ class Tracker:
         return run_id
 
     def log_dataset(self, run_id: str, dataset: dict[str, Any], context: str = "training") -> None:
-        """Record the dataset version as a run input (source = its resolved URI)."""
+        """Record the resolved dataset version as a run input: name ``NAME@VERSION``, digest the version id
+        (the content hash's first 16 hex digits), source its URI, and a profile with the full SHA-256
+        ``content_hash``, the clip count and the splits (``dataset``: :meth:`predrnn.data.info.DatasetInfo.to_dict`)."""
         from mlflow.data.dataset_source_registry import resolve_dataset_source
-        from mlflow.data.meta_dataset import MetaDataset
-        from mlflow.entities import DatasetInput, InputTag
+        from mlflow.entities import Dataset, DatasetInput, InputTag
 
         uri = str(dataset.get("uri", ""))
         try:
@@ -181,10 +182,14 @@ class Tracker:
             from mlflow.data.http_dataset_source import HTTPDatasetSource
 
             source = HTTPDatasetSource(uri)
-        name = f"{dataset.get('name', 'dataset')}@{dataset.get('version', '')}"
-        meta = MetaDataset(source=source, name=name,  # type: ignore[abstract]
-                           digest=str(dataset.get("version", ""))[:36])
-        entity = meta._to_mlflow_entity()
+        shape = list(dataset.get("shape") or [])
+        profile = {"content_hash": dataset.get("content_hash", ""), "clips": shape[0] if shape else None,
+                   "splits": dataset.get("splits", {})}
+        schema = {"clips": {"shape": shape, "dtype": dataset.get("dtype", ""),
+                            "axes": ["clip", "time", "y", "x", "channel"]}}
+        entity = Dataset(name=f"{dataset.get('name', 'dataset')}@{dataset.get('version', '')}",
+                         digest=str(dataset.get("version", ""))[:36], source_type=source._get_source_type(),
+                         source=source.to_json(), schema=json.dumps(schema), profile=json.dumps(profile))
         self.client.log_inputs(run_id, datasets=[DatasetInput(entity, tags=[InputTag("mlflow.data.context",
                                                                                       context)])])
 

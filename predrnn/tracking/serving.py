@@ -47,6 +47,13 @@ def scoring_app(model_path: str | Path, token: str | None, precision: str = "fp3
     inner = pyfunc.unwrap_python_model()
     if hasattr(inner, "precision"):  # a predrnn forecaster
         inner.precision = normalise(precision)
+        sig = pyfunc.metadata.signature
+        if sig is not None and sig.inputs is not None:
+            # The model checks a request itself (dtype, range, shape: predict.check_context). MLflow would cast
+            # the JSON to the schema's dtype first, truncating an image model's floats in [0, 1] to uint8 zeros.
+            from mlflow.models import ModelSignature
+
+            pyfunc.metadata.signature = ModelSignature(inputs=None, outputs=sig.outputs, params=sig.params)
     app = init(pyfunc)
     import mlflow
 

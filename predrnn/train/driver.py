@@ -67,6 +67,20 @@ class TrainResult:
         return cls(**{**data, "spec": RunSpec.from_dict(data["spec"])})
 
 
+def warm_start_params(spec: RunSpec, resolved: str | None) -> dict[str, str]:
+    """How a new run's weights start, as MLflow params: ``warm_start`` (``none``, ``weights`` or ``fork``),
+    ``warm_start.from`` (the reference given, or the parent run) and ``warm_start.version`` (the registry
+    version it resolved to, ``models:/NAME/VERSION``)."""
+    if spec.init_weights:
+        out = {"warm_start": "weights", "warm_start.from": spec.init_weights}
+        if resolved and resolved != spec.init_weights:
+            out["warm_start.version"] = resolved
+        return out
+    if spec.fork_checkpoint:
+        return {"warm_start": "fork", "warm_start.from": spec.tags.get("fork.parent_run_id", "")}
+    return {"warm_start": "none"}
+
+
 def initial_weights(cfg: ExperimentConfig, ref: str, tracking_uri: str | None,
                     cache_dir: Path | None = None) -> dict[str, Any]:
     """The state dict of ``ref`` (model directory or registry URI; a registry version kept in ``cache_dir``),
@@ -121,7 +135,16 @@ def train(spec: RunSpec, *, max_failures: int = 2, log_every: int | None = None,
     t0 = time.perf_counter()
     cfg, uri, s3, run_dir = spec.cfg, spec.tracking_uri, spec.s3, spec.run_dir
     cache = Path(spec.state_dir) / "models" if spec.state_dir else None
-    init_state = initial_weights(cfg, spec.init_weights, uri, cache) if spec.init_weights else None
+    init_ref = spec.init_weights
+    if init_ref and init_ref.startswith("models:/") and uri:  # one fixed version, loaded and recorded
+        from predrnn.tracking.model import pinned_ref
+        from predrnn.tracking.runs import TrackingError
+
+        try:
+            init_ref = pinned_ref(init_ref, uri) or init_ref
+        except TrackingError as err:
+            raise TrainError(f"cannot load the warm-start weights {spec.init_weights}: {err}") from err
+    init_state = initial_weights(cfg, init_ref, uri, cache) if init_ref else None
     tracker = None
     run_id = spec.mlflow_run_id
     if uri:
@@ -132,7 +155,8 @@ def train(spec: RunSpec, *, max_failures: int = 2, log_every: int | None = None,
             run_id = tracker.start_run(cfg, dataset=spec.dataset.to_dict(), run_name=spec.run_name,
                                        tags={"ray.storage_path": spec.storage_path, "ray.run_name": spec.run_name,
                                              "workers": str(cfg.compute.num_workers), **spec.tags})
-            tracker.log_params(run_id, {"precision": spec.precision})  # compute.amp as resolved for the workers
+            # compute.amp as resolved for the workers; how the weights started, so Compare tells the runs apart
+            tracker.log_params(run_id, {"precision": spec.precision, **warm_start_params(spec, init_ref)})
         else:  # a resumed run: the same MLflow run continues
             tracker.reopen_run(run_id)
             tracker.set_tags(run_id, {"resume.precision": spec.precision})

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -53,8 +54,44 @@ def log_scorecard(tracker: Any, run_id: str, cards: dict[str, dict[str, Any]], s
                 tracker.log_metrics(run_id, values, step=lead)
 
 
+def score_means(cards: dict[str, dict[str, Any]], split: str) -> dict[str, float]:
+    """Every score's mean over the lead times (:func:`predrnn.scorecard.summary_values`) as run metrics:
+    ``test_csi_m``, ``test_fss_2_n9`` ... for the model and ``test_persistence_csi_m`` ... for each
+    baseline; what a promotion gate on that score reads (:func:`predrnn.tracking.registry.promote`)."""
+    from predrnn.scorecard import summary_values
+
+    out: dict[str, float] = {}
+    for who, card in cards.items():
+        prefix = split if who == "model" else f"{split}_{who}"
+        out.update({f"{prefix}_{k}": float(v) for k, v in summary_values(card).items()})
+    return out
+
+
+HEADLINE = ("mse", "mae", "csi_m")  # the description's rows, then each CSI threshold
+
+
+def version_description(cards: dict[str, dict[str, Any]], *, split: str, dataset: str, units: str,
+                        iterations: Any, run_name: str) -> str:
+    """A model version's description (markdown): what it was trained on and its headline test scores
+    beside each baseline's (means over the lead times, in the data's units ``units``)."""
+    from predrnn.scorecard import summary_values
+
+    means = {who: summary_values(card) for who, card in cards.items()}
+    rows = [k for k in HEADLINE if k in means["model"]]
+    rows += sorted((k for k in means["model"] if k.startswith("csi_") and k[4:].replace(".", "", 1).isdigit()),
+                   key=lambda k: float(k[4:]))
+    who = list(means)
+    lines = [f"Trained on `{dataset}` ({iterations} iterations, run `{run_name}`); scores on its {split} split, "
+             f"the mean over lead times{f', in {units}' if units else ''}.", "",
+             "| score | " + " | ".join(who) + " |", "|---|" + "---|" * len(who)]
+    lines += [f"| {k} | " + " | ".join(f"{means[w][k]:.4g}" if k in means[w] else "" for w in who) + " |"
+              for k in rows]
+    return "\n".join(lines)
+
+
 def finish(result: Any, *, out_dir: str | Path, split: str = "test", register: bool = True,
-           source: ClipSource | None = None, s3: S3Settings | None = None) -> dict[str, Any]:
+           source: ClipSource | None = None, s3: S3Settings | None = None,
+           on_phase: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Evaluate the best checkpoint on ``split``, write pictures, log everything, register the model.
 
     Args:
@@ -62,6 +99,8 @@ def finish(result: Any, *, out_dir: str | Path, split: str = "test", register: b
         out_dir: where the GIF, PNG grid, plot and metrics JSON are written.
         register: log the model to MLflow and register a new version with alias ``challenger``.
         s3: S3 settings for a checkpoint on ``s3://`` (default the ones the run was trained with).
+        on_phase: called with ``"evaluating"`` before the evaluation and ``"registering"`` before the
+            model is logged and registered (e.g. a flow's progress report).
 
     Returns:
         A summary dict (paths, metrics, model URIs, ``iterations``: the last trained iteration,
@@ -78,7 +117,7 @@ def finish(result: Any, *, out_dir: str | Path, split: str = "test", register: b
         tracker = Tracker(result.tracking_uri, check=False)
     try:
         summary = _finish(result, tracker, out_dir=out_dir, split=split, register=register, source=source,
-                          s3=getattr(result, "s3", None) if s3 is None else s3)
+                          s3=getattr(result, "s3", None) if s3 is None else s3, on_phase=on_phase or _quiet)
     except Exception as err:
         if tracker is not None:
             tracker.end_run(result.run_id, "FAILED", error=f"final evaluation failed: {type(err).__name__}: {err}")
@@ -92,9 +131,15 @@ def finish(result: Any, *, out_dir: str | Path, split: str = "test", register: b
     return summary
 
 
+def _quiet(phase: str) -> None:
+    return None
+
+
 def _finish(result: Any, tracker: Any, *, out_dir: str | Path, split: str, register: bool,
-            source: ClipSource | None, s3: S3Settings | None) -> dict[str, Any]:
+            source: ClipSource | None, s3: S3Settings | None, on_phase: Callable[[str], None]) -> dict[str, Any]:
     from predrnn.checkpoint import load_model_dir
+
+    on_phase("evaluating")
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -140,27 +185,26 @@ def _finish(result: Any, tracker: Any, *, out_dir: str | Path, split: str, regis
     }
     if tracker is not None:  # test metrics and pictures belong to the run, registered or not
         flat = evaluation_metrics(metrics, split)
+        flat.update({k: v for k, v in score_means(cards, split).items() if k not in flat})
         tracker.log_metrics(result.run_id, flat, step=cfg.optim.max_iterations)
         log_scorecard(tracker, result.run_id, cards, split)
         for path in (pics["png"], pics["gif"], plot, out / "config.json", out / f"{split}_metrics.json",
                      *card_files):
             tracker.log_artifact(result.run_id, path, "evaluation")
     if register and tracker is not None:
-        from predrnn.scorecard import summary_values
-
+        on_phase("registering")
         ds = source.open(split, length=cfg.data.total_length, rank=0, world_size=1)
         example = load_batch(ds, [0, 1 % len(ds)])[:, : cfg.data.input_length].numpy()
-        tags = {"dataset": result.dataset["uri"], "dataset_version": result.dataset.get("version", ""),
-                f"{split}_mse": f"{flat[f'{split}_mse']:.4f}",
-                f"{split}_persistence_mse": f"{flat[f'{split}_persistence_mse']:.4f}",
-                f"{split}_ssim": f"{flat.get(f'{split}_ssim', float('nan')):.4f}",
-                "checkpoint": result.best_checkpoint, "units": cfg.values.units,
-                # every score's mean over lead times, for a promotion gate on that score (registry.metric_tag)
-                **{f"{split}_{k}": f"{v:.6g}" for k, v in summary_values(cards["model"]).items()
-                   if k not in ("mse", "ssim")}}
+        dataset = f"{result.dataset.get('name', 'dataset')}@{result.dataset.get('version', '')}"
+        # a handful of tags a registry page can show: the rest are the run's metrics and the description
+        tags = {"dataset": dataset, f"{split}_mse": f"{flat[f'{split}_mse']:.6g}",
+                f"{split}_persistence_mse": f"{flat[f'{split}_persistence_mse']:.6g}"}
         from predrnn.tracking.model import register_forecaster
 
-        reg = register_forecaster(tracker, result.run_id, model_dir, cfg, example, version_tags=tags)
+        description = version_description(cards, split=split, dataset=dataset, units=units,
+                                          iterations=summary["iterations"], run_name=Path(result.run_dir).name)
+        reg = register_forecaster(tracker, result.run_id, model_dir, cfg, example, version_tags=tags,
+                                  description=description)
         summary.update(model_uri=reg["model_uri"], model_alias_uri=reg["alias"],
                        logged_model_uri=reg["logged_model_uri"], registered_model=reg["name"],
                        model_version=reg["version"])

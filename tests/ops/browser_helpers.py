@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import urllib.parse
 from collections.abc import Iterator
@@ -160,3 +161,14 @@ def mlflow_model_alias(page: Any, url: str, model: str, version: str, alias: str
     assert alias in text, f"alias {alias!r} not on version {version}'s row: {text!r}"
     page.keyboard.press("Escape")
     shot(page, "mlflow-model-champion")
+
+
+def mlflow_model_version(page: Any, url: str, model: str, version: str, name: str) -> None:
+    """The version's page renders its description as markdown (a table of scores, no raw ``|---|``) and shows
+    its input schema."""
+    page.goto(f"{url}/#/models/{model}/versions/{version}")
+    cell = page.locator("td").filter(has_text=re.compile(r"^\s*mse\s*$"))
+    cell.first.wait_for()
+    page.keyboard.press("Escape")
+    assert page.get_by_text("|---|").count() == 0, "the description shows as raw markdown"
+    shot(page, name)

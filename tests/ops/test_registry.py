@@ -25,18 +25,47 @@ NAME = "gate-model"
 
 
 def add_version(uri: str, test_mse: float, dataset: str = "ds@v1", persistence_mse: float = 99.0,
-                **scores: float) -> int:
-    """A registered version whose registration tags carry a test MSE, persistence's and other scores (as
-    training writes them)."""
+                as_tags: bool = False, **scores: float) -> int:
+    """A registered version as training registers it: its run holds the test scores as metrics (``test_mse``,
+    ``test_persistence_mse``, ``test_csi_m`` ...) and the version a ``dataset`` tag; ``as_tags``: the scores
+    as version tags and no run (versions registered before the scores moved to the run)."""
     from mlflow import MlflowClient
 
     client = MlflowClient(uri, uri)
     with contextlib.suppress(Exception):  # already registered
         client.create_registered_model(NAME)
-    tags = {"test_mse": f"{test_mse:.4f}", "test_persistence_mse": f"{persistence_mse:.4f}",
-            "dataset": dataset, **{f"test_{k}": f"{v:.6g}" for k, v in scores.items()}}
-    mv = client.create_model_version(NAME, "file:///nonexistent/model", tags=tags)
+    values = {"test_mse": test_mse, "test_persistence_mse": persistence_mse,
+              **{f"test_{k}": v for k, v in scores.items()}}
+    if as_tags:
+        tags = {"dataset": dataset, **{k: f"{v:.6g}" for k, v in values.items()}}
+        return int(client.create_model_version(NAME, "file:///nonexistent/model", tags=tags).version)
+    exp = client.get_experiment_by_name("gate") or client.get_experiment(client.create_experiment("gate"))
+    run = client.create_run(exp.experiment_id)
+    for k, v in values.items():
+        client.log_metric(run.info.run_id, k, v, step=8)
+    mv = client.create_model_version(NAME, "file:///nonexistent/model", run_id=run.info.run_id,
+                                     tags={"dataset": dataset, "test_mse": f"{test_mse:.6g}"})
     return int(mv.version)
+
+
+def test_the_gate_reads_the_runs_scores_and_a_legacy_versions_tags(uri):
+    """The scores live on the registering run (a version carries a handful of tags); a version registered
+    with score tags only is still read."""
+    from mlflow import MlflowClient
+
+    legacy = add_version(uri, 2.0, as_tags=True, csi_m=0.30)
+    assert promote(NAME, legacy, tracking_uri=uri, metric="test_csi_m", first_must_beat=("persistence", 0.1)).promoted
+    newer = add_version(uri, 2.0, csi_m=0.40)
+    assert "test_csi_m" not in MlflowClient(uri, uri).get_model_version(NAME, str(newer)).tags
+    decision = promote(NAME, newer, tracking_uri=uri, metric="test_csi_m")
+    assert decision.promoted and decision.comparison["candidate"] == pytest.approx(0.40)
+    assert decision.comparison["champion"] == pytest.approx(0.30)
+    # the run's metric is what counts, not a stale tag of the same name
+    client = MlflowClient(uri, uri)
+    stale = add_version(uri, 5.0)
+    client.set_model_version_tag(NAME, str(stale), "test_mse", "0.001")
+    refused = promote(NAME, stale, tracking_uri=uri)
+    assert not refused.promoted and refused.comparison["candidate"] == pytest.approx(5.0)
 
 
 @pytest.fixture

@@ -31,6 +31,7 @@ import pytest
 from browser_helpers import (
     browser_page,
     mlflow_model_alias,
+    mlflow_model_version,
     prefect_custom_run,
     prefect_deployment_listed,
     prefect_deployment_parameters,
@@ -38,7 +39,7 @@ from browser_helpers import (
     shot,
 )
 from listeners import Watch, exposed, group_family
-from ops_helpers import TINY
+from ops_helpers import TINY, Receiver
 
 from infra.stack import Stack, StackError, StackSettings, _group_alive, free_ports
 
@@ -83,6 +84,7 @@ class Shared:
         self.timings: dict[str, float] = {}
         self.groups: list[int] = []
         self.dataset: str | None = None
+        self.receiver: Receiver | None = None
 
     @property
     def api(self) -> str:
@@ -103,13 +105,15 @@ def shared() -> Iterator[Shared]:
     """One stack for the module: on the default ports on a clean state folder (else free ports, saying why),
     up and deployed once, down at the end whatever happened."""
     root = Path(tempfile.mkdtemp(prefix="predrnn-stack-"))
-    settings = StackSettings(state_dir=root)
+    receiver = Receiver()  # the failure webhook: a failed or crashed nightly posts here
+    settings = StackSettings(state_dir=root, failure_webhook=receiver.url("/hooks/e2e"))
     taken = None
     try:
         settings.preflight()
     except StackError as err:
         taken, settings = str(err), settings.with_free_ports()
     sh = Shared(Stack(settings), taken)
+    sh.receiver = receiver
     import base64
 
     PREFECT_AUTH["Authorization"] = "Basic " + base64.b64encode(sh.stack.secrets.prefect_auth_string().encode()
@@ -126,6 +130,7 @@ def shared() -> Iterator[Shared]:
         yield sh
     finally:
         sh.stack.down(echo=print)
+        receiver.close()
         print("timings (s):", {k: round(v, 1) for k, v in sh.timings.items()})
 
 
@@ -287,6 +292,14 @@ def test_stack_nightly_promote_predict_serve(shared, tmp_path, monkeypatch):
         assert "### scorecard" in report and "persistence MSE/frame" in report
         progress = next(a for a in arts if a["key"] == "nightly-progress")  # training progress in the UI
         assert progress["type"] == "progress" and float(progress["data"]) == 100.0, progress
+        assert "promoted" in progress["description"], progress  # the bar ends on the decision
+        logs = [rec["message"] for rec in _api(api, "/logs/filter", {
+            "logs": {"flow_run_id": {"any_": [done["id"]]}}, "sort": "TIMESTAMP_ASC", "limit": 200})]
+        phases = ["1 of 7: checking the data", "2 of 7: starting Ray", "3 of 7: training (iteration",
+                  "4 of 7: evaluating", "5 of 7: registering", "6 of 7: comparing with the champion",
+                  "7 of 7: promoting"]
+        at = [next((i for i, line in enumerate(logs) if line.startswith(f"phase {p}")), -1) for p in phases]
+        assert -1 not in at and at == sorted(at), logs  # each phase in the log as it starts, in order
         run_md = next(a["data"] for a in arts if a["key"] == "nightly-mlflow-run")
         assert "MLflow run `" in run_md
 
@@ -315,6 +328,27 @@ def test_stack_nightly_promote_predict_serve(shared, tmp_path, monkeypatch):
         mv = client.get_model_version_by_alias("predrnn-v2", "champion")
         assert mv.version == "1" and mv.tags[DECISION_TAG] == "promoted"
         run = client.get_run(mv.run_id)
+        # a registry people read: a handful of tags, no path of this machine, a markdown description
+        assert len(mv.tags) <= 10 and mv.tags["dataset"] == shared.dataset.rsplit("/", 1)[1], mv.tags
+        local = [str(Path.home()), str(stack.s.state_dir.absolute()), "/tmp/"]
+        assert not [v for v in (*mv.tags.values(), mv.description) if any(p in v for p in local)], mv.tags
+        assert "| mse |" in mv.description and "promoted" in mv.description
+        # the dataset input is the resolved version (not @latest), with its content hash
+        (ds_input,) = run.inputs.dataset_inputs
+        assert ds_input.dataset.name == mv.tags["dataset"] and "@latest" not in ds_input.dataset.name
+        assert json.loads(ds_input.dataset.profile)["content_hash"].startswith(ds_input.dataset.digest)
+        assert run.data.params["warm_start"] == "none"  # the first nightly starts from scratch
+        # the input schema takes a 15-frame uint8 context
+        import mlflow
+        from mlflow.models.utils import _enforce_schema
+
+        mlflow.set_tracking_uri(uri)
+        try:
+            schema = mlflow.models.get_model_info(f"models:/{MODEL}/1").signature.inputs
+        finally:
+            mlflow.set_tracking_uri(None)
+        ctx15 = np.zeros((1, 15, 32, 32, 1), np.uint8)
+        assert _enforce_schema(ctx15, schema) is ctx15
         assert run.info.artifact_uri.startswith("mlflow-artifacts:")
         keys = [o["Key"] for o in stack.s3_client().list_objects_v2(Bucket="mlflow").get("Contents", [])]
         assert any(k.endswith("MLmodel") for k in keys)  # the model's files are on S3
@@ -330,6 +364,7 @@ def test_stack_nightly_promote_predict_serve(shared, tmp_path, monkeypatch):
             prefect_run_page(page, ui, done["id"], "Completed", log_text="dataset s3://datasets/nightly@",
                              artifact_key="nightly-progress")
             mlflow_model_alias(page, uri, "predrnn-v2", "1", "champion")
+            mlflow_model_version(page, uri, "predrnn-v2", "1", "mlflow-model-version")
             page.goto(link)
             page.get_by_text(run.info.run_name, exact=True).first.wait_for()
             shot(page, "mlflow-run-from-prefect")
@@ -418,6 +453,10 @@ def test_a_crashed_nightly_run_frees_its_slot_and_the_next_scheduled_run_complet
     stack.restart("worker", kill=True, echo=print)  # the worker comes back: the cut-off run is settled
     state = _api(api, f"/flow_runs/{cut['id']}", method="GET")["state"]
     assert state["type"] == "CRASHED" and "worker was restarted" in state["message"], state
+    assert shared.receiver is not None  # the failure webhook was told, with the run, its state and its page
+    note = shared.receiver.wait_for(cut["name"])
+    assert note["subject"] == f"nightly-retrain: run {cut['name']} Crashed", note
+    assert "worker was restarted" in note["body"] and f"/runs/flow-run/{cut['id']}" in note["body"], note
     with shared.browser() as page:
         prefect_run_page(page, api.removesuffix("/api"), cut["id"], "Crashed", log_text="dataset s3://datasets/nightly@",
                          name="prefect-flow-run-crashed")
@@ -444,6 +483,9 @@ def test_a_crashed_nightly_run_frees_its_slot_and_the_next_scheduled_run_complet
     assert client.get_model_version_by_alias(MODEL, "champion").version == "1"
     refused = max(versions)
     assert versions[refused]["promotion.decision"] == "refused", versions[refused]
+    assert len(versions[refused]) <= 10, versions[refused]
+    warm = client.get_run(client.get_model_version(MODEL, str(refused)).run_id).data.params
+    assert warm["warm_start"] == "weights" and warm["warm_start.from"] == "models:/predrnn-v2/1", warm
     shared.refused = refused
 
 
@@ -472,7 +514,8 @@ def test_evaluate_and_promote_flows_and_the_registry_commands(shared, monkeypatc
         # fp32, as registration scored it (auto is bf16 on a CPU with native bf16)
         ev = evaluate_flow(model=f"models:/{MODEL}@champion", dataset=shared.dataset, precision="fp32")
         assert ev["clips"] > 0 and ev["mse"] > 0 and ev["dataset"] == shared.dataset and ev["precision"] == "fp32"
-        assert ev["mse"] == pytest.approx(float(client.get_model_version(MODEL, "1").tags["test_mse"]), rel=1e-6)
+        v1_run = client.get_model_version(MODEL, "1").run_id
+        assert ev["mse"] == pytest.approx(client.get_run(v1_run).data.metrics["test_mse"], rel=1e-6)
 
         out = promote_flow(version=candidate, dataset=shared.dataset, margin=0.99)
         assert out["promoted"] is False and out["champion"] == 1 and "is not below" in out["reason"]

@@ -81,7 +81,15 @@ def test_static_field_end_to_end_in_mm_per_hour(local_ray, static_rain, tmp_path
                               "--horizon", "6"])
     assert res.exit_code == 2 and "has clips of 8 frames; context + horizon need 10" in res.output
     version = client.get_model_version("predrnn-v2", "1")
-    assert version.tags["units"] == "mm/h" and float(version.tags["test_csi_m"]) >= 0.0
+    assert "in mm/h" in version.description and "| csi_m |" in version.description
+    assert client.get_run(version.run_id).data.metrics["test_csi_m"] >= 0.0
+    previous = os.environ.get("MLFLOW_TRACKING_URI")
+    mlflow.set_tracking_uri(tracking)
+    try:
+        (spec,) = mlflow.models.get_model_info("models:/predrnn-v2/1").signature.inputs.inputs
+    finally:
+        mlflow.set_tracking_uri(previous)
+    assert spec.type == np.dtype(np.float32) and spec.shape[:2] == (-1, -1)  # a field: float32 in mm/h
 
     # the same forecast in mm/h from the model directory, the registered model and the HTTP server
     test_ctx = clips[-2:, :4, ..., None].copy()  # (clips, T_in, H, W, C) in mm/h, NaN where there is no data

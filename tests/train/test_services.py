@@ -9,6 +9,7 @@ import sys
 import time
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -75,7 +76,7 @@ def test_remote_tracking_server(local_ray, mlflow_server, tiny_dataset, tmp_path
         model = mlflow.pyfunc.load_model("models:/predrnn-v2@challenger")
     finally:
         mlflow.set_tracking_uri(previous)
-    assert model.predict(np.zeros((2, 4, 32, 32, 1), np.float32)).shape == (2, 4, 32, 32, 1)
+    assert model.predict(np.zeros((2, 4, 32, 32, 1), np.uint8)).shape == (2, 4, 32, 32, 1)  # its input schema
 
 
 @pytest.mark.prefect
@@ -85,9 +86,50 @@ def test_train_flow(local_ray, tiny_dataset, tracking_uri, tmp_path, monkeypatch
     from flows.train import train_flow
 
     monkeypatch.setenv("PREDRNN_STATE_DIR", str(tmp_path / "state"))
-    with prefect_test_harness(server_startup_timeout=90):
-        summary = train_flow(dataset=tiny_dataset, preset="quick", overrides=TINY, workers=2,
-                             tracking_uri=tracking_uri, storage_path=str(tmp_path / "runs"))
+    import logging
+
+    class Lines(logging.Handler):
+        def __init__(self) -> None:
+            super().__init__()
+            self.lines: list[str] = []
+
+        def emit(self, record: logging.LogRecord) -> None:
+            self.lines.append(record.getMessage())
+
+    seen = Lines()
+    loggers = [logging.getLogger(name) for name in ("prefect.flow_runs", "prefect.task_runs")]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.addHandler(seen)
+        logger.setLevel(logging.INFO)
+    try:
+        with prefect_test_harness(server_startup_timeout=90):
+            state = train_flow(dataset=tiny_dataset, preset="quick", overrides=TINY, workers=2,
+                               tracking_uri=tracking_uri, storage_path=str(tmp_path / "runs"), return_state=True)
+            summary = state.result()
+            progress = _progress_artifact("train-progress")
+    finally:
+        for logger, level in zip(loggers, levels, strict=True):
+            logger.removeHandler(seen)
+            logger.setLevel(level)
+    lines = seen.lines
     assert summary["model_uri"] == "models:/predrnn-v2/1"
+    # progress in phases, each in the log as it starts, in order; the bar ends at 100 % with what was made
+    phases = ["1 of 5: resolving the run", "2 of 5: starting Ray", "3 of 5: training (iteration",
+              "4 of 5: evaluating", "5 of 5: registering"]
+    at = [next((i for i, line in enumerate(lines) if line.startswith(f"phase {p}")), -1) for p in phases]
+    assert -1 not in at and at == sorted(at), lines
+    assert any("iteration 8 of 8" in line for line in lines), lines
+    assert progress.data == 100.0 and progress.description.startswith("registered models:/predrnn-v2/1"), progress
     assert Path(summary["gif"]).is_file() and str(tmp_path / "state") in summary["gif"]
     assert summary["test_mse"] > 0 and len(summary["persistence_mse_per_frame"]) == 4
+
+
+def _progress_artifact(key: str) -> Any:
+    """The progress artifact ``key`` of the harness's server."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+    with get_client(sync_client=True) as client:
+        (art,) = client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key])))
+    return art

@@ -113,36 +113,54 @@ def test_two_workers_track_and_register(local_ray, tiny_dataset, tracking_uri, t
     artifacts = {a.path for a in client.list_artifacts(result.run_id, "evaluation")}
     assert {"evaluation/forecast.gif", "evaluation/forecast_grid.png", "evaluation/lead_time_metrics.png",
             "evaluation/config.json"} <= artifacts
+    (dataset_input,) = run.inputs.dataset_inputs
+    assert dataset_input.dataset.digest == result.dataset["version"]
+    profile = json.loads(dataset_input.dataset.profile)
+    assert profile["content_hash"].startswith(result.dataset["version"]) and len(profile["content_hash"]) == 64
+    assert run.data.params["warm_start"] == "none"  # from scratch; a warm start says so (the nightly e2e)
+    # every score's mean over lead times is a run metric (what a gate on that score reads), not a version tag
+    assert {"test_mae", "test_rmse", "test_persistence_mae"} <= set(run.data.metrics)
     version = client.get_model_version_by_alias("predrnn-v2", "challenger")
-    assert str(version.version) == "1" and version.tags["dataset"] == result.dataset["uri"]
+    assert str(version.version) == "1" and set(version.tags) == {"dataset", "test_mse", "test_persistence_mse"}
+    assert version.tags["dataset"] == f"tiny@{result.dataset['version']}"
     assert float(version.tags["test_mse"]) == pytest.approx(summary["test_mse"], rel=1e-3)
+    assert "| mse |" in version.description and "persistence" in version.description
 
     previous = os.environ.get("MLFLOW_TRACKING_URI")
     mlflow.set_tracking_uri(tracking_uri)
     try:
         pyfunc = mlflow.pyfunc.load_model("models:/predrnn-v2@challenger")
+        info = mlflow.models.get_model_info("models:/predrnn-v2@challenger")
     finally:
         mlflow.set_tracking_uri(previous)
-    context = np.random.default_rng(0).random((3, 4, 32, 32, 1), dtype=np.float32)
-    assert pyfunc.predict(context).shape == (3, 4, 32, 32, 1)
-    assert pyfunc.predict(context, params={"horizon": 6}).shape == (3, 6, 32, 32, 1)
-    # what predict accepts, the registered model accepts, with the same forecast: 8-bit levels as uint8 or
-    # int64 and their /255 floats of any width; any context length; (no layer norm) any frame size
+    # the input schema says what the pyfunc takes: 8-bit levels, any clip count and context length, any frame
+    (spec,) = info.signature.inputs.inputs
+    assert spec.type == np.dtype(np.uint8) and spec.shape == (-1, -1, -1, -1, 1)
+    from mlflow.models.utils import _enforce_schema
+
+    fifteen = np.random.default_rng(1).integers(0, 256, (2, 15, 32, 32, 1)).astype(np.uint8)
+    assert _enforce_schema(fifteen, info.signature.inputs) is fifteen
+    levels = fifteen[:, :4]
+    assert pyfunc.predict(levels).shape == (2, 4, 32, 32, 1)
+    assert pyfunc.predict(levels, params={"horizon": 6}).shape == (2, 6, 32, 32, 1)
+    # the registered model forecasts as the model does; floats are refused by the schema (predict, forecast and
+    # serve take them: the model checks a context itself)
     from predrnn.predict import forecast_array
 
-    levels = np.random.default_rng(1).integers(0, 256, (2, 4, 32, 32, 1)).astype(np.uint8)
     direct, direct_cfg = load_registered_model("models:/predrnn-v2/1", tracking_uri=tracking_uri)
     want = forecast_array(direct, direct_cfg, levels, 3)
-    for x in (levels, levels.astype(np.int64), levels.astype(np.float32) / 255, levels.astype(np.float64) / 255):
-        np.testing.assert_allclose(pyfunc.predict(x, params={"horizon": 3}), want, atol=1e-6, err_msg=str(x.dtype))
-    for t_in in (1, 10):
-        ctx = np.random.default_rng(t_in).random((2, t_in, 32, 32, 1))
+    np.testing.assert_allclose(pyfunc.predict(levels, params={"horizon": 3}), want, atol=1e-6)
+    np.testing.assert_allclose(forecast_array(direct, direct_cfg, levels.astype(np.float32) / 255, 3), want, atol=1e-6)
+    with pytest.raises(mlflow.exceptions.MlflowException, match="dtype of input float32 does not match"):
+        pyfunc.predict(levels.astype(np.float32) / 255)
+    for t_in in (1, 15):
+        ctx = fifteen[:, :t_in]
         np.testing.assert_allclose(pyfunc.predict(ctx, params={"horizon": 2}),
                                    forecast_array(direct, direct_cfg, ctx, 2), atol=1e-6)
-    wide = np.random.default_rng(2).random((2, 4, 16, 48, 1))
+    wide = np.random.default_rng(2).integers(0, 256, (2, 4, 16, 48, 1)).astype(np.uint8)
     assert pyfunc.predict(wide, params={"horizon": 2}).shape == (2, 2, 16, 48, 1)
     with pytest.raises(mlflow.exceptions.MlflowException, match=r"frames are \(16, 18, 1\); the model expects"):
-        pyfunc.predict(np.zeros((2, 4, 16, 18, 1), np.float32))
+        pyfunc.predict(np.zeros((2, 4, 16, 18, 1), np.uint8))
     model, loaded_cfg = load_registered_model("models:/predrnn-v2/1", tracking_uri=tracking_uri)
     assert loaded_cfg.data.img_height == 32 and sum(p.numel() for p in model.parameters()) > 0
 
@@ -150,6 +168,7 @@ def test_two_workers_track_and_register(local_ray, tiny_dataset, tracking_uri, t
 
     from predrnn.cli import app
 
+    context = np.random.default_rng(0).random((3, 4, 32, 32, 1), dtype=np.float32)  # predict takes floats too
     np.save(tmp_path / "ctx.npy", context)
     res = CliRunner().invoke(app, ["predict", "--model", "models:/predrnn-v2@challenger", "--input",
                                    str(tmp_path / "ctx.npy"), "--horizon", "5", "--output",
