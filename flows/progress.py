@@ -97,6 +97,7 @@ class Phases:
             acc += w
         self._edges = edges
         self.current: str | None = None
+        self._tenths = 0  # tenths of the current phase already written to the log
 
     @classmethod
     def create(cls, key: str, weights: dict[str, float]) -> Phases:
@@ -123,15 +124,21 @@ class Phases:
             KeyError: ``name`` is not one of the phases.
         """
         lo, _ = self._edges[name]
-        self.current = name
+        self.current, self._tenths = name, 0
         self._show(lo, detail)
 
     def within(self, fraction: float, detail: str) -> None:
-        """The current phase is ``fraction`` (0..1) done; ``detail`` says how far (e.g. the iteration)."""
+        """The current phase is ``fraction`` (0..1) done; ``detail`` says how far (e.g. the iteration).
+
+        The bar moves at every call; the log gets a line each time another tenth of the phase is done."""
         if self.current is None:
             return
         lo, hi = self._edges[self.current]
-        self._show(lo + (hi - lo) * min(max(fraction, 0.0), 1.0), detail)
+        fraction = min(max(fraction, 0.0), 1.0)
+        tenths = int(fraction * 10 + 1e-9)
+        log = tenths > self._tenths
+        self._tenths = max(self._tenths, tenths)
+        self._show(lo + (hi - lo) * fraction, detail, log=log)
 
     def done(self, detail: str = "done") -> None:
         """Every phase is done: the bar at 100 %."""
@@ -139,18 +146,20 @@ class Phases:
         text = f"{detail} (after {_minutes(time.time() - self.t0)})"
         self._update(100.0, text, text)
 
-    def _show(self, progress: float, detail: str) -> None:
+    def _show(self, progress: float, detail: str, log: bool = True) -> None:
         assert self.current is not None
         number = list(self.weights).index(self.current) + 1
         text = f"{number} of {len(self.weights)}: {self.current}" + (f" ({detail})" if detail else "")
-        self._update(progress, text, f"phase {text}; {_minutes(time.time() - self.t0)} since the start")
+        self._update(progress, text, f"phase {text}; {_minutes(time.time() - self.t0)} since the start" if log
+                     else None)
 
-    def _update(self, progress: float, description: str, line: str) -> None:
+    def _update(self, progress: float, description: str, line: str | None) -> None:
         from prefect import get_run_logger
         from prefect.artifacts import update_progress_artifact
 
         log = get_run_logger()
-        log.info("%s", line)
+        if line is not None:
+            log.info("%s", line)
         if self.artifact_id is None:
             return
         try:

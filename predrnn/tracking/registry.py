@@ -191,23 +191,19 @@ def version_metric(model_name: str, version: int, metric: str = DEFAULT_METRIC, 
     return _metric_of(_client(uri), model_name, version, metric, uri)
 
 
-def _metric_of(client: Any, name: str, version: int, metric: str, uri: str) -> tuple[float | None, str | None]:
+def _metric_of(client: Any, name: str, version: int, metric: str, uri: str,
+               read: dict[int, tuple[dict[str, float], dict[str, str]]] | None = None
+               ) -> tuple[float | None, str | None]:
     """A version's ``metric`` (``test_mse``, ``test_csi_m``, ``test_persistence_mse`` ...) and its ``dataset``
     tag (``NAME@VERSION``): the metric of the run that registered it (every score's mean over lead times is
-    logged there), else a version tag of that name (versions registered before the scores moved to the run)."""
-    try:
-        mv = client.get_model_version(name, str(version))
-    except Exception as err:
-        raise RegistryError(f"cannot read version {version} of {name!r} from {uri}: "
-                            f"{type(err).__name__}: {_short(err)}") from err
-    tags = mv.tags or {}
-    raw: Any = None
-    if mv.run_id:
-        try:
-            raw = client.get_run(mv.run_id).data.metrics.get(metric)
-        except Exception as err:
-            raise RegistryError(f"cannot read the run {mv.run_id} of {name!r} v{version} from {uri}: "
-                                f"{type(err).__name__}: {_short(err)}") from err
+    logged there), else a version tag of that name (versions registered before the scores moved to the run).
+
+    ``read``: versions already read (run metrics, version tags), filled here; one read per version."""
+    read = {} if read is None else read
+    if version not in read:
+        read[version] = _read_version(client, name, version, uri)
+    metrics, tags = read[version]
+    raw: Any = metrics.get(metric)
     if raw is None:
         raw = tags.get(metric)
     try:
@@ -215,6 +211,23 @@ def _metric_of(client: Any, name: str, version: int, metric: str, uri: str) -> t
     except ValueError:
         value = None
     return value, tags.get("dataset")
+
+
+def _read_version(client: Any, name: str, version: int, uri: str) -> tuple[dict[str, float], dict[str, str]]:
+    """``(run metrics, version tags)`` of one version; :class:`RegistryError` naming what could not be read."""
+    try:
+        mv = client.get_model_version(name, str(version))
+    except Exception as err:
+        raise RegistryError(f"cannot read version {version} of {name!r} from {uri}: "
+                            f"{type(err).__name__}: {_short(err)}") from err
+    metrics: dict[str, float] = {}
+    if mv.run_id:
+        try:
+            metrics = dict(client.get_run(mv.run_id).data.metrics)
+        except Exception as err:
+            raise RegistryError(f"cannot read the run {mv.run_id} of {name!r} v{version} from {uri}: "
+                                f"{type(err).__name__}: {_short(err)}") from err
+    return metrics, dict(mv.tags or {})
 
 
 class _AliasWriter:
@@ -379,12 +392,13 @@ def promote(model_name: str, version: int, *, force: bool = False, margin: float
         _settle_pending(client, model_name, alias, previous)
     except Exception as err:
         raise RegistryError(f"cannot read the versions of {model_name} at {uri}: {_short(err)}") from err
-    cand_val, cand_ds = _metric_of(client, model_name, version, metric, uri)
+    read: dict[int, tuple[dict[str, float], dict[str, str]]] = {}  # each version read once
+    cand_val, cand_ds = _metric_of(client, model_name, version, metric, uri, read)
     if candidate_value is not None:
         cand_val, cand_ds = candidate_value, dataset or cand_ds
     champ_val, champ_ds = (None, None)
     if previous is not None and previous != version:
-        champ_val, champ_ds = _metric_of(client, model_name, previous, metric, uri)
+        champ_val, champ_ds = _metric_of(client, model_name, previous, metric, uri, read)
         if champion_value is not None:
             champ_val, champ_ds = champion_value, dataset or champ_ds
     comparison = compare(cand_val, champ_val, margin=margin, metric=metric, lower_is_better=lower)
@@ -412,7 +426,8 @@ def promote(model_name: str, version: int, *, force: bool = False, margin: float
     if previous is None and must_beat is None:  # the first model is gated too: it must beat a baseline
         must_beat = first_must_beat
         if must_beat is None and metric == "test_mse":
-            must_beat = ("persistence", _metric_of(client, model_name, version, "test_persistence_mse", uri)[0])
+            must_beat = ("persistence", _metric_of(client, model_name, version, "test_persistence_mse", uri,
+                                                         read)[0])
         if must_beat is None or must_beat[1] is None:
             ok = False
             reason = (f"no {alias} yet, and no baseline's {metric} to beat: evaluate on a dataset (the promote "

@@ -54,29 +54,32 @@ def log_scorecard(tracker: Any, run_id: str, cards: dict[str, dict[str, Any]], s
                 tracker.log_metrics(run_id, values, step=lead)
 
 
-def score_means(cards: dict[str, dict[str, Any]], split: str) -> dict[str, float]:
-    """Every score's mean over the lead times (:func:`predrnn.scorecard.summary_values`) as run metrics:
-    ``test_csi_m``, ``test_fss_2_n9`` ... for the model and ``test_persistence_csi_m`` ... for each
-    baseline; what a promotion gate on that score reads (:func:`predrnn.tracking.registry.promote`)."""
+def lead_time_means(cards: dict[str, dict[str, Any]]) -> dict[str, dict[str, float]]:
+    """Each scorecard's scores as means over the lead times (:func:`predrnn.scorecard.summary_values`),
+    keyed by who was scored (``model``, ``persistence``, each baseline)."""
     from predrnn.scorecard import summary_values
 
+    return {who: summary_values(card) for who, card in cards.items()}
+
+
+def score_means(means: dict[str, dict[str, float]], split: str) -> dict[str, float]:
+    """Every score's mean over the lead times (from :func:`lead_time_means`) as run metrics:
+    ``test_csi_m``, ``test_fss_2_n9`` ... for the model and ``test_persistence_csi_m`` ... for each
+    baseline; what a promotion gate on that score reads (:func:`predrnn.tracking.registry.promote`)."""
     out: dict[str, float] = {}
-    for who, card in cards.items():
+    for who, values in means.items():
         prefix = split if who == "model" else f"{split}_{who}"
-        out.update({f"{prefix}_{k}": float(v) for k, v in summary_values(card).items()})
+        out.update({f"{prefix}_{k}": float(v) for k, v in values.items()})
     return out
 
 
 HEADLINE = ("mse", "mae", "csi_m")  # the description's rows, then each CSI threshold
 
 
-def version_description(cards: dict[str, dict[str, Any]], *, split: str, dataset: str, units: str,
+def version_description(means: dict[str, dict[str, float]], *, split: str, dataset: str, units: str,
                         iterations: Any, run_name: str) -> str:
     """A model version's description (markdown): what it was trained on and its headline test scores
-    beside each baseline's (means over the lead times, in the data's units ``units``)."""
-    from predrnn.scorecard import summary_values
-
-    means = {who: summary_values(card) for who, card in cards.items()}
+    beside each baseline's (``means`` from :func:`lead_time_means`, in the data's units ``units``)."""
     rows = [k for k in HEADLINE if k in means["model"]]
     rows += sorted((k for k in means["model"] if k.startswith("csi_") and k[4:].replace(".", "", 1).isdigit()),
                    key=lambda k: float(k[4:]))
@@ -183,9 +186,10 @@ def _finish(result: Any, tracker: Any, *, out_dir: str | Path, split: str, regis
         "units": units, "scorecard": str(card_md),
         "iterations": iteration_of(result.latest_checkpoint) or (result.last_report or {}).get("iteration"),
     }
+    means = lead_time_means(cards)
     if tracker is not None:  # test metrics and pictures belong to the run, registered or not
         flat = evaluation_metrics(metrics, split)
-        flat.update({k: v for k, v in score_means(cards, split).items() if k not in flat})
+        flat.update({k: v for k, v in score_means(means, split).items() if k not in flat})
         tracker.log_metrics(result.run_id, flat, step=cfg.optim.max_iterations)
         log_scorecard(tracker, result.run_id, cards, split)
         for path in (pics["png"], pics["gif"], plot, out / "config.json", out / f"{split}_metrics.json",
@@ -201,7 +205,7 @@ def _finish(result: Any, tracker: Any, *, out_dir: str | Path, split: str, regis
                 f"{split}_persistence_mse": f"{flat[f'{split}_persistence_mse']:.6g}"}
         from predrnn.tracking.model import register_forecaster
 
-        description = version_description(cards, split=split, dataset=dataset, units=units,
+        description = version_description(means, split=split, dataset=dataset, units=units,
                                           iterations=summary["iterations"], run_name=Path(result.run_dir).name)
         reg = register_forecaster(tracker, result.run_id, model_dir, cfg, example, version_tags=tags,
                                   description=description)

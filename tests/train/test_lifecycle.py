@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from train_helpers import TINY, last_json, tiny_config
+from train_helpers import TINY, last_json, tiny_config, train_workers
 
 from predrnn.train import TrainError, configure, finish, prepare, train
 from predrnn.train.state import META_FILE, MODEL_DIR, iteration_of
@@ -158,19 +158,6 @@ def _weights(checkpoint: str) -> dict[str, torch.Tensor]:
     return model.state_dict()
 
 
-def _train_workers() -> list[int]:
-    out = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/cmdline", "rb") as fh:
-                    if b"RayTrainWorker" in fh.read():
-                        out.append(int(entry))
-            except OSError:
-                continue
-    return out
-
-
 def test_a_killed_run_resumes_from_its_latest_complete_checkpoint_exactly(local_ray, tiny_dataset, tracking_uri,
                                                                            tmp_path):
     """Checkpoints every 10, evaluation every 20 (checkpoints without an evaluation in between): a run
@@ -189,7 +176,7 @@ def test_a_killed_run_resumes_from_its_latest_complete_checkpoint_exactly(local_
         while time.time() < deadline:
             done = [p for p in (storage / name).glob("iter_*") if (p / META_FILE).exists()]
             if any((iteration_of(p.name) or 0) >= 20 for p in done):
-                for pid in _train_workers():
+                for pid in train_workers():
                     os.kill(pid, signal.SIGKILL)
                     killed["pid"] = pid
                 return

@@ -13,45 +13,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 from listeners import Watch
-from train_helpers import last_json, tiny_config
+from train_helpers import last_json, tiny_config, train_workers
 
 from predrnn.sampling import probabilities
 from predrnn.train import configure, finish, prepare, train
 from predrnn.train.state import META_FILE, STATE_FILE, iteration_of
 
 pytestmark = [pytest.mark.slow, pytest.mark.ray, pytest.mark.mlflow]
-
-
-def _descendants(pid: int) -> list[int]:
-    """Every process below ``pid`` (read from /proc; the tests' own Ray processes only)."""
-    children: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as fh:
-                ppid = int(fh.read().rsplit(")", 1)[1].split()[1])
-        except (OSError, IndexError, ValueError):
-            continue
-        children.setdefault(ppid, []).append(int(entry))
-    out, todo = [], [pid]
-    while todo:
-        for child in children.get(todo.pop(), []):
-            out.append(child)
-            todo.append(child)
-    return out
-
-
-def _train_workers() -> list[int]:
-    pids = []
-    for pid in _descendants(os.getpid()):
-        try:
-            with open(f"/proc/{pid}/cmdline", "rb") as fh:
-                if b"RayTrainWorker" in fh.read():
-                    pids.append(pid)
-        except OSError:
-            continue
-    return pids
 
 
 def test_ray_refuses_a_client_without_the_token(local_ray, tmp_path):
@@ -209,7 +177,7 @@ def test_worker_killed_mid_training_resumes_exactly(local_ray, tiny_dataset, tra
             # Reports are consumed in order through a queue of one, so once iteration 30 is on disk the
             # checkpoint of iteration 20 (at least) is registered and a restart must resume from it.
             if any(i is not None and i >= 30 for i in seen):
-                workers = _train_workers()
+                workers = train_workers()
                 if workers:
                     killed["seen"] = max(i for i in seen if i is not None)
                     killed["pid"] = workers[-1]

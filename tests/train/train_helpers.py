@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import socket
 
 from predrnn.config import ExperimentConfig, load_config
@@ -33,3 +34,36 @@ def last_json(output: str) -> dict:
         if line.startswith("{"):
             return json.loads(line)
     raise AssertionError(f"no JSON line in: {output[-2000:]}")
+
+
+def descendants(pid: int) -> list[int]:
+    """Every process below ``pid`` (read from /proc): this test process's own Ray processes only."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as fh:
+                ppid = int(fh.read().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        children.setdefault(ppid, []).append(int(entry))
+    out, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            out.append(child)
+            todo.append(child)
+    return out
+
+
+def train_workers() -> list[int]:
+    """The Ray Train worker processes of this test process's Ray (never another Ray's on the machine)."""
+    pids = []
+    for pid in descendants(os.getpid()):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as fh:
+                if b"RayTrainWorker" in fh.read():
+                    pids.append(pid)
+        except OSError:
+            continue
+    return pids
