@@ -5,17 +5,9 @@ from __future__ import annotations
 import logging
 
 import pytest
+from log_lines import Lines
 
 from flows.progress import Phases
-
-
-class Lines(logging.Handler):
-    def __init__(self) -> None:
-        super().__init__()
-        self.lines: list[str] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.lines.append(record.getMessage())
 
 
 @pytest.fixture

@@ -88,13 +88,7 @@ def test_train_flow(local_ray, tiny_dataset, tracking_uri, tmp_path, monkeypatch
     monkeypatch.setenv("PREDRNN_STATE_DIR", str(tmp_path / "state"))
     import logging
 
-    class Lines(logging.Handler):
-        def __init__(self) -> None:
-            super().__init__()
-            self.lines: list[str] = []
-
-        def emit(self, record: logging.LogRecord) -> None:
-            self.lines.append(record.getMessage())
+    from log_lines import Lines
 
     seen = Lines()
     loggers = [logging.getLogger(name) for name in ("prefect.flow_runs", "prefect.task_runs")]
