@@ -33,13 +33,10 @@ from flows.ingest import SourceKind, ingest_flow
 from flows.progress import NIGHTLY_PHASES, Phases, TrainingProgress, link_model_version
 from flows.promote import champion_task, gate_task
 from flows.settings import PipelineSettings
+from flows.settle import settle_task
 from predrnn.jobs.promote import gate_value
-from predrnn.scorecard import lower_is_better, markdown
+from predrnn.scorecard import lower_is_better, markdown, number
 from predrnn.tracking.registry import metric_tag
-
-
-def _fmt(v: float | None) -> str:
-    return "n/a" if v is None else f"{v:.4f}"
 
 
 @task(name="check-source", retries=2, retry_delay_seconds=5)
@@ -146,6 +143,7 @@ def nightly_retrain(
     phases = Phases.create("nightly", NIGHTLY_PHASES)
     phases.enter("checking the data")
 
+    settle_task(uri)  # MLflow runs (and task runs) a crashed earlier run left running end now
     src = check_source_task(kind, source, dataset_name, root, opts, settings.s3())
     if src["existing"]:
         dataset = src["existing"]
@@ -174,7 +172,7 @@ def nightly_retrain(
     new = evaluate_task(f"models:/{name}/{version}", test_uri, "test", 0, uri,
                       cache_dir=str(settings.model_cache), s3=s3)
     new_val = gate_value(new, metric)
-    rows = [f"| v{version} (new) | {new['mse']:.4f} | {new['persistence_mse']:.4f} | {_fmt(new_val)} | "
+    rows = [f"| v{version} (new) | {number(new['mse'])} | {number(new['persistence_mse'])} | {number(new_val)} | "
             f"{new['clips']} |"]
     champ_val, old = None, None
     cards = {f"v{version} (new)": new["scores"]["model"]}
@@ -183,20 +181,18 @@ def nightly_retrain(
                       cache_dir=str(settings.model_cache), s3=s3)
         champ_val = gate_value(old, metric)
         cards[f"v{champion} (champion)"] = old["scores"]["model"]
-        rows.append(f"| v{champion} (champion) | {old['mse']:.4f} | {old['persistence_mse']:.4f} | "
-                    f"{_fmt(champ_val)} | {old['clips']} |")
+        rows.append(f"| v{champion} (champion) | {number(old['mse'])} | {number(old['persistence_mse'])} | "
+                    f"{number(champ_val)} | {old['clips']} |")
     cards.update({who: card for who, card in new["scores"].items() if who != "model"})  # every baseline
     units = f" ({new['units']})" if new.get("units") else ""
     report += ["", f"evaluated on the test split of `{new['dataset']}`{units}:", "",
                f"| model | test MSE/frame | persistence | {metric} | clips |", "|---|---|---|---|---|", *rows, "",
                "### scorecard", "", markdown(cards, units=new.get("units", "")), ""]
 
-    phases.enter("promoting")
+    phases.enter("promotion gate")
     decision = gate_task(name, version, force=False, margin=gate_margin, tracking_uri=uri, candidate=new,
                          champion=old if champion is not None else None, metric=metric_tag(metric))
-    verdict = (f"promoted v{version} to champion" if decision["promoted"]
-               else f"kept champion v{decision['champion']}" if decision["champion"] is not None
-               else f"v{version} not promoted (no champion yet)")
+    verdict = decision["verdict"]
     report += [f"**decision**: {verdict}. {decision['reason']}.", "", decision["markdown"]]
     _report(report)
     log.info("%s: %s", verdict, decision["reason"])

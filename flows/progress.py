@@ -1,12 +1,12 @@
 """Progress where the user looks: a flow's phases on one Prefect progress artifact, and the MLflow run.
 
 :class:`Phases` is a flow's list of phases (checking the data, starting Ray, training, evaluating,
-registering, comparing, promoting), each with its share of the bar; entering one moves the progress
+registering, comparing, the promotion gate), each with its share of the bar; entering one moves the progress
 artifact ``<key>-progress`` to its start, names it in the artifact's description and writes a line in
 the flow-run log. Tasks get it as a dict and move the same artifact.
 
 Training runs in Ray workers that log their metrics to the MLflow run. While the task waits on it,
-:class:`TrainingProgress` reads the run's latest logged iteration every few seconds and moves the bar
+:class:`TrainingProgress` reads the run's latest logged iteration every second and moves the bar
 within the training phase (iteration, ETA); until the first iteration is logged the phase is "starting
 Ray". At the start it publishes the MLflow run (id, store, a link to its page in its experiment) as a
 markdown artifact and tags the run with the Prefect flow run's page, so each leads to the other.
@@ -24,10 +24,13 @@ FLOW_RUN_TAG = "prefect.flow_run"  # on the MLflow run and the model version: th
 
 
 def flow_run_url() -> str | None:
-    """The Prefect UI page of the flow run this code runs in (None outside a flow run)."""
+    """The Prefect UI page of the flow run this code runs in (None outside a flow run), at the UI's own path
+    ``<ui>/runs/flow-run/<id>`` (the one its links and the failure notification use)."""
     from prefect.runtime import flow_run
+    from prefect.settings import PREFECT_UI_URL
 
-    return flow_run.ui_url
+    run_id, ui = flow_run.id, PREFECT_UI_URL.value()
+    return f"{str(ui).rstrip('/')}/runs/flow-run/{run_id}" if run_id and ui else None
 
 
 def link_run(tracking_uri: str, run_id: str) -> str | None:
@@ -65,7 +68,7 @@ def link_model_version(tracking_uri: str, name: str, version: int | str) -> None
 
 
 NIGHTLY_PHASES = {"checking the data": 5, "starting Ray": 10, "training": 50, "evaluating": 10, "registering": 5,
-                  "comparing with the champion": 15, "promoting": 5}
+                  "comparing with the champion": 15, "promotion gate": 5}
 TRAIN_PHASES = {"resolving the run": 5, "starting Ray": 10, "training": 65, "evaluating": 15, "registering": 5}
 
 
@@ -178,7 +181,7 @@ class TrainingProgress:
         every_s: seconds between two reads of the run's metrics.
     """
 
-    def __init__(self, phases: Phases, total: int, tracking_uri: str | None, every_s: float = 5.0) -> None:
+    def __init__(self, phases: Phases, total: int, tracking_uri: str | None, every_s: float = 1.0) -> None:
         self.phases, self.total, self.uri, self.every_s = phases, max(1, int(total)), tracking_uri, every_s
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None

@@ -62,7 +62,7 @@ def publish_decision(decision: dict[str, Any], extra: str = "") -> None:
     """The decision as a Prefect artifact (key ``promotion``)."""
     create_markdown_artifact(key="promotion", markdown=decision["markdown"] + ("\n\n" + extra if extra else ""),
                              description=f"{decision['model']} v{decision['candidate']}: "
-                                         f"{'promoted' if decision['promoted'] else 'kept the champion'}")
+                                         f"{decision['verdict']}")
 
 
 @flow(name="promote", log_prints=True)

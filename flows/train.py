@@ -15,6 +15,7 @@ from prefect import flow, get_run_logger, task
 
 from flows.progress import TRAIN_PHASES, Phases, TrainingProgress, link_model_version
 from flows.settings import PipelineSettings
+from flows.settle import settle_task
 
 
 @task(name="check-tracking", retries=2, retry_delay_seconds=5)
@@ -92,6 +93,7 @@ def train_flow(dataset: str, preset: str = "quick", overrides: list[str] | None 
     phases = Phases.create("train", TRAIN_PHASES)
     phases.enter("resolving the run")
     uri = check_tracking_task(settings.tracking(tracking_uri))
+    settle_task(uri)  # MLflow runs (and task runs) a crashed earlier run left running end now
     spec = prepare_task(preset, list(overrides or []), dataset, workers, tracking_uri=uri,
                         state_dir=str(settings.state), storage_path=storage_path,
                         ray_address=ray_address or settings.ray_address, s3=s3)

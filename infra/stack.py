@@ -117,12 +117,15 @@ class StackSettings(BaseSettings):
     # Ray's token: the user's own (RAY_AUTH_TOKEN_PATH, as every predrnn command takes it), else generated
     ray_auth_token_path: Path | None = Field(default=None, validation_alias="RAY_AUTH_TOKEN_PATH")
 
+    def moved_by_the_base(self, name: str) -> bool:
+        """Whether setting ``name`` is a port that ``port_base`` moved (a port not set on its own)."""
+        return (bool(self.port_base) and name not in self.model_fields_set
+                and (name.endswith("_port") or name.startswith("ray_worker_port_")))
+
     @model_validator(mode="after")
     def _ports_moved_by_the_base(self) -> StackSettings:
-        if not self.port_base:
-            return self
         for name in type(self).model_fields:
-            if not (name.endswith("_port") or name.startswith("ray_worker_port_")) or name in self.model_fields_set:
+            if not self.moved_by_the_base(name):
                 continue
             moved = getattr(self, name) + self.port_base
             if moved > 65535:
@@ -140,8 +143,8 @@ class StackSettings(BaseSettings):
 
     def described(self, env: dict[str, str] | None = None,
                   dotenv: Path | None = Path(".env")) -> list[tuple[str, str, str]]:
-        """``[(PREDRNN_STACK_<NAME>, value, source)]`` for every setting; source is ``environment``, ``.env``
-        or ``default``; the S3 secret is masked."""
+        """``[(PREDRNN_STACK_<NAME>, value, source)]`` for every setting; source is ``environment``, ``.env``,
+        ``default`` or, for a port the base moved, ``default + PORT_BASE <base>``; the S3 secret is masked."""
         env = dict(os.environ) if env is None else env
         in_file: set[str] = set()
         if dotenv is not None and dotenv.is_file():
@@ -159,7 +162,8 @@ class StackSettings(BaseSettings):
                          else f"(generated in {self.secrets_dir})")
             else:
                 shown = ",".join(value) if isinstance(value, list) else str(value)
-            source = "environment" if var in env else ".env" if var in in_file else "default"
+            source = ("environment" if var in env else ".env" if var in in_file
+                      else f"default + PORT_BASE {self.port_base}" if self.moved_by_the_base(name) else "default")
             out.append((var, shown, source))
         return out
 

@@ -18,7 +18,9 @@ LOWER_IS_BETTER = {"mse": True, "mae": True, "rmse": True, "far": True, "psnr": 
                    "csi": False, "pod": False, "hss": False, "fss": False}
 
 
-def _fmt(v: Any, digits: int = 4) -> str:
+def number(v: Any, digits: int = 4) -> str:
+    """A score as reports show it: ``digits`` significant digits (``132.8``, ``43.01``, ``0.4123``), ``n/a``
+    for None; anything else as ``str``. One format for every table, reason and log line of a report."""
     return "n/a" if v is None else f"{v:.{digits}g}" if isinstance(v, float) else str(v)
 
 
@@ -71,7 +73,7 @@ def markdown(cards: dict[str, dict[str, Any]], *, units: str = "",
         cells = []
         for who in names:
             c = cards[who]
-            cells += [_fmt(c["mse"][i]), _fmt(c.get("rmse", [None] * n)[i])]
+            cells += [number(c["mse"][i]), number(c.get("rmse", [None] * n)[i])]
         lines.append(f"| {i + 1} | " + " | ".join(cells) + " |")
     for key, label in (("csi", "CSI"), ("pod", "POD"), ("far", "FAR"), ("hss", "HSS")):
         cols = [(t,) for t in first.get(key, {})]
@@ -107,7 +109,7 @@ def _score_table(cards: dict[str, dict[str, Any]], title: str, key: str, cols: S
     lines = ["", title, "", "| lead | " + " | ".join(f"{who} {'/'.join(c)}" for c in cols for who in names) + " |",
              "|---|" + "---|" * (len(cols) * len(names))]
     for i in range(n):
-        cells = [_fmt(value(cards[who], c, i), 3) for c in cols for who in names]
+        cells = [number(value(cards[who], c, i), 3) for c in cols for who in names]
         lines.append(f"| {i + 1} | " + " | ".join(cells) + " |")
     return lines
 

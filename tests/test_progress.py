@@ -43,7 +43,7 @@ def test_each_phase_starts_at_its_share_of_the_bar_and_is_logged_in_order(phases
         "phase 2 of 3: training (iteration 4 of 8)", "phase 3 of 3: evaluating"]
     assert lines[4].startswith("registered v1 (after ") and moves[4][1] == lines[4]
     with pytest.raises(KeyError):
-        p.enter("promoting")
+        p.enter("promotion gate")
 
 
 def test_the_bar_moves_at_every_iteration_the_log_at_each_tenth(phases):

@@ -73,28 +73,52 @@ class Decision:
     comparison: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """The fields, plus ``verdict``."""
+        return {**asdict(self), "verdict": self.verdict}
+
+    @property
+    def verdict(self) -> str:
+        """The decision in a few words: ``promoted v3``, ``promoted v3 (forced)``, ``kept champion v2``, or
+        ``v1 not promoted`` when there was no champion to keep."""
+        if self.promoted:
+            return f"promoted v{self.candidate}" + (" (forced)" if self.forced else "")
+        if self.champion is not None:
+            return f"kept champion v{self.champion}"
+        return f"v{self.candidate} not promoted"
 
     def markdown(self) -> str:
-        """A short report for a Prefect artifact or a model-version description."""
+        """A short report for a Prefect artifact or a model-version description: the verdict, the reason,
+        and one row per bar the candidate had to clear (the champion's threshold, a baseline), each with
+        the value the candidate needed and whether it did."""
         c = self.comparison
-        verdict = "promoted" if self.promoted else "kept the champion"
-        lines = [f"## {self.model}: {verdict}", "", f"- candidate: version {self.candidate}",
-                 f"- champion before: {self.previous if self.previous is not None else 'none'}",
-                 f"- champion after: {self.champion if self.champion is not None else 'none'}",
-                 f"- forced: {self.forced}", f"- reason: {self.reason}"]
-        if c:
-            bound = "must be <=" if c.get("lower_is_better", True) else "must be >="
-            lines += ["", f"| metric | candidate | champion | margin | {bound} |", "|---|---|---|---|---|",
-                      f"| {c.get('metric')} | {_fmt(c.get('candidate'))} | {_fmt(c.get('champion'))} | "
-                      f"{c.get('margin')} | {_fmt(c.get('threshold'))} |"]
-            if c.get("dataset"):
-                lines.append(f"\nevaluated on `{c['dataset']}`")
+        lines = [f"## {self.model}: {self.verdict}", "", f"- candidate: version {self.candidate}",
+                 f"- champion before: {'v' + str(self.previous) if self.previous is not None else 'none'}",
+                 f"- champion after: {'v' + str(self.champion) if self.champion is not None else 'none'}",
+                 f"- forced: {'yes' if self.forced else 'no'}", f"- reason: {self.reason}"]
+        rows = []
+        lower = c.get("lower_is_better", True)
+        if c.get("champion") is not None and self.previous is not None:
+            bound = "<=" if lower else ">="
+            rows.append(f"| champion v{self.previous} | {_fmt(c['champion'])} | {bound} {_fmt(c.get('threshold'))} "
+                        f"({_fmt(c.get('margin'))} margin) | {'yes' if c.get('better') else 'no'} |")
+        beat = c.get("must_beat")
+        if beat:
+            rows.append(f"| {beat['baseline']} baseline | {_fmt(beat.get('value'))} | {'<' if lower else '>'} "
+                        f"{_fmt(beat.get('value'))} | {'yes' if beat.get('beaten') else 'no'} |")
+        if c and rows:
+            lines += ["", f"candidate's {c.get('metric')}: {_fmt(c.get('candidate'))} "
+                          f"({'lower' if lower else 'higher'} is better)", "",
+                      f"| compared with | its {c.get('metric')} | candidate needed | cleared |", "|---|---|---|---|",
+                      *rows]
+        if c.get("dataset"):
+            lines.append(f"\nevaluated on `{c['dataset']}`")
         return "\n".join(lines)
 
 
 def _fmt(v: Any) -> str:
-    return f"{v:.6g}" if isinstance(v, float) else str(v)
+    from predrnn.scorecard import number
+
+    return number(v)
 
 
 def _connect(tracking_uri: str | None, action: str) -> tuple[str, Any]:

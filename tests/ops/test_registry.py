@@ -146,6 +146,9 @@ def test_the_first_model_must_beat_a_baseline_too(uri):
     assert not refused.promoted and current_champion(NAME, tracking_uri=uri, missing_ok=True) is None
     assert refused.reason == ("no champion yet; test_mse 10 does not beat the persistence baseline's 8 "
                               "on the same test split")
+    report = refused.markdown()  # what the artifact and the nightly report show: no champion to have kept
+    assert report.startswith(f"## {NAME}: v{lost} not promoted") and "None" not in report, report
+    assert "| persistence baseline | 8 | < 8 | no |" in report and "champion v" not in report, report
     assert MlflowClient(uri, uri).get_model_version(NAME, str(lost)).tags[DECISION_TAG] == "refused"
     unknown = promote(NAME, lost, tracking_uri=uri, metric="test_csi_m")  # no baseline CSI on record
     assert not unknown.promoted and "no baseline's test_csi_m to beat" in unknown.reason
@@ -161,10 +164,14 @@ def test_the_first_model_must_beat_a_baseline_too(uri):
     assert not no.promoted and "extrapolation baseline's 0.42" in no.reason
     forced = promote(NAME, lost, tracking_uri=uri, force=True)
     assert forced.promoted and forced.reason.startswith("forced; the gate would have refused: no champion yet")
+    assert forced.verdict == f"promoted v{lost} (forced)" and forced.to_dict()["verdict"] == forced.verdict
     assert MlflowClient(uri, uri).get_model_version(NAME, str(lost)).tags[DECISION_TAG] == "promoted"
     beats = add_version(uri, 7.0, persistence_mse=8.0)
     rollback_free = promote(NAME, beats, tracking_uri=uri)  # a champion now: compared with it, as before
     assert rollback_free.promoted and "champion v1" in rollback_free.reason
+    report = rollback_free.markdown()
+    assert report.startswith(f"## {NAME}: promoted v{beats}") and "None" not in report, report
+    assert f"| champion v{lost} | 10 | <= 9.9 (0.01 margin) | yes |" in report, report
 
 
 def test_a_baseline_to_beat_needs_a_known_name_and_a_dataset(uri):
@@ -188,6 +195,8 @@ def test_gate_refuses_worse_forces_and_rolls_back(uri):
     worse = add_version(uri, 10.5)
     refused = promote(NAME, worse, tracking_uri=uri, margin=0.01)
     assert not refused.promoted and refused.champion == v1 and "not below" in refused.reason
+    assert refused.markdown().startswith(f"## {NAME}: kept champion v{v1}"), refused.markdown()
+    assert f"| champion v{v1} | 10 | <= 9.9 (0.01 margin) | no |" in refused.markdown()
     assert current_champion(NAME, tracking_uri=uri) == v1
     client = MlflowClient(uri, uri)
     assert client.get_model_version(NAME, str(worse)).tags[DECISION_TAG] == "refused"

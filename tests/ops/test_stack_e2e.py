@@ -297,7 +297,7 @@ def test_stack_nightly_promote_predict_serve(shared, tmp_path, monkeypatch):
             "logs": {"flow_run_id": {"any_": [done["id"]]}}, "sort": "TIMESTAMP_ASC", "limit": 200})]
         phases = ["1 of 7: checking the data", "2 of 7: starting Ray", "3 of 7: training (iteration",
                   "4 of 7: evaluating", "5 of 7: registering", "6 of 7: comparing with the champion",
-                  "7 of 7: promoting"]
+                  "7 of 7: promotion gate"]
         at = [next((i for i, line in enumerate(logs) if line.startswith(f"phase {p}")), -1) for p in phases]
         assert -1 not in at and at == sorted(at), logs  # each phase in the log as it starts, in order
         run_md = next(a["data"] for a in arts if a["key"] == "nightly-mlflow-run")
@@ -315,9 +315,10 @@ def test_stack_nightly_promote_predict_serve(shared, tmp_path, monkeypatch):
         beaten = gate["candidate"] < gate["must_beat"]["value"]
         assert gate["must_beat"]["beaten"] is beaten
         if beaten:
-            assert "promoted v1 to champion" in report and "beats the persistence baseline's" in report, report
+            assert "**decision**: promoted v1. no champion yet" in report, report
+            assert "beats the persistence baseline's" in report, report
         else:  # 8 iterations rarely beat persistence: refused, then promoted by hand with --force, recorded
-            assert "v1 not promoted (no champion yet)" in report, report
+            assert "v1 not promoted. no champion yet; test_mse" in report, report
             assert "does not beat the persistence baseline's" in report, report
             from typer.testing import CliRunner
 
@@ -358,7 +359,7 @@ def test_stack_nightly_promote_predict_serve(shared, tmp_path, monkeypatch):
         link = run_md.split("](", 1)[1].split(")", 1)[0]
         assert run.info.experiment_id != "0"  # the runs live in experiment predrnn, not Default
         assert link == f"{uri}/#/experiments/{run.info.experiment_id}/runs/{mv.run_id}"
-        back = f"{ui}/flow-runs/flow-run/{done['id']}"
+        back = f"{ui}/runs/flow-run/{done['id']}"
         assert run.data.tags["prefect.flow_run"] == back and mv.tags["prefect.flow_run"] == back
         with shared.browser() as page:
             prefect_run_page(page, ui, done["id"], "Completed", log_text="dataset s3://datasets/nightly@",
@@ -481,6 +482,14 @@ def test_a_crashed_nightly_run_frees_its_slot_and_the_next_scheduled_run_complet
     client = MlflowClient(uri, uri)
     versions = {int(mv.version): mv.tags for mv in client.search_model_versions(f"name='{MODEL}'")}
     assert client.get_model_version_by_alias(MODEL, "champion").version == "1"
+    # what the cut-off run had opened, the next run ended: its MLflow run KILLED, its task runs no longer Running
+    cut_runs = [r for r in client.search_runs([e.experiment_id for e in client.search_experiments()])
+                if r.data.tags.get("prefect.flow_run", "").endswith(f"/runs/flow-run/{cut['id']}")]
+    assert [r.info.status for r in cut_runs] == ["KILLED"] and cut_runs[0].info.end_time, cut_runs
+    assert "Crashed" in cut_runs[0].data.tags["prefect.flow_run.ended"], cut_runs[0].data.tags
+    tasks = _api(api, "/task_runs/filter", {"flow_runs": {"id": {"any_": [cut["id"]]}}})
+    assert "train-new-model" in {t["name"].rsplit("-", 1)[0] for t in tasks}, tasks
+    assert not [t["name"] for t in tasks if t["state"]["type"] in ("PENDING", "RUNNING")], tasks
     refused = max(versions)
     assert versions[refused]["promotion.decision"] == "refused", versions[refused]
     assert len(versions[refused]) <= 10, versions[refused]

@@ -70,6 +70,10 @@ def test_one_port_base_moves_every_port_not_set_on_its_own(monkeypatch):
         assert getattr(moved, name) == want, name
     assert moved.prefect_api_url == "http://127.0.0.1:5210/api" and moved.ray_worker_port_min == 21400
     assert moved.mlflow_url == "http://127.0.0.1:7777"
+    source = {var: src for var, _, src in moved.described(dotenv=None)}  # `stack settings` says why each moved
+    assert source["PREDRNN_STACK_PREFECT_PORT"] == "default + PORT_BASE 1000"
+    assert source["PREDRNN_STACK_MLFLOW_PORT"] == source["PREDRNN_STACK_PORT_BASE"] == "environment"
+    assert source["PREDRNN_STACK_RAY_CPUS"] == "default"
     monkeypatch.setenv("PREDRNN_STACK_PORT_BASE", "30000")
     with pytest.raises(ValueError, match=r"PREDRNN_STACK_PORT_BASE=30000 moves \w+_port to \d+, beyond 65535"):
         StackSettings()

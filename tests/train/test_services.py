@@ -98,14 +98,35 @@ def test_train_flow(local_ray, tiny_dataset, tracking_uri, tmp_path, monkeypatch
         logger.setLevel(logging.INFO)
     try:
         with prefect_test_harness(server_startup_timeout=90):
+            cut_off, alive = _cut_off_runs(tracking_uri, tmp_path)
             state = train_flow(dataset=tiny_dataset, preset="quick", overrides=TINY, workers=2,
                                tracking_uri=tracking_uri, storage_path=str(tmp_path / "runs"), return_state=True)
             summary = state.result()
             progress = _progress_artifact("train-progress")
+            from prefect.client.orchestration import get_client
+
+            with get_client(sync_client=True) as client:
+                task_state = client.read_task_run(cut_off["task_run"]).state
     finally:
         for logger, level in zip(loggers, levels, strict=True):
             logger.removeHandler(seen)
             logger.setLevel(level)
+    from mlflow import MlflowClient
+
+    from flows.progress import FLOW_RUN_TAG
+    from flows.settle import ENDED_TAG
+
+    mlflow = MlflowClient(tracking_uri)
+    # what an earlier crashed run left running was ended by this one; a run still going was left alone
+    ended = mlflow.get_run(cut_off["mlflow_run"]).info
+    assert ended.status == "KILLED" and ended.end_time, ended
+    assert mlflow.get_run(cut_off["mlflow_run"]).data.tags[ENDED_TAG] == "its flow run ended Crashed: lost machine"
+    assert task_state.type.value == "CRASHED" and task_state.message.endswith("lost machine"), task_state
+    assert mlflow.get_run(alive).info.status == "RUNNING"
+    trained = mlflow.get_run(summary["run_id"])
+    assert trained.info.status == "FINISHED"
+    assert trained.data.tags[FLOW_RUN_TAG].endswith(f"/runs/flow-run/{state.state_details.flow_run_id}"), \
+        trained.data.tags  # the UI's own path, as the failure notification links it
     lines = seen.lines
     assert summary["model_uri"] == "models:/predrnn-v2/1"
     # progress in phases, each in the log as it starts, in order; the bar ends at 100 % with what was made
@@ -117,6 +138,36 @@ def test_train_flow(local_ray, tiny_dataset, tracking_uri, tmp_path, monkeypatch
     assert progress.data == 100.0 and progress.description.startswith("registered models:/predrnn-v2/1"), progress
     assert Path(summary["gif"]).is_file() and str(tmp_path / "state") in summary["gif"]
     assert summary["test_mse"] > 0 and len(summary["persistence_mse_per_frame"]) == 4
+
+
+def _cut_off_runs(tracking_uri: str, tmp_path: Path) -> tuple[dict[str, Any], str]:
+    """An earlier flow run cut off mid-training (Crashed, its task run still Running, its MLflow run still
+    RUNNING), and the MLflow run of a flow run still going; returns ``({"task_run", "mlflow_run"}, run id)``."""
+    from mlflow import MlflowClient
+    from prefect import flow, task
+    from prefect.client.orchestration import get_client
+    from prefect.states import Crashed, Running
+
+    from flows.progress import FLOW_RUN_TAG
+
+    @flow(name="cut-off")
+    def cut() -> None: ...
+
+    @task(name="train-new-model")
+    def step() -> None: ...
+
+    mlflow = MlflowClient(tracking_uri)
+    experiment = mlflow.create_experiment("cut-off", artifact_location=(tmp_path / "cut-off").as_uri())
+    with get_client(sync_client=True) as client:
+        dead = client.create_flow_run(cut, state=Running())
+        task_run = client.create_task_run(step, dead.id, dynamic_key="0", state=Running())
+        client.set_flow_run_state(dead.id, Crashed(message="lost machine"), force=True)
+        live = client.create_flow_run(cut, state=Running())
+    runs = []
+    for flow_run in (dead, live):
+        run = mlflow.create_run(experiment, tags={FLOW_RUN_TAG: f"http://127.0.0.1/runs/flow-run/{flow_run.id}"})
+        runs.append(run.info.run_id)
+    return {"task_run": task_run.id, "mlflow_run": runs[0]}, runs[1]
 
 
 def _progress_artifact(key: str) -> Any:
