@@ -38,10 +38,8 @@ browser:
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
 	  else echo "the browser tests need Debian's chromium at $(CHROMIUM): sudo apt-get install chromium" >&2; fi; }
 
-# Two test files at a time (pytest-xdist); tests that start a local Ray share one worker (tests/conftest.py).
-TEST_WORKERS ?= 2
 test: $(STAMP) browser
-	PREDRNN_CHROMIUM=$(CHROMIUM) $(VENV)/bin/python -m pytest -q -n $(TEST_WORKERS) --dist loadgroup
+	PREDRNN_CHROMIUM=$(CHROMIUM) $(VENV)/bin/python -m pytest -q
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check predrnn flows tests bench infra

@@ -44,55 +44,6 @@ def _deterministic_torch():
     yield
 
 
-# Test files run two at a time (``pytest -n 2 --dist loadgroup``, the Makefile's test command): a file's
-# tests stay together on one worker (its module fixtures start once), and every test that starts a local
-# Ray on this machine runs on the same worker, one after the other, as two local Rays started at once
-# fail to come up. Those go first, as they take the longest; the rest fill the other worker.
-LOCAL_RAY_FIXTURES = {"local_ray", "two_nodes"}
-
-
-def _starts_local_ray(item: pytest.Item) -> bool:
-    return bool(LOCAL_RAY_FIXTURES & set(getattr(item, "fixturenames", ()))) or \
-        item.get_closest_marker("local_ray") is not None
-
-
-@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    first = [item for item in items if _starts_local_ray(item)]
-    rest = [item for item in items if not _starts_local_ray(item)]
-    for item in first:
-        item.add_marker(pytest.mark.xdist_group("local-ray"))
-    for item in rest:
-        item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::", 1)[0]))
-    items[:] = first + rest
-
-
-@pytest.hookimpl(trylast=True)  # the test ids as they will be reported (pytest-xdist adds the group)
-def pytest_collection_finish(session: pytest.Session) -> None:
-    session.config._predrnn_local_ray = {item.nodeid for item in session.items if _starts_local_ray(item)}
-
-
-@pytest.fixture(scope="session", autouse=True)
-def _local_ray_only_where_declared(request: pytest.FixtureRequest):
-    """A test that starts a local Ray in this process without saying so (the ``local_ray`` fixture or
-    marker) fails at that call, before it could meet another worker's local Ray."""
-    import ray
-
-    declared = getattr(request.config, "_predrnn_local_ray", set())
-    real = ray.init
-
-    def init(*args, **kwargs):
-        address = kwargs.get("address", args[0] if args else None)
-        current = os.environ.get("PYTEST_CURRENT_TEST", "").rsplit(" ", 1)[0]
-        if not address and current and current not in declared:
-            pytest.fail(f"{current} starts a local Ray: give it the local_ray marker (tests/conftest.py)")
-        return real(*args, **kwargs)
-
-    ray.init = init
-    yield
-    ray.init = real
-
-
 def pytest_sessionfinish(session, exitstatus):
     session.config._predrnn_exitstatus = int(exitstatus)
 

@@ -95,7 +95,6 @@ with job_api_server():
 """
 
 
-@pytest.mark.local_ray
 def test_main_job_runs_end_to_end_and_leaves_nothing_running(tmp_path):
     """The main job (ingest and train flows) and then the forecast flow end to end, with canary credentials in
     their environment for the whole run (S3 keys, the promoter's and MLflow's passwords): none of them appears
@@ -146,7 +145,6 @@ def test_main_job_runs_end_to_end_and_leaves_nothing_running(tmp_path):
         shutil.rmtree(temp, ignore_errors=True)
 
 
-@pytest.mark.local_ray
 def test_sigterm_mid_training_stops_the_job_and_everything_it_started(tmp_path):
     env, mark = _job_env(tmp_path / "state")
     log = tmp_path / "job.log"
