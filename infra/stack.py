@@ -60,6 +60,9 @@ ADMIN_USER, PIPELINE_USER, PROMOTER_USER = "admin", "pipeline", "promoter"
 PREFECT_USER = "predrnn"
 
 
+PREFECT_BUSY_WAIT_S = 30.0  # how long a call to the stack's Prefect API retries while it answers 503
+
+
 class StackError(PredrnnError, RuntimeError):
     """A service did not start, or the stack is in an unexpected state."""
 
@@ -705,7 +708,8 @@ class Stack:
         return any(w.get("status") == "ONLINE" for w in workers)
 
     def _prefect_api(self, path: str, body: Any = None, *, method: str = "POST", timeout: float = 15) -> Any:
-        """One call to the stack's Prefect REST API (JSON in and out), with its API auth."""
+        """One call to the stack's Prefect REST API (JSON in and out), with its API auth; a 503 (the server
+        busy, or still starting its services) is retried for up to :data:`PREFECT_BUSY_WAIT_S`."""
         import base64
 
         creds = base64.b64encode(self.secrets.prefect_auth_string().encode()).decode()
@@ -713,8 +717,15 @@ class Stack:
                                      data=None if body is None else json.dumps(body).encode(),
                                      headers={"Content-Type": "application/json", "Authorization": f"Basic {creds}"},
                                      method=method)
-        with urllib.request.urlopen(req, timeout=timeout) as resp:  # noqa: S310 - loopback
-            return json.loads(resp.read() or b"null")
+        deadline = time.monotonic() + PREFECT_BUSY_WAIT_S
+        while True:
+            try:
+                with urllib.request.urlopen(req, timeout=timeout) as resp:  # noqa: S310 - loopback
+                    return json.loads(resp.read() or b"null")
+            except urllib.error.HTTPError as err:  # 503: the server is up but busy or still starting its services
+                if err.code != 503 or time.monotonic() > deadline:
+                    raise
+            time.sleep(0.5)
 
     # -- runs cut off by a stop or a crash -----------------------------------------------------------
 
